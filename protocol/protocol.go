@@ -1,0 +1,60 @@
+// Package protocol defines tandem's wire messages: the tutorial's JSON signaling protocol and tandem's additions,
+// with a fast decoder for incoming messages and encoders for outgoing ones. docs/protocol.md describes it in prose.
+package protocol
+
+// Message types. The first six are the tutorial's; the rest are tandem's own.
+const (
+	TypeLogin     = "login"
+	TypeOffer     = "offer"
+	TypeAnswer    = "answer"
+	TypeCandidate = "candidate"
+	TypeLeave     = "leave"
+	TypeError     = "error"
+	TypeUsers     = "users"
+	TypeRinging   = "ringing"
+)
+
+// Error codes, carried in the code field of error messages and failed login replies.
+const (
+	CodeInvalidJSON        = "invalid_json"
+	CodeInvalidMessage     = "invalid_message"
+	CodeUnknownType        = "unknown_type"
+	CodeBinaryNotSupported = "binary_not_supported"
+	CodeTooLarge           = "too_large"
+	CodeRateLimited        = "rate_limited"
+	CodeNotLoggedIn        = "not_logged_in"
+	CodeNotOnline          = "not_online"
+	CodeBusy               = "busy"
+	CodeSelfCall           = "self_call"
+	CodeNotInCall          = "not_in_call"
+	CodeInvalidName        = "invalid_name"
+	CodeNameTaken          = "name_taken"
+	CodeInternal           = "internal"
+)
+
+// Leave reasons. Clients may send the first four; the server sends the others.
+const (
+	ReasonHangup       = "hangup"
+	ReasonDeclined     = "declined"
+	ReasonNoAnswer     = "no_answer"
+	ReasonCancelled    = "cancelled"
+	ReasonDisconnected = "disconnected"
+	ReasonRenamed      = "renamed"
+	ReasonShutdown     = "shutdown"
+)
+
+// WebSocket close codes tandem uses beyond the standard ones.
+const (
+	// CloseReplaced closes a connection whose name was taken over by a new connection with the resume token.
+	CloseReplaced = 4000
+)
+
+// ICEServer is one entry of RTCConfiguration.iceServers, as handed to clients in the login reply.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// MaxNameLength is the longest name allowed, in Unicode code points.
+const MaxNameLength = 64
