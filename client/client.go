@@ -1,0 +1,335 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+
+	"github.com/coder/websocket"
+
+	"tandem/protocol"
+)
+
+// Options configures a connection. The zero value (or a nil *Options) is ready to use.
+type Options struct {
+	// HTTPClient makes the WebSocket handshake. If nil, http.DefaultClient is used. To trust a private CA for
+	// wss://, give it a Transport with a TLSClientConfig; to reach a server through something other than TCP,
+	// give it a Transport with a DialContext.
+	HTTPClient *http.Client
+
+	// Header is sent with the handshake request (an Origin, a User-Agent...). If nil, none is added.
+	Header http.Header
+
+	// ReadLimit is the largest message accepted from the server, in bytes. If zero, 1 MiB.
+	// A larger message fails Read and closes the connection with 1009.
+	ReadLimit int64
+
+	// Tutorial makes the client send messages exactly as the tutorial's browser client does: the payload before
+	// name, as its send() appends name last, and nothing tandem added (no resume token in login, no reason in
+	// leave). Use it to test compatibility, or to measure a server that speaks only the tutorial's protocol. The
+	// users request is tandem's own and is sent as usual.
+	Tutorial bool
+}
+
+// Client is one connection to a tandem server.
+//
+// The send methods (Login excepted) may be called from any goroutine, also while another goroutine reads. Reading
+// (Read, ReadRaw, Login, WaitFor) must be done from one goroutine at a time: the caller owns the read loop, and
+// the client starts no goroutine of its own. Keep reading while the connection is open: the WebSocket pings of
+// the server are answered while a read is in progress.
+type Client struct {
+	ws       *websocket.Conn
+	tutorial bool
+	closed   atomic.Bool
+
+	wmu  sync.Mutex // serializes encoding into wbuf and writing it
+	wbuf []byte
+
+	rbuf   bytes.Buffer // the last frame read, owned by the reader
+	queued []*Message   // messages read by WaitFor that were not the one waited for, returned first by Read
+}
+
+// Dial connects to a tandem server at url (ws://host:9090/ or wss://host:9090/). It does not log in.
+// ctx bounds the handshake only.
+func Dial(ctx context.Context, url string, opts *Options) (*Client, error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{
+		HTTPClient: opts.HTTPClient,
+		HTTPHeader: opts.Header,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("client: dial %s: %w", url, err)
+	}
+	limit := opts.ReadLimit
+	if limit == 0 {
+		limit = 1 << 20
+	}
+	ws.SetReadLimit(limit)
+	return &Client{ws: ws, tutorial: opts.Tutorial}, nil
+}
+
+// Close closes the connection with the normal close code and waits briefly for the server's answer. It is safe to
+// call more than once and from any goroutine; a read in progress returns an error.
+func (c *Client) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	err := c.ws.Close(websocket.StatusNormalClosure, "")
+	if err != nil && !errors.Is(err, net.ErrClosed) && websocket.CloseStatus(err) == -1 {
+		return fmt.Errorf("client: close: %w", err)
+	}
+	return nil
+}
+
+// CloseNow closes the connection at once, without the close handshake.
+func (c *Client) CloseNow() error {
+	c.closed.Store(true)
+	return c.ws.CloseNow()
+}
+
+// ReadRaw reads the next frame and returns its bytes, which are valid until the next read. It is the lean path
+// for callers that decode (or not) themselves; Decode turns the bytes into a Message.
+// Messages queued by WaitFor are not returned by ReadRaw; use Read after WaitFor.
+func (c *Client) ReadRaw(ctx context.Context) ([]byte, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	for {
+		typ, r, err := c.ws.Reader(ctx)
+		if err != nil {
+			if c.closed.Load() {
+				return nil, ErrClosed
+			}
+			return nil, wrapWS("read", err)
+		}
+		c.rbuf.Reset()
+		if _, err := c.rbuf.ReadFrom(r); err != nil {
+			return nil, wrapWS("read", err)
+		}
+		if typ != websocket.MessageText {
+			continue // tandem sends text only; skip anything else
+		}
+		if c.rbuf.Cap() > 64<<10 && c.rbuf.Len() <= 16<<10 {
+			// A rare large message grew the buffer: give it back rather than hold it for the connection's life.
+			b := bytes.Clone(c.rbuf.Bytes())
+			c.rbuf = *bytes.NewBuffer(b)
+		}
+		return c.rbuf.Bytes(), nil
+	}
+}
+
+// Read reads and decodes the next message. A frame that cannot be decoded returns a *DecodeError, after which
+// Read may be called again; any other error means the connection is gone.
+// Errors sent by the server are returned as messages of type error (see Message.Err), not as errors.
+func (c *Client) Read(ctx context.Context) (*Message, error) {
+	if len(c.queued) > 0 {
+		m := c.queued[0]
+		c.queued[0] = nil
+		c.queued = c.queued[1:]
+		if len(c.queued) == 0 {
+			c.queued = nil
+		}
+		return m, nil
+	}
+	data, err := c.ReadRaw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := new(Message)
+	if err := Decode(data, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// WaitFor reads until a message of type typ arrives, or an error for a request of type typ, and returns it.
+// Other messages read meanwhile are kept, up to 1,000, and returned by the next calls to Read. Frames that cannot
+// be decoded are skipped. An error message for typ is returned as the message, with a nil error.
+func (c *Client) WaitFor(ctx context.Context, typ string) (*Message, error) {
+	for {
+		data, err := c.ReadRaw(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m := new(Message)
+		if Decode(data, m) != nil {
+			continue
+		}
+		if m.Type == typ || (m.Type == protocol.TypeError && (m.Request == typ || m.Request == "")) {
+			return m, nil
+		}
+		if len(c.queued) >= 1000 {
+			return nil, fmt.Errorf("client: waiting for %s: more than 1000 other messages came first", typ)
+		}
+		c.queued = append(c.queued, m)
+	}
+}
+
+// Login logs in as name, with the resume token from an earlier login reply if token is not empty, and waits for
+// the reply, which it returns. A refusal is returned as an *Error (errors.Is(err, ErrNameTaken) and so on) along
+// with the reply. Login reads from the connection: do not call it while another goroutine reads.
+func (c *Client) Login(ctx context.Context, name, token string) (*Message, error) {
+	if err := c.SendLogin(ctx, name, token); err != nil {
+		return nil, err
+	}
+	m, err := c.WaitFor(ctx, protocol.TypeLogin)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Err(); err != nil {
+		return m, fmt.Errorf("client: login as %q: %w", name, err)
+	}
+	return m, nil
+}
+
+// SendLogin sends a login request, with the resume token if it is not empty (and not in tutorial mode), without
+// waiting for the reply.
+func (c *Client) SendLogin(ctx context.Context, name, token string) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	b := append(c.wbuf[:0], `{"type":"login","name":`...)
+	b = appendString(b, name)
+	if token != "" && !c.tutorial {
+		b = append(b, `,"token":`...)
+		b = appendString(b, token)
+	}
+	b = append(b, '}')
+	return c.write(ctx, b)
+}
+
+// SendOffer sends an offer (an RTCSessionDescription as JSON: {"type":"offer","sdp":"..."}) to the user to.
+func (c *Client) SendOffer(ctx context.Context, to string, offer json.RawMessage) error {
+	return c.sendPayload(ctx, protocol.TypeOffer, to, offer)
+}
+
+// SendAnswer sends an answer (an RTCSessionDescription as JSON) to the user to, the caller.
+func (c *Client) SendAnswer(ctx context.Context, to string, answer json.RawMessage) error {
+	return c.sendPayload(ctx, protocol.TypeAnswer, to, answer)
+}
+
+// SendCandidate sends an ICE candidate (an RTCIceCandidateInit as JSON) to the user to. A nil or empty candidate
+// is sent as null, which means the end of candidates.
+func (c *Client) SendCandidate(ctx context.Context, to string, candidate json.RawMessage) error {
+	return c.sendPayload(ctx, protocol.TypeCandidate, to, candidate)
+}
+
+func (c *Client) sendPayload(ctx context.Context, typ, to string, payload json.RawMessage) error {
+	if len(payload) == 0 {
+		payload = json.RawMessage("null")
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	b := append(c.wbuf[:0], `{"type":"`...)
+	b = append(b, typ...)
+	b = append(b, '"')
+	if c.tutorial {
+		b = appendMember(b, typ, payload)
+		b = append(b, `,"name":`...)
+		b = appendString(b, to)
+	} else {
+		b = append(b, `,"name":`...)
+		b = appendString(b, to)
+		b = appendMember(b, typ, payload)
+	}
+	b = append(b, '}')
+	return c.write(ctx, b)
+}
+
+func appendMember(b []byte, key string, value []byte) []byte {
+	b = append(b, ',', '"')
+	b = append(b, key...)
+	b = append(b, '"', ':')
+	return append(b, value...)
+}
+
+// SendLeave ends the call with the user to, for reason (protocol.ReasonHangup, ReasonDeclined, ReasonNoAnswer,
+// ReasonCancelled; empty for the default, hangup). An empty to means the current peer. In tutorial mode the
+// reason is not sent.
+func (c *Client) SendLeave(ctx context.Context, to, reason string) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	b := append(c.wbuf[:0], `{"type":"leave"`...)
+	if to != "" {
+		b = append(b, `,"name":`...)
+		b = appendString(b, to)
+	}
+	if reason != "" && !c.tutorial {
+		b = append(b, `,"reason":`...)
+		b = appendString(b, reason)
+	}
+	b = append(b, '}')
+	return c.write(ctx, b)
+}
+
+// SendUsers asks for the list of online users whose name starts with query (empty: everybody), at most limit
+// of them (0: the server's default). The reply is a message of type users.
+func (c *Client) SendUsers(ctx context.Context, query string, limit int) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	b := append(c.wbuf[:0], `{"type":"users"`...)
+	if query != "" {
+		b = append(b, `,"query":`...)
+		b = appendString(b, query)
+	}
+	if limit > 0 {
+		b = append(b, `,"limit":`...)
+		b = appendInt(b, limit)
+	}
+	b = append(b, '}')
+	return c.write(ctx, b)
+}
+
+// Send sends v, encoded with encoding/json, as one message: for messages this package has no method for, and for
+// tests that send malformed ones. A []byte or json.RawMessage is sent as it is.
+func (c *Client) Send(ctx context.Context, v any) error {
+	var data []byte
+	switch v := v.(type) {
+	case []byte:
+		data = v
+	case json.RawMessage:
+		data = v
+	default:
+		var err error
+		if data, err = json.Marshal(v); err != nil {
+			return fmt.Errorf("client: send: %w", err)
+		}
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.writeFrame(ctx, data)
+}
+
+// write sends b, encoded into the write buffer, as one text frame; c.wmu is held. b becomes the new write buffer.
+func (c *Client) write(ctx context.Context, b []byte) error {
+	if cap(b) <= 64<<10 {
+		c.wbuf = b[:0]
+	} else {
+		c.wbuf = nil
+	}
+	return c.writeFrame(ctx, b)
+}
+
+// writeFrame sends b as one text frame; c.wmu is held.
+func (c *Client) writeFrame(ctx context.Context, b []byte) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if err := c.ws.Write(ctx, websocket.MessageText, b); err != nil {
+		if c.closed.Load() {
+			return ErrClosed
+		}
+		return wrapWS("write", err)
+	}
+	return nil
+}
+
+var _ io.Closer = (*Client)(nil)
