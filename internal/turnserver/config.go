@@ -1,0 +1,219 @@
+package turnserver
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DefaultPort is the TURN port registered with IANA, used when Config.ListenAddr names none.
+const DefaultPort = 3478
+
+// DefaultMaxAllocationsPerUser is Config.MaxAllocationsPerUser when zero. A browser makes one or two allocations per
+// TURN URL and network interface for each call, so this leaves room for a few tabs and reconnects.
+const DefaultMaxAllocationsPerUser = 32
+
+// Config configures a Server. The zero value of every field is usable except Secret.
+type Config struct {
+	// ListenAddr is the host:port to serve STUN and TURN on, UDP and TCP alike. Empty means ":3478".
+	// Port 0 picks a free port (tests); Server.Port reports it.
+	// When the host is empty or unspecified (0.0.0.0, ::), and neither RelayAddress nor PublicIP is set, the server
+	// listens on each IPv4 address of the machine's interfaces that are up, so that every allocation relays on the
+	// address its client reached: right for a LAN, where the machine has no single public address.
+	// Otherwise it listens once on the given host.
+	ListenAddr string
+
+	// Realm is the TURN realm. Empty means "tandem".
+	Realm string
+
+	// Secret is the shared secret credentials are signed with, at least MinSecretLength bytes. Required.
+	// With External, it is coturn's static-auth-secret.
+	Secret string
+
+	// CredentialTTL is how long a credential minted by ICEServers may start new allocations. Zero means
+	// DefaultCredentialTTL. An allocation made while its credential was valid may be refreshed after it expired,
+	// so that calls longer than the TTL are not cut.
+	CredentialTTL time.Duration
+
+	// PublicIP is the IPv4 address to advertise for relays when the server is behind a 1:1 NAT (a cloud VM whose
+	// interface has a private address). Invalid (the zero netip.Addr) means: advertise the address relays are
+	// bound to.
+	PublicIP netip.Addr
+
+	// RelayAddress is the IPv4 address relay sockets are bound to (and advertised, unless PublicIP is set).
+	// Invalid means: the listening address, or every address when PublicIP is set and the server listens on all.
+	RelayAddress netip.Addr
+
+	// RelayMinPort and RelayMaxPort bound the UDP ports of relay sockets, inclusive, for a firewall. Both zero means
+	// any free port the system picks.
+	RelayMinPort, RelayMaxPort uint16
+
+	// Host is the host name or IP address put in the stun: and turn: URLs handed to clients. Empty means PublicIP
+	// when set, otherwise the host the client reached the web page by.
+	Host string
+
+	// AllowLoopback lets relays talk to loopback peers (127.0.0.0/8, ::1). Only for tests on one machine.
+	AllowLoopback bool
+
+	// AllowedPeers are networks relays may reach although they are denied by default (private, link-local, ...).
+	// Nil means none: relays reach only globally routed unicast addresses, and the relay addresses of this server.
+	AllowedPeers []netip.Prefix
+
+	// DeniedPeers are networks relays must never reach, checked before AllowedPeers. Nil means none beyond the
+	// defaults.
+	DeniedPeers []netip.Prefix
+
+	// MaxAllocationsPerUser caps the simultaneous allocations of one user name. Zero means
+	// DefaultMaxAllocationsPerUser; negative means no cap.
+	MaxAllocationsPerUser int
+
+	// External lists the stun:, turn: and turns: URLs of an external TURN server (coturn with use-auth-secret and
+	// the same Secret), handed to clients with credentials beside, or instead of, the embedded server's. Nil means
+	// none.
+	External []string
+
+	// ExternalOnly runs no embedded server: Start and Close do nothing and ICEServers lists only External, which
+	// must then be set. False means the embedded server runs.
+	ExternalOnly bool
+
+	// Registerer receives the server's metrics. Nil means they are not registered anywhere.
+	Registerer prometheus.Registerer
+
+	// Logger receives the server's log. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// normalize validates c and fills in the defaults, returning the listen host and port.
+func (c *Config) normalize() (host netip.Addr, port int, err error) {
+	if c.ListenAddr == "" {
+		c.ListenAddr = ":" + strconv.Itoa(DefaultPort)
+	}
+	h, p, err := net.SplitHostPort(c.ListenAddr)
+	if err != nil {
+		return host, 0, fmt.Errorf("turnserver: listen address %q: %w", c.ListenAddr, err)
+	}
+	port, err = strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return host, 0, fmt.Errorf("turnserver: listen address %q: bad port", c.ListenAddr)
+	}
+	if h == "" {
+		host = netip.IPv4Unspecified()
+	} else if host, err = netip.ParseAddr(h); err != nil {
+		return host, 0, fmt.Errorf("turnserver: listen address %q: the host must be an IP address: %w", c.ListenAddr, err)
+	}
+	host = host.Unmap()
+	if host.Is6() && !host.IsUnspecified() {
+		return host, 0, fmt.Errorf("turnserver: listen address %q: relays are IPv4 only, listen on an IPv4 address", c.ListenAddr)
+	}
+	if host.Is6() {
+		host = netip.IPv4Unspecified()
+	}
+	if c.Realm == "" {
+		c.Realm = "tandem"
+	}
+	if len(c.Secret) < MinSecretLength {
+		return host, 0, fmt.Errorf("turnserver: the secret must be at least %d bytes", MinSecretLength)
+	}
+	if c.CredentialTTL < 0 {
+		return host, 0, fmt.Errorf("turnserver: negative credential TTL %v", c.CredentialTTL)
+	}
+	for _, a := range []struct {
+		name string
+		ip   *netip.Addr
+	}{{"public IP", &c.PublicIP}, {"relay address", &c.RelayAddress}} {
+		if !a.ip.IsValid() {
+			continue
+		}
+		*a.ip = a.ip.Unmap()
+		if !a.ip.Is4() || a.ip.IsUnspecified() || a.ip.IsMulticast() {
+			return host, 0, fmt.Errorf("turnserver: the %s %v must be a unicast IPv4 address", a.name, *a.ip)
+		}
+	}
+	if (c.RelayMinPort == 0) != (c.RelayMaxPort == 0) || c.RelayMinPort > c.RelayMaxPort {
+		return host, 0, fmt.Errorf("turnserver: bad relay port range %d-%d", c.RelayMinPort, c.RelayMaxPort)
+	}
+	if c.Host != "" && !validHost(c.Host) {
+		return host, 0, fmt.Errorf("turnserver: %q is not a host name or IP address", c.Host)
+	}
+	for _, p := range append(append([]netip.Prefix(nil), c.AllowedPeers...), c.DeniedPeers...) {
+		if !p.IsValid() {
+			return host, 0, errors.New("turnserver: an invalid network in the allowed or denied peers")
+		}
+	}
+	if c.MaxAllocationsPerUser == 0 {
+		c.MaxAllocationsPerUser = DefaultMaxAllocationsPerUser
+	}
+	for _, u := range c.External {
+		if err := checkICEURL(u); err != nil {
+			return host, 0, err
+		}
+	}
+	if c.ExternalOnly && len(c.External) == 0 {
+		return host, 0, errors.New("turnserver: ExternalOnly without External URLs")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return host, port, nil
+}
+
+// checkICEURL checks that u looks like a stun:, turn: or turns: URL (RFC 7064, RFC 7065).
+func checkICEURL(u string) error {
+	scheme, rest, ok := strings.Cut(u, ":")
+	switch {
+	case !ok || rest == "":
+		return fmt.Errorf("turnserver: %q is not a stun: or turn: URL", u)
+	case scheme != "stun" && scheme != "stuns" && scheme != "turn" && scheme != "turns":
+		return fmt.Errorf("turnserver: %q: the scheme must be stun, stuns, turn or turns", u)
+	}
+	hostport, query, _ := strings.Cut(rest, "?")
+	if query != "" {
+		q, err := url.ParseQuery(query)
+		if err != nil {
+			return fmt.Errorf("turnserver: %q: %w", u, err)
+		}
+		if t := q.Get("transport"); t != "" && t != "udp" && t != "tcp" {
+			return fmt.Errorf("turnserver: %q: transport must be udp or tcp", u)
+		}
+	}
+	host := hostport
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		if n, err := strconv.Atoi(p); err != nil || n <= 0 || n > 65535 {
+			return fmt.Errorf("turnserver: %q: bad port", u)
+		}
+		host = h
+	}
+	if !validHost(host) {
+		return fmt.Errorf("turnserver: %q: bad host", u)
+	}
+	return nil
+}
+
+// validHost reports whether h is an IP address or a plausible DNS name, so that it can be put in a URL as it is.
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return !strings.Contains(h, "%")
+	}
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
