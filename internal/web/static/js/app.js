@@ -1,0 +1,1034 @@
+// tandem's web client: the login page, the call page, and the state of the one call a page can be in.
+//
+// Phases of a page once signed in:
+//   idle      nobody to talk to; the online list refreshes itself
+//   outgoing  we sent an offer and wait for ringing / an answer (or busy, not online, declined, no answer)
+//   incoming  an offer came in; the page rings with Accept / Decline
+//   active    the call is connecting or connected
+//
+// Compatibility with the tutorial's clients: they only speak login/offer/answer/candidate/leave, never send a
+// reason, never send `ringing`, and answer every offer at once. Everything below copes with that.
+
+import { Signaling, LoginError, serverURL } from './signaling.js';
+import { LocalMedia } from './media.js';
+import { Call } from './call.js';
+import { StatsMeter, formatRate } from './stats.js';
+import { Tone } from './tone.js';
+import { $, avatar, el, formatDuration, toast, validateName } from './ui.js';
+
+const params = new URLSearchParams(window.location.search);
+
+/** Settings a deployment or a test may change through the page's query string. */
+const config = {
+  // How long an outgoing call rings before the caller gives up (leave with reason no_answer).
+  ringTimeoutMs: secondsParam('ringTimeout', 30) * 1000,
+  // How long an incoming call rings when the caller never gives up (a tutorial client has no ring timeout).
+  incomingTimeoutMs: secondsParam('incomingTimeout', 60) * 1000,
+  // How many people the online list shows at once; the rest are found by searching.
+  listLimit: 20,
+  // How often the online list refreshes while the page is idle.
+  listRefreshMs: 30000,
+};
+
+function secondsParam(key, fallback) {
+  const v = Number.parseFloat(params.get(key));
+  return Number.isFinite(v) && v > 0 ? v : fallback;
+}
+
+const SESSION_KEY = 'tandem.session';
+
+const state = {
+  name: '',
+  iceServers: [],
+  phase: 'idle',
+  call: null, // Call while outgoing or active
+  incoming: null, // {from, offer, candidates} while incoming
+  ringTimer: 0,
+  ringing: false, // the callee's device is ringing (we got `ringing`)
+  connectedAt: 0,
+  clock: 0,
+  meter: null,
+  lastStats: null,
+  peerMedia: { audio: true, video: true, screen: false },
+  query: '',
+  users: null,
+  echoName: '',
+  listTimer: 0,
+  searchTimer: 0,
+  unread: 0,
+};
+
+const signaling = new Signaling(serverURL());
+const media = new LocalMedia();
+let mediaReady = Promise.resolve();
+const tone = new Tone();
+
+// The hook the browser tests (and a curious developer) use. Not part of any protocol.
+window.tandem = {
+  config,
+  get phase() { return state.phase; },
+  get name() { return state.name; },
+  get peer() { return state.call ? state.call.peer : state.incoming ? state.incoming.from : ''; },
+  get pc() { return state.call ? state.call.pc : null; },
+  get call() { return state.call; },
+  get stats() { return state.lastStats; },
+  get users() { return state.users; },
+  get signaling() { return signaling.state; },
+  get chatReady() { return !!(state.call && state.call.chatReady); },
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Login
+
+function showLogin({ name = '', error = '' } = {}) {
+  document.body.dataset.view = 'login';
+  $('#login-view').hidden = false;
+  $('#call-view').hidden = true;
+  $('#incoming').hidden = true;
+  setBusy(false);
+  if (name) $('#login-name').value = name;
+  $('#login-error').textContent = error;
+  $('#login-name').setAttribute('aria-invalid', error ? 'true' : 'false');
+  document.title = 'tandem';
+  $('#login-name').focus();
+}
+
+function setBusy(busy, label = 'Signing in…') {
+  const button = $('#login-button');
+  button.disabled = busy;
+  button.classList.toggle('loading', busy);
+  button.querySelector('.btn-label').textContent = busy ? label : 'Sign in';
+}
+
+async function submitLogin(ev) {
+  ev.preventDefault();
+  const input = $('#login-name');
+  const { name, error } = validateName(input.value);
+  if (error) {
+    showLogin({ error });
+    return;
+  }
+  tone.unlock(); // a user gesture: from now on the page may ring
+  await signIn(name, '');
+}
+
+async function signIn(name, token) {
+  setBusy(true, token ? 'Signing you back in…' : 'Signing in…');
+  $('#login-error').textContent = '';
+  let reply;
+  try {
+    reply = await signaling.login(name, token);
+  } catch (err) {
+    if (err instanceof LoginError && err.code === 'superseded') return;
+    sessionStorage.removeItem(SESSION_KEY);
+    showLogin({ name, error: loginErrorText(err, name) });
+    return;
+  }
+  enterCallView(reply);
+}
+
+function loginErrorText(err, name) {
+  switch (err.code) {
+    case 'name_taken': return `Somebody online is already called “${name}”. Pick another name.`;
+    case 'invalid_name': return 'That name cannot be used. Use 1 to 64 characters, with no invisible ones.';
+    case 'unreachable': return err.message;
+    default: return err.message || 'The server refused to sign you in. Try again.';
+  }
+}
+
+function enterCallView(reply) {
+  state.name = reply.name;
+  state.iceServers = Array.isArray(reply.iceServers) ? reply.iceServers : [];
+  saveSession(reply);
+  document.body.dataset.view = 'call';
+  $('#login-view').hidden = true;
+  $('#call-view').hidden = false;
+  $('#me-name').textContent = state.name;
+  avatar($('#me-avatar'), state.name);
+  setConnection('online');
+  setPhase('idle');
+  mediaReady = startMedia();
+  if (reply.peer) {
+    // A reloaded page whose old connection still held a call: that call cannot carry on from here.
+    signaling.send({ type: 'leave', name: reply.peer });
+    toast(`Your call with ${reply.peer} ended when the page reloaded.`);
+  }
+  requestUsers();
+  $('#people-search').focus();
+}
+
+function saveSession(reply) {
+  if (reply.token) sessionStorage.setItem(SESSION_KEY, JSON.stringify({ name: reply.name, token: reply.token }));
+}
+
+function loadSession() {
+  try {
+    const s = JSON.parse(sessionStorage.getItem(SESSION_KEY) || 'null');
+    return s && typeof s.name === 'string' && typeof s.token === 'string' ? s : null;
+  } catch {
+    return null;
+  }
+}
+
+function signOut() {
+  if (state.phase !== 'idle') hangUp();
+  sessionStorage.removeItem(SESSION_KEY);
+  signaling.close();
+  media.stop();
+  stopListTimer();
+  state.users = null;
+  state.echoName = '';
+  showLogin({ name: state.name });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Local media
+
+async function startMedia() {
+  const problem = await media.start();
+  if (problem) toast(problem, { kind: 'error', timeout: 12000 });
+  await fillDevicePickers();
+  renderControls();
+}
+
+media.addEventListener('change', () => {
+  const v = media.video;
+  const local = $('#local-video');
+  local.srcObject = v ? new MediaStream([v]) : null;
+  local.classList.toggle('mirrored', !!v && v === media.camera);
+  renderControls();
+});
+
+media.addEventListener('devices', () => { fillDevicePickers(); });
+
+media.addEventListener('screenended', async () => {
+  if (state.call) await state.call.replaceTrack('video', media.video);
+  renderControls();
+  toast('You stopped sharing your screen.');
+});
+
+function toggleMic() {
+  if (!media.mic) {
+    toast('No microphone is available. Check the browser’s permissions, then reload.', { kind: 'error' });
+    return;
+  }
+  media.setMic(!media.micOn);
+  if (state.call) state.call.sendMediaState();
+  toast(media.micOn ? 'Microphone on.' : 'Microphone muted.', { timeout: 1500 });
+}
+
+function toggleCamera() {
+  if (!media.camera) {
+    toast('No camera is available. Check the browser’s permissions, then reload.', { kind: 'error' });
+    return;
+  }
+  media.setCamera(!media.cameraOn);
+  if (state.call) state.call.sendMediaState();
+}
+
+async function toggleScreen() {
+  try {
+    if (media.screen) {
+      media.stopScreen();
+    } else {
+      await media.startScreen();
+      toast('You are sharing your screen.', { timeout: 2500 });
+    }
+  } catch (err) {
+    if (err && err.name === 'NotAllowedError') return; // the person cancelled the picker
+    toast(`Screen sharing did not start: ${err.message || err}`, { kind: 'error' });
+    return;
+  }
+  if (state.call) await state.call.replaceTrack('video', media.video);
+  renderControls();
+}
+
+async function fillDevicePickers() {
+  const { cameras, mics } = await media.devices();
+  fillSelect($('#camera-select'), cameras, media.cameraId, 'No camera found');
+  fillSelect($('#mic-select'), mics, media.micId, 'No microphone found');
+}
+
+function fillSelect(select, devices, current, emptyLabel) {
+  select.replaceChildren();
+  if (!devices.length) {
+    select.append(el('option', { value: '' }, emptyLabel));
+    select.disabled = true;
+    return;
+  }
+  select.disabled = false;
+  for (const d of devices) select.append(el('option', { value: d.id, selected: d.id === current }, d.label));
+}
+
+async function pickDevice(kind, select) {
+  if (!select.value) return;
+  try {
+    await media.useDevice(kind, select.value);
+  } catch (err) {
+    toast(`That ${kind === 'audio' ? 'microphone' : 'camera'} could not be started.`, { kind: 'error' });
+    return;
+  }
+  if (state.call) await state.call.replaceTrack(kind, kind === 'audio' ? media.audio : media.video);
+  meter.restart();
+}
+
+/** The microphone level in the device panel, so a person can see their mic works before calling. */
+const meter = {
+  ctx: null, analyser: null, source: null, raf: 0,
+  start() {
+    if (!media.mic || this.raf) return;
+    try {
+      this.ctx = this.ctx || new AudioContext();
+      this.analyser = this.ctx.createAnalyser();
+      this.analyser.fftSize = 512;
+      this.source = this.ctx.createMediaStreamSource(new MediaStream([media.mic]));
+      this.source.connect(this.analyser);
+    } catch {
+      return;
+    }
+    const buf = new Uint8Array(this.analyser.fftSize);
+    const bar = $('#mic-meter');
+    const tick = () => {
+      this.analyser.getByteTimeDomainData(buf);
+      let peak = 0;
+      for (const v of buf) peak = Math.max(peak, Math.abs(v - 128));
+      bar.style.transform = `scaleX(${Math.min(1, peak / 64).toFixed(3)})`;
+      this.raf = requestAnimationFrame(tick);
+    };
+    this.raf = requestAnimationFrame(tick);
+  },
+  stop() {
+    cancelAnimationFrame(this.raf);
+    this.raf = 0;
+    if (this.source) this.source.disconnect();
+    this.source = null;
+  },
+  restart() { if (this.raf) { this.stop(); this.start(); } },
+};
+
+function toggleDevices(open = $('#devices').hidden) {
+  $('#devices').hidden = !open;
+  $('#devices-button').setAttribute('aria-expanded', String(open));
+  if (open) {
+    fillDevicePickers();
+    meter.start();
+    $('#camera-select').focus();
+  } else {
+    meter.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Calls
+
+async function startCall(rawName) {
+  const { name, error } = validateName(rawName);
+  if (error) {
+    toast(error, { kind: 'error' });
+    return;
+  }
+  if (name === state.name) {
+    toast('That’s you. Pick someone else to call.', { kind: 'error' });
+    return;
+  }
+  if (state.phase === 'incoming' && state.incoming.from === name) {
+    await accept(); // they called us first: pick up rather than call back
+    return;
+  }
+  if (state.phase !== 'idle') {
+    toast('You are already in a call. Hang up first.', { kind: 'error' });
+    return;
+  }
+  if (signaling.state !== 'online') {
+    toast('Not connected to the server right now. The page reconnects by itself; try again in a moment.', { kind: 'error' });
+    return;
+  }
+  tone.unlock();
+  const call = newCall(name, 'caller');
+  state.ringing = false;
+  setPhase('outgoing');
+  await mediaReady;
+  if (state.call !== call) return; // cancelled while the camera started
+  try {
+    await call.start();
+  } catch (err) {
+    endCall(`The call could not be started: ${err.message || err}`, 'error');
+    return;
+  }
+  clearTimeout(state.ringTimer);
+  state.ringTimer = setTimeout(() => {
+    if (state.call !== call || state.phase !== 'outgoing') return;
+    signaling.send({ type: 'leave', name, reason: 'no_answer' });
+    endCall(`${name} didn’t answer.`);
+  }, config.ringTimeoutMs);
+}
+
+function newCall(peer, role) {
+  const call = new Call({
+    self: state.name,
+    peer,
+    role,
+    iceServers: state.iceServers,
+    media,
+    send: (msg) => signaling.send(msg),
+  });
+  state.call = call;
+  state.peerMedia = { audio: true, video: true, screen: false };
+  call.addEventListener('remotestream', (ev) => {
+    if (state.call !== call) return;
+    const video = $('#remote-video');
+    if (video.srcObject !== ev.detail.stream) video.srcObject = ev.detail.stream;
+  });
+  call.addEventListener('state', (ev) => { if (state.call === call) connectionState(ev.detail.state); });
+  call.addEventListener('restart', () => { if (state.call === call) showCallState('restarting', 'Reconnecting…'); });
+  call.addEventListener('chatready', (ev) => { if (state.call === call) chatReady(ev.detail.ready); });
+  call.addEventListener('chat', (ev) => { if (state.call === call) addChat('them', ev.detail.text); });
+  call.addEventListener('peermedia', (ev) => {
+    if (state.call !== call) return;
+    state.peerMedia = ev.detail;
+    renderStage();
+  });
+  return call;
+}
+
+function onOffer(msg) {
+  const from = msg.name;
+  if (!from || !msg.offer) return;
+  const call = state.call;
+  if (call && call.peer === from) {
+    if (state.phase === 'outgoing') {
+      // Glare: we called each other at the same moment. The name that sorts first keeps its offer.
+      if (state.name < from) return; // ours wins; they will answer it
+      const early = call.pendingCandidates.splice(0); // their candidates, for the offer we answer now
+      call.close();
+      answerCall(from, msg.offer, early);
+      return;
+    }
+    call.handleOffer(msg.offer).catch((err) => console.warn('tandem: renegotiation failed:', err));
+    return;
+  }
+  if (state.phase === 'incoming' && state.incoming.from === from) {
+    state.incoming.offer = msg.offer; // the caller sent a fresh offer: answer that one
+    return;
+  }
+  if (state.phase !== 'idle') return; // the server answers `busy` for us
+  state.incoming = { from, offer: msg.offer, candidates: [] };
+  setPhase('incoming');
+  ring(from);
+}
+
+function ring(from) {
+  $('#incoming-title').textContent = from;
+  avatar($('#incoming-avatar'), from);
+  $('#incoming').hidden = false;
+  $('#accept-button').focus();
+  tone.play('ring');
+  document.title = `${from} is calling… · tandem`;
+  clearTimeout(state.ringTimer);
+  state.ringTimer = setTimeout(() => {
+    if (state.phase !== 'incoming' || state.incoming.from !== from) return;
+    signaling.send({ type: 'leave', name: from, reason: 'no_answer' });
+    stopRinging();
+    setPhase('idle');
+    toast(`Missed call from ${from}.`);
+  }, config.incomingTimeoutMs);
+}
+
+function stopRinging() {
+  clearTimeout(state.ringTimer);
+  $('#incoming').hidden = true;
+  tone.stop();
+  state.incoming = null;
+  document.title = 'tandem';
+}
+
+async function accept() {
+  if (state.phase !== 'incoming') return;
+  const { from, offer, candidates } = state.incoming;
+  stopRinging();
+  await answerCall(from, offer, candidates);
+}
+
+async function answerCall(from, offer, candidates) {
+  const call = newCall(from, 'callee');
+  setPhase('active');
+  await mediaReady;
+  if (state.call !== call) return;
+  try {
+    await call.answer(offer, candidates);
+  } catch (err) {
+    signaling.send({ type: 'leave', name: from });
+    endCall(`The call with ${from} could not be set up: ${err.message || err}`, 'error');
+  }
+}
+
+function decline() {
+  if (state.phase !== 'incoming') return;
+  const from = state.incoming.from;
+  signaling.send({ type: 'leave', name: from, reason: 'declined' });
+  stopRinging();
+  setPhase('idle');
+  toast(`You declined the call from ${from}.`, { timeout: 2500 });
+}
+
+function hangUp() {
+  if (state.phase === 'incoming') {
+    decline();
+    return;
+  }
+  const call = state.call;
+  if (!call) return;
+  const cancelled = state.phase === 'outgoing';
+  signaling.send({ type: 'leave', name: call.peer, reason: cancelled ? 'cancelled' : 'hangup' });
+  endCall(cancelled ? 'Call cancelled.' : callSummary(call.peer));
+}
+
+function callSummary(peer) {
+  const d = state.connectedAt ? ` after ${formatDuration(Date.now() - state.connectedAt)}` : '';
+  return `Call with ${peer} ended${d}.`;
+}
+
+/** Ends the call on this side (whoever ended it has already told the other side) and says why. */
+function endCall(message, kind = 'info') {
+  const call = state.call;
+  state.call = null;
+  if (call) call.close();
+  clearTimeout(state.ringTimer);
+  tone.stop();
+  if (media.screen) {
+    media.stopScreen();
+  }
+  const video = $('#remote-video');
+  video.srcObject = null;
+  setPhase('idle');
+  if (message) toast(message, { kind });
+  requestUsers();
+}
+
+function onAnswer(msg) {
+  const call = state.call;
+  if (!call || !msg.answer) return;
+  if (msg.name && msg.name !== call.peer) return;
+  if (state.phase === 'outgoing') {
+    clearTimeout(state.ringTimer);
+    tone.stop();
+    setPhase('active');
+  }
+  call.handleAnswer(msg.answer).catch((err) => {
+    signaling.send({ type: 'leave', name: call.peer });
+    endCall(`The call with ${call.peer} could not be set up: ${err.message || err}`, 'error');
+  });
+}
+
+function onCandidate(msg) {
+  const from = msg.name;
+  if (state.call && (!from || from === state.call.peer)) {
+    state.call.handleCandidate(msg.candidate);
+  } else if (state.incoming && from === state.incoming.from) {
+    if (msg.candidate && msg.candidate.candidate) state.incoming.candidates.push(msg.candidate);
+  }
+}
+
+function onRinging(msg) {
+  if (state.phase !== 'outgoing' || !state.call || msg.name !== state.call.peer) return;
+  state.ringing = true;
+  tone.play('ringback');
+  renderStage();
+}
+
+const leaveWords = {
+  declined: (n) => `${n} declined the call.`,
+  no_answer: (n) => `${n} didn’t answer.`,
+  cancelled: (n) => `${n} hung up.`,
+  disconnected: (n) => `${n}’s connection to the server was lost.`,
+  renamed: (n) => `${n} left.`,
+  shutdown: () => 'The server is restarting, so the call ended.',
+};
+
+function onLeave(msg) {
+  const reason = msg.reason || 'hangup';
+  if (state.phase === 'incoming' && (!msg.name || msg.name === state.incoming.from)) {
+    const from = state.incoming.from;
+    stopRinging();
+    setPhase('idle');
+    toast(reason === 'shutdown' ? leaveWords.shutdown() : `Missed call from ${from}.`);
+    return;
+  }
+  const call = state.call;
+  if (!call || (msg.name && msg.name !== call.peer)) return;
+  const peer = call.peer;
+  let words;
+  if (state.phase === 'outgoing') {
+    // A tutorial client that refuses a call just sends a bare leave.
+    words = reason === 'hangup' ? leaveWords.declined(peer) : (leaveWords[reason] || leaveWords.declined)(peer);
+  } else if (reason === 'hangup') {
+    words = `${peer} hung up. ${callSummary(peer)}`;
+  } else {
+    words = `${(leaveWords[reason] || leaveWords.renamed)(peer)} ${callSummary(peer)}`;
+  }
+  endCall(words);
+}
+
+const errorWords = {
+  busy: (n) => `${n} is in another call. Try again later.`,
+  not_online: (n) => `${n} is not online.`,
+  self_call: () => 'That’s you. Pick someone else to call.',
+};
+
+function onError(msg) {
+  const call = state.call;
+  if (msg.request === 'offer' && call && state.phase === 'outgoing' && (!msg.name || msg.name === call.peer)) {
+    const words = errorWords[msg.code];
+    endCall(words ? words(call.peer) : `The call could not be placed: ${msg.message || msg.code}.`, 'error');
+    return;
+  }
+  switch (msg.code) {
+    case 'not_in_call':
+    case 'not_online':
+      return; // a message about a call that has just ended on the other side: the `leave` says it all
+    case 'rate_limited':
+      toast('The server is asking this page to slow down.', { kind: 'error' });
+      return;
+    default:
+      toast(`The server reported a problem: ${msg.message || msg.code || 'unknown error'}.`, { kind: 'error' });
+  }
+}
+
+function connectionState(s) {
+  if (s === 'connected') {
+    if (!state.connectedAt) startClock();
+    showCallState('connected', 'Connected');
+  } else if (s === 'connecting' || s === 'new') {
+    showCallState('connecting', state.connectedAt ? 'Reconnecting…' : 'Connecting…');
+  } else if (s === 'disconnected') {
+    showCallState('restarting', 'Connection unstable…');
+  } else if (s === 'failed') {
+    showCallState('failed', 'Connection lost, retrying…');
+  }
+  renderStage();
+}
+
+function showCallState(kind, text) {
+  const pill = $('#call-state');
+  pill.dataset.state = kind;
+  pill.textContent = text;
+  pill.hidden = false;
+}
+
+function startClock() {
+  state.connectedAt = Date.now();
+  const call = state.call;
+  state.meter = call ? new StatsMeter(call.pc) : null;
+  const tick = async () => {
+    $('#call-duration').textContent = formatDuration(Date.now() - state.connectedAt);
+    if (state.meter && state.call === call) {
+      try {
+        const s = await state.meter.sample();
+        state.lastStats = s;
+        $('#stat-rtt').textContent = s.rttMs == null ? '–' : `${s.rttMs} ms`;
+        $('#stat-in').textContent = formatRate(s.inKbps);
+        $('#stat-out').textContent = formatRate(s.outKbps);
+        $('#stat-loss').textContent = s.lossPct == null ? '–' : `${s.lossPct.toFixed(s.lossPct < 10 ? 1 : 0)} %`;
+      } catch { /* the call ended between two samples */ }
+    }
+  };
+  $('#call-duration').hidden = false;
+  $('#call-stats').hidden = false;
+  tick();
+  clearInterval(state.clock);
+  state.clock = setInterval(tick, 1000);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Chat
+
+function chatReady(ready) {
+  $('#chat-input').disabled = !ready;
+  $('#chat-send').disabled = !ready;
+  $('#chat-input').placeholder = ready ? 'Write a message' : 'Chat is not available';
+  $('#chat-note').textContent = ready
+    ? 'Messages go straight to the other person and are not stored.'
+    : 'Chat is not available with this caller.';
+}
+
+function addChat(who, text) {
+  const time = new Date().toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const author = who === 'me' ? 'You' : (state.call ? state.call.peer : '');
+  const item = el('li', { class: `msg msg-${who}` },
+    el('span', { class: 'msg-meta' }, `${author} · ${time}`),
+    el('span', { class: 'msg-text' }, text));
+  const log = $('#chat-log');
+  log.append(item);
+  log.scrollTop = log.scrollHeight;
+  if (who === 'them' && $('#chat').hidden) {
+    state.unread++;
+    const badge = $('#chat-unread');
+    badge.textContent = String(state.unread);
+    badge.hidden = false;
+    toast(`${author}: ${text.length > 80 ? `${text.slice(0, 80)}…` : text}`, { timeout: 4000 });
+  }
+}
+
+function sendChat(ev) {
+  ev.preventDefault();
+  const input = $('#chat-input');
+  const text = input.value.trim();
+  if (!text || !state.call) return;
+  if (!state.call.sendChat(text)) {
+    toast('The message could not be sent: chat is not connected.', { kind: 'error' });
+    return;
+  }
+  addChat('me', text);
+  input.value = '';
+}
+
+function toggleChat(open = $('#chat').hidden) {
+  $('#chat').hidden = !open;
+  $('#chat-button').setAttribute('aria-expanded', String(open));
+  document.body.classList.toggle('chat-open', open);
+  if (open) {
+    state.unread = 0;
+    $('#chat-unread').hidden = true;
+    if (!$('#chat-input').disabled) $('#chat-input').focus();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Who is online
+
+function requestUsers() {
+  if (document.body.dataset.view !== 'call') return;
+  const msg = { type: 'users', limit: config.listLimit };
+  if (state.query) msg.query = state.query;
+  signaling.send(msg);
+  restartListTimer();
+}
+
+function restartListTimer() {
+  stopListTimer();
+  state.listTimer = setTimeout(() => {
+    if (state.phase === 'idle' && document.visibilityState === 'visible') requestUsers();
+    else restartListTimer();
+  }, config.listRefreshMs);
+}
+
+function stopListTimer() {
+  clearTimeout(state.listTimer);
+  state.listTimer = 0;
+}
+
+function onUsers(msg) {
+  if ((msg.query || '') !== state.query) return; // an answer to an older search
+  const users = Array.isArray(msg.users) ? msg.users : [];
+  state.users = { users, more: !!msg.more, total: msg.total ?? users.length, query: state.query };
+  const echo = users.find((u) => u.echo);
+  if (echo) state.echoName = echo.name;
+  else if (!state.query && !msg.more) state.echoName = '';
+  renderUsers();
+}
+
+function renderUsers() {
+  const { users, more, total } = state.users;
+  const list = $('#people-list');
+  list.replaceChildren();
+  const others = users.filter((u) => u.name !== state.name);
+  for (const u of users) {
+    const self = u.name === state.name;
+    const badges = [];
+    if (self) badges.push(el('span', { class: 'tag' }, 'You'));
+    if (u.echo) badges.push(el('span', { class: 'tag tag-echo' }, 'Test line'));
+    if (u.busy && !self) badges.push(el('span', { class: 'tag tag-busy' }, 'In a call'));
+    const label = self ? `${u.name} (you)` : `Call ${u.name}${u.busy ? ', in a call' : ''}${u.echo ? ', echo test line' : ''}`;
+    const button = el('button', {
+      type: 'button', class: 'person', 'data-name': u.name, 'aria-label': label, disabled: self,
+    }, avatar(el('span', { class: 'avatar', 'aria-hidden': 'true' }), u.name),
+    el('span', { class: 'person-name' }, u.name), ...badges,
+    self ? null : el('span', { class: 'person-call', 'aria-hidden': 'true' }, callIcon()));
+    if (!self) button.addEventListener('click', () => startCall(u.name));
+    list.append(el('li', {}, button));
+  }
+  if (!others.length) {
+    list.append(el('li', { class: 'people-empty muted' }, state.query
+      ? `Nobody online has a name starting with “${state.query}”.`
+      : 'Nobody else is online yet. Share this page’s address with someone to call them.'));
+  }
+  $('#people-count').textContent = `${total}`;
+  $('#people-count').setAttribute('aria-label', `${total} online`);
+  const moreNote = $('#people-more');
+  moreNote.hidden = !more;
+  moreNote.textContent = more ? `Showing the first ${users.length} of ${total}. Type a name to find someone.` : '';
+  // issue 5: the "Test call" button appears when the server has an echo user.
+  $('#test-call').hidden = !state.echoName;
+}
+
+function callIcon() {
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+  svg.setAttribute('class', 'icon');
+  const use = document.createElementNS('http://www.w3.org/2000/svg', 'use');
+  use.setAttribute('href', '#i-phone');
+  svg.append(use);
+  return svg;
+}
+
+// issue 5: a test call is a call to the echo user, who sends back what it receives.
+function startTestCall() {
+  if (state.echoName) startCall(state.echoName);
+}
+
+function onSearch() {
+  clearTimeout(state.searchTimer);
+  state.searchTimer = setTimeout(() => {
+    const q = $('#people-search').value.trim();
+    if (q === state.query) return;
+    state.query = q;
+    $('#people-list').setAttribute('aria-busy', 'true');
+    requestUsers();
+  }, 150);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Rendering
+
+function setPhase(phase) {
+  state.phase = phase;
+  document.body.dataset.call = phase;
+  $('#hangup-button').disabled = phase === 'idle' || phase === 'incoming';
+  $('#dial-button').disabled = phase !== 'idle';
+  $('#test-call-button').disabled = phase !== 'idle';
+  if (phase === 'idle') {
+    clearInterval(state.clock);
+    state.clock = 0;
+    state.connectedAt = 0;
+    state.meter = null;
+    state.lastStats = null;
+    state.ringing = false;
+    $('#call-duration').hidden = true;
+    $('#call-stats').hidden = true;
+    $('#call-state').hidden = true;
+    for (const id of ['#stat-rtt', '#stat-in', '#stat-out', '#stat-loss']) $(id).textContent = '–';
+    $('#chat-log').replaceChildren();
+    chatReady(false);
+    $('#chat-note').textContent = 'Messages go straight to the other person and are not stored.';
+    toggleChat(false);
+    $('#chat-button').disabled = true;
+    restartListTimer();
+  } else {
+    $('#chat-button').disabled = phase !== 'active';
+    if (phase === 'active') {
+      showCallState('connecting', 'Connecting…');
+      if (window.matchMedia('(min-width: 1100px)').matches) toggleChat(true);
+    }
+  }
+  renderStage();
+}
+
+function renderStage() {
+  const call = state.call;
+  const peer = call ? call.peer : state.incoming ? state.incoming.from : '';
+  $('#call-peer').textContent = peer && state.phase === 'active' ? peer : '';
+  let title = '';
+  let detail = '';
+  let showOverlay = true;
+  switch (state.phase) {
+    case 'idle':
+      title = 'Ready when you are';
+      detail = 'Pick someone from the list, or type a name, to call them.';
+      break;
+    case 'outgoing':
+      title = state.ringing ? `Ringing ${peer}…` : `Calling ${peer}…`;
+      detail = state.ringing ? 'Waiting for them to answer.' : 'Reaching their device.';
+      break;
+    case 'incoming':
+      title = `${peer} is calling`;
+      detail = 'Accept or decline below.';
+      break;
+    case 'active': {
+      const connected = call && call.pc && call.pc.connectionState === 'connected';
+      const video = $('#remote-video');
+      if (!connected && !state.connectedAt) {
+        title = `Connecting to ${peer}…`;
+        detail = 'Setting up a direct connection.';
+      } else if (!state.peerMedia.video) {
+        title = peer;
+        detail = 'Camera off';
+      } else if (!video.videoWidth) {
+        title = peer;
+        detail = 'Waiting for video…';
+      } else {
+        showOverlay = false;
+      }
+    }
+  }
+  $('#stage-title').textContent = title;
+  $('#stage-detail').textContent = detail;
+  $('#remote-overlay').hidden = !showOverlay;
+  avatar($('#remote-avatar'), peer || state.name);
+  $('#remote-avatar').hidden = !peer;
+  const flags = $('#remote-flags');
+  flags.replaceChildren();
+  if (state.phase === 'active' && !state.peerMedia.audio) flags.append(el('span', { class: 'flag' }, `${peer} is muted`));
+  if (state.phase === 'active' && state.peerMedia.screen) flags.append(el('span', { class: 'flag' }, `${peer} is sharing their screen`));
+}
+
+function renderControls() {
+  const mic = $('#mic-button');
+  const micOff = !media.mic || !media.micOn;
+  mic.setAttribute('aria-pressed', String(micOff));
+  mic.querySelector('.ctl-label').textContent = micOff ? 'Unmute' : 'Mute';
+  mic.title = micOff ? 'Unmute (M)' : 'Mute (M)';
+  mic.classList.toggle('ctl-off', micOff);
+
+  const cam = $('#cam-button');
+  const camOff = !media.camera || !media.cameraOn;
+  cam.setAttribute('aria-pressed', String(camOff));
+  cam.querySelector('.ctl-label').textContent = camOff ? 'Start video' : 'Stop video';
+  cam.title = camOff ? 'Turn camera on (V)' : 'Turn camera off (V)';
+  cam.classList.toggle('ctl-off', camOff);
+  $('#local-off').hidden = !!media.screen || !camOff;
+
+  const screen = $('#screen-button');
+  screen.setAttribute('aria-pressed', String(!!media.screen));
+  screen.querySelector('.ctl-label').textContent = media.screen ? 'Stop sharing' : 'Share screen';
+  screen.classList.toggle('ctl-active', !!media.screen);
+  screen.hidden = !(navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia);
+}
+
+function setConnection(s, retryIn = 0) {
+  const box = $('#conn-status');
+  box.dataset.state = s;
+  const words = {
+    online: 'Online',
+    connecting: 'Connecting…',
+    reconnecting: retryIn >= 1500 ? `Reconnecting in ${Math.round(retryIn / 1000)} s…` : 'Reconnecting…',
+    offline: 'Offline',
+  };
+  $('#conn-text').textContent = words[s] || s;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Signaling events
+
+signaling.addEventListener('message', (ev) => {
+  const msg = ev.detail;
+  switch (msg.type) {
+    case 'offer': onOffer(msg); break;
+    case 'answer': onAnswer(msg); break;
+    case 'candidate': onCandidate(msg); break;
+    case 'leave': onLeave(msg); break;
+    case 'ringing': onRinging(msg); break;
+    case 'users': onUsers(msg); break;
+    case 'error': onError(msg); break;
+  }
+});
+
+signaling.addEventListener('state', (ev) => {
+  if (document.body.dataset.view !== 'call') return;
+  const { state: s, retryIn } = ev.detail;
+  setConnection(s, retryIn);
+  if (s === 'reconnecting' && retryIn && signaling.attempt === 1) {
+    toast('Lost the connection to the server. Reconnecting… Your call, if any, carries on.', { timeout: 5000 });
+  }
+});
+
+signaling.addEventListener('resumed', (ev) => {
+  const reply = ev.detail;
+  if (Array.isArray(reply.iceServers)) state.iceServers = reply.iceServers;
+  saveSession(reply);
+  setConnection('online');
+  toast('Reconnected to the server.', { timeout: 2500 });
+  const call = state.call;
+  if (reply.peer) {
+    if (call && call.peer === reply.peer) call.signalingResumed();
+    else if (!(state.incoming && state.incoming.from === reply.peer)) signaling.send({ type: 'leave', name: reply.peer });
+  } else if (state.phase === 'outgoing') {
+    endCall(`The call to ${call.peer} was lost while the server was unreachable. Try again.`, 'error');
+  } else if (state.phase === 'incoming') {
+    const from = state.incoming.from;
+    stopRinging();
+    setPhase('idle');
+    toast(`Missed call from ${from} while the server was unreachable.`);
+  }
+  // In an active call that the server no longer knows (it restarted), media keeps flowing peer to peer.
+  requestUsers();
+});
+
+signaling.addEventListener('lost', (ev) => {
+  const { reason } = ev.detail;
+  const had = state.call;
+  state.incoming = null;
+  if (had) {
+    // With "replaced" the call moved to the other tab with the session; say nothing to the peer.
+    endCall('');
+  }
+  stopRinging();
+  media.stop();
+  stopListTimer();
+  sessionStorage.removeItem(SESSION_KEY);
+  const error = reason === 'replaced'
+    ? 'You signed in as this name in another tab or window, so this one was signed out.'
+    : `While you were disconnected, someone else took the name “${state.name}”. Pick another name.`;
+  showLogin({ name: state.name, error });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// Wiring
+
+function wire() {
+  $('#login-form').addEventListener('submit', submitLogin);
+  $('#logout-button').addEventListener('click', signOut);
+  $('#people-search').addEventListener('input', onSearch);
+  $('#dial-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    startCall($('#dial-name').value);
+  });
+  $('#test-call-button').addEventListener('click', startTestCall);
+  $('#accept-button').addEventListener('click', accept);
+  $('#decline-button').addEventListener('click', decline);
+  $('#hangup-button').addEventListener('click', hangUp);
+  $('#mic-button').addEventListener('click', toggleMic);
+  $('#cam-button').addEventListener('click', toggleCamera);
+  $('#screen-button').addEventListener('click', toggleScreen);
+  $('#devices-button').addEventListener('click', () => toggleDevices());
+  $('#camera-select').addEventListener('change', (ev) => pickDevice('video', ev.target));
+  $('#mic-select').addEventListener('change', (ev) => pickDevice('audio', ev.target));
+  $('#chat-button').addEventListener('click', () => toggleChat());
+  $('#chat-close').addEventListener('click', () => toggleChat(false));
+  $('#chat-form').addEventListener('submit', sendChat);
+  $('#remote-video').addEventListener('resize', renderStage);
+  $('#remote-video').addEventListener('loadedmetadata', renderStage);
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible' && state.phase === 'idle' && document.body.dataset.view === 'call') {
+      requestUsers();
+    }
+  });
+  document.addEventListener('keydown', (ev) => {
+    if (document.body.dataset.view !== 'call') return;
+    if (ev.key === 'Escape') {
+      if (!$('#devices').hidden) toggleDevices(false);
+      else if (!$('#chat').hidden) toggleChat(false);
+      return;
+    }
+    const t = ev.target;
+    const typing = t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement || t instanceof HTMLSelectElement;
+    if (typing || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    if (ev.key === 'm' || ev.key === 'M') toggleMic();
+    else if (ev.key === 'v' || ev.key === 'V') toggleCamera();
+  });
+  window.addEventListener('pagehide', () => tone.stop());
+}
+
+function boot() {
+  wire();
+  renderControls();
+  const saved = loadSession();
+  if (saved) {
+    // A reload in the same tab: take the name back with the resume token.
+    $('#login-name').value = saved.name;
+    document.body.dataset.view = 'login';
+    signIn(saved.name, saved.token);
+  } else {
+    showLogin({ name: params.get('name') || '' });
+  }
+}
+
+boot();

@@ -1,0 +1,306 @@
+// One call: an RTCPeerConnection with the other person, its chat data channel, and the offer/answer/candidate
+// exchange over the signaling connection. The page (app.js) decides when calls start and end; a Call only
+// connects, keeps the connection alive (ICE restart) and reports what happens.
+
+const CHAT_LABEL = 'chat';
+
+/**
+ * Call events (CustomEvent, data in detail):
+ *  - "remotestream": detail.stream, the other person's audio and video;
+ *  - "state": detail.state, the RTCPeerConnection's connectionState;
+ *  - "chatready": the other side speaks tandem's chat (detail.ready is true) or the channel closed (false);
+ *  - "chat": detail.text, a chat message from the other person;
+ *  - "peermedia": detail {audio, video, screen}, what the other person sends (tandem peers only);
+ *  - "restart": an ICE restart began (detail.attempt).
+ */
+export class Call extends EventTarget {
+  /**
+   * @param {object} o
+   * @param {string} o.self our name; o.peer the other person's name
+   * @param {"caller"|"callee"} o.role who sent the first offer
+   * @param {RTCIceServer[]} o.iceServers from the login reply (may be empty)
+   * @param {import('./media.js').LocalMedia} o.media the tracks to send
+   * @param {(msg: object) => boolean} o.send sends a signaling message
+   */
+  constructor({ self, peer, role, iceServers, media, send }) {
+    super();
+    this.self = self;
+    this.peer = peer;
+    this.role = role;
+    this.iceServers = iceServers || [];
+    this.media = media;
+    this.send = send;
+    this.pc = null;
+    this.dc = null;
+    this.chatReady = false;
+    this.pendingCandidates = [];
+    this.remoteStream = new MediaStream();
+    this.closed = false;
+    this.restarts = 0;
+    this.restartTimer = 0;
+    this.connectedOnce = false;
+    // In a renegotiation collision, the name that sorts first keeps its offer (as for glare of new calls).
+    this.polite = self > peer;
+  }
+
+  createPeerConnection() {
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    this.pc = pc;
+    pc.onicecandidate = (ev) => {
+      // Only real candidates: the tutorial's clients cannot parse a null (end-of-candidates) one.
+      if (ev.candidate && ev.candidate.candidate) {
+        this.send({ type: 'candidate', name: this.peer, candidate: ev.candidate.toJSON() });
+      }
+    };
+    pc.onicecandidateerror = (ev) => {
+      console.warn(`tandem: ICE candidate error ${ev.errorCode} ${ev.errorText} (${ev.url || ev.address || ''})`);
+    };
+    pc.ontrack = (ev) => {
+      if (!this.remoteStream.getTracks().includes(ev.track)) this.remoteStream.addTrack(ev.track);
+      this.dispatchEvent(new CustomEvent('remotestream', { detail: { stream: this.remoteStream } }));
+    };
+    pc.onconnectionstatechange = () => this.connectionStateChanged();
+    pc.ondatachannel = (ev) => { if (ev.channel.label === CHAT_LABEL) this.useChannel(ev.channel); };
+    return pc;
+  }
+
+  async addLocalTracks() {
+    const streamForIds = new MediaStream();
+    for (const kind of ['audio', 'video']) {
+      const track = kind === 'audio' ? this.media.audio : this.media.video;
+      // A callee reuses the transceivers the offer created; a caller makes them. Either way each kind has one,
+      // so the other side's media is received even when this side has no such device.
+      const existing = this.pc.getTransceivers().find((t) => t.receiver.track.kind === kind && !t.sender.track &&
+        !t.stopped && t.direction !== 'inactive');
+      if (track && existing) {
+        await existing.sender.replaceTrack(track);
+        existing.direction = 'sendrecv';
+        if (existing.sender.setStreams) existing.sender.setStreams(streamForIds);
+      } else if (track) {
+        this.pc.addTrack(track, streamForIds);
+      } else if (!existing) {
+        this.pc.addTransceiver(kind, { direction: 'recvonly' });
+      }
+    }
+  }
+
+  /** Caller: makes the offer and sends it. */
+  async start() {
+    this.createPeerConnection();
+    await this.addLocalTracks();
+    this.useChannel(this.pc.createDataChannel(CHAT_LABEL, { ordered: true }));
+    const offer = await this.pc.createOffer();
+    await this.pc.setLocalDescription(offer);
+    this.sendDescription('offer');
+  }
+
+  /** Callee: answers the offer that started the call. */
+  async answer(offer, earlyCandidates = []) {
+    this.createPeerConnection();
+    this.pendingCandidates.push(...earlyCandidates);
+    await this.pc.setRemoteDescription(offer);
+    await this.addLocalTracks();
+    const answer = await this.pc.createAnswer();
+    await this.pc.setLocalDescription(answer);
+    this.sendDescription('answer');
+    await this.flushCandidates();
+  }
+
+  /** The other side's answer to our offer (the first one or an ICE restart). */
+  async handleAnswer(answer) {
+    if (!this.pc || this.pc.signalingState !== 'have-local-offer') return;
+    await this.pc.setRemoteDescription(answer);
+    await this.flushCandidates();
+  }
+
+  /** A new offer from the other side during the call: an ICE restart or another renegotiation. */
+  async handleOffer(offer) {
+    if (!this.pc) return;
+    const collision = this.pc.signalingState !== 'stable';
+    if (collision && !this.polite) return; // ours wins; they will answer it
+    await this.pc.setRemoteDescription(offer); // rolls our own offer back when polite
+    const answer = await this.pc.createAnswer();
+    await this.pc.setLocalDescription(answer);
+    this.sendDescription('answer');
+    await this.flushCandidates();
+  }
+
+  async handleCandidate(candidate) {
+    if (!candidate || !candidate.candidate) return;
+    if (!this.pc || !this.pc.remoteDescription) {
+      this.pendingCandidates.push(candidate);
+      return;
+    }
+    await this.addCandidate(candidate);
+  }
+
+  async flushCandidates() {
+    const list = this.pendingCandidates.splice(0);
+    for (const c of list) await this.addCandidate(c);
+  }
+
+  async addCandidate(candidate) {
+    try {
+      await this.pc.addIceCandidate(candidate);
+    } catch (err) {
+      // Candidates of an offer that lost a collision, or of an older ICE generation, are expected to fail.
+      console.debug('tandem: candidate not added:', err.message);
+    }
+  }
+
+  sendDescription(kind) {
+    const d = this.pc.localDescription;
+    this.send({ type: kind, name: this.peer, [kind]: { type: d.type, sdp: d.sdp } });
+  }
+
+  connectionStateChanged() {
+    const state = this.pc.connectionState;
+    this.dispatchEvent(new CustomEvent('state', { detail: { state } }));
+    clearTimeout(this.restartTimer);
+    if (state === 'connected') {
+      this.connectedOnce = true;
+      this.restarts = 0;
+    } else if (state === 'failed') {
+      // The caller restarts at once; the callee gives it a moment, so the two rarely collide, and steps in when the
+      // caller cannot (a tutorial client never restarts).
+      this.scheduleRestart(this.role === 'caller' ? 0 : 4000);
+    } else if (state === 'disconnected') {
+      // Often a blip that heals by itself; restart if it does not.
+      this.scheduleRestart(this.role === 'caller' ? 5000 : 9000);
+    }
+  }
+
+  scheduleRestart(delay) {
+    clearTimeout(this.restartTimer);
+    this.restartTimer = setTimeout(() => this.restartIce(), delay);
+  }
+
+  /** Starts an ICE restart: a new offer with fresh ICE credentials, sent as a renegotiation of the same call. */
+  async restartIce() {
+    if (this.closed || !this.pc || this.pc.signalingState !== 'stable') return;
+    const state = this.pc.connectionState;
+    if (state === 'connected' || state === 'new' || state === 'closed') return;
+    this.restarts++;
+    this.dispatchEvent(new CustomEvent('restart', { detail: { attempt: this.restarts } }));
+    await this.renegotiate({ iceRestart: true });
+    // If this attempt goes nowhere (say the offer was lost while the server was unreachable), try again.
+    this.scheduleRestart(Math.min(30000, 8000 * this.restarts));
+  }
+
+  /** Sends a new offer in the same call: the server relays it as a renegotiation, and either kind of client answers. */
+  async renegotiate(options = {}) {
+    if (this.closed || !this.pc || this.pc.signalingState !== 'stable') return;
+    try {
+      const offer = await this.pc.createOffer(options);
+      await this.pc.setLocalDescription(offer);
+      this.sendDescription('offer');
+    } catch (err) {
+      console.warn('tandem: renegotiation failed:', err);
+    }
+  }
+
+  /** Called after the signaling connection came back: resume a restart that may have been lost on the way. */
+  signalingResumed() {
+    if (!this.pc || this.closed) return;
+    const state = this.pc.connectionState;
+    if (state === 'failed' || state === 'disconnected') {
+      if (this.pc.signalingState === 'have-local-offer') {
+        // Our restart offer may never have arrived: send it again.
+        this.sendDescription('offer');
+      } else {
+        this.scheduleRestart(this.role === 'caller' ? 0 : 2000);
+      }
+    }
+  }
+
+  /** Replaces the outgoing track of a kind (camera ↔ screen, another device) without renegotiation. */
+  async replaceTrack(kind, track) {
+    if (!this.pc) return;
+    const t = this.pc.getTransceivers().find((x) => x.receiver.track.kind === kind && !x.stopped);
+    if (!t) return;
+    await t.sender.replaceTrack(track || null);
+    if (track && (t.direction === 'recvonly' || t.direction === 'inactive')) {
+      // The first track of a kind the call started without (a device plugged in during the call) needs an offer.
+      t.direction = 'sendrecv';
+      await this.renegotiate();
+    }
+    this.sendMediaState();
+  }
+
+  useChannel(dc) {
+    this.dc = dc;
+    dc.onopen = () => {
+      this.dcSend({ t: 'hello', app: 'tandem', v: 1 });
+      this.sendMediaState();
+    };
+    dc.onclose = () => {
+      if (this.chatReady) {
+        this.chatReady = false;
+        this.dispatchEvent(new CustomEvent('chatready', { detail: { ready: false } }));
+      }
+    };
+    dc.onmessage = (ev) => this.channelMessage(ev.data);
+  }
+
+  channelMessage(data) {
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      return;
+    }
+    switch (msg && msg.t) {
+      case 'hello':
+        if (!this.chatReady) {
+          this.chatReady = true;
+          this.dispatchEvent(new CustomEvent('chatready', { detail: { ready: true } }));
+        }
+        break;
+      case 'chat':
+        if (typeof msg.text === 'string' && msg.text) {
+          this.dispatchEvent(new CustomEvent('chat', { detail: { text: msg.text.slice(0, 4000) } }));
+        }
+        break;
+      case 'media':
+        this.dispatchEvent(new CustomEvent('peermedia', {
+          detail: { audio: msg.audio !== false, video: msg.video !== false, screen: !!msg.screen },
+        }));
+        break;
+    }
+  }
+
+  dcSend(obj) {
+    if (!this.dc || this.dc.readyState !== 'open') return false;
+    this.dc.send(JSON.stringify(obj));
+    return true;
+  }
+
+  /** Sends a chat message; false when chat is not available. */
+  sendChat(text) {
+    return this.chatReady && this.dcSend({ t: 'chat', text });
+  }
+
+  /** Tells a tandem peer what we send, so it can show "muted" or "camera off" rather than silence or black. */
+  sendMediaState() {
+    this.dcSend({
+      t: 'media',
+      audio: !!(this.media.audio && this.media.micOn),
+      video: !!(this.media.screen || (this.media.camera && this.media.cameraOn)),
+      screen: !!this.media.screen,
+    });
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.restartTimer);
+    if (this.dc) {
+      this.dc.onclose = null;
+      this.dc.close();
+    }
+    if (this.pc) {
+      this.pc.onconnectionstatechange = null;
+      this.pc.close();
+    }
+  }
+}

@@ -1,0 +1,204 @@
+// The signaling connection: one WebSocket to the tandem server that served this page, speaking the JSON protocol of
+// docs/protocol.md. It logs in, reconnects by itself with backoff after a network blip or a server restart, and
+// logs back in under the same name with the resume token.
+
+const CLOSE_REPLACED = 4000;
+
+/** The WebSocket URL of the server that served this page: same host and port, wss when the page is https. */
+export function serverURL(loc = window.location) {
+  const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${loc.host}/ws`;
+}
+
+/** A LoginError is a refused login: code is the protocol's code (name_taken, invalid_name) or "unreachable". */
+export class LoginError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = 'LoginError';
+    this.code = code;
+  }
+}
+
+/**
+ * Signaling is the client side of the protocol. Events (CustomEvent, data in detail):
+ *  - "message": a message from the server other than a login reply;
+ *  - "state": "online" | "connecting" | "reconnecting" | "offline" (detail.state, detail.retryIn in ms);
+ *  - "resumed": logged back in after a reconnect (detail is the login reply);
+ *  - "lost": the session is gone for good (detail.reason: "replaced" | "name_taken" | "invalid_name").
+ */
+export class Signaling extends EventTarget {
+  constructor(url = serverURL(), { backoffMin = 500, backoffMax = 15000 } = {}) {
+    super();
+    this.url = url;
+    this.backoffMin = backoffMin;
+    this.backoffMax = backoffMax;
+    this.ws = null;
+    this.name = '';
+    this.token = '';
+    this.state = 'offline';
+    this.attempt = 0;
+    this.retryTimer = 0;
+    this.pendingLogin = null; // {resolve, reject} of the login in flight
+    this.wanted = false; // whether we want to stay connected
+    // When the device gets its network back, do not wait out the backoff.
+    this.onOnline = () => { if (this.wanted && this.state === 'reconnecting') this.reconnectNow(); };
+    window.addEventListener('online', this.onOnline);
+  }
+
+  /**
+   * Connects (if needed) and logs in. Resolves with the server's login reply; rejects with a LoginError.
+   * A token, when given, resumes the session that holds the name.
+   */
+  login(name, token = '') {
+    this.name = name;
+    this.token = token;
+    this.wanted = true;
+    if (this.pendingLogin) this.pendingLogin.reject(new LoginError('superseded', 'Another sign-in started.'));
+    return new Promise((resolve, reject) => {
+      this.pendingLogin = { resolve, reject, first: true };
+      if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+        this.sendLogin();
+      } else if (!this.ws || this.ws.readyState !== WebSocket.CONNECTING) {
+        this.open();
+      }
+    });
+  }
+
+  /** Sends a message; returns false when there is no open connection (the message is dropped). */
+  send(msg) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN || this.state !== 'online') return false;
+    this.ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  /** Closes the connection for good and forgets the session. */
+  close() {
+    this.wanted = false;
+    clearTimeout(this.retryTimer);
+    this.pendingLogin = null;
+    if (this.ws) {
+      this.ws.onclose = null;
+      this.ws.close(1000);
+      this.ws = null;
+    }
+    this.setState('offline');
+  }
+
+  open() {
+    clearTimeout(this.retryTimer);
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch (err) {
+      this.failLogin(new LoginError('unreachable', `The address of the server is not valid (${err.message}).`));
+      return;
+    }
+    this.ws = ws;
+    if (this.state !== 'reconnecting') this.setState('connecting');
+    ws.onopen = () => this.sendLogin();
+    ws.onmessage = (ev) => this.receive(ev.data);
+    ws.onclose = (ev) => this.closed(ws, ev);
+  }
+
+  sendLogin() {
+    const msg = { type: 'login', name: this.name };
+    if (this.token) msg.token = this.token;
+    this.ws.send(JSON.stringify(msg));
+  }
+
+  receive(data) {
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      return; // not ours to understand
+    }
+    if (!msg || typeof msg !== 'object' || typeof msg.type !== 'string') return;
+    if (msg.type === 'login') {
+      this.loginReply(msg);
+      return;
+    }
+    this.dispatchEvent(new CustomEvent('message', { detail: msg }));
+  }
+
+  loginReply(msg) {
+    const pending = this.pendingLogin;
+    this.pendingLogin = null;
+    if (msg.success) {
+      this.name = msg.name || this.name;
+      this.token = msg.token || '';
+      this.attempt = 0;
+      this.setState('online');
+      if (pending) pending.resolve(msg);
+      else this.dispatchEvent(new CustomEvent('resumed', { detail: msg }));
+      return;
+    }
+    const err = new LoginError(msg.code || 'refused', msg.message || 'The server refused the name.');
+    if (pending && pending.first) {
+      // A sign-in the user asked for: they get to fix the name and try again on a new connection.
+      this.token = '';
+      this.close();
+      pending.reject(err);
+      return;
+    }
+    // A reconnect could not take the name back (someone else has it now).
+    this.wanted = false;
+    this.dispatchEvent(new CustomEvent('lost', { detail: { reason: err.code, message: err.message } }));
+    this.close();
+  }
+
+  closed(ws, ev) {
+    if (ws !== this.ws) return;
+    this.ws = null;
+    if (ev.code === CLOSE_REPLACED) {
+      this.wanted = false;
+      this.setState('offline');
+      this.dispatchEvent(new CustomEvent('lost', { detail: { reason: 'replaced' } }));
+      return;
+    }
+    const pending = this.pendingLogin;
+    if (pending && pending.first) {
+      // The user is waiting on the login page: tell them now rather than retry behind their back.
+      this.pendingLogin = null;
+      this.wanted = false;
+      this.setState('offline');
+      pending.reject(new LoginError('unreachable',
+        `Can't reach the tandem server at ${window.location.host}. Check your network and try again.`));
+      return;
+    }
+    if (!this.wanted) {
+      this.setState('offline');
+      return;
+    }
+    this.scheduleReconnect();
+  }
+
+  scheduleReconnect() {
+    const base = Math.min(this.backoffMax, this.backoffMin * 2 ** this.attempt);
+    const delay = Math.round(base * (0.7 + Math.random() * 0.6));
+    this.attempt++;
+    this.setState('reconnecting', delay);
+    this.pendingLogin = null;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.open(), delay);
+  }
+
+  reconnectNow() {
+    clearTimeout(this.retryTimer);
+    this.attempt = 0;
+    this.open();
+  }
+
+  failLogin(err) {
+    const pending = this.pendingLogin;
+    this.pendingLogin = null;
+    if (pending) pending.reject(err);
+    if (this.wanted && !pending) this.scheduleReconnect();
+  }
+
+  setState(state, retryIn = 0) {
+    if (this.state === state && !retryIn) return;
+    this.state = state;
+    this.dispatchEvent(new CustomEvent('state', { detail: { state, retryIn } }));
+  }
+}

@@ -1,0 +1,64 @@
+// Small DOM helpers shared by the page: element lookup and creation, avatars, notices, names and durations.
+
+/** Returns the first element matching a CSS selector. */
+export const $ = (sel) => document.querySelector(sel);
+
+/** Creates an element with attributes (false and null are left out) and children (strings become text). */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === false || v == null) continue;
+    node.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children) {
+    if (c == null) continue;
+    node.append(typeof c === 'string' ? document.createTextNode(c) : c);
+  }
+  return node;
+}
+
+/** Fills an avatar element with a name's initials on a colour derived from the name. */
+export function avatar(node, name) {
+  const words = String(name || '?').trim().split(/\s+/u);
+  const letters = words.length > 1 ? [...words[0]][0] + [...words[words.length - 1]][0] : [...words[0]].slice(0, 2).join('');
+  node.textContent = (letters || '?').toUpperCase();
+  let h = 0;
+  for (const ch of String(name)) h = (h * 31 + ch.codePointAt(0)) % 360;
+  node.style.setProperty('--hue', String(h));
+  return node;
+}
+
+/**
+ * Shows a notice at the bottom of the page for a few seconds. Errors are announced assertively to screen readers;
+ * nothing ever uses alert().
+ */
+export function toast(message, { kind = 'info', timeout = 6000 } = {}) {
+  const box = document.getElementById('toasts');
+  const item = el('div', { class: `toast toast-${kind}`, role: kind === 'error' ? 'alert' : 'status' },
+    el('span', { class: 'toast-text' }, message));
+  const close = el('button', { type: 'button', class: 'toast-close', 'aria-label': 'Dismiss' }, '×');
+  close.addEventListener('click', () => item.remove());
+  item.append(close);
+  box.append(item);
+  while (box.children.length > 4) box.firstElementChild.remove();
+  setTimeout(() => item.remove(), timeout);
+  return item;
+}
+
+/** Checks a name as the server will (docs/protocol.md, Names): returns {name} or {error} in words. */
+export function validateName(raw) {
+  const name = String(raw || '').trim();
+  if (!name) return { error: 'Type a name first.' };
+  if ([...name].length > 64) return { error: 'That name is too long: 64 characters at most.' };
+  if (/[\p{Cc}\p{Cf}]/u.test(name)) return { error: 'That name has invisible or control characters in it.' };
+  return { name };
+}
+
+/** Formats a duration in milliseconds as m:ss or h:mm:ss. */
+export function formatDuration(ms) {
+  const total = Math.max(0, Math.floor(ms / 1000));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = String(total % 60).padStart(2, '0');
+  return h ? `${h}:${String(m).padStart(2, '0')}:${s}` : `${m}:${s}`;
+}

@@ -1,0 +1,185 @@
+package web
+
+import (
+	"compress/gzip"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func get(t *testing.T, h http.Handler, method, target string, hdr map[string]string) *http.Response {
+	t.Helper()
+	req := httptest.NewRequest(method, target, nil)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec.Result()
+}
+
+func body(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestServesPageAndAssets(t *testing.T) {
+	t.Parallel()
+	h := Handler()
+	tests := []struct {
+		path        string
+		contentType string
+		contains    string
+	}{
+		{"/", "text/html; charset=utf-8", `<script type="module" src="/js/app.js">`},
+		{"/js/app.js", "text/javascript; charset=utf-8", "import { Signaling"},
+		{"/js/signaling.js", "text/javascript; charset=utf-8", "export class Signaling"},
+		{"/css/app.css", "text/css; charset=utf-8", ":root"},
+		{"/favicon.svg", "image/svg+xml", "<svg"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			resp := get(t, h, http.MethodGet, tt.path, nil)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			if got := resp.Header.Get("Content-Type"); got != tt.contentType {
+				t.Errorf("Content-Type %q, want %q", got, tt.contentType)
+			}
+			if got := resp.Header.Get("Cache-Control"); got != "no-cache" {
+				t.Errorf("Cache-Control %q, want no-cache", got)
+			}
+			if resp.Header.Get("ETag") == "" {
+				t.Error("no ETag")
+			}
+			if got := resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+				t.Errorf("X-Content-Type-Options %q", got)
+			}
+			if b := body(t, resp); !strings.Contains(b, tt.contains) {
+				t.Errorf("body does not contain %q", tt.contains)
+			}
+		})
+	}
+}
+
+func TestPageHeaders(t *testing.T) {
+	t.Parallel()
+	resp := get(t, Handler(), http.MethodGet, "/", nil)
+	csp := resp.Header.Get("Content-Security-Policy")
+	for _, want := range []string{"default-src 'self'", "connect-src 'self' ws: wss:", "frame-ancestors 'none'"} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("Content-Security-Policy %q lacks %q", csp, want)
+		}
+	}
+	if got := resp.Header.Get("Permissions-Policy"); !strings.Contains(got, "camera=(self)") {
+		t.Errorf("Permissions-Policy %q", got)
+	}
+}
+
+func TestConditionalGet(t *testing.T) {
+	t.Parallel()
+	h := Handler()
+	first := get(t, h, http.MethodGet, "/js/app.js", nil)
+	etag := first.Header.Get("ETag")
+	again := get(t, h, http.MethodGet, "/js/app.js", map[string]string{"If-None-Match": etag})
+	if again.StatusCode != http.StatusNotModified {
+		t.Fatalf("status %d with If-None-Match, want 304", again.StatusCode)
+	}
+	if b := body(t, again); b != "" {
+		t.Errorf("304 with a body of %d bytes", len(b))
+	}
+}
+
+func TestGzip(t *testing.T) {
+	t.Parallel()
+	h := Handler()
+	plain := body(t, get(t, h, http.MethodGet, "/js/app.js", nil))
+	resp := get(t, h, http.MethodGet, "/js/app.js", map[string]string{"Accept-Encoding": "br, gzip;q=0.8"})
+	if got := resp.Header.Get("Content-Encoding"); got != "gzip" {
+		t.Fatalf("Content-Encoding %q, want gzip", got)
+	}
+	if got := resp.Header.Get("Vary"); got != "Accept-Encoding" {
+		t.Errorf("Vary %q", got)
+	}
+	zr, err := gzip.NewReader(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unzipped, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(unzipped) != plain {
+		t.Error("gzip body differs from the plain one")
+	}
+	refused := get(t, h, http.MethodGet, "/js/app.js", map[string]string{"Accept-Encoding": "gzip;q=0"})
+	if got := refused.Header.Get("Content-Encoding"); got != "" {
+		t.Errorf("Content-Encoding %q although gzip was refused", got)
+	}
+}
+
+func TestNotFoundAndMethods(t *testing.T) {
+	t.Parallel()
+	h := Handler()
+	for _, p := range []string{"/nope", "/js/", "/static/index.html", "/../web.go"} {
+		if resp := get(t, h, http.MethodGet, p, nil); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s: status %d, want 404", p, resp.StatusCode)
+		}
+	}
+	if resp := get(t, h, http.MethodPost, "/", nil); resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /: status %d, want 405", resp.StatusCode)
+	}
+	head := get(t, h, http.MethodHead, "/", nil)
+	if head.StatusCode != http.StatusOK || body(t, head) != "" {
+		t.Errorf("HEAD /: status %d", head.StatusCode)
+	}
+	if resp := get(t, h, http.MethodGet, "/index.html", nil); resp.StatusCode != http.StatusMovedPermanently {
+		t.Errorf("GET /index.html: status %d, want a redirect to /", resp.StatusCode)
+	}
+}
+
+// TestSelfContained checks that the client loads nothing from other hosts: it must work on a LAN with no internet.
+func TestSelfContained(t *testing.T) {
+	t.Parallel()
+	assets, err := load(staticFS, "static")
+	if err != nil {
+		t.Fatal(err)
+	}
+	external := regexp.MustCompile(`(?i)(src|href)\s*=\s*["']?(https?:)?//|@import\s+url\(\s*["']?(https?:)?//|from\s+["'](https?:)?//`)
+	for p, a := range assets {
+		if m := external.Find(a.body); m != nil {
+			t.Errorf("%s refers to another host: %q", p, m)
+		}
+	}
+}
+
+// TestReferencedAssetsExist checks that every local script, stylesheet and icon the page names is served.
+func TestReferencedAssetsExist(t *testing.T) {
+	t.Parallel()
+	h := Handler()
+	page := body(t, get(t, h, http.MethodGet, "/", nil))
+	refs := regexp.MustCompile(`(?:src|href)="(/[^"#]*)"`).FindAllStringSubmatch(page, -1)
+	if len(refs) < 3 {
+		t.Fatalf("only %d local references in the page", len(refs))
+	}
+	imports := regexp.MustCompile(`from '\./([a-z]+\.js)'`)
+	for _, r := range refs {
+		resp := get(t, h, http.MethodGet, r[1], nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: status %d", r[1], resp.StatusCode)
+		}
+		b := []byte(body(t, resp))
+		for _, m := range imports.FindAllSubmatch(b, -1) {
+			if resp := get(t, h, http.MethodGet, "/js/"+string(m[1]), nil); resp.StatusCode != http.StatusOK {
+				t.Errorf("%s imports %s: status %d", r[1], m[1], resp.StatusCode)
+			}
+		}
+	}
+}
