@@ -1,0 +1,185 @@
+// Command tandem-echo runs tandem's echo test call as a program of its own, against any tandem server: it logs in
+// as "echo" (or -name), answers every call, sends each caller's own audio and video back, echoes chat, and hangs
+// up after -limit. The tandem server runs the same echo peer inside itself by default; this command is for a
+// server run with -echo=false, one on another machine, or a second echo user. See docs/echo.md.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"tandem/client"
+	"tandem/internal/echo"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tandem-echo:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	server    string
+	name      string
+	limit     time.Duration
+	insecure  bool
+	ca        string
+	metrics   string
+	logFormat string
+	logLevel  string
+}
+
+// run is tandem-echo: it parses args (each flag may also come from a TANDEM_* environment variable) and runs the
+// echo peer until ctx is done. ready, if not nil, is called with the metrics listener's address (or nil) once
+// the echo peer is set up, for tests.
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, ready func(metrics net.Addr)) error {
+	var o options
+	fs := flag.NewFlagSet("tandem-echo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.server, "server", "ws://localhost:9090/", "the tandem server's WebSocket URL (ws:// or wss://)")
+	fs.StringVar(&o.name, "name", "echo", "the name to log in as")
+	fs.DurationVar(&o.limit, "limit", 2*time.Minute, "hang up a call after this long")
+	fs.BoolVar(&o.insecure, "insecure", false, "accept any TLS certificate from a wss:// server (a self-signed one, for a test)")
+	fs.StringVar(&o.ca, "ca", "", "a PEM file of certificates to trust for a wss:// server, beside the system's")
+	fs.StringVar(&o.metrics, "metrics", "", "serve /metrics on this address, e.g. 127.0.0.1:9091 (empty: off)")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.Usage = func() { usage(fs) }
+	if err := parseWithEnv(fs, args, getenv); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	logger, err := newLogger(stderr, o.logFormat, o.logLevel)
+	if err != nil {
+		return err
+	}
+	copts, err := clientOptions(o)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	e, err := echo.New(echo.Config{URL: o.server, Client: copts, Name: o.name, Limit: o.limit, Registerer: reg, Logger: logger})
+	if err != nil {
+		return err
+	}
+
+	var metricsAddr net.Addr
+	if o.metrics != "" {
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		ln, err := net.Listen("tcp", o.metrics)
+		if err != nil {
+			return err
+		}
+		metricsAddr = ln.Addr()
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go hs.Serve(ln)
+		defer hs.Close()
+		logger.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	}
+	if ready != nil {
+		ready(metricsAddr)
+	}
+	logger.Info("tandem-echo starting", "server", o.server, "name", o.name, "limit", o.limit)
+	return e.Run(ctx)
+}
+
+// clientOptions makes the connection's TLS settings from -insecure and -ca.
+func clientOptions(o options) (*client.Options, error) {
+	if !o.insecure && o.ca == "" {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if o.insecure {
+		tc.InsecureSkipVerify = true
+	}
+	if o.ca != "" {
+		pem, err := os.ReadFile(o.ca)
+		if err != nil {
+			return nil, fmt.Errorf("-ca: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-ca: no certificate in %s", o.ca)
+		}
+		tc.RootCAs = pool
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	return &client.Options{HTTPClient: &http.Client{Transport: tr}}, nil
+}
+
+// envName is the environment variable of a flag: -log-level is TANDEM_LOG_LEVEL.
+func envName(flagName string) string {
+	return "TANDEM_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseWithEnv sets each flag from its environment variable, then parses args, which win.
+func parseWithEnv(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v := getenv(envName(f.Name)); v != "" && err == nil {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return fs.Parse(args)
+}
+
+func usage(fs *flag.FlagSet) {
+	w := fs.Output()
+	fmt.Fprintf(w, "Usage: tandem-echo [flags]\n\ntandem-echo is tandem's echo test call as a program of its own: it logs in to a tandem server and\nsends every caller's own audio and video back. Every flag can also be set with the environment\nvariable named beside it; a flag on the command line wins.\n\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		fmt.Fprintf(w, "  -%s (%s)\n    \t%s (default %q)\n", f.Name, envName(f.Name), f.Usage, f.DefValue)
+	})
+}
+
+func newLogger(w io.Writer, format, levelName string) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(levelName)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	ho := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, ho)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, ho)), nil
+	}
+	return nil, fmt.Errorf("-log-format must be text or json, not %q", format)
+}
