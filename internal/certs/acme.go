@@ -60,10 +60,13 @@ func NewACME(cfg ACMEConfig) (*ACME, error) {
 	return &ACME{manager: m}, nil
 }
 
-// TLSConfig returns a server configuration that gets its certificates from the certificate authority.
+// TLSConfig returns a server configuration that gets its certificates from the certificate authority. It offers
+// HTTP/1.1 only (and the ACME TLS-ALPN-01 protocol): tandem's WebSockets need HTTP/1.1, and its few small files
+// gain nothing from HTTP/2.
 func (a *ACME) TLSConfig() *tls.Config {
 	c := a.manager.TLSConfig()
 	c.MinVersion = tls.VersionTLS12
+	c.NextProtos = []string{"http/1.1", acme.ALPNProto}
 	return c
 }
 

@@ -20,7 +20,7 @@ func FromFiles(certFile, keyFile string) (*tls.Config, error) {
 	if err := r.load(); err != nil {
 		return nil, err
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.getCertificate}, nil
+	return &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}, GetCertificate: r.getCertificate}, nil
 }
 
 type fileReloader struct {

@@ -277,5 +277,5 @@ func (s *SelfSigned) Fingerprint() string {
 
 // TLSConfig returns a server configuration that serves the certificate.
 func (s *SelfSigned) TLSConfig() *tls.Config {
-	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{s.Certificate}}
+	return &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}, Certificates: []tls.Certificate{s.Certificate}}
 }
