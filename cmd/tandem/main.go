@@ -1,0 +1,144 @@
+// Command tandem is a self-hosted WebRTC calling server: it serves the web client, relays the signaling
+// messages that set calls up, and keeps going under load and abuse. Run it with no flags to listen on :9090.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"tandem/internal/server"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tandem:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the command line's settings beyond server.Config.
+type options struct {
+	logFormat string
+	logLevel  string
+}
+
+// run is tandem: it parses args (each flag may also come from a TANDEM_* environment variable), listens, and
+// serves until ctx is done.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg := server.DefaultConfig()
+	var opts options
+	fs := flag.NewFlagSet("tandem", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "address to listen on for HTTP and WebSocket")
+	fs.IntVar(&cfg.MaxMessage, "max-message", cfg.MaxMessage, "largest signaling message accepted, in bytes")
+	fs.IntVar(&cfg.SendQueue, "send-queue", cfg.SendQueue, "bytes that may wait for a client that does not read before it is dropped")
+	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "messages a second each connection may send on average (0: no limit)")
+	fs.IntVar(&cfg.Burst, "burst", cfg.Burst, "messages a connection may send at once above -rate")
+	fs.DurationVar(&cfg.PingInterval, "ping-interval", cfg.PingInterval, "ping a connection that has been silent this long")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "drop a connection that has been silent this long")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "longest graceful shutdown")
+	fs.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.Usage = func() { usage(fs) }
+	if err := parseWithEnv(fs, args, getenv); err != nil {
+		return err
+	}
+	logger, err := newLogger(stderr, opts)
+	if err != nil {
+		return err
+	}
+
+	if limit, err := raiseOpenFileLimit(); err != nil {
+		logger.Warn("could not raise the open file limit", "err", err)
+	} else {
+		logger.Info("open file limit", "files", limit, "connections", max(limit-64, 0))
+	}
+
+	srv, err := server.New(cfg, logger)
+	if err != nil {
+		return err
+	}
+	// Listen first, so that "address in use" comes back at once.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	logger.Info("tandem is listening", "addr", ln.Addr().String(), "url", "http://"+displayHost(ln.Addr())+"/")
+	fmt.Fprintf(stdout, "tandem: open http://%s/ in a browser\n", displayHost(ln.Addr()))
+	start := time.Now()
+	err = srv.Serve(ctx, ln)
+	logger.Info("tandem stopped", "uptime", time.Since(start).Round(time.Second))
+	return err
+}
+
+// envName is the environment variable of a flag: -send-queue is TANDEM_SEND_QUEUE.
+func envName(flagName string) string {
+	return "TANDEM_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseWithEnv sets each flag from its environment variable, then parses args, which win.
+func parseWithEnv(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v := getenv(envName(f.Name)); v != "" && err == nil {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return fs.Parse(args)
+}
+
+func usage(fs *flag.FlagSet) {
+	w := fs.Output()
+	fmt.Fprintf(w, "Usage: tandem [flags]\n\ntandem is a self-hosted WebRTC calling server. Every flag can also be set with the environment\nvariable named beside it; a flag on the command line wins.\n\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		fmt.Fprintf(w, "  -%s (%s)\n    \t%s (default %q)\n", f.Name, envName(f.Name), f.Usage, f.DefValue)
+	})
+}
+
+func newLogger(w io.Writer, opts options) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(opts.logLevel)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	ho := &slog.HandlerOptions{Level: level}
+	switch opts.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, ho)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, ho)), nil
+	}
+	return nil, fmt.Errorf("-log-format must be text or json, not %q", opts.logFormat)
+}
+
+// displayHost turns a listening address into something a person can open: ":9090" becomes "localhost:9090".
+func displayHost(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
+}

@@ -1,0 +1,539 @@
+// Package hub is tandem's router: who is online, who is in a call with whom, and where each message goes. It
+// reaches connections only through the small Conn interface and has no network code of its own.
+package hub
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/btree"
+
+	"tandem/protocol"
+)
+
+// Conn is how the hub reaches one client connection.
+type Conn interface {
+	// Send queues one message for the client. It must not block and must not keep msg after it returns. It
+	// reports false when the message could not be taken (the connection is closed or overflowed).
+	Send(msg []byte) bool
+	// Close closes the connection with a WebSocket close code and a reason.
+	Close(code int, reason string)
+}
+
+// Config configures a Hub. A zero field takes the default named beside it.
+type Config struct {
+	// Rate is how many messages a second one connection may send on average; 0 means no limit.
+	Rate float64
+	// Burst is how many messages a connection may send at once above Rate; default 1000.
+	Burst int
+	// ICEServers, if not nil, gives the ICE servers handed to user name in the login reply; host is the host the
+	// client used to reach tandem.
+	ICEServers func(name, host string) []protocol.ICEServer
+	// EchoName is the name of the built-in echo test user, marked as such in user lists; "" for none.
+	EchoName string
+	// Logger receives the hub's logs; default slog.Default().
+	Logger *slog.Logger
+	// Metrics, if not nil, is told about messages and errors.
+	Metrics *Metrics
+}
+
+// Hub routes messages between the sessions of logged-in users.
+type Hub struct {
+	cfg Config
+	log *slog.Logger
+	m   *Metrics
+
+	mu    sync.Mutex
+	users map[string]*Session     // by name
+	index *btree.BTreeG[*Session] // by folded name, for listing and searching
+	buf   sync.Pool               // *[]byte scratch buffers for outgoing messages
+}
+
+// New returns a Hub for cfg.
+func New(cfg Config) *Hub {
+	if cfg.Burst <= 0 {
+		cfg.Burst = 1000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	h := &Hub{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		m:     cfg.Metrics,
+		users: make(map[string]*Session),
+		index: btree.NewG(16, func(a, b *Session) bool {
+			if a.key != b.key {
+				return a.key < b.key
+			}
+			return a.name < b.name
+		}),
+	}
+	h.buf.New = func() any { b := make([]byte, 0, 4096); return &b }
+	return h
+}
+
+// Session is one connection's state in the hub. Its methods are called by the connection's reading goroutine,
+// one at a time.
+type Session struct {
+	hub  *Hub
+	host string
+
+	// Guarded by hub.mu.
+	conn  Conn
+	name  string // "" until logged in
+	key   string // folded name, for the index
+	token string
+	peer  *Session
+	gone  bool
+
+	// Rate limiting, touched only by the reading goroutine.
+	allowance float64
+	lastMsg   int64
+}
+
+// Connect registers a new connection; host is the host the client reached tandem by (for ICE server URLs).
+func (h *Hub) Connect(c Conn, host string) *Session {
+	h.m.connections.Inc()
+	return &Session{hub: h, host: host, conn: c, allowance: float64(h.cfg.Burst)}
+}
+
+// Online returns how many users are logged in.
+func (h *Hub) Online() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.users)
+}
+
+// Shutdown tells every user in a call that the call is over because the server is stopping. The connections
+// are closed by their owner afterwards.
+func (h *Hub) Shutdown() {
+	type note struct {
+		to   Conn
+		from string
+	}
+	var notes []note
+	h.mu.Lock()
+	for _, s := range h.users {
+		if s.peer != nil {
+			notes = append(notes, note{s.conn, s.peer.name})
+		}
+	}
+	h.mu.Unlock()
+	for _, n := range notes {
+		h.send(n.to, func(b []byte) []byte { return protocol.AppendLeave(b, n.from, protocol.ReasonShutdown) })
+	}
+}
+
+// send builds a message in a scratch buffer and hands it to c.
+func (h *Hub) send(c Conn, build func([]byte) []byte) bool {
+	bp := h.buf.Get().(*[]byte)
+	b := build((*bp)[:0])
+	ok := c.Send(b)
+	if cap(b) <= 64<<10 {
+		*bp = b
+		h.buf.Put(bp)
+	}
+	return ok
+}
+
+func (s *Session) reply(build func([]byte) []byte) { s.hub.send(s.conn, build) }
+
+func (s *Session) fail(code, message, request, name string) {
+	s.hub.m.errors(code).Inc()
+	s.reply(func(b []byte) []byte { return protocol.AppendError(b, code, message, request, name) })
+}
+
+// OnText handles one message from the client.
+func (s *Session) OnText(data []byte) {
+	if !s.allow() {
+		s.fail(protocol.CodeRateLimited, "too many messages: slow down (this one was not delivered)", "", "")
+		return
+	}
+	var m protocol.Message
+	if err := protocol.Decode(data, &m); err != nil {
+		de := err.(*protocol.DecodeError)
+		s.fail(de.Code, de.Message, de.Type, "")
+		return
+	}
+	switch string(m.Type) {
+	case protocol.TypeLogin:
+		s.login(&m)
+	case protocol.TypeOffer:
+		s.offer(&m)
+	case protocol.TypeAnswer:
+		s.relay(protocol.TypeAnswer, &m, m.Answer)
+	case protocol.TypeCandidate:
+		s.relay(protocol.TypeCandidate, &m, m.Candidate)
+	case protocol.TypeLeave:
+		s.leave(&m)
+	case protocol.TypeUsers:
+		s.users(&m)
+	default:
+		s.fail(protocol.CodeUnknownType, "Command not found: "+string(m.Type), string(m.Type), "")
+	}
+}
+
+// OnBinary refuses a binary message.
+func (s *Session) OnBinary() {
+	s.fail(protocol.CodeBinaryNotSupported, "binary messages are not supported: send JSON text", "", "")
+}
+
+// OnTooLarge tells the client its message was over the limit; the connection then closes.
+func (s *Session) OnTooLarge(limit int) {
+	s.fail(protocol.CodeTooLarge, "message too large: the limit is "+strconv.Itoa(limit)+" bytes", "", "")
+}
+
+// OnClose frees the session's name and ends its call.
+func (s *Session) OnClose() {
+	h := s.hub
+	h.mu.Lock()
+	s.gone = true
+	peer, name := s.unregisterLocked()
+	h.mu.Unlock()
+	h.m.connections.Dec()
+	if peer != nil {
+		h.send(peer, func(b []byte) []byte { return protocol.AppendLeave(b, name, protocol.ReasonDisconnected) })
+	}
+}
+
+// unregisterLocked frees s's name and ends its call; it returns the peer's connection to tell, if any.
+func (s *Session) unregisterLocked() (Conn, string) {
+	name := s.name
+	if name == "" {
+		return nil, ""
+	}
+	h := s.hub
+	if h.users[name] == s {
+		delete(h.users, name)
+		h.index.Delete(s)
+		h.m.online.Dec()
+	}
+	s.name, s.key, s.token = "", "", ""
+	if p := s.peer; p != nil {
+		s.peer, p.peer = nil, nil
+		return p.conn, name
+	}
+	return nil, ""
+}
+
+// allow applies the token-bucket rate limit.
+func (s *Session) allow() bool {
+	rate := s.hub.cfg.Rate
+	if rate <= 0 {
+		return true
+	}
+	now := time.Now().UnixNano()
+	if s.lastMsg != 0 {
+		s.allowance += float64(now-s.lastMsg) / 1e9 * rate
+		if max := float64(s.hub.cfg.Burst); s.allowance > max {
+			s.allowance = max
+		}
+	}
+	s.lastMsg = now
+	if s.allowance < 1 {
+		return false
+	}
+	s.allowance--
+	return true
+}
+
+func (s *Session) login(m *protocol.Message) {
+	h := s.hub
+	if !m.HasName {
+		s.loginFailed(protocol.CodeInvalidName, "a login needs a name")
+		return
+	}
+	name, err := protocol.ValidateName(m.Name)
+	if err != nil {
+		s.loginFailed(protocol.CodeInvalidName, err.Error())
+		return
+	}
+	var (
+		tell       []Conn // peers whose call ended
+		tellName   string
+		tellReason string
+		replaced   Conn
+	)
+	h.mu.Lock()
+	if s.gone {
+		h.mu.Unlock()
+		return
+	}
+	other := h.users[name]
+	switch {
+	case other == s: // the same name again: repeat the reply
+	case other != nil && len(m.Token) > 0 && subtle.ConstantTimeCompare(m.Token, []byte(other.token)) == 1:
+		// Resume: this connection takes the session over; the call, if any, goes on.
+		if s.name != "" {
+			if p, n := s.unregisterLocked(); p != nil {
+				tell, tellName, tellReason = append(tell, p), n, protocol.ReasonRenamed
+			}
+		}
+		replaced = other.conn
+		s.name, s.key, s.token, s.peer = other.name, other.key, other.token, other.peer
+		if s.peer != nil {
+			s.peer.peer = s
+		}
+		other.name, other.key, other.token, other.peer = "", "", "", nil
+		h.users[name] = s
+		h.index.ReplaceOrInsert(s)
+	case other != nil:
+		h.mu.Unlock()
+		h.m.loginsFailed.Inc()
+		msg := "the name " + name + " is taken: choose another"
+		if len(m.Token) > 0 {
+			msg = "the name " + name + " is taken, and the resume token does not match"
+		}
+		s.loginFailed(protocol.CodeNameTaken, msg)
+		return
+	default:
+		if s.name != "" { // rename: free the old name first
+			if p, n := s.unregisterLocked(); p != nil {
+				tell, tellName, tellReason = append(tell, p), n, protocol.ReasonRenamed
+			}
+		}
+		s.name, s.key, s.token = name, fold(name), newToken()
+		h.users[name] = s
+		h.index.ReplaceOrInsert(s)
+		h.m.online.Inc()
+	}
+	reply := protocol.LoginOK{Name: s.name, Token: s.token}
+	if s.peer != nil {
+		reply.Peer = s.peer.name
+	}
+	h.mu.Unlock()
+
+	if replaced != nil {
+		replaced.Close(protocol.CloseReplaced, "replaced: this name logged in from another connection")
+	}
+	for _, p := range tell {
+		h.send(p, func(b []byte) []byte { return protocol.AppendLeave(b, tellName, tellReason) })
+	}
+	if h.cfg.ICEServers != nil {
+		reply.ICEServers = h.cfg.ICEServers(reply.Name, s.host)
+	}
+	h.m.logins.Inc()
+	s.reply(func(b []byte) []byte { return protocol.AppendLoginOK(b, reply) })
+}
+
+func (s *Session) loginFailed(code, message string) {
+	s.hub.m.errors(code).Inc()
+	s.reply(func(b []byte) []byte { return protocol.AppendLoginFailed(b, code, message) })
+}
+
+func (s *Session) offer(m *protocol.Message) {
+	h := s.hub
+	if m.Offer == nil {
+		s.fail(protocol.CodeInvalidMessage, "an offer needs an \"offer\" object", protocol.TypeOffer, "")
+		return
+	}
+	var (
+		to      Conn
+		from    string
+		ended   Conn
+		newCall bool
+		code    string
+	)
+	h.mu.Lock()
+	t := h.users[string(m.Name)]
+	switch {
+	case s.name == "":
+		code = protocol.CodeNotLoggedIn
+	case !m.HasName:
+		code = protocol.CodeInvalidMessage
+	case t == s:
+		code = protocol.CodeSelfCall
+	case t == nil:
+		code = protocol.CodeNotOnline
+	case s.peer == t: // renegotiation, or glare
+	case t.peer != nil:
+		code = protocol.CodeBusy
+	default:
+		if old := s.peer; old != nil {
+			old.peer = nil
+			ended = old.conn
+		}
+		s.peer, t.peer = t, s
+		newCall = true
+	}
+	if code == "" {
+		to, from = t.conn, s.name
+	}
+	h.mu.Unlock()
+
+	if code != "" {
+		s.callFailed(code, protocol.TypeOffer, string(m.Name))
+		return
+	}
+	if ended != nil {
+		h.send(ended, func(b []byte) []byte { return protocol.AppendLeave(b, from, protocol.ReasonHangup) })
+	}
+	h.send(to, func(b []byte) []byte { return protocol.AppendRelay(b, protocol.TypeOffer, m.Offer, from) })
+	h.m.relayed(protocol.TypeOffer).Inc()
+	if newCall {
+		callee := string(m.Name)
+		s.reply(func(b []byte) []byte { return protocol.AppendRinging(b, callee) })
+	}
+}
+
+// relay passes an answer or a candidate to the sender's peer.
+func (s *Session) relay(typ string, m *protocol.Message, payload []byte) {
+	h := s.hub
+	if payload == nil {
+		s.fail(protocol.CodeInvalidMessage, "a"+an(typ)+" "+typ+" message needs a \""+typ+"\" field", typ, "")
+		return
+	}
+	var (
+		to   Conn
+		from string
+		code string
+	)
+	h.mu.Lock()
+	t := h.users[string(m.Name)]
+	switch {
+	case s.name == "":
+		code = protocol.CodeNotLoggedIn
+	case !m.HasName:
+		code = protocol.CodeInvalidMessage
+	case t == nil:
+		code = protocol.CodeNotOnline
+	case s.peer != t:
+		code = protocol.CodeNotInCall
+	default:
+		to, from = t.conn, s.name
+	}
+	h.mu.Unlock()
+	if code != "" {
+		s.callFailed(code, typ, string(m.Name))
+		return
+	}
+	h.send(to, func(b []byte) []byte { return protocol.AppendRelay(b, typ, payload, from) })
+	h.m.relayed(typ).Inc()
+}
+
+func (s *Session) leave(m *protocol.Message) {
+	h := s.hub
+	reason := protocol.ReasonHangup
+	if m.Reason != nil {
+		switch r := string(m.Reason); r {
+		case protocol.ReasonHangup, protocol.ReasonDeclined, protocol.ReasonNoAnswer, protocol.ReasonCancelled:
+			reason = r
+		default:
+			s.fail(protocol.CodeInvalidMessage, "unknown leave reason "+strconv.Quote(r)+": use hangup, declined, no_answer or cancelled", protocol.TypeLeave, "")
+			return
+		}
+	}
+	var (
+		to   Conn
+		from string
+		code string
+	)
+	h.mu.Lock()
+	t := s.peer
+	if m.HasName {
+		t = h.users[string(m.Name)]
+	}
+	switch {
+	case s.name == "":
+		code = protocol.CodeNotLoggedIn
+	case t == nil && m.HasName:
+		code = protocol.CodeNotOnline
+	case t == nil || s.peer != t:
+		code = protocol.CodeNotInCall
+	default:
+		s.peer, t.peer = nil, nil
+		to, from = t.conn, s.name
+	}
+	h.mu.Unlock()
+	if code != "" {
+		s.callFailed(code, protocol.TypeLeave, string(m.Name))
+		return
+	}
+	h.send(to, func(b []byte) []byte { return protocol.AppendLeave(b, from, reason) })
+	h.m.relayed(protocol.TypeLeave).Inc()
+}
+
+// callFailed answers a call message that could not be acted on.
+func (s *Session) callFailed(code, request, name string) {
+	var msg string
+	switch code {
+	case protocol.CodeNotLoggedIn:
+		msg = "log in before sending " + request
+	case protocol.CodeInvalidMessage:
+		msg = "a" + an(request) + " " + request + " message needs the \"name\" of the user it is for"
+	case protocol.CodeSelfCall:
+		msg = "you cannot call yourself"
+	case protocol.CodeNotOnline:
+		msg = name + " is not online"
+	case protocol.CodeBusy:
+		msg = name + " is in another call"
+	case protocol.CodeNotInCall:
+		if name == "" {
+			msg = "you are not in a call"
+		} else {
+			msg = "you are not in a call with " + name
+		}
+	}
+	s.fail(code, msg, request, name)
+}
+
+const (
+	defaultListLimit = 50
+	maxListLimit     = 100
+)
+
+func (s *Session) users(m *protocol.Message) {
+	h := s.hub
+	limit := m.Limit
+	if limit <= 0 {
+		limit = defaultListLimit
+	}
+	if limit > maxListLimit {
+		limit = maxListLimit
+	}
+	query := strings.TrimSpace(string(m.Query))
+	prefix := fold(query)
+	list := make([]protocol.User, 0, 8)
+	more := false
+	h.mu.Lock()
+	total := len(h.users)
+	h.index.AscendGreaterOrEqual(&Session{key: prefix}, func(u *Session) bool {
+		if !strings.HasPrefix(u.key, prefix) {
+			return false
+		}
+		if len(list) == limit {
+			more = true
+			return false
+		}
+		list = append(list, protocol.User{Name: u.name, Busy: u.peer != nil, Echo: u.name == h.cfg.EchoName})
+		return true
+	})
+	h.mu.Unlock()
+	s.reply(func(b []byte) []byte { return protocol.AppendUsers(b, query, list, more, total) })
+}
+
+func fold(name string) string { return strings.ToLower(name) }
+
+func newToken() string {
+	var b [18]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// an returns "n" when word starts with a vowel, for "an offer", "an answer".
+func an(word string) string {
+	if word != "" && strings.ContainsRune("aeiou", rune(word[0])) {
+		return "n"
+	}
+	return ""
+}

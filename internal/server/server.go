@@ -1,0 +1,195 @@
+// Package server puts tandem together: the HTTP routes (the web client, the signaling WebSocket, /healthz and
+// /metrics), the WebSocket transport and the hub, with a graceful shutdown.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"tandem/internal/hub"
+	"tandem/internal/web"
+	"tandem/internal/ws"
+	"tandem/protocol"
+)
+
+// Config is everything a Server needs. DefaultConfig gives tandem's defaults; a zero duration or size means
+// "the ws package's default".
+type Config struct {
+	Addr string // where cmd/tandem listens, e.g. ":9090"
+
+	MaxMessage   int           // largest message, bytes
+	SendQueue    int           // bytes queued for a slow client before it is dropped
+	Rate         float64       // messages a second per connection; 0: no limit
+	Burst        int           // messages at once above Rate
+	PingInterval time.Duration // ping a connection silent this long
+	IdleTimeout  time.Duration // drop a connection silent this long
+	// ShutdownTimeout bounds a graceful shutdown, after which remaining connections are dropped.
+	ShutdownTimeout time.Duration
+
+	// ICEServers, if not nil, gives each user its ICE servers in the login reply.
+	ICEServers func(name, host string) []protocol.ICEServer
+	// EchoName marks the echo test user in user lists; "" for none.
+	EchoName string
+}
+
+// DefaultConfig returns tandem's defaults: port 9090, as the tutorial, and the limits of docs/protocol.md.
+func DefaultConfig() Config {
+	return Config{
+		Addr:            ":9090",
+		MaxMessage:      64 << 10,
+		SendQueue:       1 << 20,
+		Rate:            200,
+		Burst:           1000,
+		PingInterval:    20 * time.Second,
+		IdleTimeout:     60 * time.Second,
+		ShutdownTimeout: 5 * time.Second,
+	}
+}
+
+// Server is a tandem server.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	hub      *hub.Hub
+	ws       *ws.Server
+	registry *prometheus.Registry
+	handler  http.Handler
+}
+
+// New checks cfg and builds a Server. It starts nothing: Serve does.
+func New(cfg Config, logger *slog.Logger) (*Server, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if cfg.Rate < 0 || cfg.Burst < 0 {
+		return nil, errors.New("server: the rate limit must not be negative")
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 5 * time.Second
+	}
+	wss, err := ws.NewServer(ws.Config{
+		MaxMessage:   cfg.MaxMessage,
+		SendQueue:    cfg.SendQueue,
+		PingInterval: cfg.PingInterval,
+		IdleTimeout:  cfg.IdleTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tandem_slow_clients_dropped_total",
+			Help: "Connections dropped because they did not read what was sent to them.",
+		}, func() float64 { return float64(wss.SlowDrops()) }),
+	)
+	s := &Server{
+		cfg: cfg,
+		log: logger,
+		hub: hub.New(hub.Config{
+			Rate:       cfg.Rate,
+			Burst:      cfg.Burst,
+			ICEServers: cfg.ICEServers,
+			EchoName:   cfg.EchoName,
+			Logger:     logger,
+			Metrics:    hub.NewMetrics(reg),
+		}),
+		ws:       wss,
+		registry: reg,
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Registry is the server's Prometheus registry, for other parts (TURN, the echo peer) to add their metrics to.
+func (s *Server) Registry() *prometheus.Registry { return s.registry }
+
+// Handler serves everything: the WebSocket on / and /ws, the web client, /healthz and /metrics.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	client := web.Handler()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" && ws.IsWebSocket(r) {
+			s.serveWebSocket(w, r)
+			return
+		}
+		client.ServeHTTP(w, r)
+	})
+	mux.HandleFunc("/ws", s.serveWebSocket)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	err := s.ws.Upgrade(w, r, func(c *ws.Conn) ws.Handler { return s.hub.Connect(c, host) })
+	if err != nil && !errors.Is(err, ws.ErrNotWebSocket) {
+		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
+	}
+}
+
+// Serve serves on ln until ctx is done, then shuts down gracefully: it stops accepting, tells every user in a
+// call that the call is over, closes connections with 1001 (going away) and returns within ShutdownTimeout.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if err := s.ws.Start(); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		err = fmt.Errorf("server: %w", err)
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	_ = hs.Shutdown(shutCtx)
+	s.hub.Shutdown()
+	if werr := s.ws.Shutdown(shutCtx, ws.CloseGoingAway, "the server is shutting down"); werr != nil {
+		s.log.Warn("connections dropped at shutdown", "err", werr)
+	}
+	if err == nil {
+		err = <-serveErr
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+	}
+	return err
+}
+
+// Online returns how many users are logged in.
+func (s *Server) Online() int { return s.hub.Online() }
+
+// Connections returns how many WebSocket connections are open.
+func (s *Server) Connections() int { return s.ws.Len() }

@@ -1,0 +1,515 @@
+// Package ws serves WebSocket connections (RFC 6455) with little memory for a connection that is doing nothing.
+//
+// Plain TCP connections are taken over by an epoll loop after the handshake: no goroutine and no buffer is held
+// for an idle connection, reads happen on a few loop goroutines, and a write goes straight to the socket from the
+// goroutine that sends it. Other connections (TLS) get one reader goroutine, and a writer goroutine only while
+// there is something to write. Either way a connection's messages are handed to its Handler one at a time, in
+// order, and Send never blocks: a client that stops reading is disconnected when its queue is full.
+package ws
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+)
+
+// Handler receives the events of one connection. Its methods are called one at a time, from the connection's
+// reading goroutine; a message passed to OnText is valid only until OnText returns.
+type Handler interface {
+	// OnText is called for each complete text message.
+	OnText(msg []byte)
+	// OnBinary is called for each complete binary message (tandem's protocol has none).
+	OnBinary()
+	// OnTooLarge is called when a message over the size limit starts; the connection is then closed with 1009.
+	OnTooLarge(limit int)
+	// OnClose is called once, last, when the connection is gone.
+	OnClose()
+}
+
+// Close codes (RFC 6455, section 7.4.1).
+const (
+	CloseNormal        = 1000
+	CloseGoingAway     = 1001
+	CloseProtocolError = 1002
+	CloseNoStatus      = 1005
+	CloseInvalidData   = 1007
+	ClosePolicy        = 1008
+	CloseTooBig        = 1009
+	CloseInternal      = 1011
+)
+
+// Opcodes.
+const (
+	opContinuation = 0x0
+	opText         = 0x1
+	opBinary       = 0x2
+	opClose        = 0x8
+	opPing         = 0x9
+	opPong         = 0xA
+)
+
+// Connection states.
+const (
+	stateOpen    = iota
+	stateClosing // our close frame is queued or sent; waiting for the peer's
+	stateClosed  // the socket is being torn down
+)
+
+// Conn is one WebSocket connection.
+type Conn struct {
+	srv *Server
+	h   Handler
+
+	// Transport: an epoll-driven socket (fd >= 0) or a net.Conn with its own goroutines.
+	fd int
+	p  *poller
+	nc net.Conn
+
+	mu         sync.Mutex
+	state      uint8
+	writing    bool   // net.Conn mode: a writer goroutine is running
+	wantWrite  bool   // epoll mode: EPOLLOUT is registered
+	out        []byte // bytes queued for the socket
+	closeSince int64  // when the close began (unix nanoseconds)
+
+	lastRead atomic.Int64 // unix nanoseconds of the last bytes from the peer
+	lastPing atomic.Int64 // unix nanoseconds of the last ping sent
+
+	// Read side, owned by the reading goroutine.
+	in       []byte // bytes of a frame not complete yet
+	frag     []byte // a fragmented text message being put together
+	fragOp   byte   // opcode of the fragmented message, 0 when none
+	fragSize int    // bytes of the fragmented message so far (binary ones are not kept)
+	skip     int    // bytes of an oversized or refused frame still to be thrown away
+	ignore   bool   // closing after a client error: data frames are dropped, a close frame is still answered
+	discard  bool   // the framing was lost: everything the peer sends is dropped until it hangs up
+	// closeAfterFlush: the peer's close frame was answered; drop the connection once the answer is written.
+	closeAfterFlush bool
+}
+
+var errClosed = errors.New("ws: connection closed")
+
+// Send queues msg as one text message. It never blocks, and reports whether the message was taken: false when
+// the connection is closing or closed, or when its queue overflowed (then the connection is dropped). msg may be
+// reused as soon as Send returns.
+func (c *Conn) Send(msg []byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return false
+	}
+	return c.writeFrameLocked(opText, msg)
+}
+
+// Close starts the closing handshake with code and reason; the connection goes away when the peer answers, or
+// after the server's close timeout. It is safe to call more than once and from any goroutine.
+func (c *Conn) Close(code int, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(code, reason)
+}
+
+func (c *Conn) closeLocked(code int, reason string) {
+	if c.state != stateOpen {
+		return
+	}
+	var payload [125]byte
+	binary.BigEndian.PutUint16(payload[:2], uint16(code))
+	n := 2 + copy(payload[2:], truncateUTF8(reason, len(payload)-2))
+	if !c.writeFrameLocked(opClose, payload[:n]) {
+		return
+	}
+	c.state = stateClosing
+	c.closeSince = time.Now().UnixNano()
+	c.closeWriteIfFlushedLocked()
+}
+
+// writeFrameLocked writes or queues one frame. On overflow or a write error it aborts the connection and
+// returns false.
+func (c *Conn) writeFrameLocked(op byte, payload []byte) bool {
+	var hdr [10]byte
+	hdr[0] = 0x80 | op
+	n := 2
+	switch l := len(payload); {
+	case l < 126:
+		hdr[1] = byte(l)
+	case l < 1<<16:
+		hdr[1] = 126
+		binary.BigEndian.PutUint16(hdr[2:], uint16(l))
+		n = 4
+	default:
+		hdr[1] = 127
+		binary.BigEndian.PutUint64(hdr[2:], uint64(l))
+		n = 10
+	}
+	if c.fd >= 0 && len(c.out) == 0 {
+		written, err := writev(c.fd, hdr[:n], payload)
+		if err != nil {
+			c.abortLocked()
+			return false
+		}
+		if written == n+len(payload) {
+			return true
+		}
+		// The socket is full: keep the rest and wait for EPOLLOUT.
+		if written < n {
+			c.out = append(c.out, hdr[written:n]...)
+			c.out = append(c.out, payload...)
+		} else {
+			c.out = append(c.out, payload[written-n:]...)
+		}
+		c.p.watchWrite(c, true)
+		c.wantWrite = true
+		return true
+	}
+	if len(c.out)+n+len(payload) > c.srv.cfg.SendQueue && op != opClose {
+		c.srv.slowDrops.Add(1)
+		c.abortLocked()
+		return false
+	}
+	c.out = append(c.out, hdr[:n]...)
+	c.out = append(c.out, payload...)
+	if c.nc != nil && !c.writing {
+		c.writing = true
+		go c.writeLoop()
+	}
+	return true
+}
+
+// abortLocked drops the connection without a closing handshake; the reading goroutine then tears it down.
+func (c *Conn) abortLocked() {
+	if c.state == stateClosed {
+		return
+	}
+	c.state = stateClosed
+	c.out = nil
+	if c.fd >= 0 {
+		shutdown(c.fd)
+	} else {
+		_ = c.nc.Close()
+	}
+}
+
+// closeWriteIfFlushedLocked half-closes a closing connection once everything queued is on the wire, so the peer
+// sees our close frame and then the end of the stream.
+func (c *Conn) closeWriteIfFlushedLocked() {
+	if c.state != stateClosing || len(c.out) > 0 {
+		return
+	}
+	if c.fd >= 0 {
+		shutdownWrite(c.fd)
+		return
+	}
+	// net.Conn mode: wait for the peer's close frame at most the close timeout.
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.CloseTimeout))
+}
+
+// writeLoop drains the queue of a net.Conn-mode connection and exits when it is empty.
+func (c *Conn) writeLoop() {
+	for {
+		c.mu.Lock()
+		if len(c.out) == 0 || c.state == stateClosed {
+			c.writing = false
+			if c.closeAfterFlush {
+				c.abortLocked()
+			}
+			c.closeWriteIfFlushedLocked()
+			c.mu.Unlock()
+			return
+		}
+		buf := c.out
+		c.out = nil
+		c.mu.Unlock()
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+		if _, err := c.nc.Write(buf); err != nil {
+			c.mu.Lock()
+			c.writing = false
+			c.abortLocked()
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+// flush writes queued bytes after EPOLLOUT said the socket has room (epoll mode).
+func (c *Conn) flush() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateClosed {
+		return
+	}
+	for len(c.out) > 0 {
+		n, err := write(c.fd, c.out)
+		if err == errAgain {
+			return
+		}
+		if err != nil {
+			c.abortLocked()
+			return
+		}
+		c.out = c.out[n:]
+	}
+	c.out = nil
+	if c.wantWrite {
+		c.p.watchWrite(c, false)
+		c.wantWrite = false
+	}
+	if c.closeAfterFlush {
+		c.abortLocked()
+		return
+	}
+	c.closeWriteIfFlushedLocked()
+}
+
+// onData parses the bytes read from the peer. It reports false when the connection must be torn down.
+func (c *Conn) onData(data []byte) bool {
+	c.lastRead.Store(time.Now().UnixNano())
+	if c.discard {
+		return true
+	}
+	if c.skip > 0 {
+		n := min(c.skip, len(data))
+		c.skip -= n
+		data = data[n:]
+	}
+	if len(c.in) > 0 {
+		c.in = append(c.in, data...)
+		data = c.in
+	}
+	for len(data) > 0 {
+		n, ok := c.frame(data)
+		if !ok || c.discard {
+			c.in = nil
+			return ok
+		}
+		if n == 0 {
+			break
+		}
+		data = data[n:]
+	}
+	switch {
+	case len(data) == 0:
+		c.in = nil
+	case len(c.in) > 0 && &data[0] == &c.in[len(c.in)-len(data)]:
+		// Keep the tail of c.in, moved to the front when that frees most of it.
+		if len(data) < cap(c.in)/2 {
+			c.in = append(make([]byte, 0, len(data)), data...)
+		} else {
+			c.in = c.in[:copy(c.in, data)]
+		}
+	default:
+		c.in = append(make([]byte, 0, len(data)), data...)
+	}
+	return true
+}
+
+// frame handles the first frame in data. It returns the bytes consumed (0 when the frame is not complete yet)
+// and false when the connection must be torn down.
+func (c *Conn) frame(data []byte) (int, bool) {
+	if len(data) < 2 {
+		return 0, true
+	}
+	b0, b1 := data[0], data[1]
+	fin, op := b0&0x80 != 0, b0&0x0f
+	masked := b1&0x80 != 0
+	hlen, length := 2, uint64(b1&0x7f)
+	switch length {
+	case 126:
+		if len(data) < 4 {
+			return 0, true
+		}
+		hlen, length = 4, uint64(binary.BigEndian.Uint16(data[2:]))
+	case 127:
+		if len(data) < 10 {
+			return 0, true
+		}
+		hlen, length = 10, binary.BigEndian.Uint64(data[2:])
+		if length>>63 != 0 {
+			return 0, c.fail(CloseProtocolError, "invalid frame length")
+		}
+	}
+	total := uint64(hlen) + length
+	if masked {
+		total += 4
+	}
+	control := op&0x8 != 0
+	switch {
+	case b0&0x70 != 0:
+		return c.reject(data, total, CloseProtocolError, "reserved bits set (no extension was negotiated)")
+	case !masked:
+		return c.reject(data, total, CloseProtocolError, "client frames must be masked")
+	}
+	if control {
+		if op != opClose && op != opPing && op != opPong {
+			return c.reject(data, total, CloseProtocolError, "unknown opcode")
+		}
+		if !fin || length > 125 {
+			return c.reject(data, total, CloseProtocolError, "control frames must be whole and at most 125 bytes")
+		}
+	} else if c.ignore {
+		return c.skipFrame(data, total)
+	} else {
+		switch {
+		case op != opContinuation && op != opText && op != opBinary:
+			return c.reject(data, total, CloseProtocolError, "unknown opcode")
+		case op == opContinuation && c.fragOp == 0:
+			return c.reject(data, total, CloseProtocolError, "continuation frame without a message to continue")
+		case op != opContinuation && c.fragOp != 0:
+			return c.reject(data, total, CloseProtocolError, "new message before the previous one ended")
+		}
+		limit := uint64(c.srv.cfg.MaxMessage)
+		if length > limit || uint64(c.fragSize)+length > limit {
+			c.h.OnTooLarge(c.srv.cfg.MaxMessage)
+			return c.reject(data, total, CloseTooBig, "message too large")
+		}
+	}
+	if uint64(len(data)) < total {
+		return 0, true
+	}
+	payload := data[hlen+4 : int(total)]
+	unmask(payload, data[hlen:hlen+4])
+
+	switch op {
+	case opPing:
+		c.mu.Lock()
+		if c.state == stateOpen {
+			c.writeFrameLocked(opPong, payload)
+		}
+		c.mu.Unlock()
+	case opPong:
+	case opClose:
+		return int(total), c.onCloseFrame(payload)
+	case opText, opBinary:
+		if fin {
+			c.deliver(op, payload)
+			break
+		}
+		c.fragOp, c.fragSize = op, len(payload)
+		if op == opText {
+			c.frag = append(c.frag[:0], payload...)
+		}
+	case opContinuation:
+		c.fragSize += len(payload)
+		if c.fragOp == opText {
+			c.frag = append(c.frag, payload...)
+		}
+		if fin {
+			op, msg := c.fragOp, c.frag
+			c.fragOp, c.frag, c.fragSize = 0, nil, 0
+			c.deliver(op, msg)
+		}
+	}
+	return int(total), true
+}
+
+// reject starts closing the connection for a frame it will not take, and throws that frame away as it arrives,
+// so that frames after it, the peer's close among them, are still read.
+func (c *Conn) reject(data []byte, total uint64, code int, reason string) (int, bool) {
+	c.closeForError(code, reason)
+	return c.skipFrame(data, total)
+}
+
+// skipFrame throws away a frame of total bytes that starts data, now or as the rest of it arrives.
+func (c *Conn) skipFrame(data []byte, total uint64) (int, bool) {
+	if uint64(len(data)) >= total {
+		return int(total), true
+	}
+	c.skip = int(total - uint64(len(data)))
+	return len(data), true
+}
+
+func (c *Conn) deliver(op byte, msg []byte) {
+	switch {
+	case op == opBinary:
+		c.h.OnBinary()
+	case !utf8.Valid(msg):
+		c.closeForError(CloseInvalidData, "text message is not valid UTF-8")
+	default:
+		c.h.OnText(msg)
+	}
+}
+
+// onCloseFrame answers the peer's close frame. It reports false when the connection can be torn down at once;
+// otherwise the answer is still queued, and the connection is dropped as soon as it is written.
+func (c *Conn) onCloseFrame(payload []byte) bool {
+	c.ignore = true
+	code, reason := CloseNoStatus, []byte(nil)
+	if len(payload) >= 2 {
+		code, reason = int(binary.BigEndian.Uint16(payload)), payload[2:]
+	}
+	switch {
+	case len(payload) == 1, len(payload) >= 2 && !validCloseCode(code), !utf8.Valid(reason):
+		code = CloseProtocolError
+	case code == CloseNoStatus:
+		code = CloseNormal
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateOpen {
+		var echo [2]byte
+		binary.BigEndian.PutUint16(echo[:], uint16(code))
+		c.writeFrameLocked(opClose, echo[:])
+		c.state = stateClosing
+		c.closeSince = time.Now().UnixNano()
+	}
+	if c.state == stateClosed || (len(c.out) == 0 && !c.writing) {
+		return false
+	}
+	c.closeAfterFlush = true
+	return true
+}
+
+// closeForError starts closing the connection for a client error whose frame could still be read whole: data
+// that follows is ignored, and the peer's close frame is answered.
+func (c *Conn) closeForError(code int, reason string) {
+	c.ignore = true
+	c.frag, c.fragOp, c.fragSize = nil, 0, 0
+	c.mu.Lock()
+	c.closeLocked(code, reason)
+	c.mu.Unlock()
+}
+
+// fail starts closing the connection for a protocol error after which frames can no longer be told apart:
+// everything the peer sends from then on is dropped, until it hangs up or the close timeout passes.
+func (c *Conn) fail(code int, reason string) bool {
+	c.discard = true
+	c.closeForError(code, reason)
+	return true
+}
+
+func validCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
+
+// unmask XORs payload with the 4-byte masking key, eight bytes at a time.
+func unmask(payload, key []byte) {
+	k4 := binary.LittleEndian.Uint32(key)
+	k8 := uint64(k4) | uint64(k4)<<32
+	i := 0
+	for ; i+8 <= len(payload); i += 8 {
+		binary.LittleEndian.PutUint64(payload[i:], binary.LittleEndian.Uint64(payload[i:])^k8)
+	}
+	for ; i < len(payload); i++ {
+		payload[i] ^= key[i&3]
+	}
+}
+
+func truncateUTF8(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	for max > 0 && !utf8.RuneStart(s[max]) {
+		max--
+	}
+	return s[:max]
+}

@@ -1,0 +1,200 @@
+package ws
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+var errNoEpoll = errors.New("ws: epoll is not available")
+
+var errAgain = unix.EAGAIN
+
+// poller is one epoll loop. Each connection belongs to one poller, which does all its reading.
+type poller struct {
+	srv    *Server
+	epfd   int
+	wakefd int // an eventfd that interrupts epoll_wait at shutdown
+
+	mu    sync.RWMutex
+	conns map[int32]*Conn
+}
+
+func newPoller(s *Server) (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("ws: epoll_create: %w", err)
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("ws: eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("ws: epoll_ctl: %w", err)
+	}
+	return &poller{srv: s, epfd: epfd, wakefd: wakefd, conns: make(map[int32]*Conn)}, nil
+}
+
+func (p *poller) add(c *Conn) error {
+	p.mu.Lock()
+	p.conns[int32(c.fd)] = c
+	p.mu.Unlock()
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd)}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+		p.remove(c)
+		return fmt.Errorf("ws: epoll_ctl add: %w", err)
+	}
+	return nil
+}
+
+func (p *poller) remove(c *Conn) {
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	p.mu.Lock()
+	if p.conns[int32(c.fd)] == c {
+		delete(p.conns, int32(c.fd))
+	}
+	p.mu.Unlock()
+}
+
+// watchWrite asks for (or stops asking for) EPOLLOUT on c; c.mu is held.
+func (p *poller) watchWrite(c *Conn, on bool) {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd)}
+	if on {
+		ev.Events |= unix.EPOLLOUT
+	}
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
+}
+
+func (p *poller) wake() {
+	var one = [8]byte{1}
+	_, _ = unix.Write(p.wakefd, one[:])
+}
+
+func (p *poller) close() {
+	unix.Close(p.wakefd)
+	unix.Close(p.epfd)
+}
+
+// run is the loop: wait for events, read what is readable, flush what is writable.
+func (p *poller) run() {
+	events := make([]unix.EpollEvent, 128)
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.EpollWait(p.epfd, events, -1)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return
+		}
+		for i := 0; i < n; i++ {
+			ev := &events[i]
+			if int(ev.Fd) == p.wakefd {
+				select {
+				case <-p.srv.stop:
+					return
+				default:
+				}
+				continue
+			}
+			p.mu.RLock()
+			c := p.conns[ev.Fd]
+			p.mu.RUnlock()
+			if c == nil {
+				continue
+			}
+			if ev.Events&unix.EPOLLOUT != 0 {
+				c.flush()
+			}
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				p.read(c, buf)
+			}
+		}
+	}
+}
+
+func (p *poller) read(c *Conn, buf []byte) {
+	n, err := unix.Read(c.fd, buf)
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+		return
+	case err != nil || n == 0:
+		c.teardown()
+	case !c.onData(buf[:n]):
+		c.teardown()
+	}
+}
+
+// detach takes the socket out of the Go runtime's hands: it duplicates the descriptor and closes the original.
+func detach(tcp *net.TCPConn) (int, error) {
+	raw, err := tcp.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("ws: %w", err)
+	}
+	fd := -1
+	var dupErr error
+	if err := raw.Control(func(orig uintptr) {
+		fd, dupErr = unix.FcntlInt(orig, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, fmt.Errorf("ws: %w", err)
+	}
+	if dupErr != nil {
+		return -1, fmt.Errorf("ws: dup: %w", dupErr)
+	}
+	_ = tcp.Close()
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("ws: %w", err)
+	}
+	return fd, nil
+}
+
+// writev writes a and b with one system call.
+func writev(fd int, a, b []byte) (int, error) {
+	if len(b) == 0 {
+		return write(fd, a)
+	}
+	iov := [2]unix.Iovec{{Base: &a[0]}, {Base: &b[0]}}
+	iov[0].SetLen(len(a))
+	iov[1].SetLen(len(b))
+	for {
+		n, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), 2)
+		switch e {
+		case 0:
+			return int(n), nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, nil
+		}
+		return 0, e
+	}
+}
+
+// write writes b, returning errAgain when the socket has no room at all.
+func write(fd int, b []byte) (int, error) {
+	for {
+		n, err := unix.Write(fd, b)
+		switch err {
+		case nil:
+			return n, nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, errAgain
+		}
+		return 0, err
+	}
+}
+
+func shutdown(fd int)      { _ = unix.Shutdown(fd, unix.SHUT_RDWR) }
+func shutdownWrite(fd int) { _ = unix.Shutdown(fd, unix.SHUT_WR) }
+func closeFD(fd int)       { _ = unix.Close(fd) }

@@ -1,0 +1,412 @@
+package ws
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha1"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config holds the limits of a Server. A zero field takes the default named beside it.
+type Config struct {
+	MaxMessage   int           // largest message accepted, in bytes; default 64 KiB
+	SendQueue    int           // bytes that may wait for a slow client before it is dropped; default 1 MiB
+	PingInterval time.Duration // a connection silent this long is pinged; default 20 s
+	IdleTimeout  time.Duration // a connection silent this long is dropped; default 60 s
+	CloseTimeout time.Duration // how long a closing handshake may take; default 3 s
+	WriteTimeout time.Duration // longest blocking write (TLS connections); default 10 s
+	Pollers      int           // epoll loops; default GOMAXPROCS
+	// NoEpoll serves every connection with goroutines, as TLS connections are.
+	NoEpoll bool
+}
+
+func (c *Config) setDefaults() error {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxMessage, 64<<10)
+	def(&c.SendQueue, 1<<20)
+	def(&c.Pollers, runtime.GOMAXPROCS(0))
+	defDur(&c.PingInterval, 20*time.Second)
+	defDur(&c.IdleTimeout, 60*time.Second)
+	defDur(&c.CloseTimeout, 3*time.Second)
+	defDur(&c.WriteTimeout, 10*time.Second)
+	switch {
+	case c.MaxMessage < 0, c.SendQueue < 0, c.Pollers < 0:
+		return errors.New("ws: limits must not be negative")
+	case c.PingInterval < 0, c.IdleTimeout < 0, c.CloseTimeout < 0, c.WriteTimeout < 0:
+		return errors.New("ws: durations must not be negative")
+	case c.IdleTimeout <= c.PingInterval:
+		return fmt.Errorf("ws: the idle timeout (%v) must be longer than the ping interval (%v)", c.IdleTimeout, c.PingInterval)
+	}
+	return nil
+}
+
+// Server accepts WebSocket connections and keeps them alive.
+type Server struct {
+	cfg     Config
+	pollers []*poller
+	next    atomic.Uint32
+
+	mu      sync.Mutex
+	conns   map[*Conn]struct{}
+	closing bool
+	drained chan struct{} // closed when conns is empty during shutdown
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	started bool
+
+	slowDrops atomic.Uint64
+}
+
+// NewServer checks cfg and returns a Server; Start brings it up.
+func NewServer(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, conns: make(map[*Conn]struct{}), stop: make(chan struct{})}, nil
+}
+
+// Start starts the epoll loops (where the platform has them) and the keepalive sweeper.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return errors.New("ws: server already started")
+	}
+	s.started = true
+	if !s.cfg.NoEpoll {
+		for i := 0; i < s.cfg.Pollers; i++ {
+			p, err := newPoller(s)
+			if errors.Is(err, errNoEpoll) {
+				break
+			}
+			if err != nil {
+				for _, p := range s.pollers {
+					p.close()
+				}
+				s.pollers = nil
+				return err
+			}
+			s.pollers = append(s.pollers, p)
+		}
+	}
+	for _, p := range s.pollers {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			p.run()
+		}()
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.sweep()
+	}()
+	return nil
+}
+
+// Len returns the number of open connections.
+func (s *Server) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// SlowDrops returns how many connections were dropped because they did not read what was sent to them.
+func (s *Server) SlowDrops() uint64 { return s.slowDrops.Load() }
+
+// ErrNotWebSocket is returned by Upgrade for a request that is not a WebSocket handshake.
+var ErrNotWebSocket = errors.New("ws: not a WebSocket handshake")
+
+// IsWebSocket reports whether r asks for a WebSocket upgrade.
+func IsWebSocket(r *http.Request) bool {
+	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+// Upgrade completes the WebSocket handshake of r and takes the connection over. newHandler is called with the
+// new Conn before any message is read, and its Handler gets the connection's events. On failure Upgrade has
+// already answered the request with an HTTP error.
+func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newHandler func(*Conn) Handler) error {
+	if r.Method != http.MethodGet || !IsWebSocket(r) {
+		http.Error(w, "this is a WebSocket endpoint: connect with a WebSocket client", http.StatusUpgradeRequired)
+		return ErrNotWebSocket
+	}
+	if r.Header.Get("Sec-WebSocket-Version") != "13" {
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		http.Error(w, "unsupported WebSocket version (13 is supported)", http.StatusUpgradeRequired)
+		return ErrNotWebSocket
+	}
+	key := r.Header.Get("Sec-WebSocket-Key")
+	if k, err := base64.StdEncoding.DecodeString(key); err != nil || len(k) != 16 {
+		http.Error(w, "bad Sec-WebSocket-Key", http.StatusBadRequest)
+		return ErrNotWebSocket
+	}
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		http.Error(w, "the server is shutting down", http.StatusServiceUnavailable)
+		return errClosed
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "this connection cannot be upgraded", http.StatusInternalServerError)
+		return errors.New("ws: response writer is not a Hijacker")
+	}
+	nc, brw, err := hj.Hijack()
+	if err != nil {
+		return fmt.Errorf("ws: hijack: %w", err)
+	}
+	var early []byte // bytes the client sent after its handshake, already read by net/http
+	if n := brw.Reader.Buffered(); n > 0 {
+		early = make([]byte, n)
+		_, _ = brw.Reader.Read(early)
+	}
+	if err := s.handshake(nc, brw.Writer, key); err != nil {
+		_ = nc.Close()
+		return err
+	}
+
+	c := &Conn{srv: s, fd: -1}
+	now := time.Now().UnixNano()
+	c.lastRead.Store(now)
+	c.lastPing.Store(now)
+
+	var p *poller
+	if len(s.pollers) > 0 {
+		p = s.pollers[int(s.next.Add(1))%len(s.pollers)]
+	}
+	if tcp, ok := nc.(*net.TCPConn); ok && p != nil {
+		fd, err := detach(tcp)
+		if err != nil {
+			_ = nc.Close()
+			return err
+		}
+		c.fd, c.p = fd, p
+	} else {
+		c.nc = nc
+		_ = nc.SetDeadline(time.Time{})
+	}
+	c.h = newHandler(c)
+	if !s.add(c) {
+		c.teardown()
+		return errClosed
+	}
+	// What came early is read here, before anything else can read: the handler sees messages in order.
+	if len(early) > 0 && !c.onData(early) {
+		c.teardown()
+		return nil
+	}
+	if c.fd >= 0 {
+		if err := p.add(c); err != nil {
+			c.teardown()
+			return err
+		}
+		return nil
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		c.readLoop()
+	}()
+	return nil
+}
+
+func (s *Server) handshake(nc net.Conn, w *bufio.Writer, key string) error {
+	h := sha1.New()
+	h.Write([]byte(key))
+	h.Write([]byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	var accept [28]byte
+	base64.StdEncoding.Encode(accept[:], h.Sum(nil))
+	_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	w.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ")
+	w.Write(accept[:])
+	w.WriteString("\r\n\r\n")
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("ws: handshake: %w", err)
+	}
+	_ = nc.SetWriteDeadline(time.Time{})
+	return nil
+}
+
+func (s *Server) add(c *Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) remove(c *Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
+	if s.closing && len(s.conns) == 0 && s.drained != nil {
+		close(s.drained)
+		s.drained = nil
+	}
+}
+
+// teardown releases a connection; it runs once, on the reading goroutine, and tells the handler last.
+func (c *Conn) teardown() {
+	h := c.h
+	if h == nil {
+		return // torn down already
+	}
+	c.h = nil
+	c.mu.Lock()
+	c.state = stateClosed
+	c.out = nil
+	fd := c.fd
+	c.mu.Unlock()
+	if fd >= 0 {
+		if c.p != nil {
+			c.p.remove(c)
+		}
+		closeFD(fd)
+	} else if c.nc != nil {
+		_ = c.nc.Close()
+	}
+	c.in, c.frag = nil, nil
+	c.srv.remove(c)
+	h.OnClose()
+}
+
+// readLoop reads a net.Conn-mode connection until it ends.
+func (c *Conn) readLoop() {
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.nc.Read(buf)
+		if n > 0 && !c.onData(buf[:n]) {
+			break
+		}
+		if err != nil {
+			break
+		}
+	}
+	c.teardown()
+}
+
+// sweep pings silent connections and drops dead ones and stuck closes.
+func (s *Server) sweep() {
+	period := s.cfg.PingInterval / 4
+	if period > time.Second {
+		period = time.Second
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	var batch []*Conn
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now().UnixNano()
+		batch = batch[:0]
+		s.mu.Lock()
+		for c := range s.conns {
+			batch = append(batch, c)
+		}
+		s.mu.Unlock()
+		for _, c := range batch {
+			c.keepalive(now)
+		}
+		clear(batch)
+	}
+}
+
+func (c *Conn) keepalive(now int64) {
+	cfg := &c.srv.cfg
+	last := c.lastRead.Load()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.state == stateClosing && now-c.closeSince > int64(cfg.CloseTimeout):
+		c.abortLocked()
+	case c.state != stateOpen:
+	case now-last > int64(cfg.IdleTimeout):
+		c.abortLocked()
+	case now-last >= int64(cfg.PingInterval) && now-c.lastPing.Load() >= int64(cfg.PingInterval):
+		c.lastPing.Store(now)
+		c.writeFrameLocked(opPing, nil)
+	}
+}
+
+// Shutdown closes every connection with code and reason and waits until they are gone or ctx is done (then the
+// rest are dropped). New upgrades are refused from the start. Then it stops the server's goroutines.
+func (s *Server) Shutdown(ctx context.Context, code int, reason string) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return errors.New("ws: already shut down")
+	}
+	s.closing = true
+	drained := make(chan struct{})
+	if len(s.conns) == 0 {
+		close(drained)
+	} else {
+		s.drained = drained
+	}
+	conns := make([]*Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+
+	for _, c := range conns {
+		c.Close(code, reason)
+	}
+	var err error
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		err = ctx.Err()
+		for _, c := range conns {
+			c.mu.Lock()
+			c.abortLocked()
+			c.mu.Unlock()
+		}
+		<-drained
+	}
+	close(s.stop)
+	for _, p := range s.pollers {
+		p.wake()
+	}
+	s.wg.Wait()
+	for _, p := range s.pollers {
+		p.close()
+	}
+	return err
+}
+
+// headerHasToken reports whether a comma-separated header contains token, ignoring case.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}

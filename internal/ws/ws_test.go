@@ -1,0 +1,535 @@
+package ws
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// events records what a connection's handler was told.
+type events struct {
+	c    *Conn
+	echo bool // send each text message back
+	mu   sync.Mutex
+	msgs []string
+	bin  int
+	big  int
+	ch   chan string // every event, as text
+}
+
+func (e *events) OnText(msg []byte) {
+	e.mu.Lock()
+	e.msgs = append(e.msgs, string(msg))
+	e.mu.Unlock()
+	if e.echo {
+		e.c.Send(msg)
+	}
+	e.ch <- "text:" + string(msg)
+}
+func (e *events) OnBinary()      { e.ch <- "binary" }
+func (e *events) OnTooLarge(int) { e.c.Send([]byte("too large")); e.ch <- "too large" }
+func (e *events) OnClose()       { e.ch <- "close" }
+func (e *events) wait(t *testing.T) string {
+	t.Helper()
+	select {
+	case ev := <-e.ch:
+		return ev
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event from the server within 5s")
+		return ""
+	}
+}
+
+// modes runs a test with connections on the epoll loop and on goroutines.
+var modes = []struct {
+	name    string
+	noEpoll bool
+}{{"epoll", false}, {"goroutines", true}}
+
+type harness struct {
+	srv    *Server
+	url    string
+	events chan *events
+}
+
+func start(t *testing.T, cfg Config, echo bool) *harness {
+	t.Helper()
+	srv, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{srv: srv, events: make(chan *events, 16)}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = srv.Upgrade(w, r, func(c *Conn) Handler {
+			e := &events{c: c, echo: echo, ch: make(chan string, 1024)}
+			h.events <- e
+			return e
+		})
+	}))
+	h.url = hs.URL
+	t.Cleanup(func() {
+		hs.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx, CloseGoingAway, "bye"); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	return h
+}
+
+func (h *harness) next(t *testing.T) *events {
+	t.Helper()
+	select {
+	case e := <-h.events:
+		return e
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection reached the server")
+		return nil
+	}
+}
+
+// rawClient speaks WebSocket byte by byte, so tests can send what no library would.
+type rawClient struct {
+	t  *testing.T
+	nc net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, url string, early []byte) *rawClient {
+	t.Helper()
+	nc, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	req := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := nc.Write(append([]byte(req), early...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 || resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+		t.Fatalf("handshake: %s, accept %q", resp.Status, resp.Header.Get("Sec-WebSocket-Accept"))
+	}
+	return &rawClient{t: t, nc: nc, br: br}
+}
+
+// frame encodes one client frame, masked unless mask is false.
+func frame(fin bool, op byte, payload []byte, mask bool) []byte {
+	b0 := op
+	if fin {
+		b0 |= 0x80
+	}
+	out := []byte{b0}
+	var m byte
+	if mask {
+		m = 0x80
+	}
+	switch l := len(payload); {
+	case l < 126:
+		out = append(out, m|byte(l))
+	case l < 1<<16:
+		out = append(out, m|126, byte(l>>8), byte(l))
+	default:
+		out = append(out, m|127)
+		out = binary.BigEndian.AppendUint64(out, uint64(l))
+	}
+	if !mask {
+		return append(out, payload...)
+	}
+	key := []byte{0x12, 0x34, 0x56, 0x78}
+	out = append(out, key...)
+	for i, c := range payload {
+		out = append(out, c^key[i%4])
+	}
+	return out
+}
+
+func (c *rawClient) send(b []byte) {
+	c.t.Helper()
+	if _, err := c.nc.Write(b); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// read returns the next frame from the server.
+func (c *rawClient) read() (op byte, payload []byte, err error) {
+	_ = c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var h [2]byte
+	if _, err := io.ReadFull(c.br, h[:]); err != nil {
+		return 0, nil, err
+	}
+	if h[1]&0x80 != 0 {
+		return 0, nil, errors.New("server frame is masked")
+	}
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var l [2]byte
+		io.ReadFull(c.br, l[:])
+		n = uint64(binary.BigEndian.Uint16(l[:]))
+	case 127:
+		var l [8]byte
+		io.ReadFull(c.br, l[:])
+		n = binary.BigEndian.Uint64(l[:])
+	}
+	payload = make([]byte, n)
+	_, err = io.ReadFull(c.br, payload)
+	return h[0] & 0x0f, payload, err
+}
+
+// expectClose reads until a close frame and returns its code.
+func (c *rawClient) expectClose() int {
+	c.t.Helper()
+	for {
+		op, p, err := c.read()
+		if err != nil {
+			c.t.Fatalf("expected a close frame, got %v", err)
+		}
+		if op == opClose {
+			if len(p) < 2 {
+				return CloseNoStatus
+			}
+			return int(binary.BigEndian.Uint16(p))
+		}
+	}
+}
+
+func (c *rawClient) expectText(want string) {
+	c.t.Helper()
+	op, p, err := c.read()
+	if err != nil || op != opText || string(p) != want {
+		c.t.Fatalf("got op %d %q (%v), want text %q", op, p, err, want)
+	}
+}
+
+func TestMessages(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			h := start(t, Config{NoEpoll: mode.noEpoll}, true)
+			// A message sent together with the handshake must not be lost.
+			c := dialRaw(t, h.url, frame(true, opText, []byte("early"), true))
+			e := h.next(t)
+			if ev := e.wait(t); ev != "text:early" {
+				t.Fatalf("got %q", ev)
+			}
+			c.expectText("early")
+
+			// Sizes on each side of the length encodings, byte by byte for the first.
+			for _, n := range []int{0, 125, 126, 65535, 65536} {
+				msg := strings.Repeat("x", n)
+				f := frame(true, opText, []byte(msg), true)
+				if n == 125 {
+					for i := range f {
+						c.send(f[i : i+1])
+					}
+				} else {
+					c.send(f)
+				}
+				if ev := e.wait(t); ev != "text:"+msg {
+					t.Fatalf("size %d: got %d bytes", n, len(ev))
+				}
+				c.expectText(msg)
+			}
+
+			// A fragmented message with a ping in the middle.
+			c.send(frame(false, opText, []byte("hel"), true))
+			c.send(frame(true, opPing, []byte("p"), true))
+			c.send(frame(false, opContinuation, []byte("lo "), true))
+			c.send(frame(true, opContinuation, []byte("wörld"), true))
+			if op, p, _ := c.read(); op != opPong || string(p) != "p" {
+				t.Fatalf("want pong p, got %d %q", op, p)
+			}
+			if ev := e.wait(t); ev != "text:hello wörld" {
+				t.Fatalf("got %q", ev)
+			}
+			c.expectText("hello wörld")
+
+			c.send(frame(true, opBinary, []byte{1, 2, 3}, true))
+			if ev := e.wait(t); ev != "binary" {
+				t.Fatalf("got %q", ev)
+			}
+
+			// Closing handshake started by the client.
+			c.send(frame(true, opClose, []byte{0x03, 0xe8}, true))
+			if code := c.expectClose(); code != CloseNormal {
+				t.Fatalf("close code %d", code)
+			}
+			if ev := e.wait(t); ev != "close" {
+				t.Fatalf("got %q", ev)
+			}
+		})
+	}
+}
+
+func TestProtocolErrors(t *testing.T) {
+	big := frame(true, opText, bytes.Repeat([]byte("x"), 2000), true)
+	tests := []struct {
+		name string
+		data []byte
+		code int
+	}{
+		{"unmasked", frame(true, opText, []byte("hi"), false), CloseProtocolError},
+		{"reserved bits", append([]byte{0xC1}, frame(true, opText, []byte("hi"), true)[1:]...), CloseProtocolError},
+		{"unknown opcode", frame(true, 0x3, []byte("hi"), true), CloseProtocolError},
+		{"fragmented ping", frame(false, opPing, nil, true), CloseProtocolError},
+		{"long ping", frame(true, opPing, bytes.Repeat([]byte("x"), 126), true), CloseProtocolError},
+		{"stray continuation", frame(true, opContinuation, []byte("x"), true), CloseProtocolError},
+		{"interleaved message", append(frame(false, opText, []byte("a"), true), frame(true, opText, []byte("b"), true)...), CloseProtocolError},
+		{"invalid utf-8", frame(true, opText, []byte{0xff, 0xfe}, true), CloseInvalidData},
+		{"too large", big, CloseTooBig},
+		{"too large in fragments", append(frame(false, opText, big[:800], true), frame(false, opContinuation, big[:800], true)...), CloseTooBig},
+		{"bad close code", frame(true, opClose, []byte{0x03, 0xed}, true), CloseProtocolError},
+	}
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			h := start(t, Config{NoEpoll: mode.noEpoll, MaxMessage: 1024}, false)
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					c := dialRaw(t, h.url, nil)
+					e := h.next(t)
+					c.send(tt.data)
+					if code := c.expectClose(); code != tt.code {
+						t.Errorf("close code %d, want %d", code, tt.code)
+					}
+					c.send(frame(true, opClose, []byte{0x03, 0xe8}, true))
+					for ev := e.wait(t); ev != "close"; ev = e.wait(t) {
+						if ev != "too large" {
+							t.Errorf("unexpected event %q", ev)
+						}
+					}
+				})
+			}
+		})
+	}
+}
+
+func TestTooLargeTellsClientFirst(t *testing.T) {
+	h := start(t, Config{MaxMessage: 16}, false)
+	c := dialRaw(t, h.url, nil)
+	h.next(t)
+	c.send(frame(true, opText, []byte(strings.Repeat("y", 17)), true))
+	c.expectText("too large")
+	if code := c.expectClose(); code != CloseTooBig {
+		t.Fatalf("close code %d", code)
+	}
+}
+
+func TestKeepalive(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			h := start(t, Config{NoEpoll: mode.noEpoll, PingInterval: 40 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}, false)
+
+			// A client that answers pings stays; one that does not is dropped.
+			alive := dialRaw(t, h.url, nil)
+			ea := h.next(t)
+			pings := make(chan error, 1)
+			go func() {
+				n := 0
+				for {
+					op, p, err := alive.read()
+					if err != nil {
+						pings <- fmt.Errorf("the live client lost its connection after %d pings: %w", n, err)
+						return
+					}
+					if op == opPing {
+						if n++; n == 20 {
+							pings <- nil
+							return
+						}
+						if _, err := alive.nc.Write(frame(true, opPong, p, true)); err != nil {
+							pings <- err
+							return
+						}
+					}
+				}
+			}()
+			dead := dialRaw(t, h.url, nil)
+			ed := h.next(t)
+			start := time.Now()
+			for ed.wait(t) != "close" {
+			}
+			if d := time.Since(start); d < 250*time.Millisecond {
+				t.Errorf("dropped after %v, before the idle timeout", d)
+			}
+			// The dead one is really gone.
+			_ = dead.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadAll(dead.br); err != nil && !isReset(err) {
+				t.Fatalf("dead connection: %v", err)
+			}
+			// 20 pings, 40 ms apart, outlast the 300 ms idle timeout several times over.
+			if err := <-pings; err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case ev := <-ea.ch:
+				t.Fatalf("the live client got %q", ev)
+			default:
+			}
+		})
+	}
+}
+
+func isReset(err error) bool { return strings.Contains(err.Error(), "reset") }
+
+func TestSlowReaderIsDropped(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			h := start(t, Config{NoEpoll: mode.noEpoll, SendQueue: 64 << 10}, false)
+			c := dialRaw(t, h.url, nil) // never reads
+			e := h.next(t)
+			msg := bytes.Repeat([]byte("z"), 32<<10)
+			sent := 0
+			for ; sent < 10000; sent++ {
+				if !e.c.Send(msg) {
+					break
+				}
+			}
+			if sent == 10000 {
+				t.Fatal("320 MB queued for a client that does not read")
+			}
+			if ev := e.wait(t); ev != "close" {
+				t.Fatalf("got %q", ev)
+			}
+			if h.srv.SlowDrops() != 1 {
+				t.Errorf("SlowDrops = %d", h.srv.SlowDrops())
+			}
+			_ = c
+		})
+	}
+}
+
+func TestShutdownClosesWithGoingAway(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			srv, err := NewServer(Config{NoEpoll: mode.noEpoll})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := srv.Start(); err != nil {
+				t.Fatal(err)
+			}
+			evs := make(chan *events, 4)
+			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_ = srv.Upgrade(w, r, func(c *Conn) Handler {
+					e := &events{c: c, ch: make(chan string, 16)}
+					evs <- e
+					return e
+				})
+			}))
+			defer hs.Close()
+			c := dialRaw(t, hs.URL, nil)
+			e := <-evs
+			done := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				done <- srv.Shutdown(ctx, CloseGoingAway, "bye")
+			}()
+			if code := c.expectClose(); code != CloseGoingAway {
+				t.Fatalf("close code %d", code)
+			}
+			c.send(frame(true, opClose, []byte{0x03, 0xe9}, true))
+			if err := <-done; err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+			if ev := e.wait(t); ev != "close" {
+				t.Fatalf("got %q", ev)
+			}
+			if srv.Len() != 0 {
+				t.Fatalf("%d connections left", srv.Len())
+			}
+			// After shutdown, upgrades are refused.
+			resp, err := http.Get(hs.URL)
+			if err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+}
+
+func TestHandshakeRefusals(t *testing.T) {
+	h := start(t, Config{}, false)
+	for _, tt := range []struct {
+		name   string
+		header map[string]string
+		status int
+	}{
+		{"plain GET", nil, http.StatusUpgradeRequired},
+		{"old version", map[string]string{"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "8", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}, http.StatusUpgradeRequired},
+		{"bad key", map[string]string{"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "short"}, http.StatusBadRequest},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", h.url, nil)
+			for k, v := range tt.header {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Errorf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+		})
+	}
+	http.DefaultClient.CloseIdleConnections()
+}
+
+// FuzzFrames feeds arbitrary bytes to the frame parser, split at an arbitrary point: it must never panic, and
+// every message it delivers must be valid UTF-8 text within the size limit.
+func FuzzFrames(f *testing.F) {
+	f.Add(frame(true, opText, []byte("hello"), true), 3)
+	f.Add(append(frame(false, opText, []byte("he"), true), frame(true, opContinuation, []byte("llo"), true)...), 7)
+	f.Add(frame(true, opClose, []byte{3, 232, 'o', 'k'}, true), 1)
+	f.Add(frame(true, opPing, []byte("x"), true), 0)
+	f.Fuzz(func(t *testing.T, data []byte, split int) {
+		srv, _ := NewServer(Config{MaxMessage: 256, NoEpoll: true})
+		client, server := net.Pipe()
+		defer client.Close()
+		go io.Copy(io.Discard, client)
+		e := &events{ch: make(chan string, 1<<16)}
+		c := &Conn{srv: srv, fd: -1, nc: server, h: e}
+		e.c = c
+		if split < 0 {
+			split = -split
+		}
+		split %= len(data) + 1
+		if c.onData(append([]byte(nil), data[:split]...)) {
+			c.onData(append([]byte(nil), data[split:]...))
+		}
+		c.mu.Lock()
+		c.abortLocked()
+		c.mu.Unlock()
+		for _, m := range e.msgs {
+			if len(m) > 256 {
+				t.Fatalf("delivered %d bytes over a 256-byte limit", len(m))
+			}
+		}
+		_ = fmt.Sprint()
+	})
+}

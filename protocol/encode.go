@@ -1,0 +1,193 @@
+package protocol
+
+import (
+	"strconv"
+	"unicode/utf8"
+)
+
+// The Append functions write one server message to dst and return the extended slice. They allocate nothing
+// beyond growing dst, so a caller can reuse one buffer for many messages.
+
+// AppendRelay writes a relayed offer, answer or candidate: {"type":T,"T":payload,"name":from}.
+// The payload is copied through byte for byte.
+func AppendRelay(dst []byte, typ string, payload []byte, from string) []byte {
+	dst = append(dst, `{"type":"`...)
+	dst = append(dst, typ...)
+	dst = append(dst, `","`...)
+	dst = append(dst, typ...)
+	dst = append(dst, `":`...)
+	if len(payload) == 0 {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, payload...)
+	}
+	dst = append(dst, `,"name":`...)
+	dst = AppendString(dst, from)
+	return append(dst, '}')
+}
+
+// AppendLeave writes {"type":"leave","name":from,"reason":reason}.
+func AppendLeave(dst []byte, from, reason string) []byte {
+	dst = append(dst, `{"type":"leave","name":`...)
+	dst = AppendString(dst, from)
+	dst = append(dst, `,"reason":`...)
+	dst = AppendString(dst, reason)
+	return append(dst, '}')
+}
+
+// AppendRinging writes {"type":"ringing","name":callee}.
+func AppendRinging(dst []byte, callee string) []byte {
+	dst = append(dst, `{"type":"ringing","name":`...)
+	dst = AppendString(dst, callee)
+	return append(dst, '}')
+}
+
+// AppendError writes an error message. request (the type of the message refused) and name are left out when
+// empty.
+func AppendError(dst []byte, code, message, request, name string) []byte {
+	dst = append(dst, `{"type":"error","code":"`...)
+	dst = append(dst, code...)
+	dst = append(dst, `","message":`...)
+	dst = AppendString(dst, message)
+	if request != "" {
+		dst = append(dst, `,"request":`...)
+		dst = AppendString(dst, request)
+	}
+	if name != "" {
+		dst = append(dst, `,"name":`...)
+		dst = AppendString(dst, name)
+	}
+	return append(dst, '}')
+}
+
+// LoginOK is what a successful login reply carries.
+type LoginOK struct {
+	Name       string
+	Token      string
+	Peer       string      // the peer of a resumed session in a call, or ""
+	ICEServers []ICEServer // may be nil
+}
+
+// AppendLoginOK writes a successful login reply.
+func AppendLoginOK(dst []byte, r LoginOK) []byte {
+	dst = append(dst, `{"type":"login","success":true,"name":`...)
+	dst = AppendString(dst, r.Name)
+	dst = append(dst, `,"token":`...)
+	dst = AppendString(dst, r.Token)
+	if r.Peer != "" {
+		dst = append(dst, `,"peer":`...)
+		dst = AppendString(dst, r.Peer)
+	}
+	if r.ICEServers != nil {
+		dst = append(dst, `,"iceServers":[`...)
+		for i, s := range r.ICEServers {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, `{"urls":[`...)
+			for j, u := range s.URLs {
+				if j > 0 {
+					dst = append(dst, ',')
+				}
+				dst = AppendString(dst, u)
+			}
+			dst = append(dst, ']')
+			if s.Username != "" {
+				dst = append(dst, `,"username":`...)
+				dst = AppendString(dst, s.Username)
+			}
+			if s.Credential != "" {
+				dst = append(dst, `,"credential":`...)
+				dst = AppendString(dst, s.Credential)
+			}
+			dst = append(dst, '}')
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, '}')
+}
+
+// AppendLoginFailed writes {"type":"login","success":false,"code":code,"message":message}.
+func AppendLoginFailed(dst []byte, code, message string) []byte {
+	dst = append(dst, `{"type":"login","success":false,"code":"`...)
+	dst = append(dst, code...)
+	dst = append(dst, `","message":`...)
+	dst = AppendString(dst, message)
+	return append(dst, '}')
+}
+
+// User is one entry of a users reply.
+type User struct {
+	Name string `json:"name"`
+	Busy bool   `json:"busy"`
+	Echo bool   `json:"echo,omitempty"`
+}
+
+// AppendUsers writes a users reply.
+func AppendUsers(dst []byte, query string, users []User, more bool, total int) []byte {
+	dst = append(dst, `{"type":"users","query":`...)
+	dst = AppendString(dst, query)
+	dst = append(dst, `,"users":[`...)
+	for i, u := range users {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"name":`...)
+		dst = AppendString(dst, u.Name)
+		dst = append(dst, `,"busy":`...)
+		dst = strconv.AppendBool(dst, u.Busy)
+		if u.Echo {
+			dst = append(dst, `,"echo":true`...)
+		}
+		dst = append(dst, '}')
+	}
+	dst = append(dst, `],"more":`...)
+	dst = strconv.AppendBool(dst, more)
+	dst = append(dst, `,"total":`...)
+	dst = strconv.AppendInt(dst, int64(total), 10)
+	return append(dst, '}')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// AppendString writes s as a JSON string literal. Invalid UTF-8 becomes U+FFFD.
+func AppendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
