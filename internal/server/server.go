@@ -4,6 +4,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"tandem/internal/certs"
 	"tandem/internal/hub"
 	"tandem/internal/web"
 	"tandem/internal/ws"
@@ -39,6 +41,9 @@ type Config struct {
 	ICEServers func(name, host string) []protocol.ICEServer
 	// EchoName marks the echo test user in user lists; "" for none.
 	EchoName string
+	// TLS, if not nil, makes Serve speak HTTPS and WSS; a plain HTTP request on the same port is redirected to
+	// https (see the certs package). Nil means plain HTTP.
+	TLS *tls.Config
 }
 
 // DefaultConfig returns tandem's defaults: port 9090, as the tutorial, and the limits of docs/protocol.md.
@@ -155,8 +160,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := s.ws.Start(); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
+	handler := s.handler
+	if s.cfg.TLS != nil {
+		ln = certs.NewListener(ln, s.cfg.TLS)
+		handler = certs.RedirectPlain(handler)
+	}
 	hs := &http.Server{
-		Handler:           s.handler,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
