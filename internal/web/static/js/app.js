@@ -58,6 +58,14 @@ const state = {
   unread: 0,
 };
 
+/** A short history of what the page did, for whoever debugs it (window.tandem.history, and the console). */
+const history = [];
+function log(line) {
+  history.push(`${new Date().toISOString().slice(11, 23)} ${line}`);
+  if (history.length > 200) history.shift();
+  console.debug(`tandem: ${line}`);
+}
+
 const signaling = new Signaling(serverURL());
 const media = new LocalMedia();
 let mediaReady = Promise.resolve();
@@ -75,6 +83,7 @@ window.tandem = {
   get users() { return state.users; },
   get signaling() { return signaling.state; },
   get chatReady() { return !!(state.call && state.call.chatReady); },
+  history,
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -778,9 +787,7 @@ function startTestCall() {
 function onSearch() {
   clearTimeout(state.searchTimer);
   state.searchTimer = setTimeout(() => {
-    const q = $('#people-search').value.trim();
-    if (q === state.query) return;
-    state.query = q;
+    state.query = $('#people-search').value.trim();
     $('#people-list').setAttribute('aria-busy', 'true');
     requestUsers();
   }, 150);
@@ -790,6 +797,7 @@ function onSearch() {
 // Rendering
 
 function setPhase(phase) {
+  if (phase !== state.phase) log(`${state.phase} → ${phase}${state.call ? ` (${state.call.role} with ${state.call.peer})` : ''}`);
   state.phase = phase;
   document.body.dataset.call = phase;
   $('#hangup-button').disabled = phase === 'idle' || phase === 'incoming';
@@ -910,6 +918,9 @@ function setConnection(s, retryIn = 0) {
 
 signaling.addEventListener('message', (ev) => {
   const msg = ev.detail;
+  if (msg.type !== 'candidate' && msg.type !== 'users') {
+    log(`got ${msg.type}${msg.name ? ` from ${msg.name}` : ''}${msg.code ? ` (${msg.code})` : ''}${msg.reason ? ` (${msg.reason})` : ''}`);
+  }
   switch (msg.type) {
     case 'offer': onOffer(msg); break;
     case 'answer': onAnswer(msg); break;

@@ -1,0 +1,469 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	cdppage "github.com/chromedp/cdproto/page"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"tandem/internal/server"
+)
+
+// wait is how long any one condition may take to come true: a call takes 7-17 s from start to decoded frames on a
+// busy two-core machine.
+const wait = 30 * time.Second
+
+// tandem is a real tandem server on 127.0.0.1, for one test.
+type tandem struct {
+	url    string // http://127.0.0.1:port
+	wsURL  string // ws://127.0.0.1:port/ws
+	server *server.Server
+	logs   *syncBuffer
+}
+
+// startTandem starts a tandem server with its default configuration on a free loopback port. It stops when the
+// test ends, after the test's pages are closed.
+func startTandem(t *testing.T) *tandem {
+	t.Helper()
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg := server.DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	srv, err := server.New(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(wait):
+			t.Errorf("the server did not stop within %s", wait)
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	addr := ln.Addr().String()
+	return &tandem{url: "http://" + addr, wsURL: "ws://" + addr + "/ws", server: srv, logs: logs}
+}
+
+// serveTestdata serves e2e/testdata on its own loopback port (another origin than tandem's, as a tutorial client
+// would be) and returns its URL.
+func serveTestdata(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: http.FileServer(http.Dir("testdata")), ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = hs.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		_ = hs.Close()
+		<-done
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// page is one browser tab.
+type page struct {
+	t     *testing.T
+	label string
+	ctx   context.Context
+	logs  *syncBuffer
+}
+
+// pageOption changes how a page is opened.
+type pageOption func(*pageSetup)
+
+type pageSetup struct {
+	scripts []string
+	width   int64
+	height  int64
+}
+
+// withScript runs JavaScript in the page before any of the page's own scripts, on every load.
+func withScript(js string) pageOption {
+	return func(s *pageSetup) { s.scripts = append(s.scripts, js) }
+}
+
+// withViewport sets the size of the page's viewport (a phone, say).
+func withViewport(width, height int64) pageOption {
+	return func(s *pageSetup) { s.width, s.height = width, height }
+}
+
+// openPage opens url in a new tab of the shared browser. The tab closes when the test ends; if the test failed,
+// the tab's console output is logged.
+func openPage(t *testing.T, label, url string, opts ...pageOption) *page {
+	t.Helper()
+	var setup pageSetup
+	for _, o := range opts {
+		o(&setup)
+	}
+	ctx, cancel := chromedp.NewContext(browser(t))
+	p := &page{t: t, label: label, ctx: ctx, logs: &syncBuffer{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("console of %s:\n%s", label, p.logs.String())
+		}
+		cancel()
+	})
+	// The first action on a tab creates it: it must run on the tab's own context, with no deadline.
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("%s: opening a tab: %v", label, err)
+	}
+	err := chromedp.Listen(ctx, func(ev any) {
+		switch ev := ev.(type) {
+		case *cdpruntime.EventConsoleAPICalled:
+			parts := make([]string, 0, len(ev.Args))
+			for _, a := range ev.Args {
+				if a.Value != nil {
+					parts = append(parts, string(a.Value))
+				} else {
+					parts = append(parts, a.Description)
+				}
+			}
+			fmt.Fprintf(p.logs, "%s console.%s: %s\n", time.Now().Format("15:04:05.000"), ev.Type, strings.Join(parts, " "))
+		case *cdpruntime.EventExceptionThrown:
+			d := ev.ExceptionDetails
+			desc := d.Text
+			if d.Exception != nil {
+				desc += " " + d.Exception.Description
+			}
+			fmt.Fprintf(p.logs, "%s exception: %s (%s:%d)\n", time.Now().Format("15:04:05.000"), desc, d.URL, d.LineNumber)
+		}
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", label, err)
+	}
+	for _, js := range setup.scripts {
+		if _, err := chromedp.Call(ctx, cdppage.AddScriptToEvaluateOnNewDocument,
+			cdppage.AddScriptToEvaluateOnNewDocumentParams{Source: js}); err != nil {
+			t.Fatalf("%s: %v", label, err)
+		}
+	}
+	if setup.width > 0 {
+		if err := chromedp.Do(ctx, chromedp.EmulateViewport(setup.width, setup.height)); err != nil {
+			t.Fatalf("%s: %v", label, err)
+		}
+	}
+	p.navigate(url)
+	return p
+}
+
+func (p *page) navigate(url string) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, wait)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
+		p.fatalf("navigating to %s: %v", url, err)
+	}
+}
+
+func (p *page) reload() {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, wait)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.Reload()); err != nil {
+		p.fatalf("reloading: %v", err)
+	}
+}
+
+// eval runs a JavaScript expression (awaiting it if it is a promise) and decodes its value into T.
+func eval[T any](p *page, js string) (T, error) {
+	ctx, cancel := context.WithTimeout(p.ctx, wait)
+	defer cancel()
+	return chromedp.Run(ctx, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
+}
+
+// must runs a JavaScript expression and fails the test if it throws.
+func (p *page) must(js string) {
+	p.t.Helper()
+	if _, err := eval[chromedp.Void](p, js); err != nil {
+		p.fatalf("running %s: %v", js, err)
+	}
+}
+
+// value runs a JavaScript expression and returns its value as T, failing the test if it throws.
+func value[T any](p *page, js string) T {
+	p.t.Helper()
+	v, err := eval[T](p, js)
+	if err != nil {
+		p.fatalf("evaluating %s: %v", js, err)
+	}
+	return v
+}
+
+// waitFor polls a JavaScript condition (which may be async) until it is true, for at most `wait`.
+func (p *page) waitFor(what, cond string) {
+	p.t.Helper()
+	js := fmt.Sprintf("(async () => !!(await (%s)))()", cond)
+	deadline := time.Now().Add(wait)
+	var lastErr error
+	for {
+		ok, err := eval[bool](p, js)
+		if err == nil && ok {
+			return
+		}
+		if err != nil {
+			lastErr = err
+		}
+		if time.Now().After(deadline) {
+			if lastErr != nil {
+				p.fatalf("timed out after %s waiting for %s (last error: %v)", wait, what, lastErr)
+			}
+			p.fatalf("timed out after %s waiting for %s", wait, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// fatalf fails the test with what the page shows, to tell what went wrong.
+func (p *page) fatalf(format string, args ...any) {
+	p.t.Helper()
+	p.t.Fatalf("%s: %s\n%s", p.label, fmt.Sprintf(format, args...), p.describe())
+}
+
+// describe summarises the state of a tandem page (or says what it can of another page).
+func (p *page) describe() string {
+	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify({
+		url: location.href,
+		view: document.body && document.body.dataset.view,
+		phase: window.tandem && tandem.phase,
+		peer: window.tandem && tandem.peer,
+		signaling: window.tandem && tandem.signaling,
+		pc: window.tandem && tandem.pc ? tandem.pc.connectionState : null,
+		history: window.tandem && tandem.history,
+		notices: [...document.querySelectorAll('.toast-text, .form-error')].map((e) => e.textContent).filter(Boolean),
+	})`))
+	if err != nil {
+		return fmt.Sprintf("(page state unavailable: %v)", err)
+	}
+	return "page state: " + s
+}
+
+// screenshot saves a PNG of the page's viewport as an artifact and returns its path.
+func (p *page) screenshot(name string) string {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, wait)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		p.fatalf("screenshot: %v", err)
+	}
+	dir := os.Getenv(artifactsEnv)
+	if dir == "" {
+		dir = p.t.TempDir()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		p.t.Fatal(err)
+	}
+	path := filepath.Join(dir, name+".png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Logf("screenshot: %s", path)
+	return path
+}
+
+// notices returns the text of the notices the page shows.
+func (p *page) notices() string {
+	return value[string](p, `[...document.querySelectorAll('.toast-text')].map((e) => e.textContent).join('\n')`)
+}
+
+// waitNotice waits for a notice containing text.
+func (p *page) waitNotice(text string) {
+	p.t.Helper()
+	b, _ := json.Marshal(text)
+	p.waitFor(fmt.Sprintf("a notice saying %q", text),
+		fmt.Sprintf(`[...document.querySelectorAll('.toast-text')].some((e) => e.textContent.includes(%s))`, b))
+}
+
+// jsString quotes s as a JavaScript string literal.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The tandem web client
+
+// query is the query string the tandem pages of the tests are opened with.
+type query string
+
+// openTandem opens the tandem web client and signs in as name.
+func openTandem(t *testing.T, srv *tandem, name string, q query, opts ...pageOption) *page {
+	t.Helper()
+	url := srv.url + "/"
+	if q != "" {
+		url += "?" + string(q)
+	}
+	p := openPage(t, name, url, opts...)
+	p.signIn(name)
+	return p
+}
+
+// signIn types the name into the login form and submits it with the Enter key, as a person would.
+func (p *page) signIn(name string) {
+	p.t.Helper()
+	p.waitFor("the login form", `document.body.dataset.view === 'login' && !document.querySelector('#login-view').hidden`)
+	p.must(`document.querySelector('#login-name').value = ''`)
+	ctx, cancel := context.WithTimeout(p.ctx, wait)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.ID("login-name"), name+"\r")); err != nil {
+		p.fatalf("typing the name: %v", err)
+	}
+	p.waitFor("the call page", fmt.Sprintf(`document.body.dataset.view === 'call' && tandem.name === %s && tandem.signaling === 'online'`, jsString(name)))
+}
+
+// click clicks the element the CSS selector finds, with the page's own handlers.
+func (p *page) click(sel string) {
+	p.t.Helper()
+	p.waitFor("a clickable "+sel, fmt.Sprintf(`(() => { const e = document.querySelector(%s); return e && !e.disabled && e.offsetParent !== null; })()`, jsString(sel)))
+	p.must(fmt.Sprintf(`document.querySelector(%s).click()`, jsString(sel)))
+}
+
+// search types text into the search box of the online list.
+func (p *page) search(text string) {
+	p.t.Helper()
+	p.must(fmt.Sprintf(`(() => {
+		const box = document.querySelector('#people-search');
+		box.value = %s;
+		box.dispatchEvent(new Event('input', { bubbles: true }));
+	})()`, jsString(text)))
+}
+
+// callFromList searches the online list for name, as a person would, and clicks it.
+func (p *page) callFromList(name string) {
+	p.t.Helper()
+	p.search(name)
+	p.click(fmt.Sprintf(`.person[data-name=%s]`, jsString(name)))
+}
+
+// dial types a name into "Call someone by name" and submits it.
+func (p *page) dial(name string) {
+	p.t.Helper()
+	p.must(fmt.Sprintf(`(() => { document.querySelector('#dial-name').value = %s; document.querySelector('#dial-form').requestSubmit(); })()`, jsString(name)))
+}
+
+func (p *page) waitPhase(phase string) {
+	p.t.Helper()
+	p.waitFor("phase "+phase, fmt.Sprintf(`tandem.phase === %s`, jsString(phase)))
+}
+
+// waitIncoming waits until the page rings with a call from name.
+func (p *page) waitIncoming(from string) {
+	p.t.Helper()
+	p.waitFor("an incoming call from "+from, fmt.Sprintf(
+		`tandem.phase === 'incoming' && !document.querySelector('#incoming').hidden && document.querySelector('#incoming-title').textContent === %s`,
+		jsString(from)))
+}
+
+// mediaStats is what getStats and the remote <video> say about a call's incoming media.
+type mediaStats struct {
+	State       string  `json:"state"`
+	VideoWidth  int     `json:"videoWidth"`
+	Frames      int     `json:"frames"`
+	AudioPkts   int     `json:"audioPackets"`
+	AudioEnergy float64 `json:"audioEnergy"`
+}
+
+// mediaJS returns a JavaScript expression that reads mediaStats from a peer connection and a <video>.
+func mediaJS(pc, video string) string {
+	return fmt.Sprintf(`(async () => {
+		const pc = %s;
+		const video = document.querySelector(%s);
+		const out = { state: pc ? pc.connectionState : 'none', videoWidth: video ? video.videoWidth : 0, frames: 0, audioPackets: 0, audioEnergy: 0 };
+		if (!pc) return out;
+		(await pc.getStats()).forEach((s) => {
+			if (s.type !== 'inbound-rtp') return;
+			if (s.kind === 'video') out.frames += s.framesDecoded || 0;
+			if (s.kind === 'audio') { out.audioPackets += s.packetsReceived || 0; out.audioEnergy += s.totalAudioEnergy || 0; }
+		});
+		return out;
+	})()`, pc, jsString(video))
+}
+
+// tandemMedia is mediaJS for the tandem client.
+var tandemMedia = mediaJS("tandem.pc", "#remote-video")
+
+// tutorialMedia is mediaJS for the tutorial-style client.
+var tutorialMedia = mediaJS("yourConn", "#remoteVideo")
+
+// assertMedia checks that real media arrives: connected, the remote video has a size, video frames are decoded
+// and their count rises, and audio packets arrive.
+func (p *page) assertMedia(statsJS string) mediaStats {
+	p.t.Helper()
+	p.waitFor("connected with remote video and audio", fmt.Sprintf(
+		`(async () => { const m = await %s; return m.state === 'connected' && m.videoWidth > 0 && m.frames > 0 && m.audioPackets > 0; })()`, statsJS))
+	first := value[mediaStats](p, statsJS)
+	p.waitFor("video frames decoded to keep rising", fmt.Sprintf(
+		`(async () => (await %s).frames > %d)()`, statsJS, first.Frames))
+	return value[mediaStats](p, statsJS)
+}
+
+// pair opens two tandem pages signed in as a and b.
+func pair(t *testing.T, srv *tandem, a, b string, q query) (*page, *page) {
+	t.Helper()
+	return openTandem(t, srv, a, q), openTandem(t, srv, b, q)
+}
+
+// connect has a call b, b accept, and checks media flows both ways.
+func connect(t *testing.T, a, b *page) {
+	t.Helper()
+	a.callFromList(b.label)
+	b.waitIncoming(a.label)
+	b.click("#accept-button")
+	a.waitPhase("active")
+	b.waitPhase("active")
+	a.assertMedia(tandemMedia)
+	b.assertMedia(tandemMedia)
+}
+
+// holdJS delays the delivery of the given incoming signaling message types by ms milliseconds, as a slow network
+// would. It wraps the page's WebSocket before the page's scripts run.
+func holdJS(ms int, types ...string) string {
+	list, _ := json.Marshal(types)
+	return fmt.Sprintf(`(() => {
+		const Native = window.WebSocket;
+		const held = new Set(%s);
+		window.WebSocket = class extends Native {
+			set onmessage(fn) {
+				super.onmessage = (ev) => {
+					let type = '';
+					try { type = JSON.parse(ev.data).type; } catch {}
+					if (held.has(type)) setTimeout(() => fn.call(this, ev), %d);
+					else fn.call(this, ev);
+				};
+			}
+			get onmessage() { return super.onmessage; }
+		};
+	})()`, list, ms)
+}
