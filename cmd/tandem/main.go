@@ -55,10 +55,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "longest graceful shutdown")
 	fs.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	var nopts netOptions
+	nopts.register(fs, getenv)
 	fs.Usage = func() { usage(fs) }
 	if err := parseWithEnv(fs, args, getenv); err != nil {
 		return err
 	}
+	fs.Visit(func(f *flag.Flag) { nopts.turnAddrExplicit = nopts.turnAddrExplicit || f.Name == "turn-addr" })
 	logger, err := newLogger(stderr, opts)
 	if err != nil {
 		return err
@@ -70,6 +73,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logger.Info("open file limit", "files", limit, "connections", max(limit-64, 0))
 	}
 
+	netw, err := newNetwork(&nopts, logger) // HTTPS and TURN: network.go
+	if err != nil {
+		return err
+	}
+	cfg.TLS, cfg.ICEServers = netw.tls, netw.iceServers
 	srv, err := server.New(cfg, logger)
 	if err != nil {
 		return err
@@ -79,8 +87,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	logger.Info("tandem is listening", "addr", ln.Addr().String(), "url", "http://"+displayHost(ln.Addr())+"/")
-	fmt.Fprintf(stdout, "tandem: open http://%s/ in a browser\n", displayHost(ln.Addr()))
+	if err := netw.start(srv.Registry(), ln.Addr()); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	defer netw.close()
+	logger.Info("tandem is listening", "addr", ln.Addr().String(), "https", netw.tls != nil)
+	netw.printURLs(stdout, ln.Addr())
 	start := time.Now()
 	err = srv.Serve(ctx, ln)
 	logger.Info("tandem stopped", "uptime", time.Since(start).Round(time.Second))

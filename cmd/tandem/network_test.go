@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"tandem/client"
+)
+
+// lockedBuffer is a bytes.Buffer safe for a writer and a reader in two goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// startRun runs tandem with args and env until the test ends, and returns what it printed once it printed a line
+// matching ready.
+func startRun(t *testing.T, args []string, env map[string]string, ready string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out, logs := &lockedBuffer{}, &lockedBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, args, func(k string) string { return env[k] }, out, logs) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), ready) {
+		select {
+		case err := <-done:
+			t.Fatalf("run ended: %v\n%s", err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tandem did not print %q; it printed:\n%s", ready, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return out.String()
+}
+
+// TestLANMode runs tandem as docs/networks.md says for a LAN (with loopback addresses and free ports), opens the
+// printed localhost URL with a client that trusts the certificate kept in the data directory, logs in over wss
+// and gets TURN credentials; a restart keeps the certificate.
+func TestLANMode(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"TANDEM_TLS_SELF_SIGNED": "true", "TANDEM_DATA_DIR": dir}
+	args := []string{"-addr", "127.0.0.1:0", "-turn-addr", "127.0.0.1:0", "-log-level", "error"}
+	out := startRun(t, args, env, "STUN/TURN on port")
+
+	m := regexp.MustCompile(`https://localhost:(\d+)/`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no localhost URL in:\n%s", out)
+	}
+	fingerprint := regexp.MustCompile(`fingerprint ([0-9A-F:]+)`).FindString(out)
+	pemBytes, err := os.ReadFile(filepath.Join(dir, "tls", "selfsigned-cert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		t.Fatal("the certificate file holds no certificate")
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	defer tr.CloseIdleConnections()
+	httpc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+
+	resp, err := httpc.Get("https://localhost:" + m[1] + "/healthz")
+	if err != nil {
+		t.Fatalf("GET over https: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != "ok" {
+		t.Errorf("healthz: %d %q", resp.StatusCode, body)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, "wss://localhost:"+m[1]+"/ws", &client.Options{HTTPClient: httpc})
+	if err != nil {
+		t.Fatalf("dial wss: %v", err)
+	}
+	defer c.CloseNow()
+	reply, err := c.Login(ctx, "alice", "")
+	if err != nil || !reply.Success {
+		t.Fatalf("login: %+v, %v", reply, err)
+	}
+	var turnURLs []string
+	for _, s := range reply.ICEServers {
+		if s.Credential != "" {
+			turnURLs = append(turnURLs, s.URLs...)
+		}
+	}
+	if len(turnURLs) != 2 || !strings.HasPrefix(turnURLs[0], "turn:127.0.0.1:") {
+		t.Errorf("TURN URLs in the login reply: %v", turnURLs)
+	}
+	_ = c.Close()
+
+	secret, err := os.ReadFile(filepath.Join(dir, "turn-secret"))
+	if err != nil || len(secret) < 16 {
+		t.Errorf("no TURN secret kept in the data directory: %v", err)
+	}
+
+	// A second tandem on the same data directory serves the same certificate.
+	again := startRun(t, args, env, "STUN/TURN on port")
+	if got := regexp.MustCompile(`fingerprint ([0-9A-F:]+)`).FindString(again); got != fingerprint || got == "" {
+		t.Errorf("after a restart: %q, want the same certificate %q", got, fingerprint)
+	}
+}
+
+func TestTURNOff(t *testing.T) {
+	args := []string{"-addr", "127.0.0.1:0", "-turn-addr", "off", "-data-dir", t.TempDir(), "-log-level", "error"}
+	out := startRun(t, args, nil, "tandem: open http://")
+	if strings.Contains(out, "TURN") {
+		t.Errorf("TURN is off but tandem printed:\n%s", out)
+	}
+}
+
+func TestNetworkFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"-tls-cert", "cert.pem"},
+		{"-tls-cert", filepath.Join(dir, "missing.pem"), "-tls-key", filepath.Join(dir, "missing-key.pem")},
+		{"-tls-self-signed", "-acme-domain", "call.example.com"},
+		{"-http-redirect", "127.0.0.1:0"},
+		{"-acme-domain", "localhost"},
+		{"-turn-relay-ports", "50000-"},
+		{"-turn-relay-ports", "50010-50000"},
+		{"-turn-public-ip", "not-an-ip"},
+		{"-turn-allow-peers", "10.0.0.0"},
+		{"-turn-external", "http://example.com"},
+		{"-turn-secret", "short"},
+		{"-turn-addr", "example.com:3478"},
+	} {
+		args = append([]string{"-addr", "127.0.0.1:0", "-data-dir", dir, "-turn-addr", "127.0.0.1:0"}, args...)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := run(ctx, args, func(string) string { return "" }, io.Discard, io.Discard)
+		cancel()
+		if err == nil {
+			t.Errorf("run %v succeeded", args)
+		}
+	}
+}
