@@ -101,6 +101,7 @@ type network struct {
 	turnCf turnserver.Config
 
 	redirect     *http.Server
+	redirectAddr net.Addr
 	redirectDone chan error
 }
 
@@ -229,6 +230,9 @@ func (n *network) start(reg prometheus.Registerer, addr net.Addr) error {
 			n.turn = t
 		}
 	}
+	if n.acme != nil && n.opts.httpRedirect == "" && !strings.HasSuffix(addr.String(), ":443") {
+		n.log.Warn("the certificate authority cannot reach tandem to check the domain: listen on :443 (-addr :443) or answer on port 80 (-http-redirect :80)")
+	}
 	if n.opts.httpRedirect != "" {
 		_, p, _ := net.SplitHostPort(addr.String())
 		port, _ := strconv.Atoi(p)
@@ -242,6 +246,7 @@ func (n *network) start(reg prometheus.Registerer, addr net.Addr) error {
 			return fmt.Errorf("-http-redirect: %w", err)
 		}
 		n.redirect = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		n.redirectAddr = ln.Addr()
 		n.redirectDone = make(chan error, 1)
 		go func() { n.redirectDone <- n.redirect.Serve(ln) }()
 	}
@@ -283,6 +288,9 @@ func (n *network) printURLs(w io.Writer, addr net.Addr) {
 		fmt.Fprintf(w, "tandem: open https://%s/ in a browser\n", displayHost(addr))
 	default:
 		fmt.Fprintf(w, "tandem: open http://%s/ in a browser\n", displayHost(addr))
+	}
+	if n.redirectAddr != nil {
+		fmt.Fprintf(w, "tandem: plain HTTP on %s answers ACME challenges and redirects to https\n", n.redirectAddr)
 	}
 	if n.turn != nil {
 		fmt.Fprintf(w, "tandem: STUN/TURN on port %d (UDP and TCP)\n", n.turn.Port())

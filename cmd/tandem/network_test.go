@@ -138,6 +138,43 @@ func TestLANMode(t *testing.T) {
 	}
 }
 
+// TestACMEMode starts tandem with -acme-domain and -http-redirect, without asking any certificate authority (that
+// happens on the first TLS handshake for the domain): the plain-HTTP listener redirects to https on tandem's port
+// and answers unknown ACME challenges with 404.
+func TestACMEMode(t *testing.T) {
+	args := []string{"-addr", "127.0.0.1:0", "-acme-domain", "call.example.com", "-http-redirect", "127.0.0.1:0",
+		"-turn-addr", "off", "-data-dir", t.TempDir(), "-log-level", "error"}
+	out := startRun(t, args, nil, "redirects to https")
+	m := regexp.MustCompile(`open https://call\.example\.com:(\d+)/`).FindStringSubmatch(out)
+	r := regexp.MustCompile(`plain HTTP on (\S+) answers`).FindStringSubmatch(out)
+	if m == nil || r == nil {
+		t.Fatalf("unexpected output:\n%s", out)
+	}
+	httpc := &http.Client{
+		Timeout:       5 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	req, _ := http.NewRequest("GET", "http://"+r[1]+"/call?x=1", nil)
+	req.Host = "call.example.com"
+	resp, err := httpc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if want := "https://call.example.com:" + m[1] + "/call?x=1"; resp.StatusCode/100 != 3 || resp.Header.Get("Location") != want {
+		t.Errorf("plain HTTP: %d to %q, want %q", resp.StatusCode, resp.Header.Get("Location"), want)
+	}
+	req, _ = http.NewRequest("GET", "http://"+r[1]+"/.well-known/acme-challenge/nothing", nil)
+	req.Host = "call.example.com"
+	if resp, err = httpc.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown challenge: %d, want 404", resp.StatusCode)
+	}
+}
+
 func TestTURNOff(t *testing.T) {
 	args := []string{"-addr", "127.0.0.1:0", "-turn-addr", "off", "-data-dir", t.TempDir(), "-log-level", "error"}
 	out := startRun(t, args, nil, "tandem: open http://")
