@@ -95,6 +95,8 @@ type Session struct {
 	token string
 	peer  *Session
 	gone  bool
+	// callers is the echo user's: the users in a call with it, any number at once (each has it as peer).
+	callers map[*Session]struct{}
 
 	// Rate limiting, touched only by the reading goroutine.
 	allowance float64
@@ -198,16 +200,16 @@ func (s *Session) OnClose() {
 	h := s.hub
 	h.mu.Lock()
 	s.gone = true
-	peer, name := s.unregisterLocked()
+	peers, name := s.unregisterLocked()
 	h.mu.Unlock()
 	h.m.connections.Dec()
-	if peer != nil {
+	for _, peer := range peers {
 		h.send(peer, func(b []byte) []byte { return protocol.AppendLeave(b, name, protocol.ReasonDisconnected) })
 	}
 }
 
-// unregisterLocked frees s's name and ends its call; it returns the peer's connection to tell, if any.
-func (s *Session) unregisterLocked() (Conn, string) {
+// unregisterLocked frees s's name and ends its call (the echo user's calls); it returns the connections to tell.
+func (s *Session) unregisterLocked() ([]Conn, string) {
 	name := s.name
 	if name == "" {
 		return nil, ""
@@ -219,11 +221,36 @@ func (s *Session) unregisterLocked() (Conn, string) {
 		h.m.online.Dec()
 	}
 	s.name, s.key, s.token = "", "", ""
+	var tell []Conn
 	if p := s.peer; p != nil {
-		s.peer, p.peer = nil, nil
-		return p.conn, name
+		endCallLocked(s, p)
+		tell = append(tell, p.conn)
 	}
-	return nil, ""
+	for c := range s.callers {
+		endCallLocked(s, c)
+		tell = append(tell, c.conn)
+	}
+	return tell, name
+}
+
+// The echo test user (Config.EchoName) may be in calls with any number of users at once: each caller has the
+// echo session as its peer, and the echo session keeps them in its callers instead of having a peer of its own.
+
+func (h *Hub) isEchoLocked(t *Session) bool { return h.cfg.EchoName != "" && t.name == h.cfg.EchoName }
+
+// inCallLocked reports whether s and t are in a call with each other.
+func inCallLocked(s, t *Session) bool { return s.peer == t || t.peer == s }
+
+// endCallLocked ends the call between s and t, whichever of them is the echo user.
+func endCallLocked(s, t *Session) {
+	if s.peer == t {
+		s.peer = nil
+	}
+	if t.peer == s {
+		t.peer = nil
+	}
+	delete(s.callers, t)
+	delete(t.callers, s)
 }
 
 // allow applies the token-bucket rate limit.
@@ -275,16 +302,25 @@ func (s *Session) login(m *protocol.Message) {
 	case other != nil && len(m.Token) > 0 && subtle.ConstantTimeCompare(m.Token, []byte(other.token)) == 1:
 		// Resume: this connection takes the session over; the call, if any, goes on.
 		if s.name != "" {
-			if p, n := s.unregisterLocked(); p != nil {
-				tell, tellName, tellReason = append(tell, p), n, protocol.ReasonRenamed
+			if ps, n := s.unregisterLocked(); len(ps) > 0 {
+				tell, tellName, tellReason = append(tell, ps...), n, protocol.ReasonRenamed
 			}
 		}
 		replaced = other.conn
-		s.name, s.key, s.token, s.peer = other.name, other.key, other.token, other.peer
-		if s.peer != nil {
-			s.peer.peer = s
+		s.name, s.key, s.token, s.peer, s.callers = other.name, other.key, other.token, other.peer, other.callers
+		if p := s.peer; p != nil {
+			if p.peer == other {
+				p.peer = s
+			}
+			if _, ok := p.callers[other]; ok {
+				delete(p.callers, other)
+				p.callers[s] = struct{}{}
+			}
 		}
-		other.name, other.key, other.token, other.peer = "", "", "", nil
+		for c := range s.callers {
+			c.peer = s
+		}
+		other.name, other.key, other.token, other.peer, other.callers = "", "", "", nil, nil
 		h.users[name] = s
 		h.index.ReplaceOrInsert(s)
 	case other != nil:
@@ -298,8 +334,8 @@ func (s *Session) login(m *protocol.Message) {
 		return
 	default:
 		if s.name != "" { // rename: free the old name first
-			if p, n := s.unregisterLocked(); p != nil {
-				tell, tellName, tellReason = append(tell, p), n, protocol.ReasonRenamed
+			if ps, n := s.unregisterLocked(); len(ps) > 0 {
+				tell, tellName, tellReason = append(tell, ps...), n, protocol.ReasonRenamed
 			}
 		}
 		s.name, s.key, s.token = name, fold(name), newToken()
@@ -360,10 +396,17 @@ func (s *Session) offer(m *protocol.Message) {
 		code = protocol.CodeBusy
 	default:
 		if old := s.peer; old != nil {
-			old.peer = nil
+			endCallLocked(s, old)
 			ended = old.conn
 		}
-		s.peer, t.peer = t, s
+		if h.isEchoLocked(t) {
+			if t.callers == nil {
+				t.callers = make(map[*Session]struct{})
+			}
+			s.peer, t.callers[s] = t, struct{}{}
+		} else {
+			s.peer, t.peer = t, s
+		}
 		newCall = true
 	}
 	if code == "" {
@@ -407,7 +450,7 @@ func (s *Session) relay(typ string, m *protocol.Message, payload []byte) {
 		code = protocol.CodeInvalidMessage
 	case t == nil:
 		code = protocol.CodeNotOnline
-	case s.peer != t:
+	case !inCallLocked(s, t):
 		code = protocol.CodeNotInCall
 	default:
 		to, from = t.conn, s.name
@@ -448,10 +491,10 @@ func (s *Session) leave(m *protocol.Message) {
 		code = protocol.CodeNotLoggedIn
 	case t == nil && m.HasName:
 		code = protocol.CodeNotOnline
-	case t == nil || s.peer != t:
+	case t == nil || !inCallLocked(s, t):
 		code = protocol.CodeNotInCall
 	default:
-		s.peer, t.peer = nil, nil
+		endCallLocked(s, t)
 		to, from = t.conn, s.name
 	}
 	h.mu.Unlock()
