@@ -70,6 +70,8 @@ type Peer struct {
 	dcOpen    chan struct{}
 	connected chan struct{}
 	readErr   chan error
+	refused   chan *client.Message // an error for the offer, or a leave before the call connected
+	early     []webrtc.ICECandidateInit // candidates that came before the remote description (read loop only)
 }
 
 // NewPeer connects to url, logs in as name and makes the peer connection (with the ICE servers of the login
@@ -103,6 +105,7 @@ func NewPeer(ctx context.Context, api *webrtc.API, url, name string, opts *clien
 		dcOpen:    make(chan struct{}),
 		connected: make(chan struct{}),
 		readErr:   make(chan error, 1),
+		refused:   make(chan *client.Message, 1),
 	}
 	var once sync.Once
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
@@ -219,7 +222,7 @@ func (p *Peer) handle(m *client.Message) error {
 		if err := json.Unmarshal(m.Offer, &sd); err != nil {
 			return err
 		}
-		if err := p.PC.SetRemoteDescription(sd); err != nil {
+		if err := p.setRemote(sd); err != nil {
 			return err
 		}
 		answer, err := p.PC.CreateAnswer(nil)
@@ -238,7 +241,7 @@ func (p *Peer) handle(m *client.Message) error {
 		if err := json.Unmarshal(m.Answer, &sd); err != nil {
 			return err
 		}
-		return p.PC.SetRemoteDescription(sd)
+		return p.setRemote(sd)
 	case protocol.TypeCandidate:
 		var c webrtc.ICECandidateInit
 		if string(m.Candidate) == "null" {
@@ -247,12 +250,37 @@ func (p *Peer) handle(m *client.Message) error {
 		if err := json.Unmarshal(m.Candidate, &c); err != nil {
 			return err
 		}
+		if p.PC.RemoteDescription() == nil {
+			// The other side's candidates may overtake its answer: it gathers as soon as it has set it.
+			p.early = append(p.early, c)
+			return nil
+		}
 		return p.PC.AddICECandidate(c)
+	}
+	if (m.Type == protocol.TypeError && m.Request == protocol.TypeOffer) || m.Type == protocol.TypeLeave {
+		select {
+		case p.refused <- m:
+		default:
+		}
 	}
 	select {
 	case p.Messages <- m:
 	default:
 	}
+	return nil
+}
+
+// setRemote sets the remote description, then adds the candidates that came before it.
+func (p *Peer) setRemote(sd webrtc.SessionDescription) error {
+	if err := p.PC.SetRemoteDescription(sd); err != nil {
+		return err
+	}
+	for _, c := range p.early {
+		if err := p.PC.AddICECandidate(c); err != nil {
+			return err
+		}
+	}
+	p.early = nil
 	return nil
 }
 
@@ -265,6 +293,11 @@ func (p *Peer) WaitConnected(ctx context.Context) error {
 		return fmt.Errorf("webrtctest: %s not connected (%v): %w", p.Name, p.PC.ConnectionState(), ctx.Err())
 	case err := <-p.readErr:
 		return fmt.Errorf("webrtctest: %s: %w", p.Name, err)
+	case m := <-p.refused:
+		if err := m.Err(); err != nil {
+			return fmt.Errorf("webrtctest: %s: call refused: %w", p.Name, err)
+		}
+		return fmt.Errorf("webrtctest: %s: %s left (%s) before the call connected", p.Name, m.Name, m.Reason)
 	}
 }
 

@@ -1,0 +1,304 @@
+package echo_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"tandem/internal/echo"
+	"tandem/internal/server"
+	"tandem/internal/webrtctest"
+	"tandem/protocol"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("ECHO_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return nil
+}
+
+// startServer runs a tandem server on 127.0.0.1 until the test ends and returns its WebSocket URL.
+func startServer(t *testing.T) string {
+	t.Helper()
+	cfg := server.DefaultConfig()
+	cfg.EchoName = "echo"
+	logger := testLogger(t)
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	srv, err := server.New(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return "ws://" + ln.Addr().String() + "/"
+}
+
+// startEcho runs an echo peer against url until the test ends, and returns it with its metrics registry.
+func startEcho(t *testing.T, url string, limit time.Duration) (*echo.Echo, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	e, err := echo.New(echo.Config{
+		URL:           url,
+		Limit:         limit,
+		Registerer:    reg,
+		Logger:        testLogger(t),
+		SettingEngine: webrtctest.LoopbackOnly,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var runErr error
+	go func() {
+		defer close(done)
+		runErr = e.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if runErr != nil {
+			t.Errorf("Run: %v", runErr)
+		}
+		if n := gauge(t, reg, "tandem_echo_peer_connections"); n != 0 {
+			t.Errorf("%v peer connections still open after Run returned", n)
+		}
+	})
+	select {
+	case <-e.LoggedIn():
+	case <-done:
+		t.Fatal("Run returned before logging in")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the echo peer did not log in")
+	}
+	return e, reg
+}
+
+// gauge reads a metric's value from reg.
+func gauge(t *testing.T, reg prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			m := mf.GetMetric()[0]
+			if m.GetGauge() != nil {
+				return m.GetGauge().GetValue()
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// sendMedia sends numbered audio and video packets on p's tracks until ctx ends. Each payload names its kind
+// and sequence number, so that what comes back can be checked.
+func sendMedia(ctx context.Context, p *webrtctest.Peer) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for seq := uint16(1); ; seq++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, tr := range []*webrtc.TrackLocalStaticRTP{p.Audio, p.Video} {
+			pkt := &rtp.Packet{
+				Header:  rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 960, SSRC: 1, Marker: true},
+				Payload: fmt.Appendf(nil, "%s-%d", tr.Kind(), seq),
+			}
+			tr.WriteRTP(pkt)
+		}
+	}
+}
+
+// expectEcho waits until n packets of each kind came back with the payload that was sent with their number.
+func expectEcho(ctx context.Context, t *testing.T, p *webrtctest.Peer, n int) {
+	t.Helper()
+	got := map[string]int{}
+	for got["audio"] < n || got["video"] < n {
+		select {
+		case pkt := <-p.Packets:
+			kind, _, ok := strings.Cut(string(pkt.Payload), "-")
+			if !ok || string(pkt.Payload) != fmt.Sprintf("%s-%d", kind, pkt.SequenceNumber) {
+				t.Fatalf("packet %d came back with payload %q", pkt.SequenceNumber, pkt.Payload)
+			}
+			got[kind]++
+		case <-ctx.Done():
+			t.Fatalf("only %v packets came back: %v", got, ctx.Err())
+		}
+	}
+}
+
+func TestEchoCall(t *testing.T) {
+	url := startServer(t)
+	startEcho(t, url, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	api, err := webrtctest.NewAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := waitPeer(ctx, t, api, url, "alice")
+	defer p.Close()
+	if err := p.Call(ctx, "echo"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mediaCtx, stopMedia := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { sendMedia(mediaCtx, p) })
+	defer wg.Wait()
+	defer stopMedia()
+	expectEcho(ctx, t, p, 50)
+
+	for _, text := range []string{"hello", "échö ✓"} {
+		if err := p.SendChat(ctx, text); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-p.Chat:
+			if got != text {
+				t.Fatalf("chat came back as %q, want %q", got, text)
+			}
+		case <-ctx.Done():
+			t.Fatal("no chat came back")
+		}
+	}
+}
+
+// waitPeer logs name in once the echo peer is there to call.
+func waitPeer(ctx context.Context, t *testing.T, api *webrtc.API, url, name string) *webrtctest.Peer {
+	t.Helper()
+	p, err := webrtctest.NewPeer(ctx, api, url, name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestEchoTimeLimit(t *testing.T) {
+	url := startServer(t)
+	startEcho(t, url, 500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	api, err := webrtctest.NewAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := waitPeer(ctx, t, api, url, "bob")
+	defer p.Close()
+	if err := p.Call(ctx, "echo"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case m := <-p.Messages:
+			if m.Type == protocol.TypeLeave {
+				if m.Name != "echo" || m.Reason != protocol.ReasonHangup {
+					t.Fatalf("leave %+v", m)
+				}
+				return
+			}
+		case <-ctx.Done():
+			t.Fatal("the echo peer did not hang up at its time limit")
+		}
+	}
+}
+
+// TestEchoManyCalls makes many calls, several at once, and checks that every peer connection is released: the
+// gauge goes back to zero while the echo peer runs, and TestMain's goleak finds no goroutine left once it stops.
+func TestEchoManyCalls(t *testing.T) {
+	url := startServer(t)
+	_, reg := startEcho(t, url, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	api, err := webrtctest.NewAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rounds, parallel = 5, 4
+	for round := range rounds {
+		var wg sync.WaitGroup
+		for i := range parallel {
+			wg.Go(func() {
+				p, err := webrtctest.NewPeer(ctx, api, url, fmt.Sprintf("caller-%d-%d", round, i), nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer p.Hangup(ctx)
+				if err := p.Call(ctx, "echo"); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := p.WaitConnected(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+				mediaCtx, stop := context.WithCancel(ctx)
+				var media sync.WaitGroup
+				media.Go(func() { sendMedia(mediaCtx, p) })
+				expectEcho(ctx, t, p, 10)
+				stop()
+				media.Wait()
+			})
+		}
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+	}
+	if n := gauge(t, reg, "tandem_echo_calls_total"); n != rounds*parallel {
+		t.Errorf("tandem_echo_calls_total = %v, want %d", n, rounds*parallel)
+	}
+	waitGauge(ctx, t, reg, "tandem_echo_peer_connections", 0)
+}
+
+// waitGauge waits until the metric reads want: peer connections are released in the background.
+func waitGauge(ctx context.Context, t *testing.T, reg prometheus.Gatherer, name string, want float64) {
+	t.Helper()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for gauge(t, reg, name) != want {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s = %v, want %v", name, gauge(t, reg, name), want)
+		case <-tick.C:
+		}
+	}
+}
