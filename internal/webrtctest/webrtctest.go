@@ -70,7 +70,7 @@ type Peer struct {
 	dcOpen    chan struct{}
 	connected chan struct{}
 	readErr   chan error
-	refused   chan *client.Message // an error for the offer, or a leave before the call connected
+	refused   chan *client.Message      // an error for the offer, or a leave before the call connected
 	early     []webrtc.ICECandidateInit // candidates that came before the remote description (read loop only)
 }
 
