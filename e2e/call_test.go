@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"tandem/internal/server"
 )
 
 // TestCall is the whole story: two people sign in, one calls from the online list, the other accepts, media flows
@@ -51,6 +53,9 @@ func TestPhoneLayout(t *testing.T) {
 	alice := openTandem(t, srv, "alice", "", withViewport(390, 844))
 	bob := openTandem(t, srv, "bob", "")
 	alice.waitFor("no horizontal scrolling", `document.documentElement.scrollWidth <= window.innerWidth`)
+	alice.search("")
+	alice.waitFor("bob in the list", `document.querySelector('.person[data-name="bob"]')`)
+	alice.screenshot("idle-phone")
 	connect(t, bob, alice)
 	alice.waitFor("no horizontal scrolling in a call", `document.documentElement.scrollWidth <= window.innerWidth`)
 	alice.waitFor("the hang-up button on screen", `(() => {
@@ -253,4 +258,51 @@ func TestTutorialClient(t *testing.T) {
 	tina.must(`document.querySelector('#hangUpBtn').click()`)
 	alice.waitNotice("tina hung up")
 	alice.waitPhase("idle")
+}
+
+// TestServerRestart restarts tandem under two signed-in pages, one call in progress. The call ends (the server
+// says so on its way down), both pages reconnect by themselves under the same names, and can call again.
+func TestServerRestart(t *testing.T) {
+	srv := startTandem(t)
+	alice, bob := pair(t, srv, "alice", "bob", "")
+	carol := openTandem(t, srv, "carol", "")
+	connect(t, alice, bob)
+
+	srv.restart()
+	for _, p := range []*page{alice, bob} {
+		p.waitNotice("The server is restarting")
+		p.waitPhase("idle")
+	}
+	for _, p := range []*page{alice, bob, carol} {
+		p.waitFor("the page back online under its name", fmt.Sprintf(
+			`tandem.signaling === 'online' && tandem.name === %s && document.querySelector('#conn-text').textContent === 'Online'`,
+			jsString(p.label)))
+	}
+	connect(t, carol, alice)
+}
+
+// TestTestCallButton checks the place kept for the echo test call (issue 5): the button shows only when the
+// online list has the echo user, who is marked as such, and it calls that user. A tandem page stands in for the
+// echo peer here.
+func TestTestCallButton(t *testing.T) {
+	srv := startTandem(t, func(c *server.Config) { c.EchoName = "echo" })
+	alice := openTandem(t, srv, "alice", "")
+	if !value[bool](alice, `document.querySelector('#test-call').hidden`) {
+		t.Error("the Test call button shows with no echo user online")
+	}
+	echo := openTandem(t, srv, "echo", "")
+	openTandem(t, srv, "Marta Lindqvist", "")
+	openTandem(t, srv, "carol", "")
+	dave := openTandem(t, srv, "dave", "")
+	openTandem(t, srv, "zoë", "")
+	connect(t, dave, echo)
+	alice.search("")
+	alice.waitFor("the echo user marked in the list", `document.querySelector('.person[data-name="echo"] .tag-echo')`)
+	alice.waitFor("dave marked busy", `document.querySelector('.person[data-name="dave"] .tag-busy')`)
+	alice.waitFor("the Test call button", `!document.querySelector('#test-call').hidden`)
+	alice.screenshot("idle")
+	dave.click("#hangup-button")
+	echo.waitPhase("idle")
+	alice.click("#test-call-button")
+	echo.waitIncoming("alice")
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,47 +27,78 @@ const wait = 30 * time.Second
 
 // tandem is a real tandem server on 127.0.0.1, for one test.
 type tandem struct {
+	t      *testing.T
+	cfg    server.Config
+	addr   string
 	url    string // http://127.0.0.1:port
 	wsURL  string // ws://127.0.0.1:port/ws
-	server *server.Server
 	logs   *syncBuffer
+	stop   func() // stops the server gracefully and waits for it
+	server *server.Server
 }
 
-// startTandem starts a tandem server with its default configuration on a free loopback port. It stops when the
-// test ends, after the test's pages are closed.
-func startTandem(t *testing.T) *tandem {
+// startTandem starts a tandem server with its default configuration (changed by the options) on a free loopback
+// port. It stops when the test ends, after the test's pages are closed.
+func startTandem(t *testing.T, opts ...func(*server.Config)) *tandem {
 	t.Helper()
-	logs := &syncBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := server.DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
-	srv, err := server.New(cfg, logger)
+	for _, o := range opts {
+		o(&cfg)
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
+	addr := ln.Addr().String()
+	srv := &tandem{t: t, cfg: cfg, addr: addr, url: "http://" + addr, wsURL: "ws://" + addr + "/ws", logs: &syncBuffer{}}
+	srv.serve(ln)
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(wait):
-			t.Errorf("the server did not stop within %s", wait)
-		}
+		srv.stop()
 		if t.Failed() {
-			t.Logf("server log:\n%s", logs.String())
+			t.Logf("server log:\n%s", srv.logs.String())
 		}
 	})
-	addr := ln.Addr().String()
-	return &tandem{url: "http://" + addr, wsURL: "ws://" + addr + "/ws", server: srv, logs: logs}
+	return srv
+}
+
+func (srv *tandem) serve(ln net.Listener) {
+	t := srv.t
+	logger := slog.New(slog.NewTextHandler(srv.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, err := server.New(srv.cfg, logger)
+	if err != nil {
+		_ = ln.Close()
+		t.Fatal(err)
+	}
+	srv.server = s
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	var once sync.Once
+	srv.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Serve: %v", err)
+				}
+			case <-time.After(wait):
+				t.Errorf("the server did not stop within %s", wait)
+			}
+		})
+	}
+}
+
+// restart stops the server and starts a new one on the same address, as an operator restarting tandem would.
+func (srv *tandem) restart() {
+	srv.t.Helper()
+	srv.stop()
+	ln, err := net.Listen("tcp", srv.addr)
+	if err != nil {
+		srv.t.Fatalf("listening again on %s: %v", srv.addr, err)
+	}
+	srv.serve(ln)
 }
 
 // serveTestdata serves e2e/testdata on its own loopback port (another origin than tandem's, as a tutorial client

@@ -586,9 +586,20 @@ const errorWords = {
 
 function onError(msg) {
   const call = state.call;
-  if (msg.request === 'offer' && call && state.phase === 'outgoing' && (!msg.name || msg.name === call.peer)) {
+  const aboutCall = call && (!msg.name || msg.name === call.peer);
+  if (msg.request === 'offer' && aboutCall && state.phase === 'outgoing') {
     const words = errorWords[msg.code];
     endCall(words ? words(call.peer) : `The call could not be placed: ${msg.message || msg.code}.`, 'error');
+    return;
+  }
+  if (msg.request === 'offer' && aboutCall && state.phase === 'active') {
+    // A renegotiation (ICE restart, rejoin) the server could not deliver.
+    const s = call.pc ? call.pc.connectionState : 'closed';
+    if (msg.code === 'not_online' && (s === 'failed' || s === 'disconnected')) {
+      endCall(`${call.peer} is no longer online. ${callSummary(call.peer)}`);
+      return;
+    }
+    call.rollback().catch(() => {});
     return;
   }
   switch (msg.code) {
@@ -751,7 +762,9 @@ function renderUsers() {
     const button = el('button', {
       type: 'button', class: 'person', 'data-name': u.name, 'aria-label': label, disabled: self,
     }, avatar(el('span', { class: 'avatar', 'aria-hidden': 'true' }), u.name),
-    el('span', { class: 'person-name' }, u.name), ...badges,
+    el('span', { class: 'person-text' },
+      el('span', { class: 'person-name' }, u.name),
+      badges.length ? el('span', { class: 'person-tags' }, ...badges) : null),
     self ? null : el('span', { class: 'person-call', 'aria-hidden': 'true' }, callIcon()));
     if (!self) button.addEventListener('click', () => startCall(u.name));
     list.append(el('li', {}, button));
@@ -879,24 +892,23 @@ function renderStage() {
 }
 
 function renderControls() {
+  // Toggle buttons keep their names; aria-pressed (and the crossed-out icon) says whether the toggle is on.
   const mic = $('#mic-button');
   const micOff = !media.mic || !media.micOn;
   mic.setAttribute('aria-pressed', String(micOff));
-  mic.querySelector('.ctl-label').textContent = micOff ? 'Unmute' : 'Mute';
-  mic.title = micOff ? 'Unmute (M)' : 'Mute (M)';
+  mic.title = micOff ? 'Unmute your microphone (M)' : 'Mute your microphone (M)';
   mic.classList.toggle('ctl-off', micOff);
 
   const cam = $('#cam-button');
   const camOff = !media.camera || !media.cameraOn;
   cam.setAttribute('aria-pressed', String(camOff));
-  cam.querySelector('.ctl-label').textContent = camOff ? 'Start video' : 'Stop video';
-  cam.title = camOff ? 'Turn camera on (V)' : 'Turn camera off (V)';
+  cam.title = camOff ? 'Turn your camera on (V)' : 'Turn your camera off (V)';
   cam.classList.toggle('ctl-off', camOff);
   $('#local-off').hidden = !!media.screen || !camOff;
 
   const screen = $('#screen-button');
   screen.setAttribute('aria-pressed', String(!!media.screen));
-  screen.querySelector('.ctl-label').textContent = media.screen ? 'Stop sharing' : 'Share screen';
+  screen.title = media.screen ? 'Stop sharing your screen' : 'Share your screen';
   screen.classList.toggle('ctl-active', !!media.screen);
   screen.hidden = !(navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia);
 }
@@ -959,7 +971,10 @@ signaling.addEventListener('resumed', (ev) => {
     setPhase('idle');
     toast(`Missed call from ${from} while the server was unreachable.`);
   }
-  // In an active call that the server no longer knows (it restarted), media keeps flowing peer to peer.
+  if (!reply.peer && state.phase === 'active' && call) {
+    // The server no longer knows this call (it restarted), while media still flows peer to peer: rejoin.
+    call.rejoin();
+  }
   requestUsers();
 });
 

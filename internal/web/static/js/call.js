@@ -199,6 +199,23 @@ export class Call extends EventTarget {
     }
   }
 
+  /** Takes back an offer the server refused to deliver, so that the other side's next offer is answered. */
+  async rollback() {
+    if (this.pc && !this.closed && this.pc.signalingState === 'have-local-offer') {
+      await this.pc.setLocalDescription({ type: 'rollback' });
+    }
+  }
+
+  /**
+   * Called when the server no longer knows about this call (it restarted while media kept flowing peer to peer):
+   * a new offer makes the two of us peers on the server again, so that hanging up and ICE restarts reach the other
+   * side. Both sides do it; an offer that meets the other's is settled as any collision.
+   */
+  async rejoin() {
+    const state = this.pc ? this.pc.connectionState : 'closed';
+    await this.renegotiate(state === 'failed' || state === 'disconnected' ? { iceRestart: true } : {});
+  }
+
   /** Called after the signaling connection came back: resume a restart that may have been lost on the way. */
   signalingResumed() {
     if (!this.pc || this.closed) return;

@@ -20,7 +20,7 @@ export function el(tag, attrs = {}, ...children) {
 /** Fills an avatar element with a name's initials on a colour derived from the name. */
 export function avatar(node, name) {
   const words = String(name || '?').trim().split(/\s+/u);
-  const letters = words.length > 1 ? [...words[0]][0] + [...words[words.length - 1]][0] : [...words[0]].slice(0, 2).join('');
+  const letters = words.length > 1 ? [...words[0]][0] + [...words[words.length - 1]][0] : [...words[0]][0];
   node.textContent = (letters || '?').toUpperCase();
   let h = 0;
   for (const ch of String(name)) h = (h * 31 + ch.codePointAt(0)) % 360;
