@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"tandem/internal/server"
+	"tandem/protocol"
 )
 
 func main() {
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	var nopts netOptions
 	nopts.register(fs, getenv)
+	var eopts echoOptions // the echo test call: echo.go
+	eopts.register(fs)
 	fs.Usage = func() { usage(fs) }
 	if err := parseWithEnv(fs, args, getenv); err != nil {
 		return err
@@ -78,6 +81,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	cfg.TLS, cfg.ICEServers = netw.tls, netw.iceServers
+	if eopts.on {
+		if cfg.EchoName, err = protocol.ValidateName([]byte(eopts.name)); err != nil {
+			return fmt.Errorf("-echo-name: %w", err)
+		}
+		eopts.name = cfg.EchoName
+	}
 	srv, err := server.New(cfg, logger)
 	if err != nil {
 		return err
@@ -92,6 +101,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer netw.close()
+	if eopts.on {
+		if d := splitList(nopts.acmeDomains); len(d) > 0 {
+			eopts.serverName = d[0]
+		}
+		stopEcho, err := startEcho(ctx, eopts, ln.Addr(), netw.tls, srv.Registry(), logger)
+		if err != nil {
+			_ = ln.Close()
+			return err
+		}
+		defer stopEcho()
+	}
 	logger.Info("tandem is listening", "addr", ln.Addr().String(), "https", netw.tls != nil)
 	netw.printURLs(stdout, ln.Addr())
 	start := time.Now()

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"tandem/client"
+	"tandem/protocol"
+)
+
+// waitForUser asks for the online list until a user named name shows (the echo peer logs in just after the
+// server starts), and returns its entry, or nil if it is not there by the deadline and present is false.
+func findUser(t *testing.T, url string, opts *client.Options, name string, present bool) *client.User {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, url, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Login(ctx, "tester", ""); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if err := c.SendUsers(ctx, name, 1); err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.WaitFor(ctx, protocol.TypeUsers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range m.Users {
+			if u.Name == name {
+				return &u
+			}
+		}
+		if !present || time.Now().After(deadline) {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond) // the echo peer's login is not an event this client can see
+	}
+}
+
+var openURL = regexp.MustCompile(`(https?)://((?:127\.0\.0\.1|localhost):\d+)/`)
+
+func TestEchoInServer(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		env      map[string]string
+		echoName string // "" for no echo user
+	}{
+		{"default", nil, nil, "echo"},
+		{"renamed", []string{"-echo-name", "Test line"}, nil, "Test line"},
+		{"env", nil, map[string]string{"TANDEM_ECHO_NAME": "mirror", "TANDEM_ECHO_LIMIT": "30s"}, "mirror"},
+		{"off", []string{"-echo=false"}, nil, ""},
+		{"off by env", nil, map[string]string{"TANDEM_ECHO": "false"}, ""},
+		{"tls", []string{"-tls-self-signed"}, nil, "echo"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"-addr", "127.0.0.1:0", "-turn-addr", "off", "-data-dir", t.TempDir(), "-log-level", "error"}, tc.args...)
+			ready := "tandem: open http"
+			if tc.name == "tls" {
+				ready = "fingerprint"
+			}
+			out := startRun(t, args, tc.env, ready)
+			m := openURL.FindStringSubmatch(out)
+			if m == nil {
+				t.Fatalf("no URL in:\n%s", out)
+			}
+			scheme, host := m[1], strings.Replace(m[2], "localhost", "127.0.0.1", 1)
+			var opts *client.Options
+			hc := http.DefaultClient
+			if scheme == "https" {
+				tr := http.DefaultTransport.(*http.Transport).Clone()
+				tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+				hc = &http.Client{Transport: tr}
+				opts = &client.Options{HTTPClient: hc}
+			}
+			ws := strings.Replace(scheme, "http", "ws", 1) + "://" + host + "/"
+
+			probe := tc.echoName
+			if probe == "" {
+				probe = "echo"
+			}
+			u := findUser(t, ws, opts, probe, tc.echoName != "")
+			switch {
+			case tc.echoName == "" && u != nil:
+				t.Fatalf("echo is off, but the online list has %+v", u)
+			case tc.echoName != "" && (u == nil || !u.Echo || u.Busy):
+				t.Fatalf("online list entry for %q: %+v, want an echo user", tc.echoName, u)
+			}
+
+			resp, err := hc.Get(scheme + "://" + host + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			has := strings.Contains(string(body), "\ntandem_echo_peer_connections 0\n")
+			if has != (tc.echoName != "") {
+				t.Errorf("/metrics has tandem_echo_peer_connections 0: %v, want %v", has, tc.echoName != "")
+			}
+		})
+	}
+}
+
+func TestEchoFlagErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"-echo-name", " "},
+		{"-echo-name", "a\tb"},
+		{"-echo-limit", "soon"},
+	} {
+		err := run(context.Background(), append([]string{"-addr", "127.0.0.1:0", "-turn-addr", "off", "-data-dir", t.TempDir()}, args...),
+			func(string) string { return "" }, io.Discard, io.Discard)
+		if err == nil {
+			t.Errorf("tandem %v: no error", args)
+		}
+	}
+}
