@@ -179,21 +179,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var err error
 	select {
 	case <-ctx.Done():
+		// Close the listener ourselves and let Serve return before Shutdown runs: Shutdown closing a listener
+		// that Serve is still starting to use is a data race inside net/http.
+		_ = ln.Close()
+		<-serveErr
 	case err = <-serveErr:
 		err = fmt.Errorf("server: %w", err)
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
-	_ = hs.Shutdown(shutCtx)
+	_ = hs.Shutdown(shutCtx) // waits for requests in flight; hijacked WebSockets are closed below
 	s.hub.Shutdown()
 	if werr := s.ws.Shutdown(shutCtx, ws.CloseGoingAway, "the server is shutting down"); werr != nil {
 		s.log.Warn("connections dropped at shutdown", "err", werr)
-	}
-	if err == nil {
-		err = <-serveErr
-		if errors.Is(err, http.ErrServerClosed) {
-			err = nil
-		}
 	}
 	return err
 }
