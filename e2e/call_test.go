@@ -70,7 +70,8 @@ func TestDecline(t *testing.T) {
 	alice, bob := pair(t, srv, "alice", "bob", "")
 	alice.callFromList("bob")
 	bob.waitIncoming("alice")
-	bob.click("#decline-button")
+	bob.waitFor("the focus on Accept, for keyboard users", `document.activeElement === document.querySelector('#accept-button')`)
+	bob.press("#decline-button", "\r")
 	alice.waitNotice("bob declined the call")
 	alice.waitPhase("idle")
 	bob.waitPhase("idle")
@@ -210,7 +211,8 @@ func TestMute(t *testing.T) {
 		t.Errorf("bob still hears alice while she is muted: audio energy rose from %g to %g", before, after)
 	}
 
-	alice.click("#mic-button")
+	alice.press("", "m") // the keyboard shortcut
+	alice.waitFor("the mute button released", `document.querySelector('#mic-button').getAttribute('aria-pressed') === 'false'`)
 	bob.waitFor("the muted flag gone", `!document.querySelector('#remote-flags').textContent.includes('muted')`)
 	waitRising("alice's audio back after unmuting")
 }
@@ -305,4 +307,88 @@ func TestTestCallButton(t *testing.T) {
 	echo.waitPhase("idle")
 	alice.click("#test-call-button")
 	echo.waitIncoming("alice")
+}
+
+// TestCameraDevicesAndScreen turns the camera off and on, switches to another microphone and shares the screen in
+// the middle of a call: the other side is told, and media keeps flowing with no renegotiation.
+func TestCameraDevicesAndScreen(t *testing.T) {
+	srv := startTandem(t)
+	alice, bob := pair(t, srv, "alice", "bob", "")
+	connect(t, alice, bob)
+	senderLabel := func(kind string) string {
+		return value[string](alice, fmt.Sprintf(
+			`tandem.pc.getSenders().find((s) => s.track && s.track.kind === %s).track.label`, jsString(kind)))
+	}
+	stillFlowing := func(what string) {
+		t.Helper()
+		m := value[mediaStats](bob, tandemMedia)
+		bob.waitFor(what, fmt.Sprintf(`(async () => { const m = await %s; return m.frames > %d && m.audioPackets > %d; })()`,
+			tandemMedia, m.Frames, m.AudioPkts))
+	}
+
+	alice.click("#cam-button")
+	bob.waitFor("alice's camera shown as off", `!document.querySelector('#remote-overlay').hidden && document.querySelector('#stage-detail').textContent === 'Camera off'`)
+	alice.waitFor("her own preview marked off", `!document.querySelector('#local-off').hidden`)
+	alice.click("#cam-button")
+	bob.waitFor("alice's video back", `document.querySelector('#remote-overlay').hidden`)
+
+	alice.click("#devices-button")
+	alice.waitFor("the microphones listed", `document.querySelectorAll('#mic-select option').length >= 2`)
+	before := senderLabel("audio")
+	alice.must(`(() => {
+		const s = document.querySelector('#mic-select');
+		s.value = [...s.options].find((o) => !o.selected).value;
+		s.dispatchEvent(new Event('change'));
+	})()`)
+	alice.waitFor("another microphone sent", fmt.Sprintf(
+		`tandem.pc.getSenders().some((s) => s.track && s.track.kind === 'audio' && s.track.label !== %s)`, jsString(before)))
+	stillFlowing("media after switching microphones")
+	alice.click("#devices-button")
+
+	camera := senderLabel("video")
+	renegotiations := value[int](alice, `tandem.history.filter((l) => l.includes('got offer') || l.includes('got answer')).length`)
+	alice.click("#screen-button")
+	alice.waitFor("the screen sent instead of the camera", `tandem.pc.getSenders().some((s) => s.track && s.track.kind === 'video' && s.track.label.startsWith('screen'))`)
+	bob.waitFor("alice shown sharing her screen", `document.querySelector('#remote-flags').textContent.includes('alice is sharing their screen')`)
+	stillFlowing("media while sharing the screen")
+	alice.click("#screen-button")
+	alice.waitFor("the camera sent again", fmt.Sprintf(
+		`tandem.pc.getSenders().some((s) => s.track && s.track.kind === 'video' && s.track.label === %s)`, jsString(camera)))
+	bob.waitFor("the sharing flag gone", `!document.querySelector('#remote-flags').textContent.includes('sharing')`)
+	if n := value[int](alice, `tandem.history.filter((l) => l.includes('got offer') || l.includes('got answer')).length`); n != renegotiations {
+		t.Errorf("switching devices and sharing the screen renegotiated (%d offers/answers, want %d)", n, renegotiations)
+	}
+}
+
+// TestICERestart restarts ICE in the middle of a call, as the page does by itself when the network path fails:
+// from the caller, from the callee, and from both at the same moment (a renegotiation collision, settled as glare
+// is). Each time, new ICE credentials are in use and media keeps flowing.
+func TestICERestart(t *testing.T) {
+	srv := startTandem(t)
+	hold := withScript(holdJS(300, "offer")) // so that the two restarts of the last round surely cross
+	alice := openTandem(t, srv, "alice", "", hold)
+	bob := openTandem(t, srv, "bob", "", hold)
+	connect(t, alice, bob)
+	ufrag := func(p *page) string {
+		return value[string](p, `tandem.pc.remoteDescription.sdp.match(/a=ice-ufrag:(\S+)/)[1]`)
+	}
+	restarted := func(p *page, old string) {
+		t.Helper()
+		p.waitFor("new ICE credentials in use, connected", fmt.Sprintf(
+			`tandem.pc.signalingState === 'stable' && tandem.pc.connectionState === 'connected' && !tandem.pc.remoteDescription.sdp.includes('a=ice-ufrag:' + %s)`,
+			jsString(old)))
+		p.assertMedia(tandemMedia)
+	}
+	for _, who := range [][]*page{{alice}, {bob}, {alice, bob}} {
+		oldA, oldB := ufrag(alice), ufrag(bob)
+		at := time.Now().Add(200 * time.Millisecond).UnixMilli()
+		for _, p := range who {
+			p.must(fmt.Sprintf(`setTimeout(() => tandem.call.renegotiate({ iceRestart: true }), %d - Date.now())`, at))
+		}
+		restarted(alice, oldA)
+		restarted(bob, oldB)
+	}
+	if value[string](alice, `tandem.phase`) != "active" || value[string](bob, `tandem.phase`) != "active" {
+		t.Error("the call did not survive the restarts")
+	}
 }

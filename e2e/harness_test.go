@@ -392,6 +392,21 @@ func (p *page) search(text string) {
 	})()`, jsString(text)))
 }
 
+// press focuses the element the CSS selector finds (none: the page itself) and types keys, as a keyboard user would.
+func (p *page) press(sel, keys string) {
+	p.t.Helper()
+	if sel == "" {
+		p.must(`document.activeElement && document.activeElement.blur()`)
+	} else {
+		p.must(fmt.Sprintf(`document.querySelector(%s).focus()`, jsString(sel)))
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, wait)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.KeyEvent(keys)); err != nil {
+		p.fatalf("typing %q: %v", keys, err)
+	}
+}
+
 // callFromList searches the online list for name, as a person would, and clicks it.
 func (p *page) callFromList(name string) {
 	p.t.Helper()
