@@ -178,11 +178,14 @@ func (e *Echo) LoggedIn() <-chan struct{} { return e.loggedIn }
 // When the connection is lost or the login refused (the name is taken), it tries again after a pause, with the
 // resume token of its last login, so that a reconnect after a network blip takes its name back at once.
 func (e *Echo) Run(ctx context.Context) error {
-	var token string
+	var (
+		token   string
+		dropped []string // callers whose calls ended with a lost connection, nobody told
+	)
 	wait := e.retryMin
 	for {
 		start := time.Now()
-		err := e.session(ctx, &token)
+		err := e.session(ctx, &token, &dropped)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -201,8 +204,9 @@ func (e *Echo) Run(ctx context.Context) error {
 	}
 }
 
-// session is one connection to the server: log in, then answer calls until the connection ends.
-func (e *Echo) session(ctx context.Context, token *string) error {
+// session is one connection to the server: log in, then answer calls until the connection ends. dropped holds
+// the callers of the previous session that were not told their call ended; it is set to this session's.
+func (e *Echo) session(ctx context.Context, token *string, dropped *[]string) error {
 	c, err := client.Dial(ctx, e.url, e.opts)
 	if err != nil {
 		return err
@@ -226,10 +230,14 @@ func (e *Echo) session(ctx context.Context, token *string) error {
 	}
 	e.log.Info("echo peer logged in", "url", e.url, "iceServers", len(s.iceServers))
 	e.loggedInOnce.Do(func() { close(e.loggedIn) })
-	if reply.Peer != "" {
-		// A resumed session that was in a call: its peer connection died with the old connection.
-		s.send(func(ctx context.Context) error { return c.SendLeave(ctx, reply.Peer, protocol.ReasonHangup) })
+	// A resumed session keeps the calls of the old connection in the server, but their peer connections died
+	// with it: tell those callers (the server answers not_in_call for any it has told already).
+	for _, name := range append(*dropped, reply.Peer) {
+		if name != "" {
+			s.send(func(ctx context.Context) error { return c.SendLeave(ctx, name, protocol.ReasonHangup) })
+		}
 	}
+	*dropped = nil
 
 	// Reading uses its own context: when ctx ends, hang up every call first, then close the connection, which
 	// ends the read.
@@ -239,7 +247,7 @@ func (e *Echo) session(ctx context.Context, token *string) error {
 	})
 	defer stop()
 	defer s.calls.Wait()
-	defer s.hangUpAll(false)
+	defer func() { *dropped = s.hangUpAll(false) }()
 	for {
 		m, err := c.Read(context.Background())
 		var de *client.DecodeError
@@ -317,15 +325,18 @@ func (s *session) find(name string) *call {
 	return nil
 }
 
-// hangUpAll ends every call, telling the callers if leave is set.
-func (s *session) hangUpAll(leave bool) {
+// hangUpAll ends every call, telling the callers if leave is set, and returns the callers' names.
+func (s *session) hangUpAll(leave bool) []string {
 	s.mu.Lock()
 	calls := make([]*call, 0, len(s.byName))
 	for _, k := range s.byName {
 		calls = append(calls, k)
 	}
 	s.mu.Unlock()
+	names := make([]string, 0, len(calls))
 	for _, k := range calls {
 		k.end(protocol.ReasonHangup, leave)
+		names = append(names, k.peer)
 	}
+	return names
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"tandem/client"
 	"tandem/internal/echo"
 	"tandem/internal/server"
 	"tandem/internal/webrtctest"
@@ -36,6 +37,17 @@ func testLogger(t *testing.T) *slog.Logger {
 // startServer runs a tandem server on 127.0.0.1 until the test ends and returns its WebSocket URL.
 func startServer(t *testing.T) string {
 	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(serve(t, ln))
+	return "ws://" + ln.Addr().String() + "/"
+}
+
+// serve runs a tandem server on ln; the returned stop shuts it down and waits.
+func serve(t *testing.T, ln net.Listener) (stop func()) {
+	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.EchoName = "echo"
 	logger := testLogger(t)
@@ -46,20 +58,18 @@ func startServer(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return "ws://" + ln.Addr().String() + "/"
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+	}
 }
 
 // startEcho runs an echo peer against url until the test ends, and returns it with its metrics registry.
@@ -299,6 +309,64 @@ func waitGauge(ctx context.Context, t *testing.T, reg prometheus.Gatherer, name 
 		case <-ctx.Done():
 			t.Fatalf("%s = %v, want %v", name, gauge(t, reg, name), want)
 		case <-tick.C:
+		}
+	}
+}
+
+// TestEchoReconnects: when the server restarts, the echo peer logs in again by itself.
+func TestEchoReconnects(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	url := "ws://" + addr + "/"
+	stop := serve(t, ln)
+	defer func() { stop() }()
+	e, err := echo.New(echo.Config{URL: url, Logger: testLogger(t), RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	runCtx, stopRun := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.Run(runCtx)
+	}()
+	defer func() { stopRun(); <-done }()
+	<-e.LoggedIn()
+
+	stop()
+	if ln, err = net.Listen("tcp", addr); err != nil {
+		t.Fatalf("listening again on %s: %v", addr, err)
+	}
+	stop = serve(t, ln)
+
+	c, err := client.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Login(ctx, "alice", ""); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if err := c.SendUsers(ctx, "echo", 1); err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.WaitFor(ctx, protocol.TypeUsers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m.Users) == 1 && m.Users[0].Name == "echo" && m.Users[0].Echo {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the echo peer did not log in again")
+		case <-time.After(20 * time.Millisecond): // its login is not an event this client can see
 		}
 	}
 }
