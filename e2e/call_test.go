@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -391,4 +392,51 @@ func TestICERestart(t *testing.T) {
 	if value[string](alice, `tandem.phase`) != "active" || value[string](bob, `tandem.phase`) != "active" {
 		t.Error("the call did not survive the restarts")
 	}
+}
+
+// TestLoginErrors: a name somebody has, a name that is too long, and a server that is gone are each explained on
+// the login page.
+func TestLoginErrors(t *testing.T) {
+	srv := startTandem(t)
+	openTandem(t, srv, "alice", "")
+	p := openPage(t, "second alice", srv.url+"/")
+	loginError := func(want string) {
+		t.Helper()
+		p.waitFor(fmt.Sprintf("the login error %q", want), fmt.Sprintf(
+			`document.body.dataset.view === 'login' && document.querySelector('#login-error').textContent.includes(%s) && document.querySelector('#login-name').getAttribute('aria-invalid') === 'true'`,
+			jsString(want)))
+	}
+	submit := func(name string) {
+		p.must(fmt.Sprintf(`(() => {
+			document.querySelector('#login-name').value = %s;
+			document.querySelector('#login-form').requestSubmit();
+		})()`, jsString(name)))
+	}
+	submit("alice")
+	loginError("already called “alice”")
+	submit(strings.Repeat("x", 65))
+	loginError("too long")
+	submit("   ")
+	loginError("Type a name first")
+	srv.stop()
+	submit("bob")
+	loginError("Can't reach the tandem server")
+}
+
+// TestCameraRefused: a person who refuses the camera and microphone is told so in words, and can still take a call
+// and see and hear the other side.
+func TestCameraRefused(t *testing.T) {
+	srv := startTandem(t)
+	refuse := withScript(`navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));`)
+	alice := openTandem(t, srv, "alice", "")
+	bob := openTandem(t, srv, "bob", "", refuse)
+	bob.waitNotice("Access to the camera and microphone was refused")
+	bob.waitFor("the mute and camera buttons showing off", `document.querySelector('#mic-button').getAttribute('aria-pressed') === 'true' && document.querySelector('#cam-button').getAttribute('aria-pressed') === 'true'`)
+	alice.callFromList("bob")
+	bob.waitIncoming("alice")
+	bob.click("#accept-button")
+	bob.assertMedia(tandemMedia)
+	alice.waitFor("connected", `tandem.pc && tandem.pc.connectionState === 'connected'`)
+	bob.click("#mic-button")
+	bob.waitNotice("No microphone is available")
 }

@@ -14,7 +14,7 @@ import { LocalMedia } from './media.js';
 import { Call } from './call.js';
 import { StatsMeter, formatRate } from './stats.js';
 import { Tone } from './tone.js';
-import { $, avatar, el, formatDuration, toast, validateName } from './ui.js';
+import { $, avatar, el, focusSoftly, formatDuration, toast, validateName } from './ui.js';
 
 const params = new URLSearchParams(window.location.search);
 
@@ -163,7 +163,7 @@ function enterCallView(reply) {
     toast(`Your call with ${reply.peer} ended when the page reloaded.`);
   }
   requestUsers();
-  $('#people-search').focus();
+  focusSoftly($('#people-search'));
 }
 
 function saveSession(reply) {
@@ -509,7 +509,10 @@ function endCall(message, kind = 'info') {
   }
   const video = $('#remote-video');
   video.srcObject = null;
+  const focusWasInCall = !document.activeElement || document.activeElement === document.body ||
+    $('#main').contains(document.activeElement) || $('#chat').contains(document.activeElement);
   setPhase('idle');
+  if (focusWasInCall) focusSoftly($('#people-search')); // the hang-up button it was on is disabled now
   if (message) toast(message, { kind });
   requestUsers();
 }
@@ -801,7 +804,6 @@ function onSearch() {
   clearTimeout(state.searchTimer);
   state.searchTimer = setTimeout(() => {
     state.query = $('#people-search').value.trim();
-    $('#people-list').setAttribute('aria-busy', 'true');
     requestUsers();
   }, 150);
 }

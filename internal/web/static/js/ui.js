@@ -34,7 +34,8 @@ export function avatar(node, name) {
  */
 export function toast(message, { kind = 'info', timeout = 6000 } = {}) {
   const box = document.getElementById('toasts');
-  const item = el('div', { class: `toast toast-${kind}`, role: kind === 'error' ? 'alert' : 'status' },
+  // The container is a polite live region; an error interrupts as an alert.
+  const item = el('div', { class: `toast toast-${kind}`, role: kind === 'error' ? 'alert' : null },
     el('span', { class: 'toast-text' }, message));
   const close = el('button', { type: 'button', class: 'toast-close', 'aria-label': 'Dismiss' }, '×');
   close.addEventListener('click', () => item.remove());
@@ -52,6 +53,12 @@ export function validateName(raw) {
   if ([...name].length > 64) return { error: 'That name is too long: 64 characters at most.' };
   if (/[\p{Cc}\p{Cf}]/u.test(name)) return { error: 'That name has invisible or control characters in it.' };
   return { name };
+}
+
+/** Moves the focus, except on touch screens, where focusing a text field would pop the keyboard up unasked. */
+export function focusSoftly(node) {
+  if (!node || window.matchMedia('(pointer: coarse)').matches) return;
+  node.focus();
 }
 
 /** Formats a duration in milliseconds as m:ss or h:mm:ss. */
