@@ -196,6 +196,25 @@ func TestEchoCall(t *testing.T) {
 	defer stopMedia()
 	expectEcho(ctx, t, p, 50)
 
+	// An ICE restart, as a browser does when its network changes: the echo peer answers on the same peer
+	// connection, with new ICE credentials, and the media keeps coming back.
+	first := <-p.Answers
+	if err := p.Renegotiate(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case second := <-p.Answers:
+		if iceUfrag(second.SDP) == "" || iceUfrag(second.SDP) == iceUfrag(first.SDP) {
+			t.Errorf("the answer to an ICE restart has ice-ufrag %q, the first one had %q", iceUfrag(second.SDP), iceUfrag(first.SDP))
+		}
+	case <-ctx.Done():
+		t.Fatal("no answer to the ICE restart")
+	}
+	for len(p.Packets) > 0 { // what came back before the restart
+		<-p.Packets
+	}
+	expectEcho(ctx, t, p, 50)
+
 	for _, text := range []string{"hello", "échö ✓"} {
 		if err := p.SendChat(ctx, text); err != nil {
 			t.Fatal(err)
@@ -369,4 +388,14 @@ func TestEchoReconnects(t *testing.T) {
 		case <-time.After(20 * time.Millisecond): // its login is not an event this client can see
 		}
 	}
+}
+
+// iceUfrag returns the first a=ice-ufrag of an SDP.
+func iceUfrag(sdp string) string {
+	for line := range strings.SplitSeq(sdp, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "a=ice-ufrag:"); ok {
+			return v
+		}
+	}
+	return ""
 }

@@ -63,6 +63,8 @@ type Peer struct {
 	Chat chan string
 	// Messages receives the signaling messages the peer does not handle itself (ringing, leave, error, users).
 	Messages chan *client.Message
+	// Answers receives the session description of every answer applied (dropped when full).
+	Answers chan webrtc.SessionDescription
 
 	mu        sync.Mutex
 	peer      string
@@ -102,6 +104,7 @@ func NewPeer(ctx context.Context, api *webrtc.API, url, name string, opts *clien
 		Packets:   make(chan *rtp.Packet, 4096),
 		Chat:      make(chan string, 64),
 		Messages:  make(chan *client.Message, 64),
+		Answers:   make(chan webrtc.SessionDescription, 8),
 		dcOpen:    make(chan struct{}),
 		connected: make(chan struct{}),
 		readErr:   make(chan error, 1),
@@ -192,6 +195,23 @@ func (p *Peer) Call(ctx context.Context, name string) error {
 	return p.C.SendOffer(ctx, name, raw)
 }
 
+// Renegotiate sends a new offer for the call in progress, restarting ICE if iceRestart is set, as a browser does
+// when its network changes.
+func (p *Peer) Renegotiate(ctx context.Context, iceRestart bool) error {
+	p.mu.Lock()
+	to := p.peer
+	p.mu.Unlock()
+	offer, err := p.PC.CreateOffer(&webrtc.OfferOptions{ICERestart: iceRestart})
+	if err != nil {
+		return err
+	}
+	if err := p.PC.SetLocalDescription(offer); err != nil {
+		return err
+	}
+	raw, _ := json.Marshal(p.PC.LocalDescription())
+	return p.C.SendOffer(ctx, to, raw)
+}
+
 // readLoop handles the signaling messages of the call; the rest go to Messages.
 func (p *Peer) readLoop() {
 	defer close(p.Messages)
@@ -241,7 +261,14 @@ func (p *Peer) handle(m *client.Message) error {
 		if err := json.Unmarshal(m.Answer, &sd); err != nil {
 			return err
 		}
-		return p.setRemote(sd)
+		if err := p.setRemote(sd); err != nil {
+			return err
+		}
+		select {
+		case p.Answers <- sd:
+		default:
+		}
+		return nil
 	case protocol.TypeCandidate:
 		var c webrtc.ICECandidateInit
 		if string(m.Candidate) == "null" {
