@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"tandem/client"
+)
+
+// generator runs one scenario.
+type generator struct {
+	cfg     config
+	log     io.Writer
+	pl      payloads
+	clients []*http.Client // one per local address, used in turn; nil entries: the default client
+
+	mu    sync.Mutex
+	open  []*client.Client // every connection, closed at the end (or at the timeout)
+	next  int
+	drain sync.WaitGroup // readers of idle connections
+}
+
+func newGenerator(cfg config, log io.Writer) (*generator, error) {
+	g := &generator{cfg: cfg, log: log, pl: newPayloads(), clients: []*http.Client{nil}}
+	if cfg.localAddrs != "" {
+		g.clients = nil
+		for _, a := range strings.Split(cfg.localAddrs, ",") {
+			ip := net.ParseIP(strings.TrimSpace(a))
+			if ip == nil {
+				return nil, fmt.Errorf("-local-addrs: %q is not an IP address", a)
+			}
+			d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}
+			g.clients = append(g.clients, &http.Client{Transport: &http.Transport{DialContext: d.DialContext}})
+		}
+	}
+	return g, nil
+}
+
+// Result is the report of one run. Fields that a scenario does not measure are left out of the JSON.
+type Result struct {
+	Scenario    string    `json:"scenario"`
+	URL         string    `json:"url"`
+	Started     time.Time `json:"started"`
+	Users       int       `json:"users"`
+	Online      int       `json:"online_idle,omitempty"` // extra idle users held during the run
+	Concurrency int       `json:"concurrency,omitempty"`
+	Seconds     float64   `json:"seconds"` // length of the measurement
+
+	Messages    int64   `json:"messages,omitempty"`
+	MessageRate float64 `json:"messages_per_second,omitempty"`
+	Logins      int64   `json:"logins,omitempty"`
+	LoginRate   float64 `json:"logins_per_second,omitempty"`
+	Setups      int64   `json:"setups,omitempty"`
+	SetupRate   float64 `json:"setups_per_second,omitempty"`
+	Latency     Summary `json:"latency"` // relay: send to receipt; login: connect to reply; setup: offer to answer
+	Errors      int64   `json:"errors"`  // error messages received, failed logins
+	Stalled     int     `json:"stalled_pairs,omitempty"`
+
+	ServerPID          int     `json:"server_pid,omitempty"`
+	ServerCPU          float64 `json:"server_cpu_seconds,omitempty"`
+	PerServerCPUSecond float64 `json:"per_server_cpu_second,omitempty"` // messages, logins or setups
+	GeneratorCPU       float64 `json:"generator_cpu_seconds"`
+
+	MemoryBefore  *memory `json:"memory_before,omitempty"`
+	MemoryAfter   *memory `json:"memory_after,omitempty"`
+	RSSPerConn    float64 `json:"rss_bytes_per_connection,omitempty"`
+	PSSPerConn    float64 `json:"pss_bytes_per_connection,omitempty"`
+	Connections   int     `json:"connections,omitempty"`
+	ServerWarning string  `json:"warning,omitempty"`
+}
+
+func (g *generator) run(ctx context.Context) (*Result, error) {
+	res := &Result{
+		Scenario: g.cfg.scenario, URL: g.cfg.url, Started: time.Now().UTC(), Users: g.cfg.users,
+		Online: g.cfg.online, ServerPID: g.cfg.pid,
+	}
+	stop := context.AfterFunc(ctx, g.closeAll) // the timeout unblocks every read
+	defer stop()
+	defer g.closeAll()
+
+	if g.cfg.online > 0 {
+		g.logf("logging in %d idle users", g.cfg.online)
+		if _, err := g.openIdle(ctx, "idle", g.cfg.online, g.cfg.concurrency); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	switch g.cfg.scenario {
+	case "relay":
+		err = g.relay(ctx, res)
+	case "setup":
+		err = g.setup(ctx, res)
+	case "login":
+		err = g.login(ctx, res)
+	case "idle":
+		err = g.idle(ctx, res)
+	}
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("stopped after -timeout or a signal: %w", err)
+	}
+	return res, err
+}
+
+func (g *generator) logf(format string, args ...any) {
+	fmt.Fprintf(g.log, "tandem-load: "+format+"\n", args...)
+}
+
+// dial connects one user and logs it in, as the tutorial's client does.
+func (g *generator) dial(ctx context.Context, name string) (*client.Client, error) {
+	g.mu.Lock()
+	hc := g.clients[g.next%len(g.clients)]
+	g.next++
+	g.mu.Unlock()
+	c, err := client.Dial(ctx, g.cfg.url, &client.Options{HTTPClient: hc, Tutorial: true})
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	g.open = append(g.open, c)
+	g.mu.Unlock()
+	if ctx.Err() != nil { // closeAll may have run before c was added
+		c.CloseNow()
+		return nil, ctx.Err()
+	}
+	if _, err := c.Login(ctx, name, ""); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// closeAll drops every connection at once (no closing handshake: thousands of them would take a while).
+func (g *generator) closeAll() {
+	g.mu.Lock()
+	open := g.open
+	g.open = nil
+	g.mu.Unlock()
+	for _, c := range open {
+		_ = c.CloseNow()
+	}
+	g.drain.Wait()
+}
+
+// openUsers logs in users named prefix0, prefix1..., at most concurrency at a time, and returns them with the
+// time each took from connecting to the login reply. It stops at the first failure.
+func (g *generator) openUsers(ctx context.Context, names []string, concurrency int) ([]*client.Client, []latencies, error) {
+	users := make([]*client.Client, len(names))
+	lats := make([]latencies, concurrency)
+	var next atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for w := range concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(names) || ctx.Err() != nil {
+					return
+				}
+				t0 := time.Now()
+				c, err := g.dial(ctx, names[i])
+				if err != nil {
+					errOnce.Do(func() { firstErr = fmt.Errorf("user %d of %d (%s): %w", i+1, len(names), names[i], err) })
+					cancel()
+					return
+				}
+				lats[w] = append(lats[w], time.Since(t0))
+				users[i] = c
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, nil, firstErr
+	}
+	return users, lats, ctx.Err()
+}
+
+func (g *generator) names(kind string, n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = g.cfg.prefix + kind + strconv.Itoa(i)
+	}
+	return names
+}
+
+// openIdle logs in n users that only answer the server's pings until the end of the run.
+func (g *generator) openIdle(ctx context.Context, kind string, n, concurrency int) ([]*client.Client, error) {
+	users, _, err := g.openUsers(ctx, g.names(kind, n), concurrency)
+	if err != nil {
+		return nil, err
+	}
+	g.drain.Add(len(users))
+	for _, c := range users {
+		go func() {
+			defer g.drain.Done()
+			for {
+				if _, err := c.ReadRaw(context.Background()); err != nil {
+					return // closed at the end of the run
+				}
+			}
+		}()
+	}
+	return users, nil
+}
+
+// cpuMeter measures the CPU time of the server (given -pid) and of the generator over a stretch of time.
+type cpuMeter struct {
+	pid         int
+	server, gen time.Duration
+	start       time.Time
+	err         error
+}
+
+func startCPU(pid int) *cpuMeter {
+	m := &cpuMeter{pid: pid, start: time.Now(), gen: selfCPU()}
+	if pid > 0 {
+		m.server, m.err = procCPU(pid)
+	}
+	return m
+}
+
+// stop fills in res's CPU figures, with done units of work (messages, logins, setups) over the stretch, and
+// returns the stretch's length.
+func (m *cpuMeter) stop(res *Result, done int64) time.Duration {
+	elapsed := time.Since(m.start)
+	res.GeneratorCPU = (selfCPU() - m.gen).Seconds()
+	if m.pid > 0 && m.err == nil {
+		cpu, err := procCPU(m.pid)
+		if err == nil {
+			res.ServerCPU = (cpu - m.server).Seconds()
+			if res.ServerCPU > 0 {
+				res.PerServerCPUSecond = float64(done) / res.ServerCPU
+			}
+		}
+		m.err = err
+	}
+	if m.err != nil {
+		res.ServerWarning = "server CPU not measured: " + m.err.Error()
+	}
+	res.Seconds = elapsed.Seconds()
+	return elapsed
+}
+
+// hasType reports whether a frame from the server is a message of type typ. Both tandem and the tutorial server
+// put "type" first, which is checked without decoding; a frame that does not start so is decoded in full.
+func hasType(frame []byte, typ string) bool {
+	const prefix = `{"type":"`
+	if len(frame) > len(prefix) && string(frame[:len(prefix)]) == prefix {
+		rest := frame[len(prefix):]
+		return len(rest) > len(typ) && string(rest[:len(typ)]) == typ && rest[len(typ)] == '"'
+	}
+	var m client.Message
+	if client.Decode(frame, &m) != nil {
+		return false // the tutorial's "Hello world", say
+	}
+	return m.Type == typ
+}

@@ -1,0 +1,186 @@
+// Command tandem-load is tandem's load generator: it plays many users of the tutorial's signaling protocol
+// against a server (tandem, the tutorial's own, or any other that speaks it) and measures throughput, latency,
+// the server's CPU time per message and its memory per connection. BENCHMARKS.md shows how it is used.
+//
+// Scenarios:
+//
+//	relay  -users N: N/2 pairs in a call relay offers, answers and candidates, one message in flight per pair
+//	login  -users N -concurrency C: N users connect and log in, C at a time
+//	idle   -users N -pid P: N logged-in users do nothing; the server's memory per connection
+//	setup  -users N: N/2 pairs set calls up over and over: offer, answer, leave
+//
+// Every run stops by itself: the measurement lasts -duration, and -timeout bounds the whole run.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tandem-load:", err)
+		os.Exit(1)
+	}
+}
+
+// maxTimeout is the longest any run may take, whatever -timeout says.
+const maxTimeout = 30 * time.Minute
+
+// config is one run's settings.
+type config struct {
+	url         string
+	scenario    string
+	users       int
+	concurrency int
+	online      int
+	duration    time.Duration
+	warmup      time.Duration
+	settle      time.Duration
+	timeout     time.Duration
+	candidates  int
+	pid         int
+	json        bool
+	prefix      string
+	localAddrs  string
+}
+
+// run is tandem-load: it parses args (each flag may also come from a TANDEM_LOAD_* environment variable), runs
+// one scenario and prints its report to stdout.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg := config{
+		url:         "ws://127.0.0.1:9090/",
+		scenario:    "relay",
+		users:       500,
+		concurrency: 100,
+		duration:    10 * time.Second,
+		warmup:      2 * time.Second,
+		settle:      3 * time.Second,
+		timeout:     5 * time.Minute,
+		candidates:  6,
+		prefix:      fmt.Sprintf("load%04x-", rand.N(1<<16)),
+	}
+	fs := flag.NewFlagSet("tandem-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.url, "url", cfg.url, "WebSocket URL of the server under test (ws:// or wss://)")
+	fs.StringVar(&cfg.scenario, "scenario", cfg.scenario, "relay, login, idle or setup")
+	fs.IntVar(&cfg.users, "users", cfg.users, "simulated users taking part (relay and setup pair them)")
+	fs.IntVar(&cfg.concurrency, "concurrency", cfg.concurrency, "connections opened at once (login storm: logins in progress at once)")
+	fs.IntVar(&cfg.online, "online", cfg.online, "extra logged-in users kept idle during the run, to measure under a fuller server")
+	fs.DurationVar(&cfg.duration, "duration", cfg.duration, "how long relay and setup are measured")
+	fs.DurationVar(&cfg.warmup, "warmup", cfg.warmup, "relay and setup run this long before the measurement starts")
+	fs.DurationVar(&cfg.settle, "settle", cfg.settle, "idle: how long the connections sit before the server's memory is read")
+	fs.DurationVar(&cfg.timeout, "timeout", cfg.timeout, "the whole run is stopped after this long (at most 30m)")
+	fs.IntVar(&cfg.candidates, "candidates", cfg.candidates, "relay: ICE candidates per offer/answer exchange, half each way")
+	fs.IntVar(&cfg.pid, "pid", cfg.pid, "process id of the server, for its CPU time and memory from /proc (0: not measured)")
+	fs.BoolVar(&cfg.json, "json", cfg.json, "print the report as JSON instead of text")
+	fs.StringVar(&cfg.prefix, "prefix", cfg.prefix, "prefix of the simulated users' names (a random one by default, so runs do not collide)")
+	fs.StringVar(&cfg.localAddrs, "local-addrs", cfg.localAddrs, "comma-separated local IP addresses to connect from, in turn, e.g. 127.0.0.1,127.0.0.2 (more than ~28,000 connections need several)")
+	fs.Usage = func() { usage(fs) }
+	if err := parseWithEnv(fs, args, getenv); err != nil {
+		return err
+	}
+	if err := cfg.check(); err != nil {
+		return err
+	}
+	if _, err := raiseOpenFileLimit(); err != nil {
+		fmt.Fprintln(stderr, "tandem-load: could not raise the open file limit:", err)
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+	g, err := newGenerator(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	res, err := g.run(ctx)
+	if err != nil {
+		return err
+	}
+	if cfg.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	res.print(stdout)
+	return nil
+}
+
+func (c *config) check() error {
+	switch c.scenario {
+	case "relay", "setup":
+		if c.users < 2 || c.users%2 != 0 {
+			return fmt.Errorf("-users must be even and at least 2 for %s, not %d", c.scenario, c.users)
+		}
+	case "login", "idle":
+		if c.users < 1 {
+			return fmt.Errorf("-users must be at least 1, not %d", c.users)
+		}
+	default:
+		return fmt.Errorf("-scenario must be relay, login, idle or setup, not %q", c.scenario)
+	}
+	switch {
+	case c.concurrency < 1:
+		return errors.New("-concurrency must be at least 1")
+	case c.online < 0, c.candidates < 0:
+		return errors.New("-online and -candidates must not be negative")
+	case c.duration <= 0, c.warmup < 0, c.settle < 0:
+		return errors.New("-duration must be positive, -warmup and -settle not negative")
+	case c.timeout <= 0 || c.timeout > maxTimeout:
+		return fmt.Errorf("-timeout must be positive and at most %v", maxTimeout)
+	case !strings.HasPrefix(c.url, "ws://") && !strings.HasPrefix(c.url, "wss://"):
+		return fmt.Errorf("-url must be a ws:// or wss:// URL, not %q", c.url)
+	}
+	return nil
+}
+
+// envName is the environment variable of a flag: -local-addrs is TANDEM_LOAD_LOCAL_ADDRS.
+func envName(flagName string) string {
+	return "TANDEM_LOAD_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseWithEnv sets each flag from its environment variable, then parses args, which win.
+func parseWithEnv(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v := getenv(envName(f.Name)); v != "" && err == nil {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	return nil
+}
+
+func usage(fs *flag.FlagSet) {
+	w := fs.Output()
+	fmt.Fprintf(w, "Usage: tandem-load [flags]\n\ntandem-load plays many users of the tutorial's signaling protocol against a server and measures it.\nEvery flag can also be set with the environment variable named beside it; a flag on the command line wins.\n\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		fmt.Fprintf(w, "  -%s (%s)\n    \t%s (default %q)\n", f.Name, envName(f.Name), f.Usage, f.DefValue)
+	})
+}
