@@ -50,9 +50,9 @@ func selfCPU() time.Duration {
 
 // memory is a process's memory use, in bytes.
 type memory struct {
-	VmRSS        int64 `json:"vm_rss"`         // /proc/<pid>/status
-	RSS          int64 `json:"rss"`            // /proc/<pid>/smaps_rollup, the same pages counted another way
-	PSS          int64 `json:"pss"`            // proportional set size: shared pages divided among their users
+	VmRSS        int64 `json:"vm_rss"`        // /proc/<pid>/status
+	RSS          int64 `json:"rss"`           // /proc/<pid>/smaps_rollup, the same pages counted another way
+	PSS          int64 `json:"pss"`           // proportional set size: shared pages divided among their users
 	PrivateDirty int64 `json:"private_dirty"` // pages only this process has written
 	Anonymous    int64 `json:"anonymous"`
 }
