@@ -41,6 +41,7 @@ type tandem struct {
 // port. It stops when the test ends, after the test's pages are closed.
 func startTandem(t *testing.T, opts ...func(*server.Config)) *tandem {
 	t.Helper()
+	requireBrowser(t) // every test here needs the browser; skip before starting anything
 	cfg := server.DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	for _, o := range opts {
