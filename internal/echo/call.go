@@ -246,6 +246,16 @@ func (k *call) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver)
 		k.goLoop(func() { drain(remote) })
 		return
 	}
+	et.mu.Lock()
+	taken := et.remote != nil
+	et.mu.Unlock()
+	if taken {
+		// A second stream on one transceiver (a simulcast layer): one stream goes back, the others are read and
+		// dropped, as mixing them on one track would garble the picture.
+		log.Debug("another stream of a track that is already echoed; dropping it", "rid", remote.RID())
+		k.goLoop(func() { drain(remote) })
+		return
+	}
 	if err := et.setRemote(remote); err != nil {
 		log.Warn("cannot echo the track", "err", err)
 		k.goLoop(func() { drain(remote) })
