@@ -35,6 +35,9 @@ func (r *Result) print(w io.Writer) {
 	}
 	if r.Errors > 0 || r.Stalled > 0 {
 		fmt.Fprintf(w, "  errors       %d error messages, %d stalled pairs\n", r.Errors, r.Stalled)
+		if r.Stalled > 0 {
+			fmt.Fprintf(w, "  warning      a pair stalls when the server refuses one of its messages (a rate limit?)\n")
+		}
 	}
 	if r.ServerPID > 0 && r.ServerCPU > 0 {
 		fmt.Fprintf(w, "  server CPU   %.2f s (pid %d)", r.ServerCPU, r.ServerPID)
