@@ -37,6 +37,7 @@ func main() {
 type options struct {
 	logFormat string
 	logLevel  string
+	pprof     string
 }
 
 // run is tandem: it parses args (each flag may also come from a TANDEM_* environment variable), listens, and
@@ -56,6 +57,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "longest graceful shutdown")
 	fs.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&opts.pprof, "pprof", "", "serve Go's profiler on this loopback address, e.g. 127.0.0.1:6060 (for measuring; empty: off)")
 	var nopts netOptions
 	nopts.register(fs, getenv)
 	var eopts echoOptions // the echo test call: echo.go
@@ -74,6 +76,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logger.Warn("could not raise the open file limit", "err", err)
 	} else {
 		logger.Info("open file limit", "files", limit, "connections", max(limit-64, 0))
+	}
+
+	if opts.pprof != "" {
+		_, stopPprof, err := startPprof(opts.pprof, logger)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
 	}
 
 	netw, err := newNetwork(&nopts, logger) // HTTPS and TURN: network.go
