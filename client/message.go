@@ -26,6 +26,7 @@ type Message struct {
 	Reason  string // leave: why (protocol.ReasonHangup...)
 	Token   string // login: the resume token
 	Peer    string // login: the peer of a resumed session that is in a call
+	Echo    string // login: the name of the echo test user, when it is online
 
 	ICEServers []protocol.ICEServer // login: the STUN/TURN servers to use
 
@@ -129,6 +130,8 @@ func (d *decoder) decode(m *Message) error {
 			err = readString(dec, &m.Token, false)
 		case `"peer"`:
 			err = readString(dec, &m.Peer, false)
+		case `"echo"`:
+			err = readString(dec, &m.Echo, false)
 		case `"query"`:
 			err = readString(dec, &m.Query, false)
 		case `"more"`:

@@ -65,6 +65,7 @@ type LoginOK struct {
 	Name       string
 	Token      string
 	Peer       string      // the peer of a resumed session in a call, or ""
+	Echo       string      // the name of the echo test user when it is online, or ""
 	ICEServers []ICEServer // may be nil
 }
 
@@ -77,6 +78,10 @@ func AppendLoginOK(dst []byte, r LoginOK) []byte {
 	if r.Peer != "" {
 		dst = append(dst, `,"peer":`...)
 		dst = AppendString(dst, r.Peer)
+	}
+	if r.Echo != "" {
+		dst = append(dst, `,"echo":`...)
+		dst = AppendString(dst, r.Echo)
 	}
 	if r.ICEServers != nil {
 		dst = append(dst, `,"iceServers":[`...)

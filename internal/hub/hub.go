@@ -347,6 +347,9 @@ func (s *Session) login(m *protocol.Message) {
 	if s.peer != nil {
 		reply.Peer = s.peer.name
 	}
+	if e := h.cfg.EchoName; e != "" && h.users[e] != nil {
+		reply.Echo = e
+	}
 	h.mu.Unlock()
 
 	if replaced != nil {

@@ -371,3 +371,20 @@ func FuzzSession(f *testing.F) {
 		}
 	})
 }
+
+func TestLoginNamesEchoUser(t *testing.T) {
+	h := New(Config{EchoName: "echo"})
+	a := connect(t, h)
+	a.login("alice")
+	e := connect(t, h)
+	e.login("echo")
+	b := connect(t, h)
+	b.send(`{"type":"login","name":"bob"}`)
+	b.expect(msg{"type": "login", "success": true, "echo": "echo"})
+	e.s.OnClose()
+	c := connect(t, h)
+	c.send(`{"type":"login","name":"carol"}`)
+	if got := c.c.take(); got[0]["echo"] != nil {
+		t.Fatalf("login reply names an echo user that is offline: %v", got[0])
+	}
+}
