@@ -162,6 +162,11 @@ function enterCallView(reply) {
     signaling.send({ type: 'leave', name: reply.peer });
     toast(`Your call with ${reply.peer} ended when the page reloaded.`);
   }
+  // The login reply names the echo test user, however long the list of people is.
+  if (reply.echo) {
+    state.echoName = reply.echo;
+    $('#test-call').hidden = false;
+  }
   requestUsers();
   focusSoftly($('#people-search'));
 }
