@@ -181,6 +181,7 @@ func TestChat(t *testing.T) {
 	received(bob, "Hi Bob! Can you see me?")
 	send(bob, "Loud and clear ✓")
 	received(alice, "Loud and clear ✓")
+	alice.screenshot("chat")
 	if n := value[int](alice, `document.querySelectorAll('#chat-log .msg-me').length`); n != 1 {
 		t.Errorf("alice's log shows %d of her own messages, want 1", n)
 	}
@@ -439,4 +440,28 @@ func TestCameraRefused(t *testing.T) {
 	alice.waitFor("connected", `tandem.pc && tandem.pc.connectionState === 'connected'`)
 	bob.click("#mic-button")
 	bob.waitNotice("No microphone is available")
+}
+
+// TestTakeOver opens bob's session, in the middle of a call, in a second tab (the resume token copied over, as
+// a duplicated tab does): the login reply names the peer, and the new page, which has no call to carry on, ends
+// the call; the old tab is told it was signed out.
+func TestTakeOver(t *testing.T) {
+	srv := startTandem(t)
+	alice, bob := pair(t, srv, "alice", "bob", "")
+	connect(t, alice, bob)
+	session := value[string](bob, `sessionStorage.getItem('tandem.session')`)
+	if session == "" {
+		t.Fatal("no session in bob's sessionStorage")
+	}
+	bob2 := openPage(t, "bob (second tab)", srv.url+"/",
+		withScript(fmt.Sprintf(`sessionStorage.setItem('tandem.session', %s)`, jsString(session))))
+	bob2.waitFor("bob signed in without typing", `document.body.dataset.view === 'call' && tandem.name === 'bob' && tandem.signaling === 'online'`)
+	bob2.waitNotice("Your call with alice ended when the page reloaded")
+	bob2.waitPhase("idle")
+	alice.waitPhase("idle")
+	alice.waitNotice("bob")
+	bob.waitFor("the old tab signed out, saying why", `document.body.dataset.view === 'login' && document.querySelector('#login-error').textContent.includes('another tab')`)
+	if got := value[string](bob, `tandem.pc === null ? 'closed' : tandem.pc.connectionState`); got != "closed" {
+		t.Errorf("the old tab's call is %s, want it closed", got)
+	}
 }
