@@ -162,13 +162,16 @@ function enterCallView(reply) {
     signaling.send({ type: 'leave', name: reply.peer });
     toast(`Your call with ${reply.peer} ended when the page reloaded.`);
   }
-  // The login reply names the echo test user, however long the list of people is.
-  if (reply.echo) {
-    state.echoName = reply.echo;
-    $('#test-call').hidden = false;
-  }
+  useEchoName(reply);
   requestUsers();
   focusSoftly($('#people-search'));
+}
+
+/** The login reply names the echo test user when it is online, however long the list of people is (issue 5). */
+function useEchoName(reply) {
+  if (!reply.echo) return;
+  state.echoName = reply.echo;
+  $('#test-call').hidden = false;
 }
 
 function saveSession(reply) {
@@ -964,6 +967,7 @@ signaling.addEventListener('resumed', (ev) => {
   const reply = ev.detail;
   if (Array.isArray(reply.iceServers)) state.iceServers = reply.iceServers;
   saveSession(reply);
+  useEchoName(reply);
   setConnection('online');
   toast('Reconnected to the server.', { timeout: 2500 });
   const call = state.call;
