@@ -4,13 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"log/slog"
-	"net"
 	"testing"
 	"time"
 
 	"tandem/client"
 	"tandem/internal/server"
+	"tandem/internal/servertest"
 	"tandem/protocol"
 )
 
@@ -18,26 +17,7 @@ import (
 
 func startServer(t *testing.T) string {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.EchoName = "echo"
-	srv, err := server.New(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return "ws://" + ln.Addr().String() + "/"
+	return servertest.Start(t, func(c *server.Config) { c.EchoName = "echo" }).URL
 }
 
 func ctxFor(t *testing.T) context.Context {

@@ -19,6 +19,7 @@ import (
 	"tandem/client"
 	"tandem/internal/echo"
 	"tandem/internal/server"
+	"tandem/internal/servertest"
 	"tandem/internal/webrtctest"
 	"tandem/protocol"
 )
@@ -37,39 +38,18 @@ func testLogger(t *testing.T) *slog.Logger {
 // startServer runs a tandem server on 127.0.0.1 until the test ends and returns its WebSocket URL.
 func startServer(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(serve(t, ln))
-	return "ws://" + ln.Addr().String() + "/"
+	return servertest.StartOn(t, listen(t, "127.0.0.1:0"), withEcho, testLogger(t)).URL
 }
 
-// serve runs a tandem server on ln; the returned stop shuts it down and waits.
-func serve(t *testing.T, ln net.Listener) (stop func()) {
+func withEcho(c *server.Config) { c.EchoName = "echo" }
+
+func listen(t *testing.T, addr string) net.Listener {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.EchoName = "echo"
-	logger := testLogger(t)
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	srv, err := server.New(cfg, logger)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		})
-	}
+	return ln
 }
 
 // startEcho runs an echo peer against url until the test ends, and returns it with its metrics registry.
@@ -334,14 +314,8 @@ func waitGauge(ctx context.Context, t *testing.T, reg prometheus.Gatherer, name 
 
 // TestEchoReconnects: when the server restarts, the echo peer logs in again by itself.
 func TestEchoReconnects(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	url := "ws://" + addr + "/"
-	stop := serve(t, ln)
-	defer func() { stop() }()
+	srv := servertest.StartOn(t, listen(t, "127.0.0.1:0"), withEcho, testLogger(t))
+	addr, url := srv.Addr, srv.URL
 	e, err := echo.New(echo.Config{URL: url, Logger: testLogger(t), RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -357,11 +331,10 @@ func TestEchoReconnects(t *testing.T) {
 	defer func() { stopRun(); <-done }()
 	<-e.LoggedIn()
 
-	stop()
-	if ln, err = net.Listen("tcp", addr); err != nil {
-		t.Fatalf("listening again on %s: %v", addr, err)
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
 	}
-	stop = serve(t, ln)
+	servertest.StartOn(t, listen(t, addr), withEcho, testLogger(t))
 
 	c, err := client.Dial(ctx, url, nil)
 	if err != nil {

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -18,6 +16,7 @@ import (
 
 	"tandem/client"
 	"tandem/internal/server"
+	"tandem/internal/servertest"
 	"tandem/protocol"
 )
 
@@ -25,48 +24,14 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // running is a tandem server serving on 127.0.0.1 for one test.
 type running struct {
-	t    *testing.T
-	srv  *server.Server
-	url  string // ws://127.0.0.1:port/
-	http string // http://127.0.0.1:port
-	stop func() error
+	*servertest.Server
+	t *testing.T
 }
 
 // startServer runs a real server on a loopback port until the test ends (or stop is called).
 func startServer(t *testing.T, change func(*server.Config)) *running {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	if change != nil {
-		change(&cfg)
-	}
-	srv, err := server.New(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	var stopped bool
-	var stopErr error
-	stop := func() error {
-		if !stopped {
-			stopped = true
-			cancel()
-			stopErr = <-done
-		}
-		return stopErr
-	}
-	t.Cleanup(func() {
-		if err := stop(); err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	addr := ln.Addr().String()
-	return &running{t: t, srv: srv, url: "ws://" + addr + "/", http: "http://" + addr, stop: stop}
+	return &running{Server: servertest.Start(t, change), t: t}
 }
 
 func ctx5(t *testing.T) context.Context {
@@ -78,7 +43,7 @@ func ctx5(t *testing.T) context.Context {
 // dial connects a client, closed when the test ends.
 func (r *running) dial(opts *client.Options) *client.Client {
 	r.t.Helper()
-	c, err := client.Dial(ctx5(r.t), r.url, opts)
+	c, err := client.Dial(ctx5(r.t), r.URL, opts)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -280,7 +245,7 @@ func TestBinaryAndOversizedMessages(t *testing.T) {
 	t.Parallel()
 	r := startServer(t, func(c *server.Config) { c.MaxMessage = 4096 })
 	ctx := ctx5(t)
-	conn, _, err := websocket.Dial(ctx, r.url, nil)
+	conn, _, err := websocket.Dial(ctx, r.URL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +282,7 @@ func TestBinaryAndOversizedMessages(t *testing.T) {
 	if websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
 		t.Fatalf("read after too large: %v", err)
 	}
-	waitFor(t, func() bool { return r.srv.Online() == 0 })
+	waitFor(t, func() bool { return r.Online() == 0 })
 	r.user("big", nil)
 }
 
@@ -377,7 +342,7 @@ func TestSecondLogin(t *testing.T) {
 	}
 	a.Close()
 	b.Close()
-	waitFor(t, func() bool { return r.srv.Online() == 0 })
+	waitFor(t, func() bool { return r.Online() == 0 })
 }
 
 func TestCalleeLeavesWhileRinging(t *testing.T) {
@@ -537,7 +502,7 @@ func TestRateLimit(t *testing.T) {
 // a third user's messages flow on meanwhile.
 func TestSlowClientIsDropped(t *testing.T) {
 	t.Parallel()
-	r := startServer(t, func(c *server.Config) { c.SendQueue, c.Rate = 256 << 10, 0 })
+	r := startServer(t, func(c *server.Config) { c.SendQueue, c.Rate = 256<<10, 0 })
 	ctx := ctx5(t)
 	fast, slow, other := r.user("fast", nil), r.user("slow", nil), r.user("other", nil)
 	if err := fast.SendOffer(ctx, "slow", json.RawMessage(offerSDP)); err != nil {
@@ -615,7 +580,7 @@ func TestGracefulShutdown(t *testing.T) {
 	next(t, b)
 	start := time.Now()
 	stopped := make(chan error, 1)
-	go func() { stopped <- r.stop() }()
+	go func() { stopped <- r.Stop() }()
 	for _, u := range []*client.Client{a, b} {
 		m, err := u.Read(ctx)
 		if err != nil || m.Type != protocol.TypeLeave || m.Reason != protocol.ReasonShutdown {
@@ -637,7 +602,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 func (r *running) get(path string) string {
 	r.t.Helper()
-	resp, err := http.Get(r.http + path)
+	resp, err := http.Get(r.HTTP() + path)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -659,7 +624,7 @@ func TestHTTPRoutes(t *testing.T) {
 	if page := r.get("/"); !strings.Contains(strings.ToLower(page), "<!doctype html>") {
 		t.Fatalf("/ is not the web client")
 	}
-	resp, err := http.Get(r.http + "/ws")
+	resp, err := http.Get(r.HTTP() + "/ws")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -668,7 +633,7 @@ func TestHTTPRoutes(t *testing.T) {
 		t.Fatalf("plain GET /ws: %s", resp.Status)
 	}
 	// The WebSocket answers on /ws as on /.
-	c, err := client.Dial(ctx, strings.TrimSuffix(r.url, "/")+"/ws", nil)
+	c, err := client.Dial(ctx, strings.TrimSuffix(r.URL, "/")+"/ws", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

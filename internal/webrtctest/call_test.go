@@ -3,8 +3,6 @@ package webrtctest_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -14,7 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"tandem/client"
-	"tandem/internal/server"
+	"tandem/internal/servertest"
 	"tandem/internal/webrtctest"
 	"tandem/protocol"
 )
@@ -26,24 +24,7 @@ func TestMain(m *testing.M) {
 // startServer runs a tandem server on 127.0.0.1 until the test ends and returns its WebSocket URL.
 func startServer(t *testing.T) string {
 	t.Helper()
-	srv, err := server.New(server.DefaultConfig(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return "ws://" + ln.Addr().String() + "/"
+	return servertest.Start(t, nil).URL
 }
 
 // TestCall is a whole call without a browser: two pion peers log in through a real tandem server, one calls the
