@@ -20,7 +20,8 @@ func TestPprofLoopbackOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	resp, err := http.Get("http://" + addr.String() + "/debug/pprof/cmdline")
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := hc.Get("http://" + addr.String() + "/debug/pprof/cmdline")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,77 @@
+package server_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+
+	"tandem/client"
+	"tandem/internal/server"
+)
+
+// BenchmarkRelay sends one message from alice to bob through a real server on 127.0.0.1 and waits until bob has
+// read it: the client's write, the loopback TCP, the server's epoll read, decode, route and write, and bob's
+// read. The allocations are the whole process's: both clients' (coder/websocket) and the server's.
+func BenchmarkRelay(b *testing.B) {
+	cfg := server.DefaultConfig()
+	cfg.Rate = 0
+	srv, err := server.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	b.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("Serve: %v", err)
+		}
+	})
+	url := "ws://" + ln.Addr().String() + "/"
+	login := func(name string) *client.Client {
+		c, err := client.Dial(ctx, url, &client.Options{Tutorial: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = c.CloseNow() })
+		if _, err := c.Login(ctx, name, ""); err != nil {
+			b.Fatal(err)
+		}
+		return c
+	}
+	alice, bob := login("alice"), login("bob")
+	sdp := `{"type":"offer","sdp":"v=0\r\n` + strings.Repeat(`a=rtcp-fb:96 transport-cc\r\n`, 96) + `"}`
+	candidate := `{"candidate":"candidate:842163049 1 udp 1677729535 203.0.113.7 61220 typ srflx raddr 192.168.1.23 rport 52364 generation 0 ufrag Vc3e network-id 1 network-cost 10","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"Vc3e"}`
+	if err := alice.SendOffer(ctx, "bob", []byte(sdp)); err != nil { // the call starts
+		b.Fatal(err)
+	}
+	if m, err := bob.WaitFor(ctx, "offer"); err != nil || m.Type != "offer" {
+		b.Fatalf("bob: %v, %v", m, err)
+	}
+	for _, c := range []struct {
+		name string
+		send func() error
+	}{
+		{"offer", func() error { return alice.SendOffer(ctx, "bob", []byte(sdp)) }},
+		{"candidate", func() error { return alice.SendCandidate(ctx, "bob", []byte(candidate)) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.send(); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := bob.ReadRaw(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
