@@ -369,9 +369,11 @@ async function startCall(rawName) {
   try {
     await call.start();
   } catch (err) {
-    endCall(`The call could not be started: ${err.message || err}`, 'error');
+    // A glare settled while the offer was being made replaces this call: then there is nothing to end.
+    if (state.call === call) endCall(`The call could not be started: ${err.message || err}`, 'error');
     return;
   }
+  if (state.call !== call || state.phase !== 'outgoing') return;
   clearTimeout(state.ringTimer);
   state.ringTimer = setTimeout(() => {
     if (state.call !== call || state.phase !== 'outgoing') return;
@@ -474,6 +476,7 @@ async function answerCall(from, offer, candidates) {
   try {
     await call.answer(offer, candidates);
   } catch (err) {
+    if (state.call !== call) return; // ended meanwhile
     signaling.send({ type: 'leave', name: from });
     endCall(`The call with ${from} could not be set up: ${err.message || err}`, 'error');
   }
@@ -535,6 +538,7 @@ function onAnswer(msg) {
     setPhase('active');
   }
   call.handleAnswer(msg.answer).catch((err) => {
+    if (state.call !== call) return;
     signaling.send({ type: 'leave', name: call.peer });
     endCall(`The call with ${call.peer} could not be set up: ${err.message || err}`, 'error');
   });
