@@ -12,12 +12,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -26,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"tandem/client"
+	"tandem/internal/cli"
 	"tandem/internal/echo"
 )
 
@@ -68,14 +67,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.StringVar(&o.metrics, "metrics", "", "serve /metrics on this address, e.g. 127.0.0.1:9091 (empty: off)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.Usage = func() { usage(fs) }
-	if err := parseWithEnv(fs, args, getenv); err != nil {
+	intro := "tandem-echo is tandem's echo test call as a program of its own: it logs in to a tandem server and\nsends every caller's own audio and video back."
+	if err := cli.Parse(fs, "TANDEM_", intro, args, getenv); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	logger, err := newLogger(stderr, o.logFormat, o.logLevel)
+	logger, err := cli.NewLogger(stderr, o.logFormat, o.logLevel)
 	if err != nil {
 		return err
 	}
@@ -138,48 +137,4 @@ func clientOptions(o options) (*client.Options, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tc
 	return &client.Options{HTTPClient: &http.Client{Transport: tr}}, nil
-}
-
-// envName is the environment variable of a flag: -log-level is TANDEM_LOG_LEVEL.
-func envName(flagName string) string {
-	return "TANDEM_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
-
-// parseWithEnv sets each flag from its environment variable, then parses args, which win.
-func parseWithEnv(fs *flag.FlagSet, args []string, getenv func(string) string) error {
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if v := getenv(envName(f.Name)); v != "" && err == nil {
-			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)
-			}
-		}
-	})
-	if err != nil {
-		return err
-	}
-	return fs.Parse(args)
-}
-
-func usage(fs *flag.FlagSet) {
-	w := fs.Output()
-	fmt.Fprintf(w, "Usage: tandem-echo [flags]\n\ntandem-echo is tandem's echo test call as a program of its own: it logs in to a tandem server and\nsends every caller's own audio and video back. Every flag can also be set with the environment\nvariable named beside it; a flag on the command line wins.\n\n")
-	fs.VisitAll(func(f *flag.Flag) {
-		fmt.Fprintf(w, "  -%s (%s)\n    \t%s (default %q)\n", f.Name, envName(f.Name), f.Usage, f.DefValue)
-	})
-}
-
-func newLogger(w io.Writer, format, levelName string) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(levelName)); err != nil {
-		return nil, fmt.Errorf("-log-level: %w", err)
-	}
-	ho := &slog.HandlerOptions{Level: level}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, ho)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, ho)), nil
-	}
-	return nil, fmt.Errorf("-log-format must be text or json, not %q", format)
 }

@@ -8,14 +8,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
+	"tandem/internal/cli"
 	"tandem/internal/server"
 	"tandem/protocol"
 )
@@ -62,12 +61,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	nopts.register(fs, getenv)
 	var eopts echoOptions // the echo test call: echo.go
 	eopts.register(fs)
-	fs.Usage = func() { usage(fs) }
-	if err := parseWithEnv(fs, args, getenv); err != nil {
+	intro := "tandem is a self-hosted WebRTC calling server: it serves the web client, relays the signaling\nmessages that set calls up, and runs a STUN/TURN server and an echo test user."
+	if err := cli.Parse(fs, "TANDEM_", intro, args, getenv); err != nil {
 		return err
 	}
 	fs.Visit(func(f *flag.Flag) { nopts.turnAddrExplicit = nopts.turnAddrExplicit || f.Name == "turn-addr" })
-	logger, err := newLogger(stderr, opts)
+	logger, err := cli.NewLogger(stderr, opts.logFormat, opts.logLevel)
 	if err != nil {
 		return err
 	}
@@ -128,50 +127,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	err = srv.Serve(ctx, ln)
 	logger.Info("tandem stopped", "uptime", time.Since(start).Round(time.Second))
 	return err
-}
-
-// envName is the environment variable of a flag: -send-queue is TANDEM_SEND_QUEUE.
-func envName(flagName string) string {
-	return "TANDEM_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
-
-// parseWithEnv sets each flag from its environment variable, then parses args, which win.
-func parseWithEnv(fs *flag.FlagSet, args []string, getenv func(string) string) error {
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if v := getenv(envName(f.Name)); v != "" && err == nil {
-			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)
-			}
-		}
-	})
-	if err != nil {
-		return err
-	}
-	return fs.Parse(args)
-}
-
-func usage(fs *flag.FlagSet) {
-	w := fs.Output()
-	fmt.Fprintf(w, "Usage: tandem [flags]\n\ntandem is a self-hosted WebRTC calling server. Every flag can also be set with the environment\nvariable named beside it; a flag on the command line wins.\n\n")
-	fs.VisitAll(func(f *flag.Flag) {
-		fmt.Fprintf(w, "  -%s (%s)\n    \t%s (default %q)\n", f.Name, envName(f.Name), f.Usage, f.DefValue)
-	})
-}
-
-func newLogger(w io.Writer, opts options) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(opts.logLevel)); err != nil {
-		return nil, fmt.Errorf("-log-level: %w", err)
-	}
-	ho := &slog.HandlerOptions{Level: level}
-	switch opts.logFormat {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, ho)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, ho)), nil
-	}
-	return nil, fmt.Errorf("-log-format must be text or json, not %q", opts.logFormat)
 }
 
 // displayHost turns a listening address into something a person can open: ":9090" becomes "localhost:9090".
