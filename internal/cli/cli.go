@@ -20,7 +20,7 @@ func EnvName(prefix, flagName string) string {
 func Parse(fs *flag.FlagSet, envPrefix, intro string, args []string, getenv func(string) string) error {
 	fs.Usage = func() {
 		w := fs.Output()
-		fmt.Fprintf(w, "Usage: %s [flags]\n\n%s\nEvery flag can also be set with the environment variable named beside it; a flag on the\ncommand line wins.\n\n", fs.Name(), strings.TrimSpace(intro))
+		fmt.Fprintf(w, "Usage: %s [flags]\n\n%s\n\nEvery flag can also be set with the environment variable named beside it; a flag on the\ncommand line wins.\n\n", fs.Name(), strings.TrimSpace(intro))
 		fs.VisitAll(func(f *flag.Flag) {
 			fmt.Fprintf(w, "  -%s (%s)\n    \t%s (default %q)\n", f.Name, EnvName(envPrefix, f.Name), f.Usage, f.DefValue)
 		})
