@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +43,10 @@ type Config struct {
 	ICEServers func(name, host string) []protocol.ICEServer
 	// EchoName marks the echo test user in user lists; "" for none.
 	EchoName string
+	// AllowedOrigins, if not empty, limits which web pages may open the signaling WebSocket: a browser request
+	// whose Origin is neither one of these (e.g. "https://call.example.org") nor the server's own is refused.
+	// Empty allows every origin, as the tutorial does (its client may be a file:// page or on another port).
+	AllowedOrigins []string
 	// TLS, if not nil, makes Serve speak HTTPS and WSS; a plain HTTP request on the same port is redirected to
 	// https (see the certs package). Nil means plain HTTP.
 	TLS *tls.Config
@@ -144,6 +150,10 @@ func (s *Server) routes() http.Handler {
 }
 
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	if !s.originAllowed(r) {
+		http.Error(w, "this page's origin may not use this tandem server (see -allowed-origins)", http.StatusForbidden)
+		return
+	}
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
@@ -152,6 +162,24 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if err != nil && !errors.Is(err, ws.ErrNotWebSocket) {
 		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 	}
+}
+
+// originAllowed applies AllowedOrigins. Requests without an Origin header come from programs, not web pages,
+// and are allowed.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if len(s.cfg.AllowedOrigins) == 0 || origin == "" {
+		return true
+	}
+	if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	for _, o := range s.cfg.AllowedOrigins {
+		if strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+			return true
+		}
+	}
+	return false
 }
 
 // Serve serves on ln until ctx is done, then shuts down gracefully: it stops accepting, tells every user in a

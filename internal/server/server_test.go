@@ -665,3 +665,32 @@ func TestHTTPRoutes(t *testing.T) {
 	http.DefaultClient.CloseIdleConnections()
 	_ = bytes.MinRead
 }
+
+func TestAllowedOrigins(t *testing.T) {
+	t.Parallel()
+	r := startServer(t, func(c *server.Config) { c.AllowedOrigins = []string{"https://call.example.org"} })
+	for _, tt := range []struct {
+		origin string
+		ok     bool
+	}{
+		{"", true}, // a program, not a page
+		{"https://call.example.org", true},
+		{"http://" + r.Addr, true}, // tandem's own page
+		{"https://evil.example.com", false},
+		{"null", false}, // a file:// page
+	} {
+		h := http.Header{}
+		if tt.origin != "" {
+			h.Set("Origin", tt.origin)
+		}
+		c, resp, err := websocket.Dial(ctx5(t), r.URL, &websocket.DialOptions{HTTPHeader: h})
+		if tt.ok != (err == nil) {
+			t.Errorf("origin %q: %v, want allowed=%v", tt.origin, err, tt.ok)
+		}
+		if err == nil {
+			c.CloseNow()
+		} else if resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Errorf("origin %q: refused without a 403", tt.origin)
+		}
+	}
+}
