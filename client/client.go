@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -197,10 +198,10 @@ func (c *Client) SendLogin(ctx context.Context, name, token string) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	b := append(c.wbuf[:0], `{"type":"login","name":`...)
-	b = appendString(b, name)
+	b = protocol.AppendString(b, name)
 	if token != "" && !c.tutorial {
 		b = append(b, `,"token":`...)
-		b = appendString(b, token)
+		b = protocol.AppendString(b, token)
 	}
 	b = append(b, '}')
 	return c.write(ctx, b)
@@ -234,10 +235,10 @@ func (c *Client) sendPayload(ctx context.Context, typ, to string, payload json.R
 	if c.tutorial {
 		b = appendMember(b, typ, payload)
 		b = append(b, `,"name":`...)
-		b = appendString(b, to)
+		b = protocol.AppendString(b, to)
 	} else {
 		b = append(b, `,"name":`...)
-		b = appendString(b, to)
+		b = protocol.AppendString(b, to)
 		b = appendMember(b, typ, payload)
 	}
 	b = append(b, '}')
@@ -260,11 +261,11 @@ func (c *Client) SendLeave(ctx context.Context, to, reason string) error {
 	b := append(c.wbuf[:0], `{"type":"leave"`...)
 	if to != "" {
 		b = append(b, `,"name":`...)
-		b = appendString(b, to)
+		b = protocol.AppendString(b, to)
 	}
 	if reason != "" && !c.tutorial {
 		b = append(b, `,"reason":`...)
-		b = appendString(b, reason)
+		b = protocol.AppendString(b, reason)
 	}
 	b = append(b, '}')
 	return c.write(ctx, b)
@@ -278,11 +279,11 @@ func (c *Client) SendUsers(ctx context.Context, query string, limit int) error {
 	b := append(c.wbuf[:0], `{"type":"users"`...)
 	if query != "" {
 		b = append(b, `,"query":`...)
-		b = appendString(b, query)
+		b = protocol.AppendString(b, query)
 	}
 	if limit > 0 {
 		b = append(b, `,"limit":`...)
-		b = appendInt(b, limit)
+		b = strconv.AppendInt(b, int64(limit), 10)
 	}
 	b = append(b, '}')
 	return c.write(ctx, b)

@@ -114,10 +114,10 @@ func TestMessageErr(t *testing.T) {
 func TestAppendString(t *testing.T) {
 	t.Parallel()
 	for _, s := range []string{"", "alice", `q"b\s`, "tab\tnl\ncr\r\x00\x1f\x7f", "böb ✓ 😀", "\u2028\u2029", "bad\xffutf8\xc3"} {
-		got := appendString(nil, s)
+		got := protocol.AppendString(nil, s)
 		var back string
 		if err := json.Unmarshal(got, &back); err != nil {
-			t.Errorf("appendString(%q) = %s: not JSON: %v", s, got, err)
+			t.Errorf("protocol.AppendString(%q) = %s: not JSON: %v", s, got, err)
 			continue
 		}
 		want := strings.ToValidUTF8(s, "\ufffd")
@@ -125,7 +125,7 @@ func TestAppendString(t *testing.T) {
 			want = "bad\ufffdutf8\ufffd"
 		}
 		if back != want {
-			t.Errorf("appendString(%q) round trip = %q", s, back)
+			t.Errorf("protocol.AppendString(%q) round trip = %q", s, back)
 		}
 	}
 }

@@ -155,7 +155,8 @@ func AppendUsers(dst []byte, query string, users []User, more bool, total int) [
 
 const hexDigits = "0123456789abcdef"
 
-// AppendString writes s as a JSON string literal. Invalid UTF-8 becomes U+FFFD.
+// AppendString writes s as a JSON string literal. Invalid UTF-8 becomes U+FFFD; U+2028 and U+2029 are escaped so
+// the text is also valid JavaScript.
 func AppendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
@@ -184,14 +185,19 @@ func AppendString(dst []byte, s string) []byte {
 			continue
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
+		switch {
+		case r == utf8.RuneError && size == 1:
 			dst = append(dst, s[start:i]...)
 			dst = append(dst, `\ufffd`...)
-			i++
-			start = i
+		case r == '\u2028' || r == '\u2029': // valid JSON, but not valid JavaScript in older engines
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+		default:
+			i += size
 			continue
 		}
 		i += size
+		start = i
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
