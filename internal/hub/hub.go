@@ -203,6 +203,9 @@ func (s *Session) OnClose() {
 	peers, name := s.unregisterLocked()
 	h.mu.Unlock()
 	h.m.connections.Dec()
+	if name != "" {
+		h.log.Debug("user left", "name", name, "calls_ended", len(peers))
+	}
 	for _, peer := range peers {
 		h.send(peer, func(b []byte) []byte { return protocol.AppendLeave(b, name, protocol.ReasonDisconnected) })
 	}
@@ -362,6 +365,7 @@ func (s *Session) login(m *protocol.Message) {
 		reply.ICEServers = h.cfg.ICEServers(reply.Name, s.host)
 	}
 	h.m.logins.Inc()
+	h.log.Debug("user logged in", "name", reply.Name, "resumed", replaced != nil, "host", s.host)
 	s.reply(func(b []byte) []byte { return protocol.AppendLoginOK(b, reply) })
 }
 
