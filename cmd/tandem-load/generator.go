@@ -52,7 +52,8 @@ type Result struct {
 	Users       int       `json:"users"`
 	Online      int       `json:"online_idle,omitempty"` // extra idle users held during the run
 	Concurrency int       `json:"concurrency,omitempty"`
-	Seconds     float64   `json:"seconds"` // length of the measurement
+	Seconds     float64   `json:"seconds"`               // length of the measurement
+	TargetRate  float64   `json:"target_rate,omitempty"` // -rate: the pace asked for
 
 	Messages    int64   `json:"messages,omitempty"`
 	MessageRate float64 `json:"messages_per_second,omitempty"`
@@ -81,6 +82,9 @@ func (g *generator) run(ctx context.Context) (*Result, error) {
 	res := &Result{
 		Scenario: g.cfg.scenario, URL: g.cfg.url, Started: time.Now().UTC(), Users: g.cfg.users,
 		Online: g.cfg.online, ServerPID: g.cfg.pid,
+	}
+	if g.cfg.scenario == "relay" || g.cfg.scenario == "setup" {
+		res.TargetRate = g.cfg.rate
 	}
 	stop := context.AfterFunc(ctx, g.closeAll) // the timeout unblocks every read
 	defer stop()

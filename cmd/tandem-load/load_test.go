@@ -78,8 +78,9 @@ func TestScenarios(t *testing.T) {
 		}
 	})
 	t.Run("setup", func(t *testing.T) {
-		res := runJSON(t, nil, append(common, "-scenario", "setup", "-users", "4", "-duration", "500ms", "-online", "5")...)
-		if res.Setups == 0 || res.Errors != 0 || res.Stalled != 0 {
+		res := runJSON(t, nil, append(common, "-scenario", "setup", "-users", "4", "-duration", "500ms", "-online", "5",
+			"-rate", "200")...)
+		if res.Setups == 0 || res.SetupRate > 250 || res.Errors != 0 || res.Stalled != 0 {
 			t.Errorf("%d setups, %d errors, %d stalled pairs", res.Setups, res.Errors, res.Stalled)
 		}
 	})
@@ -104,6 +105,7 @@ func TestBadFlags(t *testing.T) {
 		{"-scenario", "fly"},
 		{"-scenario", "relay", "-users", "3"},
 		{"-timeout", "1h"},
+		{"-rate", "-1"},
 		{"-url", "http://127.0.0.1:9090/"},
 		{"-scenario", "idle"}, // needs -pid
 	} {
@@ -129,6 +131,25 @@ func TestPayloadSizes(t *testing.T) {
 		if !json.Valid(c.msg) || len(c.msg) < c.min || len(c.msg) > c.max {
 			t.Errorf("%s: %d bytes (valid JSON: %v), want %d to %d", c.name, len(c.msg), json.Valid(c.msg), c.min, c.max)
 		}
+	}
+}
+
+// The two ways of reading a process's CPU time agree (the coarse one counts in hundredths of a second).
+func TestProcCPU(t *testing.T) {
+	pid := os.Getpid()
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for time.Now().Before(deadline) { // burn some CPU time
+	}
+	fine, err := threadsCPU(pid)
+	if err != nil {
+		t.Skipf("no per-thread run times here: %v", err)
+	}
+	coarse, err := statCPU(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := (fine - coarse).Abs(); fine < 250*time.Millisecond || diff > 100*time.Millisecond+fine/10 {
+		t.Errorf("schedstat says %v, stat says %v", fine, coarse)
 	}
 }
 

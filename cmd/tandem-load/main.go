@@ -9,6 +9,9 @@
 //	idle   -users N -pid P: N logged-in users do nothing; the server's memory per connection
 //	setup  -users N: N/2 pairs set calls up over and over: offer, answer, leave
 //
+// relay and setup run a closed loop, as fast as the server answers, or at a fixed total -rate, which compares
+// servers' latency and CPU time at the same load.
+//
 // Every run stops by itself: the measurement lasts -duration, and -timeout bounds the whole run.
 package main
 
@@ -55,6 +58,7 @@ type config struct {
 	settle      time.Duration
 	timeout     time.Duration
 	candidates  int
+	rate        float64
 	pid         int
 	json        bool
 	prefix      string
@@ -88,6 +92,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.DurationVar(&cfg.settle, "settle", cfg.settle, "idle: how long the connections sit before the server's memory is read")
 	fs.DurationVar(&cfg.timeout, "timeout", cfg.timeout, "the whole run is stopped after this long (at most 30m)")
 	fs.IntVar(&cfg.candidates, "candidates", cfg.candidates, "relay: ICE candidates per offer/answer exchange, half each way")
+	fs.Float64Var(&cfg.rate, "rate", cfg.rate, "relay: messages a second, setup: setups a second, spread over the pairs (0: closed loop, as fast as the server answers)")
 	fs.IntVar(&cfg.pid, "pid", cfg.pid, "process id of the server, for its CPU time and memory from /proc (0: not measured)")
 	fs.BoolVar(&cfg.json, "json", cfg.json, "print the report as JSON instead of text")
 	fs.StringVar(&cfg.prefix, "prefix", cfg.prefix, "prefix of the simulated users' names (a random one by default, so runs do not collide)")
@@ -138,8 +143,8 @@ func (c *config) check() error {
 	switch {
 	case c.concurrency < 1:
 		return errors.New("-concurrency must be at least 1")
-	case c.online < 0, c.candidates < 0:
-		return errors.New("-online and -candidates must not be negative")
+	case c.online < 0, c.candidates < 0, c.rate < 0:
+		return errors.New("-online, -candidates and -rate must not be negative")
 	case c.duration <= 0, c.warmup < 0, c.settle < 0:
 		return errors.New("-duration must be positive, -warmup and -settle not negative")
 	case c.timeout <= 0 || c.timeout > maxTimeout:

@@ -14,6 +14,9 @@ func (r *Result) print(w io.Writer) {
 	if r.Concurrency > 0 {
 		fmt.Fprintf(w, ", %d at a time", r.Concurrency)
 	}
+	if r.TargetRate > 0 {
+		fmt.Fprintf(w, ", paced at %.0f/s", r.TargetRate)
+	}
 	fmt.Fprintf(w, ", %.1f s\n", r.Seconds)
 	unit := ""
 	switch r.Scenario {
@@ -55,6 +58,9 @@ func (r *Result) print(w io.Writer) {
 			fmt.Fprintf(w, "  server PSS   %.0f bytes (%.2f KiB) per connection; private dirty %.1f MiB after\n",
 				r.PSSPerConn, r.PSSPerConn/1024, mb(r.MemoryAfter.PrivateDirty))
 		}
+	}
+	if done := max(r.MessageRate, r.SetupRate); r.TargetRate > 0 && done < 0.95*r.TargetRate {
+		fmt.Fprintf(w, "  warning      %.0f/s is short of the %.0f/s asked for: the server or this generator cannot keep up\n", done, r.TargetRate)
 	}
 	if r.ServerWarning != "" {
 		fmt.Fprintf(w, "  warning      %s\n", r.ServerWarning)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +59,34 @@ func (p *pair) completed(phase *atomic.Int32, t0 time.Time) {
 	p.last = now
 }
 
+// pacer spaces one pair's messages (or setups) so that all pairs together make cfg.rate a second. A pair that
+// falls behind (its previous message took longer than its interval) goes on at once, without a catch-up burst.
+type pacer struct {
+	interval time.Duration // 0: as fast as the server answers
+	next     time.Time
+}
+
+func (g *generator) pacer(pairs int) *pacer {
+	if g.cfg.rate <= 0 {
+		return &pacer{}
+	}
+	interval := time.Duration(float64(pairs) / g.cfg.rate * float64(time.Second))
+	// Start at a random point of the first interval, so that the pairs do not send in step.
+	return &pacer{interval: interval, next: time.Now().Add(rand.N(interval + 1))}
+}
+
+func (p *pacer) wait() {
+	if p.interval == 0 {
+		return
+	}
+	if d := time.Until(p.next); d > 0 {
+		time.Sleep(d) // a schedule, not an event to wait for
+		p.next = p.next.Add(p.interval)
+		return
+	}
+	p.next = time.Now().Add(p.interval)
+}
+
 // step is one relayed message of the relay scenario's cycle.
 type step struct {
 	typ   string
@@ -98,7 +127,9 @@ func (g *generator) relay(ctx context.Context, res *Result) error {
 	sched := relaySchedule(g.cfg.candidates)
 	pl := g.pl
 	return g.measure(ctx, res, pairs, func(p *pair, phase *atomic.Int32) error {
+		pace := g.pacer(len(pairs))
 		for i := 0; phase.Load() != phaseDone; i++ {
+			pace.wait()
 			st := sched[i%len(sched)]
 			from, to, toName := p.a, p.b, p.bName
 			if !st.fromA {
@@ -133,7 +164,9 @@ func (g *generator) setup(ctx context.Context, res *Result) error {
 	}
 	pl := g.pl
 	return g.measure(ctx, res, pairs, func(p *pair, phase *atomic.Int32) error {
+		pace := g.pacer(len(pairs))
 		for phase.Load() != phaseDone {
+			pace.wait()
 			t0 := time.Now()
 			if err := p.a.SendOffer(context.Background(), p.bName, pl.offer); err != nil {
 				return err
