@@ -10,9 +10,12 @@
 # per-connection rate limit: a pair relays thousands of messages a second) and -log-level warn.
 #
 # Each measurement starts fresh server processes, and each round measures every server in turn, so the figures of
-# one round come from the same minute on the same machine. ROUNDS (default 5) rounds are made of the main
-# scenarios and FLAT_ROUNDS (default 3) of the flatness curve; DURATION (default 10s) is each relay and setup
-# measurement. Every result is a line of JSON in OUT_DIR/results.jsonl; OUT_DIR/summary.md has the medians.
+# one round come from the same minute on the same machine. SETS (default "closed paced flat flat-closed") chooses
+# what is measured: closed-loop scenarios, relays paced at RATE messages a second (default 15000), the flatness
+# curve paced and closed. ROUNDS (default 5) rounds are made of closed and paced, FLAT_ROUNDS (default 3) of the
+# flatness curves; DURATION (default 10s) is each relay and setup measurement. Every result is a line of JSON in
+# OUT_DIR/results.jsonl; OUT_DIR/summary.md has the medians, and the medians of each round's tandem/tutorial
+# ratios (bench/ratios.jq).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -21,6 +24,8 @@ mkdir -p "$out"
 rounds=${ROUNDS:-5}
 flat_rounds=${FLAT_ROUNDS:-3}
 duration=${DURATION:-10s}
+rate=${RATE:-15000}
+sets=${SETS:-closed paced flat flat-closed}
 tutorial_dir=${TUTORIAL_DIR:-${TMPDIR:-/tmp}/tandem-bench-tutorial}
 tandem_addr=127.0.0.1:9191
 tutorial_port=9292
@@ -86,21 +91,42 @@ measure() {
 }
 
 servers="tutorial tandem tandem-gmp1"
-for round in $(seq "$rounds"); do
-  for s in $servers tutorial-log; do measure $s relay-500 "$round" -scenario relay -users 500 -duration "$duration"; done
-  for s in $servers; do measure $s relay-5000 "$round" -scenario relay -users 5000 -duration "$duration"; done
-  for s in $servers; do measure $s login-10000 "$round" -scenario login -users 10000 -concurrency 100; done
-  for s in $servers; do measure $s setup-1000 "$round" -scenario setup -users 1000 -duration "$duration"; done
-  for s in $servers; do measure $s idle-19500 "$round" -scenario idle -users 19500 -concurrency 100; done
-done
-# The flatness curve: the same work with more users online.
-for round in $(seq "$flat_rounds"); do
-  for n in 1000 5000 19000; do
-    for s in tutorial tandem; do
-      measure $s "flat-relay-$n" "$round" -scenario relay -users "$n" -duration "$duration"
-      measure $s "flat-login-$n" "$round" -scenario login -users "$n" -concurrency 100
-    done
-  done
+for set in $sets; do
+  case $set in
+  closed) # as fast as each server answers (closed loop), fresh servers
+    for round in $(seq "$rounds"); do
+      for s in $servers tutorial-log; do measure $s relay-500 "$round" -scenario relay -users 500 -duration "$duration"; done
+      for s in $servers; do measure $s relay-5000 "$round" -scenario relay -users 5000 -duration "$duration"; done
+      for s in $servers; do measure $s login-10000 "$round" -scenario login -users 10000 -concurrency 100; done
+      for s in $servers; do measure $s setup-1000 "$round" -scenario setup -users 1000 -duration "$duration"; done
+      for s in $servers; do measure $s idle-19500 "$round" -scenario idle -users 19500 -concurrency 100; done
+    done ;;
+  paced) # every server at the same load: latency and CPU time compared like for like
+    for round in $(seq "$rounds"); do
+      for n in 500 5000; do
+        for s in $servers; do measure $s "paced-relay-$n" "$round" -scenario relay -users $n -rate "$rate" -duration "$duration"; done
+      done
+    done ;;
+  flat) # the flatness curve: the same load with more users online
+    for round in $(seq "$flat_rounds"); do
+      for n in 1000 5000 19000; do
+        for s in tutorial tandem; do
+          measure $s "flat-relay-$n" "$round" -scenario relay -users "$n" -rate "$rate" -duration "$duration"
+          measure $s "flat-login-online-$((n - 1000))" "$round" -scenario login -users 1000 -concurrency 100 -online $((n - 1000))
+        done
+      done
+    done ;;
+  flat-closed) # the same, closed loop: more users also means more messages in flight
+    for round in $(seq "$flat_rounds"); do
+      for n in 1000 5000 19000; do
+        for s in tutorial tandem; do
+          measure $s "flat-closed-relay-$n" "$round" -scenario relay -users "$n" -duration "$duration"
+          measure $s "flat-closed-login-$n" "$round" -scenario login -users "$n" -concurrency 100
+        done
+      done
+    done ;;
+  *) echo "unknown set $set" >&2; exit 2 ;;
+  esac
 done
 
 {
@@ -114,6 +140,10 @@ done
     group_by([.label, .server]) | .[] |
     "| \(.[0].label) | \(.[0].server) | \(length) | \(map(.messages_per_second // .logins_per_second // .setups_per_second // 0) | median | round) | \(map(.per_server_cpu_second // 0) | median | round) | \(map(.latency.p50_ms // 0) | median | r) | \(map(.latency.p99_ms // 0) | median | r) | \(map(.rss_bytes_per_connection // 0) | median | round) |"
   ' "$out/results.jsonl"
+  echo
+  echo "tandem against the tutorial's server, the median of each round's ratio:"
+  echo
+  jq -rs -f bench/ratios.jq "$out/results.jsonl"
 } >"$out/summary.md"
 cat "$out/summary.md"
 echo "== results in $out"
