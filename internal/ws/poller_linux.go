@@ -149,11 +149,9 @@ func detach(tcp *net.TCPConn) (int, error) {
 	if dupErr != nil {
 		return -1, fmt.Errorf("ws: dup: %w", dupErr)
 	}
+	// The copy shares the original's open file description, so it is already non-blocking (the Go runtime made
+	// it so) and needs no system call to become so.
 	_ = tcp.Close()
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("ws: %w", err)
-	}
 	return fd, nil
 }
 
