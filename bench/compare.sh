@@ -35,6 +35,7 @@ local_addrs=127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.
 
 ulimit -n "$(ulimit -Hn)"
 echo "== building into $out/bin"
+commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo "+changes")
 go build -o "$out/bin/tandem" ./cmd/tandem
 go build -o "$out/bin/tandem-load" ./cmd/tandem-load
 
@@ -49,12 +50,13 @@ node_version=$(node --version)
 ws_version=$(cd "$tutorial_dir" && node -p "require('ws/package.json').version")
 
 server_pid=
-# start SERVER: runs one of tandem, tandem-gmp1 (GOMAXPROCS=1), tutorial, tutorial-log, and waits until it accepts.
+# start SERVER: runs one of tandem, tandem-gmp1 (GOMAXPROCS=1), tandem-p1 (one epoll loop), tutorial, tutorial-log, and waits until it accepts.
 start() {
   local port
   case $1 in
   tandem)       "$out/bin/tandem" -addr $tandem_addr -rate 0 -log-level warn -turn-addr off >>"$out/tandem.log" 2>&1 & ;;
   tandem-gmp1)  GOMAXPROCS=1 "$out/bin/tandem" -addr $tandem_addr -rate 0 -log-level warn -turn-addr off >>"$out/tandem.log" 2>&1 & ;;
+  tandem-p1)    "$out/bin/tandem" -addr $tandem_addr -rate 0 -log-level warn -turn-addr off -pollers 1 >>"$out/tandem.log" 2>&1 & ;;
   tutorial)     (cd "$tutorial_dir" && exec node server.js >/dev/null 2>>"$out/tutorial.log") & ;;
   tutorial-log) (cd "$tutorial_dir" && exec node server-log.js >/dev/null 2>>"$out/tutorial.log") & ;;
   esac
@@ -95,8 +97,8 @@ for set in $sets; do
   case $set in
   closed) # as fast as each server answers (closed loop), fresh servers
     for round in $(seq "$rounds"); do
-      for s in $servers tutorial-log; do measure $s relay-500 "$round" -scenario relay -users 500 -duration "$duration"; done
-      for s in $servers; do measure $s relay-5000 "$round" -scenario relay -users 5000 -duration "$duration"; done
+      for s in $servers tandem-p1 tutorial-log; do measure $s relay-500 "$round" -scenario relay -users 500 -duration "$duration"; done
+      for s in $servers tandem-p1; do measure $s relay-5000 "$round" -scenario relay -users 5000 -duration "$duration"; done
       for s in $servers; do measure $s login-10000 "$round" -scenario login -users 10000 -concurrency 100; done
       for s in $servers; do measure $s setup-1000 "$round" -scenario setup -users 1000 -duration "$duration"; done
       for s in $servers; do measure $s idle-19500 "$round" -scenario idle -users 19500 -concurrency 100; done
@@ -104,7 +106,7 @@ for set in $sets; do
   paced) # every server at the same load: latency and CPU time compared like for like
     for round in $(seq "$rounds"); do
       for n in 500 5000; do
-        for s in $servers; do measure $s "paced-relay-$n" "$round" -scenario relay -users $n -rate "$rate" -duration "$duration"; done
+        for s in $servers tandem-p1; do measure $s "paced-relay-$n" "$round" -scenario relay -users $n -rate "$rate" -duration "$duration"; done
       done
     done ;;
   flat) # the flatness curve: the same load with more users online
@@ -130,7 +132,7 @@ for set in $sets; do
 done
 
 {
-  echo "node $node_version, ws $ws_version, $(go version | cut -d' ' -f3), $(nproc) cores, commit $(git rev-parse --short HEAD), $(date -u +%Y-%m-%d)"
+  echo "node $node_version, ws $ws_version, $(go version | cut -d' ' -f3), $(nproc) cores, commit $commit, $(date -u +%Y-%m-%d)"
   echo
   echo "| scenario | server | runs | rate /s (median) | per server CPU-s | p50 ms | p99 ms | bytes/conn |"
   echo "|---|---|---|---|---|---|---|---|"

@@ -14,12 +14,12 @@ def ratios($t; $n): {
 "| scenario | tandem | rate | CPU per unit | p99 latency | memory per connection |",
 "|---|---|---|---|---|---|",
 (group_by(.label)[] as $g |
-  ["tandem", "tandem-gmp1"][] as $variant |
+  ["tandem", "tandem-gmp1", "tandem-p1"][] as $variant |
   [($g | map(.round) | unique)[] as $r |
     ($g | map(select(.round == $r))) as $x |
     ($x | map(select(.server == "tutorial"))[0]) as $t |
     ($x | map(select(.server == $variant))[0]) as $n |
     if $t == null or $n == null then empty else ratios($t; $n) end] as $rows |
   if ($rows | length) == 0 then empty else
-    "| \($g[0].label) | \(if $variant == "tandem" then "GOMAXPROCS=2" else "GOMAXPROCS=1" end) | \($rows | map(.rate) | median | fmt) | \($rows | map(.cpu) | median | fmt) | \($rows | map(.p99) | median | fmt) | \($rows | map(.mem) | median | fmt) |"
+    "| \($g[0].label) | \({"tandem": "GOMAXPROCS=2", "tandem-gmp1": "GOMAXPROCS=1", "tandem-p1": "-pollers 1"}[$variant]) | \($rows | map(.rate) | median | fmt) | \($rows | map(.cpu) | median | fmt) | \($rows | map(.p99) | median | fmt) | \($rows | map(.mem) | median | fmt) |"
   end)

@@ -35,6 +35,7 @@ type Config struct {
 	Rate         float64       // messages a second per connection; 0: no limit
 	Burst        int           // messages at once above Rate
 	PingInterval time.Duration // ping a connection silent this long
+	Pollers      int           // epoll loops reading the connections; 0: one per GOMAXPROCS
 	IdleTimeout  time.Duration // drop a connection silent this long
 	// ShutdownTimeout bounds a graceful shutdown, after which remaining connections are dropped.
 	ShutdownTimeout time.Duration
@@ -91,6 +92,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		MaxMessage:   cfg.MaxMessage,
 		SendQueue:    cfg.SendQueue,
 		PingInterval: cfg.PingInterval,
+		Pollers:      cfg.Pollers,
 		IdleTimeout:  cfg.IdleTimeout,
 	})
 	if err != nil {
