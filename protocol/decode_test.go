@@ -205,7 +205,6 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-
 func TestSpecial8(t *testing.T) {
 	for c := 0; c < 256; c++ {
 		for pos := 0; pos < 8; pos++ {
