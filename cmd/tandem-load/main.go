@@ -28,6 +28,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"tandem/internal/cli"
 )
 
 func main() {
@@ -97,14 +99,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.BoolVar(&cfg.json, "json", cfg.json, "print the report as JSON instead of text")
 	fs.StringVar(&cfg.prefix, "prefix", cfg.prefix, "prefix of the simulated users' names (a random one by default, so runs do not collide)")
 	fs.StringVar(&cfg.localAddrs, "local-addrs", cfg.localAddrs, "comma-separated local IP addresses to connect from, in turn, e.g. 127.0.0.1,127.0.0.2 (more than ~28,000 connections need several)")
-	fs.Usage = func() { usage(fs) }
-	if err := parseWithEnv(fs, args, getenv); err != nil {
+	intro := "tandem-load plays many users of the tutorial's signaling protocol against a server and measures it."
+	if err := cli.Parse(fs, "TANDEM_LOAD_", intro, args, getenv); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	if err := cfg.check(); err != nil {
 		return err
 	}
-	if _, err := raiseOpenFileLimit(); err != nil {
+	if _, err := cli.RaiseOpenFileLimit(); err != nil {
 		fmt.Fprintln(stderr, "tandem-load: could not raise the open file limit:", err)
 	}
 
@@ -153,39 +158,4 @@ func (c *config) check() error {
 		return fmt.Errorf("-url must be a ws:// or wss:// URL, not %q", c.url)
 	}
 	return nil
-}
-
-// envName is the environment variable of a flag: -local-addrs is TANDEM_LOAD_LOCAL_ADDRS.
-func envName(flagName string) string {
-	return "TANDEM_LOAD_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
-
-// parseWithEnv sets each flag from its environment variable, then parses args, which win.
-func parseWithEnv(fs *flag.FlagSet, args []string, getenv func(string) string) error {
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if v := getenv(envName(f.Name)); v != "" && err == nil {
-			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)
-			}
-		}
-	})
-	if err != nil {
-		return err
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %q", fs.Args())
-	}
-	return nil
-}
-
-func usage(fs *flag.FlagSet) {
-	w := fs.Output()
-	fmt.Fprintf(w, "Usage: tandem-load [flags]\n\ntandem-load plays many users of the tutorial's signaling protocol against a server and measures it.\nEvery flag can also be set with the environment variable named beside it; a flag on the command line wins.\n\n")
-	fs.VisitAll(func(f *flag.Flag) {
-		fmt.Fprintf(w, "  -%s (%s)\n    \t%s (default %q)\n", f.Name, envName(f.Name), f.Usage, f.DefValue)
-	})
 }

@@ -138,19 +138,3 @@ func readKB(path string) (map[string]int64, error) {
 	}
 	return values, sc.Err()
 }
-
-// raiseOpenFileLimit raises the generator's soft limit on open files to the hard limit: every simulated user
-// holds one.
-func raiseOpenFileLimit() (int, error) {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return 0, err
-	}
-	if lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			return 0, err
-		}
-	}
-	return int(lim.Cur), nil
-}

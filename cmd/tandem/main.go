@@ -82,7 +82,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
-	if limit, err := raiseOpenFileLimit(); err != nil {
+	if limit, err := cli.RaiseOpenFileLimit(); err != nil {
 		logger.Warn("could not raise the open file limit", "err", err)
 	} else {
 		logger.Info("open file limit", "files", limit, "connections", max(limit-64, 0))

@@ -1,12 +1,12 @@
 //go:build unix
 
-package main
+package cli
 
 import "syscall"
 
-// raiseOpenFileLimit raises the soft limit on open files to the hard limit (each connection holds one) and
+// RaiseOpenFileLimit raises the soft limit on open files to the hard limit (each connection holds one) and
 // returns the new limit.
-func raiseOpenFileLimit() (int, error) {
+func RaiseOpenFileLimit() (int, error) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return 0, err

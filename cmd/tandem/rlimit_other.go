@@ -1,7 +1,0 @@
-//go:build !unix
-
-package main
-
-import "errors"
-
-func raiseOpenFileLimit() (int, error) { return 0, errors.New("not supported on this system") }
