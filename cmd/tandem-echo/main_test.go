@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"tandem/client"
 	"tandem/internal/server"
+	"tandem/internal/servertest"
 	"tandem/protocol"
 )
 
@@ -23,26 +23,7 @@ func TestMain(m *testing.M) {
 
 func startServer(t *testing.T) string {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.EchoName = "mirror"
-	srv, err := server.New(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return "ws://" + ln.Addr().String() + "/"
+	return servertest.Start(t, func(c *server.Config) { c.EchoName = "mirror" }).URL
 }
 
 // TestRun runs tandem-echo against a tandem server, named by the environment and flags, and finds it online,

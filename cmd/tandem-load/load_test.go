@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"log/slog"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -13,32 +11,14 @@ import (
 	"time"
 
 	"tandem/internal/server"
+	"tandem/internal/servertest"
 )
 
 // startServer runs a tandem server in the test process on a loopback port, without the per-connection rate
 // limit, as in BENCHMARKS.md: pairs relay thousands of messages a second each.
 func startServer(t *testing.T) string {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.Rate = 0
-	srv, err := server.New(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return "ws://" + ln.Addr().String() + "/"
+	return servertest.Start(t, func(c *server.Config) { c.Rate = 0 }).URL
 }
 
 // runJSON runs tandem-load with args (and -json) and decodes its report.

@@ -2,39 +2,21 @@ package server_test
 
 import (
 	"context"
-	"log/slog"
-	"net"
 	"strings"
 	"testing"
 
 	"tandem/client"
 	"tandem/internal/server"
+	"tandem/internal/servertest"
 )
 
 // BenchmarkRelay sends one message from alice to bob through a real server on 127.0.0.1 and waits until bob has
 // read it: the client's write, the loopback TCP, the server's epoll read, decode, route and write, and bob's
 // read. The allocations are the whole process's: both clients' (coder/websocket) and the server's.
 func BenchmarkRelay(b *testing.B) {
-	cfg := server.DefaultConfig()
-	cfg.Rate = 0
-	srv, err := server.New(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
+	url := servertest.Start(b, func(c *server.Config) { c.Rate = 0 }).URL
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	b.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Errorf("Serve: %v", err)
-		}
-	})
-	url := "ws://" + ln.Addr().String() + "/"
+	b.Cleanup(cancel)
 	login := func(name string) *client.Client {
 		c, err := client.Dial(ctx, url, &client.Options{Tutorial: true})
 		if err != nil {

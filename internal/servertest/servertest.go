@@ -51,6 +51,19 @@ func StartOn(t testing.TB, ln net.Listener, change func(*server.Config), logger 
 		ln.Close()
 		t.Fatal(err)
 	}
+	return Serve(t, srv, ln)
+}
+
+// Serve serves srv, built by the test (to wire TURN into it, say), on ln until the test ends. With ln nil it
+// listens on a free port of 127.0.0.1.
+func Serve(t testing.TB, srv *server.Server, ln net.Listener) *Server {
+	t.Helper()
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{Server: srv, Addr: ln.Addr().String(), URL: "ws://" + ln.Addr().String() + "/", cancel: cancel, done: make(chan error, 1)}
 	go func() { s.done <- srv.Serve(ctx, ln) }()
