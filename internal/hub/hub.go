@@ -124,10 +124,18 @@ func (h *Hub) Shutdown() {
 		from string
 	}
 	var notes []note
+	var ended []*Session
 	h.mu.Lock()
 	for _, s := range h.users {
 		if s.peer != nil {
 			notes = append(notes, note{s.conn, s.peer.name})
+			ended = append(ended, s)
+		}
+	}
+	// The calls are over: the connections closing next must not report them again as "disconnected".
+	for _, s := range ended {
+		if s.peer != nil {
+			endCallLocked(s, s.peer)
 		}
 	}
 	h.mu.Unlock()

@@ -345,6 +345,9 @@ func TestShutdownTellsCalls(t *testing.T) {
 	a.expect(msg{"type": "leave", "name": "b", "reason": "shutdown"})
 	b.expect(msg{"type": "leave", "name": "a", "reason": "shutdown"})
 	c.expect()
+	// The connections then close: nobody is told a second time.
+	a.s.OnClose()
+	b.expect()
 }
 
 // FuzzSession sends arbitrary messages from several users: the hub must never panic, must answer every
