@@ -28,6 +28,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"tandem/internal/netaddr"
 )
 
 const (
@@ -59,29 +61,11 @@ func LocalHosts() (Hosts, error) {
 			h.Names = append(h.Names, name+".local")
 		}
 	}
-	ifaces, err := net.Interfaces()
+	ips, err := netaddr.Local()
 	if err != nil {
-		return h, fmt.Errorf("certs: listing network interfaces: %w", err)
+		return h, fmt.Errorf("certs: %w", err)
 	}
-	for _, ifc := range ifaces {
-		if ifc.Flags&net.FlagUp == 0 {
-			continue
-		}
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			n, ok := a.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			ip, ok := netip.AddrFromSlice(n.IP)
-			if ip = ip.Unmap(); ok && !ip.IsLinkLocalUnicast() && !ip.IsMulticast() && !ip.IsUnspecified() {
-				h.IPs = append(h.IPs, ip)
-			}
-		}
-	}
+	h.IPs = append(h.IPs, ips...)
 	h.normalize()
 	return h, nil
 }

@@ -31,6 +31,7 @@ import (
 
 	"github.com/pion/turn/v4"
 
+	"tandem/internal/netaddr"
 	"tandem/protocol"
 )
 
@@ -135,28 +136,14 @@ func (s *Server) endpoints() ([]endpoint, error) {
 
 // interfaceIPv4s lists the IPv4 addresses of the interfaces that are up, link-local ones left out.
 func interfaceIPv4s() ([]netip.Addr, error) {
-	ifaces, err := net.Interfaces()
+	all, err := netaddr.Local()
 	if err != nil {
-		return nil, fmt.Errorf("turnserver: listing network interfaces: %w", err)
+		return nil, fmt.Errorf("turnserver: %w", err)
 	}
 	var ips []netip.Addr
-	for _, ifc := range ifaces {
-		if ifc.Flags&net.FlagUp == 0 {
-			continue
-		}
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			n, ok := a.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			ip, ok := netip.AddrFromSlice(n.IP)
-			if ip = ip.Unmap(); ok && ip.Is4() && !ip.IsLinkLocalUnicast() {
-				ips = append(ips, ip)
-			}
+	for _, ip := range all {
+		if ip.Is4() {
+			ips = append(ips, ip)
 		}
 	}
 	if len(ips) == 0 {

@@ -1,0 +1,39 @@
+// Package netaddr lists this machine's own IP addresses, for the certificate that names them and for the TURN
+// server that listens on them.
+package netaddr
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// Local returns the unicast addresses of the network interfaces that are up, link-local ones left out, loopback
+// included. IPv4-mapped addresses are returned as IPv4.
+func Local() ([]netip.Addr, error) {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("listing network interfaces: %w", err)
+	}
+	var ips []netip.Addr
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			n, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(n.IP)
+			if ip = ip.Unmap(); ok && !ip.IsLinkLocalUnicast() && !ip.IsMulticast() && !ip.IsUnspecified() {
+				ips = append(ips, ip)
+			}
+		}
+	}
+	return ips, nil
+}
