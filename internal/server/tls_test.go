@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 	"tandem/client"
 	"tandem/internal/certs"
 	"tandem/internal/server"
+	"tandem/internal/servertest"
 	"tandem/internal/turnserver"
 	"tandem/protocol"
 )
@@ -49,21 +49,9 @@ func TestSignalingOverTLS(t *testing.T) {
 	if err := turn.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer turn.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
-	addr := ln.Addr().String()
+	t.Cleanup(func() { turn.Close() }) // after the server has stopped (cleanups run last first)
+	addr := servertest.Serve(t, srv, nil).Addr
+	ctx := context.Background()
 
 	pool := x509.NewCertPool()
 	pool.AddCert(self.Certificate.Leaf)
