@@ -106,6 +106,10 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 			Name: "tandem_slow_clients_dropped_total",
 			Help: "Connections dropped because they did not read what was sent to them.",
 		}, func() float64 { return float64(wss.SlowDrops()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tandem_send_queue_bytes",
+			Help: "Bytes waiting in all connections' send queues for clients to read them.",
+		}, func() float64 { return float64(wss.Queued()) }),
 	)
 	s := &Server{
 		cfg: cfg,

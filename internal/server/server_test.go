@@ -656,6 +656,7 @@ func TestHTTPRoutes(t *testing.T) {
 		`tandem_messages_relayed_total{type="offer"} 1`,
 		`tandem_errors_total{code="unknown_type"} 1`,
 		"tandem_slow_clients_dropped_total 0",
+		"tandem_send_queue_bytes 0",
 		"go_goroutines",
 	} {
 		if !strings.Contains(metrics, want) {

@@ -74,6 +74,7 @@ type Conn struct {
 	writing    bool   // net.Conn mode: a writer goroutine is running
 	wantWrite  bool   // epoll mode: EPOLLOUT is registered
 	out        []byte // bytes queued for the socket
+	counted    int    // len(out) as counted in the server's total of queued bytes
 	closeSince int64  // when the close began (unix nanoseconds)
 
 	lastRead atomic.Int64 // unix nanoseconds of the last bytes from the peer
@@ -162,22 +163,33 @@ func (c *Conn) writeFrameLocked(op byte, payload []byte) bool {
 		} else {
 			c.out = append(c.out, payload[written-n:]...)
 		}
+		c.count()
 		c.p.watchWrite(c, true)
 		c.wantWrite = true
 		return true
 	}
-	if len(c.out)+n+len(payload) > c.srv.cfg.SendQueue && op != opClose {
+	more := n + len(payload)
+	if op != opClose && (len(c.out)+more > c.srv.cfg.SendQueue || c.srv.queued.Load()+int64(more) > int64(c.srv.cfg.TotalQueue)) {
 		c.srv.slowDrops.Add(1)
 		c.abortLocked()
 		return false
 	}
 	c.out = append(c.out, hdr[:n]...)
 	c.out = append(c.out, payload...)
+	c.count()
 	if c.nc != nil && !c.writing {
 		c.writing = true
 		go c.writeLoop()
 	}
 	return true
+}
+
+// count brings the server's total of queued bytes up to date with c.out; c.mu is held.
+func (c *Conn) count() {
+	if d := len(c.out) - c.counted; d != 0 {
+		c.srv.queued.Add(int64(d))
+		c.counted = len(c.out)
+	}
 }
 
 // abortLocked drops the connection without a closing handshake; the reading goroutine then tears it down.
@@ -187,6 +199,7 @@ func (c *Conn) abortLocked() {
 	}
 	c.state = stateClosed
 	c.out = nil
+	c.count()
 	if c.fd >= 0 {
 		shutdown(c.fd)
 	} else {
@@ -223,6 +236,7 @@ func (c *Conn) writeLoop() {
 		}
 		buf := c.out
 		c.out = nil
+		c.count()
 		c.mu.Unlock()
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
 		if _, err := c.nc.Write(buf); err != nil {
@@ -239,6 +253,7 @@ func (c *Conn) writeLoop() {
 func (c *Conn) flush() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer c.count()
 	if c.state == stateClosed {
 		return
 	}

@@ -18,8 +18,12 @@ import (
 
 // Config holds the limits of a Server. A zero field takes the default named beside it.
 type Config struct {
-	MaxMessage   int           // largest message accepted, in bytes; default 64 KiB
-	SendQueue    int           // bytes that may wait for a slow client before it is dropped; default 1 MiB
+	MaxMessage int // largest message accepted, in bytes; default 64 KiB
+	SendQueue  int // bytes that may wait for a slow client before it is dropped; default 1 MiB
+	// TotalQueue bounds the bytes waiting for all slow clients together, so that many connections that stop
+	// reading cannot exhaust the server's memory: past it, a connection whose queue would grow is dropped as
+	// slow. Default 256 MiB.
+	TotalQueue   int
 	PingInterval time.Duration // a connection silent this long is pinged; default 20 s
 	IdleTimeout  time.Duration // a connection silent this long is dropped; default 60 s
 	CloseTimeout time.Duration // how long a closing handshake may take; default 3 s
@@ -42,6 +46,7 @@ func (c *Config) setDefaults() error {
 	}
 	def(&c.MaxMessage, 64<<10)
 	def(&c.SendQueue, 1<<20)
+	def(&c.TotalQueue, 256<<20)
 	// Half the processors, so that a loop waking from epoll_wait usually finds an idle processor to run on at
 	// once (the Go scheduler takes a processor away from a goroutine blocked in a system call when none is idle,
 	// and giving it back costs more than the message). Measured in BENCHMARKS.md: on 2 cores one loop spends
@@ -52,7 +57,7 @@ func (c *Config) setDefaults() error {
 	defDur(&c.CloseTimeout, 3*time.Second)
 	defDur(&c.WriteTimeout, 10*time.Second)
 	switch {
-	case c.MaxMessage < 0, c.SendQueue < 0, c.Pollers < 0:
+	case c.MaxMessage < 0, c.SendQueue < 0, c.TotalQueue < 0, c.Pollers < 0:
 		return errors.New("ws: limits must not be negative")
 	case c.PingInterval < 0, c.IdleTimeout < 0, c.CloseTimeout < 0, c.WriteTimeout < 0:
 		return errors.New("ws: durations must not be negative")
@@ -77,6 +82,7 @@ type Server struct {
 	started bool
 
 	slowDrops atomic.Uint64
+	queued    atomic.Int64 // bytes in the queues of all connections
 }
 
 // NewServer checks cfg and returns a Server; Start brings it up.
@@ -135,6 +141,9 @@ func (s *Server) Len() int {
 
 // SlowDrops returns how many connections were dropped because they did not read what was sent to them.
 func (s *Server) SlowDrops() uint64 { return s.slowDrops.Load() }
+
+// Queued returns how many bytes wait in the queues of all connections for clients to read them.
+func (s *Server) Queued() int64 { return s.queued.Load() }
 
 // ErrNotWebSocket is returned by Upgrade for a request that is not a WebSocket handshake.
 var ErrNotWebSocket = errors.New("ws: not a WebSocket handshake")
@@ -280,6 +289,7 @@ func (c *Conn) teardown() {
 	c.mu.Lock()
 	c.state = stateClosed
 	c.out = nil
+	c.count()
 	fd := c.fd
 	c.mu.Unlock()
 	if fd >= 0 {

@@ -417,7 +417,37 @@ func TestSlowReaderIsDropped(t *testing.T) {
 			if h.srv.SlowDrops() != 1 {
 				t.Errorf("SlowDrops = %d", h.srv.SlowDrops())
 			}
+			if q := h.srv.Queued(); q != 0 {
+				t.Errorf("%d bytes still counted as queued after the connection went", q)
+			}
 			_ = c
+		})
+	}
+}
+
+// TestTotalQueueBound: with many slow readers, the bytes queued for all of them together stay bounded; here
+// the total bound (64 KiB) is below one connection's (1 MiB), so it is the one that drops the client.
+func TestTotalQueueBound(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			h := start(t, Config{NoEpoll: mode.noEpoll, SendQueue: 1 << 20, TotalQueue: 64 << 10}, false)
+			dialRaw(t, h.url, nil) // never reads
+			e := h.next(t)
+			msg := bytes.Repeat([]byte("q"), 16<<10)
+			for i := 0; e.c.Send(msg); i++ {
+				if q := h.srv.Queued(); q > 64<<10 {
+					t.Fatalf("%d bytes queued, over the 64 KiB total", q)
+				}
+				if i == 100000 {
+					t.Fatal("never dropped")
+				}
+			}
+			if ev := e.wait(t); ev != "close" {
+				t.Fatalf("got %q", ev)
+			}
+			if q := h.srv.Queued(); q != 0 {
+				t.Errorf("%d bytes still counted as queued", q)
+			}
 		})
 	}
 }
