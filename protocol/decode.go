@@ -45,58 +45,27 @@ func Decode(data []byte, m *Message) error {
 	if s.pos >= len(data) {
 		return &DecodeError{Code: CodeInvalidJSON, Message: "invalid JSON: empty message"}
 	}
-	if data[s.pos] != '{' {
-		if _, err := s.value(0); err != nil {
-			return invalidJSON(err)
-		}
-		if s.skipSpace(); s.pos != len(data) {
-			return invalidJSON(s.errorf("unexpected data after the JSON value"))
-		}
-		return &DecodeError{Code: CodeInvalidMessage, Message: "a message must be a JSON object with a \"type\""}
-	}
-	// Walk the top-level object by hand, remembering the fields that matter.
+	// Walk the message, remembering the top-level fields that matter.
 	var typeErr *DecodeError
-	s.pos++
-	s.skipSpace()
-	if s.peek() == '}' {
-		s.pos++
-	} else {
-		for {
-			s.skipSpace()
-			if s.peek() != '"' {
-				return invalidJSON(s.errorf("expected a field name"))
-			}
-			ks, ke, kesc, err := s.str()
-			if err != nil {
-				return invalidJSON(err)
-			}
-			s.skipSpace()
-			if s.peek() != ':' {
-				return invalidJSON(s.errorf("expected ':' after a field name"))
-			}
-			s.pos++
-			s.skipSpace()
-			vs := s.pos
-			kind, err := s.value(1)
-			if err != nil {
-				return invalidJSON(err)
-			}
-			if e := m.field(data[ks+1:ke-1], kesc, data[vs:s.pos], kind); e != nil && typeErr == nil {
+	isObject := data[s.pos] == '{'
+	var err error
+	if isObject {
+		err = s.object(1, func(key []byte, escaped bool, raw []byte, kind byte) {
+			if e := m.field(key, escaped, raw, kind); e != nil && typeErr == nil {
 				typeErr = e
 			}
-			s.skipSpace()
-			c := s.peek()
-			s.pos++
-			if c == '}' {
-				break
-			}
-			if c != ',' {
-				return invalidJSON(s.errorf("expected ',' or '}' in an object"))
-			}
-		}
+		})
+	} else {
+		_, err = s.value(0)
+	}
+	if err != nil {
+		return invalidJSON(err)
 	}
 	if s.skipSpace(); s.pos != len(data) {
 		return invalidJSON(s.errorf("unexpected data after the JSON value"))
+	}
+	if !isObject {
+		return &DecodeError{Code: CodeInvalidMessage, Message: "a message must be a JSON object with a \"type\""}
 	}
 	if m.Type == nil {
 		if typeErr != nil && typeErr.Message == fieldTypeMessage("type", "a string") {
@@ -236,7 +205,7 @@ func (s *scanner) skipSpace() {
 func (s *scanner) value(depth int) (byte, error) {
 	switch c := s.peek(); c {
 	case '{':
-		return c, s.object(depth + 1)
+		return c, s.object(depth+1, nil)
 	case '[':
 		return c, s.array(depth + 1)
 	case '"':
@@ -267,7 +236,9 @@ func (s *scanner) literal(lit string) error {
 	return nil
 }
 
-func (s *scanner) object(depth int) error {
+// object skips an object. If field is not nil it is called for each member: the key's text without its quotes
+// (escaped says it holds escapes), the value's raw text and its kind (see value).
+func (s *scanner) object(depth int, field func(key []byte, escaped bool, raw []byte, kind byte)) error {
 	if depth > maxDepth {
 		return s.errorf("nested too deeply")
 	}
@@ -282,7 +253,8 @@ func (s *scanner) object(depth int) error {
 		if s.peek() != '"' {
 			return s.errorf("expected a field name")
 		}
-		if _, _, _, err := s.str(); err != nil {
+		ks, ke, escaped, err := s.str()
+		if err != nil {
 			return err
 		}
 		s.skipSpace()
@@ -291,8 +263,13 @@ func (s *scanner) object(depth int) error {
 		}
 		s.pos++
 		s.skipSpace()
-		if _, err := s.value(depth); err != nil {
+		vs := s.pos
+		kind, err := s.value(depth)
+		if err != nil {
 			return err
+		}
+		if field != nil {
+			field(s.data[ks+1:ke-1], escaped, s.data[vs:s.pos], kind)
 		}
 		s.skipSpace()
 		c := s.peek()
