@@ -382,6 +382,21 @@ func (s *Session) loginFailed(code, message string) {
 	s.reply(func(b []byte) []byte { return protocol.AppendLoginFailed(b, code, message) })
 }
 
+// targetLocked finds the user an offer, answer or candidate is for, or the error code that refuses it.
+func (s *Session) targetLocked(m *protocol.Message) (*Session, string) {
+	switch {
+	case s.name == "":
+		return nil, protocol.CodeNotLoggedIn
+	case !m.HasName:
+		return nil, protocol.CodeInvalidMessage
+	}
+	t := s.hub.users[string(m.Name)]
+	if t == nil {
+		return nil, protocol.CodeNotOnline
+	}
+	return t, ""
+}
+
 func (s *Session) offer(m *protocol.Message) {
 	h := s.hub
 	if m.Offer == nil {
@@ -393,19 +408,13 @@ func (s *Session) offer(m *protocol.Message) {
 		from    string
 		ended   Conn
 		newCall bool
-		code    string
 	)
 	h.mu.Lock()
-	t := h.users[string(m.Name)]
+	t, code := s.targetLocked(m)
 	switch {
-	case s.name == "":
-		code = protocol.CodeNotLoggedIn
-	case !m.HasName:
-		code = protocol.CodeInvalidMessage
+	case code != "":
 	case t == s:
 		code = protocol.CodeSelfCall
-	case t == nil:
-		code = protocol.CodeNotOnline
 	case s.peer == t: // renegotiation, or glare
 	case t.peer != nil:
 		code = protocol.CodeBusy
@@ -454,17 +463,11 @@ func (s *Session) relay(typ string, m *protocol.Message, payload []byte) {
 	var (
 		to   Conn
 		from string
-		code string
 	)
 	h.mu.Lock()
-	t := h.users[string(m.Name)]
+	t, code := s.targetLocked(m)
 	switch {
-	case s.name == "":
-		code = protocol.CodeNotLoggedIn
-	case !m.HasName:
-		code = protocol.CodeInvalidMessage
-	case t == nil:
-		code = protocol.CodeNotOnline
+	case code != "":
 	case !inCallLocked(s, t):
 		code = protocol.CodeNotInCall
 	default:
