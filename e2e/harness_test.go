@@ -71,6 +71,12 @@ func (srv *tandem) serve(ln net.Listener) {
 		_ = ln.Close()
 		t.Fatal(err)
 	}
+	srv.run(s, ln)
+}
+
+// run serves s on ln until stop, which waits for the graceful shutdown (at most wait).
+func (srv *tandem) run(s *server.Server, ln net.Listener) {
+	t := srv.t
 	srv.server = s
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

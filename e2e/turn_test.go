@@ -1,12 +1,10 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -77,19 +75,11 @@ func startTandemWithTURN(t *testing.T) (*tandem, *prometheus.Registry) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
+	addr := ln.Addr().String()
+	tn := &tandem{t: t, cfg: cfg, addr: addr, url: "http://" + addr, wsURL: "ws://" + addr + "/ws", logs: logs}
+	tn.run(srv, ln)
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(wait):
-			t.Errorf("the server did not stop within %s", wait)
-		}
+		tn.stop()
 		if err := turn.Close(); err != nil {
 			t.Errorf("closing TURN: %v", err)
 		}
@@ -97,8 +87,7 @@ func startTandemWithTURN(t *testing.T) (*tandem, *prometheus.Registry) {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	addr := ln.Addr().String()
-	return &tandem{url: "http://" + addr, wsURL: "ws://" + addr + "/ws", server: srv, logs: logs}, srv.Registry()
+	return tn, srv.Registry()
 }
 
 // TestCallThroughTURN forces both browsers to relay through the built-in TURN server and checks that media flows
