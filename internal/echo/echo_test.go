@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
@@ -113,27 +112,6 @@ func gauge(t *testing.T, reg prometheus.Gatherer, name string) float64 {
 	return 0
 }
 
-// sendMedia sends numbered audio and video packets on p's tracks until ctx ends. Each payload names its kind
-// and sequence number, so that what comes back can be checked.
-func sendMedia(ctx context.Context, p *webrtctest.Peer) {
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for seq := uint16(1); ; seq++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		for _, tr := range []*webrtc.TrackLocalStaticRTP{p.Audio, p.Video} {
-			pkt := &rtp.Packet{
-				Header:  rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 960, SSRC: 1, Marker: true},
-				Payload: fmt.Appendf(nil, "%s-%d", tr.Kind(), seq),
-			}
-			tr.WriteRTP(pkt)
-		}
-	}
-}
-
 // expectEcho waits until n packets of each kind came back with the payload that was sent with their number.
 func expectEcho(ctx context.Context, t *testing.T, p *webrtctest.Peer, n int) {
 	t.Helper()
@@ -141,8 +119,9 @@ func expectEcho(ctx context.Context, t *testing.T, p *webrtctest.Peer, n int) {
 	for got["audio"] < n || got["video"] < n {
 		select {
 		case pkt := <-p.Packets:
-			kind, _, ok := strings.Cut(string(pkt.Payload), "-")
-			if !ok || string(pkt.Payload) != fmt.Sprintf("%s-%d", kind, pkt.SequenceNumber) {
+			rest, _ := strings.CutPrefix(string(pkt.Payload), "echo-")
+			kind, _, ok := strings.Cut(rest, "-")
+			if !ok || string(pkt.Payload) != webrtctest.NumberedPayload("echo", kind, pkt.SequenceNumber) {
 				t.Fatalf("packet %d came back with payload %q", pkt.SequenceNumber, pkt.Payload)
 			}
 			got[kind]++
@@ -171,7 +150,7 @@ func TestEchoCall(t *testing.T) {
 	}
 	mediaCtx, stopMedia := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { sendMedia(mediaCtx, p) })
+	wg.Go(func() { p.SendNumbered(mediaCtx, "echo") })
 	defer wg.Wait()
 	defer stopMedia()
 	expectEcho(ctx, t, p, 50)
@@ -281,7 +260,7 @@ func TestEchoManyCalls(t *testing.T) {
 				}
 				mediaCtx, stop := context.WithCancel(ctx)
 				var media sync.WaitGroup
-				media.Go(func() { sendMedia(mediaCtx, p) })
+				media.Go(func() { p.SendNumbered(mediaCtx, "echo") })
 				expectEcho(ctx, t, p, 10)
 				stop()
 				media.Wait()

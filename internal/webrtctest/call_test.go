@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
 
@@ -64,8 +63,8 @@ func TestCall(t *testing.T) {
 
 			mediaCtx, stop := context.WithCancel(ctx)
 			var wg sync.WaitGroup
-			wg.Go(func() { send(mediaCtx, alice, "from-alice") })
-			wg.Go(func() { send(mediaCtx, bob, "from-bob") })
+			wg.Go(func() { alice.SendNumbered(mediaCtx, "from-alice") })
+			wg.Go(func() { bob.SendNumbered(mediaCtx, "from-bob") })
 			expect(ctx, t, bob, "from-alice", 20)
 			expect(ctx, t, alice, "from-bob", 20)
 			stop()
@@ -108,25 +107,6 @@ func assertLoopbackPair(t *testing.T, pc *webrtc.PeerConnection) {
 	}
 }
 
-// send sends numbered audio and video packets whose payload starts with tag, until ctx ends.
-func send(ctx context.Context, p *webrtctest.Peer, tag string) {
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for seq := uint16(1); ; seq++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		for _, tr := range []*webrtc.TrackLocalStaticRTP{p.Audio, p.Video} {
-			tr.WriteRTP(&rtp.Packet{
-				Header:  rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 960},
-				Payload: fmt.Appendf(nil, "%s-%s-%d", tag, tr.Kind(), seq),
-			})
-		}
-	}
-}
-
 // expect waits for n packets of each kind from the other peer, with the payload sent for their number.
 func expect(ctx context.Context, t *testing.T, p *webrtctest.Peer, tag string, n int) {
 	t.Helper()
@@ -136,7 +116,7 @@ func expect(ctx context.Context, t *testing.T, p *webrtctest.Peer, tag string, n
 		case pkt := <-p.Packets:
 			matched := false
 			for _, kind := range []string{"audio", "video"} {
-				if string(pkt.Payload) == fmt.Sprintf("%s-%s-%d", tag, kind, pkt.SequenceNumber) {
+				if string(pkt.Payload) == webrtctest.NumberedPayload(tag, kind, pkt.SequenceNumber) {
 					got[kind]++
 					matched = true
 				}

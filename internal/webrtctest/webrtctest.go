@@ -358,3 +358,28 @@ func (p *Peer) Close() {
 	for range p.Messages { // until readLoop ends
 	}
 }
+
+// SendNumbered sends numbered audio and video packets on p's tracks, one of each every 5 ms, until ctx ends. Each
+// payload is NumberedPayload(tag, kind, sequence number), so that a receiver can tell what arrived, and from whom.
+func (p *Peer) SendNumbered(ctx context.Context, tag string) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for seq := uint16(1); ; seq++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, tr := range []*webrtc.TrackLocalStaticRTP{p.Audio, p.Video} {
+			_ = tr.WriteRTP(&rtp.Packet{
+				Header:  rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 960, SSRC: 1, Marker: true},
+				Payload: []byte(NumberedPayload(tag, tr.Kind().String(), seq)),
+			})
+		}
+	}
+}
+
+// NumberedPayload is the payload SendNumbered gives packet seq of kind ("audio" or "video").
+func NumberedPayload(tag, kind string, seq uint16) string {
+	return fmt.Sprintf("%s-%s-%d", tag, kind, seq)
+}
