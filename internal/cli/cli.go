@@ -3,11 +3,16 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 )
 
 // EnvName is the environment variable of a flag: with prefix "TANDEM_", -send-queue is TANDEM_SEND_QUEUE.
@@ -55,4 +60,16 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("-log-format must be text or json, not %q", format)
+}
+
+// Main runs a command's run function with a context that SIGINT and SIGTERM cancel. A request for help ends
+// well; any other error is printed after the command's name, and the process exits with status 1.
+func Main(name string, run func(ctx context.Context) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
 }
