@@ -14,6 +14,10 @@ var errNoEpoll = errors.New("ws: epoll is not available")
 
 var errAgain = unix.EAGAIN
 
+// connEvents are the events a connection is watched for: edge-triggered, so that epoll_wait does not poll every
+// socket it reported last time again to see whether it is still readable.
+const connEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
+
 // poller is one epoll loop. Each connection belongs to one poller, which does all its reading.
 type poller struct {
 	srv    *Server
@@ -47,7 +51,7 @@ func (p *poller) add(c *Conn) error {
 	p.mu.Lock()
 	p.conns[int32(c.fd)] = c
 	p.mu.Unlock()
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd)}
+	ev := unix.EpollEvent{Events: connEvents, Fd: int32(c.fd)}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
 		p.remove(c)
 		return fmt.Errorf("ws: epoll_ctl add: %w", err)
@@ -66,7 +70,7 @@ func (p *poller) remove(c *Conn) {
 
 // watchWrite asks for (or stops asking for) EPOLLOUT on c; c.mu is held.
 func (p *poller) watchWrite(c *Conn, on bool) {
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd)}
+	ev := unix.EpollEvent{Events: connEvents, Fd: int32(c.fd)}
 	if on {
 		ev.Events |= unix.EPOLLOUT
 	}
@@ -87,14 +91,19 @@ func (p *poller) close() {
 func (p *poller) run() {
 	events := make([]unix.EpollEvent, 128)
 	buf := make([]byte, 64<<10)
+	// Connections whose last read filled buf: they may have more to read, and no new event will say so
+	// (edge-triggered). They are read again after the other events of the batch, one buffer each time round, so
+	// that one client sending without pause cannot hold the loop.
+	var more, again []*Conn
 	for {
-		n, err := p.wait(events)
+		n, err := p.wait(events, len(more) == 0)
 		if err != nil {
 			if err == unix.EINTR {
 				continue
 			}
 			return
 		}
+		more, again = again[:0], more
 		for i := 0; i < n; i++ {
 			ev := &events[i]
 			if int(ev.Fd) == p.wakefd {
@@ -114,33 +123,52 @@ func (p *poller) run() {
 			if ev.Events&unix.EPOLLOUT != 0 {
 				c.flush()
 			}
-			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-				p.read(c, buf)
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && p.read(c, buf) {
+				more = append(more, c)
 			}
+		}
+		for i, c := range again {
+			if c.h != nil && p.read(c, buf) { // c.h is nil once c is torn down
+				more = append(more, c)
+			}
+			again[i] = nil
 		}
 	}
 }
 
 // wait returns ready events. Under load some are usually ready already: a non-blocking look, as a raw system
-// call, finds them without the scheduler's bookkeeping for a call that may block; only when there are none does
-// the loop block in epoll_wait.
-func (p *poller) wait(events []unix.EpollEvent) (int, error) {
+// call, finds them without the scheduler's bookkeeping for a call that may block; only when there are none, and
+// block is set, does the loop block in epoll_wait.
+func (p *poller) wait(events []unix.EpollEvent, block bool) (int, error) {
 	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(p.epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
-	if e == 0 && n > 0 {
+	switch {
+	case e != 0 && e != unix.EINTR:
+		return 0, e
+	case n > 0 || !block:
 		return int(n), nil
 	}
 	return unix.EpollWait(p.epfd, events, -1)
 }
 
-func (p *poller) read(c *Conn, buf []byte) {
-	n, err := readRaw(c.fd, buf)
-	switch {
-	case err == unix.EAGAIN || err == unix.EINTR:
-		return
-	case err != nil || n == 0:
-		c.teardown()
-	case !c.onData(buf[:n]):
-		c.teardown()
+// read reads what c's peer sent, once, and reports whether that filled buf: then there may be more to read. The
+// events are edge-triggered, so a read that fills less than buf has emptied the socket (bytes that arrive after
+// it raise a new event).
+func (p *poller) read(c *Conn, buf []byte) bool {
+	for {
+		n, err := readRaw(c.fd, buf)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return false
+		case err != nil || n == 0:
+			c.teardown()
+			return false
+		case !c.onData(buf[:n]):
+			c.teardown()
+			return false
+		}
+		return n == len(buf)
 	}
 }
 
