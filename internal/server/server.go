@@ -94,6 +94,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		PingInterval: cfg.PingInterval,
 		Pollers:      cfg.Pollers,
 		IdleTimeout:  cfg.IdleTimeout,
+		Logger:       logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -156,28 +157,38 @@ func (s *Server) routes() http.Handler {
 }
 
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
-	if !s.originAllowed(r) {
+	newHandler := s.acceptWebSocket(&ws.Request{Path: r.URL.Path, Host: r.Host, Origin: r.Header.Get("Origin")})
+	if newHandler == nil {
 		http.Error(w, "this page's origin may not use this tandem server (see -allowed-origins)", http.StatusForbidden)
 		return
 	}
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	err := s.ws.Upgrade(w, r, func(c *ws.Conn) ws.Handler { return s.hub.Connect(c, host) })
+	err := s.ws.Upgrade(w, r, newHandler)
 	if err != nil && !errors.Is(err, ws.ErrNotWebSocket) {
 		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 	}
 }
 
+// acceptWebSocket says whether a WebSocket handshake may open a session of the hub, and if so makes the session.
+// The epoll loops ask it of the handshakes they read themselves (see ws.Server.Listen), serveWebSocket of those
+// that came through net/http; a handshake it refuses on a loop is left to net/http, which answers 403.
+func (s *Server) acceptWebSocket(r *ws.Request) func(*ws.Conn) ws.Handler {
+	if (r.Path != "/" && r.Path != "/ws") || !s.originAllowed(r.Origin, r.Host) {
+		return nil
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return func(c *ws.Conn) ws.Handler { return s.hub.Connect(c, host) }
+}
+
 // originAllowed applies AllowedOrigins. Requests without an Origin header come from programs, not web pages,
 // and are allowed.
-func (s *Server) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
+func (s *Server) originAllowed(origin, host string) bool {
 	if len(s.cfg.AllowedOrigins) == 0 || origin == "" {
 		return true
 	}
-	if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, r.Host) {
+	if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, host) {
 		return true
 	}
 	for _, o := range s.cfg.AllowedOrigins {
@@ -198,6 +209,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.cfg.TLS != nil {
 		ln = certs.NewListener(ln, s.cfg.TLS)
 		handler = certs.RedirectPlain(handler)
+	} else {
+		// The epoll loops accept, and answer WebSocket handshakes themselves; net/http gets the rest.
+		wsln, err := s.ws.Listen(ln, s.acceptWebSocket)
+		if err != nil {
+			_ = s.ws.Shutdown(context.Background(), ws.CloseGoingAway, "")
+			return fmt.Errorf("server: %w", err)
+		}
+		ln = wsln
 	}
 	hs := &http.Server{
 		Handler:           handler,

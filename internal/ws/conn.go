@@ -1,8 +1,9 @@
 // Package ws serves WebSocket connections (RFC 6455) with little memory for a connection that is doing nothing.
 //
-// Plain TCP connections are taken over by an epoll loop after the handshake: no goroutine and no buffer is held
-// for an idle connection, reads happen on a few loop goroutines, and a write goes straight to the socket from the
-// goroutine that sends it. Other connections (TLS) get one reader goroutine, and a writer goroutine only while
+// Plain TCP connections are served by epoll loops: a loop accepts them and answers the handshake itself (Listen;
+// requests it does not take go to net/http, where Upgrade can still take a connection over), no goroutine and no
+// buffer is held for an idle connection, reads happen on a few loop goroutines, and a write goes straight to the
+// socket from the goroutine that sends it. Other connections (TLS) get one reader goroutine, and a writer goroutine only while
 // there is something to write. Either way a connection's messages are handed to its Handler one at a time, in
 // order, and Send never blocks: a client that stops reading is disconnected when its queue is full.
 package ws
@@ -57,6 +58,8 @@ const (
 	stateOpen    = iota
 	stateClosing // our close frame is queued or sent; waiting for the peer's
 	stateClosed  // the socket is being torn down
+	// stateHandshake: an epoll loop is reading the request (see Server.Listen); nothing may be sent yet.
+	stateHandshake
 )
 
 // Conn is one WebSocket connection.
@@ -65,17 +68,18 @@ type Conn struct {
 	h   Handler
 
 	// Transport: an epoll-driven socket (fd >= 0) or a net.Conn with its own goroutines.
-	fd int
-	p  *poller
-	nc net.Conn
+	fd   int
+	p    *poller
+	nc   net.Conn
+	door *door // while the loop reads the request: the listener it came through
 
-	mu         sync.Mutex
-	state      uint8
-	writing    bool   // net.Conn mode: a writer goroutine is running
-	wantWrite  bool   // epoll mode: EPOLLOUT is registered
-	out        []byte // bytes queued for the socket
-	counted    int    // len(out) as counted in the server's total of queued bytes
-	closeSince int64  // when the close began (unix nanoseconds)
+	mu        sync.Mutex
+	state     uint8
+	writing   bool   // net.Conn mode: a writer goroutine is running
+	wantWrite bool   // epoll mode: EPOLLOUT is registered
+	out       []byte // bytes queued for the socket
+	counted   int    // len(out) as counted in the server's total of queued bytes
+	since     int64  // when the handshake or the close began (unix nanoseconds)
 
 	lastRead atomic.Int64 // unix nanoseconds of the last bytes from the peer
 	lastPing atomic.Int64 // unix nanoseconds of the last ping sent
@@ -115,6 +119,10 @@ func (c *Conn) Close(code int, reason string) {
 }
 
 func (c *Conn) closeLocked(code int, reason string) {
+	if c.state == stateHandshake {
+		c.abortLocked()
+		return
+	}
 	if c.state != stateOpen {
 		return
 	}
@@ -125,7 +133,7 @@ func (c *Conn) closeLocked(code int, reason string) {
 		return
 	}
 	c.state = stateClosing
-	c.closeSince = time.Now().UnixNano()
+	c.since = time.Now().UnixNano()
 	c.closeWriteIfFlushedLocked()
 }
 
@@ -147,35 +155,41 @@ func (c *Conn) writeFrameLocked(op byte, payload []byte) bool {
 		binary.BigEndian.PutUint64(hdr[2:], uint64(l))
 		n = 10
 	}
+	return c.writeLocked(hdr[:n], payload, op == opClose)
+}
+
+// writeLocked writes or queues a and then b; must is set for bytes that are queued even over the limits (a close
+// frame, the handshake's answer). On overflow or a write error it aborts the connection and returns false.
+func (c *Conn) writeLocked(a, b []byte, must bool) bool {
 	if c.fd >= 0 && len(c.out) == 0 {
-		written, err := writev(c.fd, hdr[:n], payload)
+		written, err := writev(c.fd, a, b)
 		if err != nil {
 			c.abortLocked()
 			return false
 		}
-		if written == n+len(payload) {
+		if written == len(a)+len(b) {
 			return true
 		}
 		// The socket is full: keep the rest and wait for EPOLLOUT.
-		if written < n {
-			c.out = append(c.out, hdr[written:n]...)
-			c.out = append(c.out, payload...)
+		if written < len(a) {
+			c.out = append(c.out, a[written:]...)
+			c.out = append(c.out, b...)
 		} else {
-			c.out = append(c.out, payload[written-n:]...)
+			c.out = append(c.out, b[written-len(a):]...)
 		}
 		c.count()
 		c.p.watchWrite(c, true)
 		c.wantWrite = true
 		return true
 	}
-	more := n + len(payload)
-	if op != opClose && (len(c.out)+more > c.srv.cfg.SendQueue || c.srv.queued.Load()+int64(more) > int64(c.srv.cfg.TotalQueue)) {
+	more := len(a) + len(b)
+	if !must && (len(c.out)+more > c.srv.cfg.SendQueue || c.srv.queued.Load()+int64(more) > int64(c.srv.cfg.TotalQueue)) {
 		c.srv.slowDrops.Add(1)
 		c.abortLocked()
 		return false
 	}
-	c.out = append(c.out, hdr[:n]...)
-	c.out = append(c.out, payload...)
+	c.out = append(c.out, a...)
+	c.out = append(c.out, b...)
 	c.count()
 	if c.nc != nil && !c.writing {
 		c.writing = true
@@ -282,6 +296,9 @@ func (c *Conn) flush() {
 
 // onData parses the bytes read from the peer. It reports false when the connection must be torn down.
 func (c *Conn) onData(data []byte) bool {
+	if c.door != nil {
+		return c.onRequest(data)
+	}
 	c.lastRead.Store(time.Now().UnixNano())
 	if c.discard {
 		return true
@@ -469,7 +486,7 @@ func (c *Conn) onCloseFrame(payload []byte) bool {
 		binary.BigEndian.PutUint16(echo[:], uint16(code))
 		c.writeFrameLocked(opClose, echo[:])
 		c.state = stateClosing
-		c.closeSince = time.Now().UnixNano()
+		c.since = time.Now().UnixNano()
 	}
 	if c.state == stateClosed || (len(c.out) == 0 && !c.writing) {
 		return false

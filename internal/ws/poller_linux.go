@@ -26,6 +26,7 @@ type poller struct {
 
 	mu    sync.RWMutex
 	conns map[int32]*Conn
+	doors map[int32]*door // listening sockets this loop accepts on
 }
 
 func newPoller(s *Server) (*poller, error) {
@@ -44,7 +45,7 @@ func newPoller(s *Server) (*poller, error) {
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("ws: epoll_ctl: %w", err)
 	}
-	return &poller{srv: s, epfd: epfd, wakefd: wakefd, conns: make(map[int32]*Conn)}, nil
+	return &poller{srv: s, epfd: epfd, wakefd: wakefd, conns: make(map[int32]*Conn), doors: make(map[int32]*door)}, nil
 }
 
 func (p *poller) add(c *Conn) error {
@@ -65,6 +66,26 @@ func (p *poller) remove(c *Conn) {
 	if p.conns[int32(c.fd)] == c {
 		delete(p.conns, int32(c.fd))
 	}
+	p.mu.Unlock()
+}
+
+// addDoor has the loop accept on d's listening socket (level-triggered: acceptAll takes a few at a time).
+func (p *poller) addDoor(d *door) error {
+	p.mu.Lock()
+	p.doors[int32(d.fd)] = d
+	p.mu.Unlock()
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(d.fd)}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, d.fd, &ev); err != nil {
+		p.removeDoor(d)
+		return fmt.Errorf("ws: epoll_ctl add: %w", err)
+	}
+	return nil
+}
+
+func (p *poller) removeDoor(d *door) {
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, d.fd, nil)
+	p.mu.Lock()
+	delete(p.doors, int32(d.fd))
 	p.mu.Unlock()
 }
 
@@ -116,7 +137,14 @@ func (p *poller) run() {
 			}
 			p.mu.RLock()
 			c := p.conns[ev.Fd]
+			var d *door
+			if c == nil {
+				d = p.doors[ev.Fd]
+			}
 			p.mu.RUnlock()
+			if d != nil {
+				d.acceptAll()
+			}
 			if c == nil {
 				continue
 			}
@@ -194,10 +222,14 @@ func detach(tcp *net.TCPConn) (int, error) {
 	return fd, nil
 }
 
-// writev writes a and b with one system call.
+// writev writes a and b with one system call; a full socket writes nothing and is no error.
 func writev(fd int, a, b []byte) (int, error) {
 	if len(b) == 0 {
-		return write(fd, a)
+		n, err := write(fd, a)
+		if err == errAgain {
+			return 0, nil
+		}
+		return n, err
 	}
 	iov := [2]unix.Iovec{{Base: &a[0]}, {Base: &b[0]}}
 	iov[0].SetLen(len(a))

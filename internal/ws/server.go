@@ -3,10 +3,10 @@ package ws
 import (
 	"bufio"
 	"context"
-	"crypto/sha1"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
@@ -28,9 +28,13 @@ type Config struct {
 	IdleTimeout  time.Duration // a connection silent this long is dropped; default 60 s
 	CloseTimeout time.Duration // how long a closing handshake may take; default 3 s
 	WriteTimeout time.Duration // longest blocking write (TLS connections); default 10 s
-	Pollers      int           // epoll loops; default half of GOMAXPROCS, at least one
+	// HandshakeTimeout bounds how long the epoll loop waits for a request to arrive whole (Listen); default 10 s.
+	HandshakeTimeout time.Duration
+	Pollers          int // epoll loops; default half of GOMAXPROCS, at least one
 	// NoEpoll serves every connection with goroutines, as TLS connections are.
 	NoEpoll bool
+	// Logger, if not nil, is told of trouble the server cannot report otherwise (accept failing).
+	Logger *slog.Logger
 }
 
 func (c *Config) setDefaults() error {
@@ -56,10 +60,11 @@ func (c *Config) setDefaults() error {
 	defDur(&c.IdleTimeout, 60*time.Second)
 	defDur(&c.CloseTimeout, 3*time.Second)
 	defDur(&c.WriteTimeout, 10*time.Second)
+	defDur(&c.HandshakeTimeout, 10*time.Second)
 	switch {
 	case c.MaxMessage < 0, c.SendQueue < 0, c.TotalQueue < 0, c.Pollers < 0:
 		return errors.New("ws: limits must not be negative")
-	case c.PingInterval < 0, c.IdleTimeout < 0, c.CloseTimeout < 0, c.WriteTimeout < 0:
+	case c.PingInterval < 0, c.IdleTimeout < 0, c.CloseTimeout < 0, c.WriteTimeout < 0, c.HandshakeTimeout < 0:
 		return errors.New("ws: durations must not be negative")
 	case c.IdleTimeout <= c.PingInterval:
 		return fmt.Errorf("ws: the idle timeout (%v) must be longer than the ping interval (%v)", c.IdleTimeout, c.PingInterval)
@@ -73,13 +78,15 @@ type Server struct {
 	pollers []*poller
 	next    atomic.Uint32
 
-	mu      sync.Mutex
-	conns   map[*Conn]struct{}
-	closing bool
-	drained chan struct{} // closed when conns is empty during shutdown
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	started bool
+	mu         sync.Mutex
+	conns      map[*Conn]struct{} // open connections, and those whose request a loop is reading
+	handshakes int                // how many of conns are still being read
+	doors      []*door            // listeners from Listen
+	closing    bool
+	drained    chan struct{} // closed when conns is empty during shutdown
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	started    bool
 
 	slowDrops atomic.Uint64
 	queued    atomic.Int64 // bytes in the queues of all connections
@@ -132,11 +139,17 @@ func (s *Server) Start() error {
 	return nil
 }
 
-// Len returns the number of open connections.
+// Len returns the number of open WebSocket connections.
 func (s *Server) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.conns)
+	return len(s.conns) - s.handshakes
+}
+
+func (s *Server) logf(msg string, args ...any) {
+	if s.cfg.Logger != nil {
+		s.cfg.Logger.Warn(msg, args...)
+	}
 }
 
 // SlowDrops returns how many connections were dropped because they did not read what was sent to them.
@@ -206,7 +219,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newHandler func
 	if len(s.pollers) > 0 {
 		p = s.pollers[int(s.next.Add(1))%len(s.pollers)]
 	}
-	if tcp, ok := nc.(*net.TCPConn); ok && p != nil {
+	if tcp, ok := tcpConn(nc); ok && p != nil {
 		fd, err := detach(tcp)
 		if err != nil {
 			_ = nc.Close()
@@ -243,11 +256,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newHandler func
 }
 
 func (s *Server) handshake(nc net.Conn, w *bufio.Writer, key string) error {
-	h := sha1.New()
-	h.Write([]byte(key))
-	h.Write([]byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	var accept [28]byte
-	base64.StdEncoding.Encode(accept[:], h.Sum(nil))
+	accept := acceptKey([]byte(key))
 	_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 	w.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ")
 	w.Write(accept[:])
@@ -266,12 +275,26 @@ func (s *Server) add(c *Conn) bool {
 		return false
 	}
 	s.conns[c] = struct{}{}
+	if c.door != nil {
+		s.handshakes++
+	}
 	return true
+}
+
+// upgraded counts c, whose handshake the loop has answered, as open; false if the server is shutting down.
+func (s *Server) upgraded(c *Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.handshakes--
+	return !s.closing
 }
 
 func (s *Server) remove(c *Conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, ok := s.conns[c]; ok && c.door != nil {
+		s.handshakes--
+	}
 	delete(s.conns, c)
 	if s.closing && len(s.conns) == 0 && s.drained != nil {
 		close(s.drained)
@@ -322,10 +345,7 @@ func (c *Conn) readLoop() {
 
 // sweep pings silent connections and drops dead ones and stuck closes.
 func (s *Server) sweep() {
-	period := s.cfg.PingInterval / 4
-	if period > time.Second {
-		period = time.Second
-	}
+	period := min(s.cfg.PingInterval/4, s.cfg.HandshakeTimeout/2, time.Second)
 	t := time.NewTicker(period)
 	defer t.Stop()
 	var batch []*Conn
@@ -355,7 +375,9 @@ func (c *Conn) keepalive(now int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
-	case c.state == stateClosing && now-c.closeSince > int64(cfg.CloseTimeout):
+	case c.state == stateHandshake && now-c.since > int64(cfg.HandshakeTimeout):
+		c.abortLocked()
+	case c.state == stateClosing && now-c.since > int64(cfg.CloseTimeout):
 		c.abortLocked()
 	case c.state != stateOpen:
 	case now-last > int64(cfg.IdleTimeout):
@@ -385,8 +407,12 @@ func (s *Server) Shutdown(ctx context.Context, code int, reason string) error {
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
+	doors := s.doors
 	s.mu.Unlock()
 
+	for _, d := range doors {
+		_ = d.Close()
+	}
 	for _, c := range conns {
 		c.Close(code, reason)
 	}

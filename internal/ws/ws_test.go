@@ -55,11 +55,13 @@ func (e *events) wait(t *testing.T) string {
 	}
 }
 
-// modes runs a test with connections on the epoll loop and on goroutines.
+// modes runs a test with connections upgraded through net/http onto the epoll loop or onto goroutines, and with
+// connections accepted and upgraded by the epoll loop itself (Listen).
 var modes = []struct {
 	name    string
 	noEpoll bool
-}{{"epoll", false}, {"goroutines", true}}
+	door    bool
+}{{"epoll", false, false}, {"goroutines", true, false}, {"door", false, true}}
 
 type harness struct {
 	srv    *Server
@@ -69,6 +71,13 @@ type harness struct {
 
 func start(t *testing.T, cfg Config, echo bool) *harness {
 	t.Helper()
+	return startDoor(t, cfg, echo, false)
+}
+
+// startDoor starts a server; with door, its epoll loop accepts the connections and answers the handshakes to
+// every path but /http, and net/http is given the other requests.
+func startDoor(t *testing.T, cfg Config, echo, door bool) *harness {
+	t.Helper()
 	srv, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -77,13 +86,31 @@ func start(t *testing.T, cfg Config, echo bool) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{srv: srv, events: make(chan *events, 16)}
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = srv.Upgrade(w, r, func(c *Conn) Handler {
-			e := &events{c: c, echo: echo, ch: make(chan string, 1024)}
-			h.events <- e
-			return e
-		})
+	newHandler := func(c *Conn) Handler {
+		e := &events{c: c, echo: echo, ch: make(chan string, 1024)}
+		h.events <- e
+		return e
+	}
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/http" {
+			fmt.Fprint(w, "served by net/http")
+			return
+		}
+		_ = srv.Upgrade(w, r, newHandler)
 	}))
+	if door {
+		ln, err := srv.Listen(hs.Listener, func(r *Request) func(*Conn) Handler {
+			if r.Path == "/http" {
+				return nil
+			}
+			return newHandler
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs.Listener = ln
+	}
+	hs.Start()
 	h.url = hs.URL
 	t.Cleanup(func() {
 		hs.Close()
@@ -229,7 +256,7 @@ func (c *rawClient) expectText(want string) {
 func TestMessages(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := start(t, Config{NoEpoll: mode.noEpoll}, true)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll}, true, mode.door)
 			// A message sent together with the handshake must not be lost.
 			c := dialRaw(t, h.url, frame(true, opText, []byte("early"), true))
 			e := h.next(t)
@@ -306,7 +333,7 @@ func TestProtocolErrors(t *testing.T) {
 	}
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := start(t, Config{NoEpoll: mode.noEpoll, MaxMessage: 1024}, false)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, MaxMessage: 1024}, false, mode.door)
 			for _, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
 					c := dialRaw(t, h.url, nil)
@@ -341,7 +368,7 @@ func TestTooLargeTellsClientFirst(t *testing.T) {
 func TestKeepalive(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := start(t, Config{NoEpoll: mode.noEpoll, PingInterval: 40 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}, false)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, PingInterval: 40 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}, false, mode.door)
 
 			// A client that answers pings stays; one that does not is dropped.
 			alive := dialRaw(t, h.url, nil)
@@ -398,7 +425,7 @@ func isReset(err error) bool { return strings.Contains(err.Error(), "reset") }
 func TestSlowReaderIsDropped(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := start(t, Config{NoEpoll: mode.noEpoll, SendQueue: 64 << 10}, false)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, SendQueue: 64 << 10}, false, mode.door)
 			c := dialRaw(t, h.url, nil) // never reads
 			e := h.next(t)
 			msg := bytes.Repeat([]byte("z"), 32<<10)
@@ -430,7 +457,7 @@ func TestSlowReaderIsDropped(t *testing.T) {
 func TestTotalQueueBound(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := start(t, Config{NoEpoll: mode.noEpoll, SendQueue: 1 << 20, TotalQueue: 64 << 10}, false)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, SendQueue: 1 << 20, TotalQueue: 64 << 10}, false, mode.door)
 			dialRaw(t, h.url, nil) // never reads
 			e := h.next(t)
 			msg := bytes.Repeat([]byte("q"), 16<<10)
@@ -454,6 +481,9 @@ func TestTotalQueueBound(t *testing.T) {
 
 func TestShutdownClosesWithGoingAway(t *testing.T) {
 	for _, mode := range modes {
+		if mode.door {
+			continue // TestDoorShutdown
+		}
 		t.Run(mode.name, func(t *testing.T) {
 			srv, err := NewServer(Config{NoEpoll: mode.noEpoll})
 			if err != nil {
@@ -501,8 +531,16 @@ func TestShutdownClosesWithGoingAway(t *testing.T) {
 	}
 }
 
+// TestHandshakeRefusals: what is not a WebSocket handshake gets an HTTP error, from Upgrade through net/http
+// whether or not the epoll loop read the request first.
 func TestHandshakeRefusals(t *testing.T) {
-	h := start(t, Config{}, false)
+	for _, door := range []bool{false, true} {
+		t.Run(fmt.Sprint("door=", door), func(t *testing.T) { testHandshakeRefusals(t, door) })
+	}
+}
+
+func testHandshakeRefusals(t *testing.T, door bool) {
+	h := startDoor(t, Config{}, false, door)
 	for _, tt := range []struct {
 		name   string
 		header map[string]string

@@ -1,0 +1,306 @@
+package ws
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// door accepts connections on a listening socket inside an epoll loop. A connection's request is read by the
+// loop that will serve the connection; a WebSocket handshake its Acceptor takes is answered there at once, so a
+// new client costs no goroutine, no HTTP server state and no second descriptor. Any other request is handed to
+// net/http, with the bytes read so far, through the net.Listener the door also is.
+type door struct {
+	srv    *Server
+	p      *poller // the loop that accepts
+	accept Acceptor
+	addr   net.Addr
+
+	mu      sync.Mutex // held while accepting, so that Close never closes fd under accept4
+	fd      int
+	closed  bool
+	paused  bool          // out of descriptors: the socket is out of the loop for a while
+	backoff time.Duration // how long the next pause lasts
+
+	handoff chan net.Conn // connections for net/http
+	done    chan struct{} // closed by Close
+	once    sync.Once
+}
+
+// Listen serves ln from the server's epoll loops: they accept its connections and complete the WebSocket
+// handshakes that accept takes. It returns the listener of every other connection, which the caller serves with
+// net/http (a handshake that lands there can still be completed with Upgrade). ln is closed; closing the returned
+// listener stops accepting. Where there is no epoll loop (another platform, Config.NoEpoll, a listener that is
+// not TCP) ln itself is returned, and net/http sees everything.
+func (s *Server) Listen(ln net.Listener, accept Acceptor) (net.Listener, error) {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok || len(s.pollers) == 0 {
+		return ln, nil
+	}
+	raw, err := tl.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("ws: %w", err)
+	}
+	fd := -1
+	var dupErr error
+	if err := raw.Control(func(orig uintptr) {
+		fd, dupErr = unix.FcntlInt(orig, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, fmt.Errorf("ws: %w", err)
+	}
+	if dupErr != nil {
+		return nil, fmt.Errorf("ws: dup: %w", dupErr)
+	}
+	d := &door{
+		srv: s, p: s.pollers[0], accept: accept, addr: ln.Addr(), fd: fd,
+		backoff: 5 * time.Millisecond,
+		handoff: make(chan net.Conn, 64),
+		done:    make(chan struct{}),
+	}
+	_ = ln.Close()
+	s.mu.Lock()
+	closing := s.closing
+	if !closing {
+		s.doors = append(s.doors, d)
+	}
+	s.mu.Unlock()
+	if closing {
+		unix.Close(fd)
+		return nil, errClosed
+	}
+	if err := d.p.addDoor(d); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return d, nil
+}
+
+// Accept returns the next connection for net/http.
+func (d *door) Accept() (net.Conn, error) {
+	select {
+	case c := <-d.handoff:
+		return c, nil
+	case <-d.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting. Connections accepted already are unaffected.
+func (d *door) Close() error {
+	d.once.Do(func() {
+		close(d.done)
+		d.p.removeDoor(d)
+		d.mu.Lock()
+		d.closed = true
+		unix.Close(d.fd)
+		d.mu.Unlock()
+		for {
+			select {
+			case c := <-d.handoff:
+				_ = c.Close()
+			default:
+				return
+			}
+		}
+	})
+	return nil
+}
+
+func (d *door) Addr() net.Addr { return d.addr }
+
+// acceptAll takes the connections waiting on the listening socket, a bounded number at a time (the socket is
+// level-triggered: the loop comes back for the rest after serving other events).
+func (d *door) acceptAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := 0; i < 64 && !d.closed; i++ {
+		nfd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(d.fd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+		switch e {
+		case 0:
+			d.backoff = 5 * time.Millisecond
+			d.start(int(nfd))
+			continue
+		case unix.EINTR, unix.ECONNABORTED, unix.EPERM, unix.EPROTO:
+			continue
+		case unix.EAGAIN:
+			return
+		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+			d.pauseLocked(e)
+			return
+		default:
+			d.srv.logf("accept failed", "err", e)
+			d.pauseLocked(e)
+			return
+		}
+	}
+}
+
+// pauseLocked takes the listening socket out of the loop for a while, as net/http does when accept fails for
+// want of descriptors: the waiting clients stay in the backlog until then.
+func (d *door) pauseLocked(err error) {
+	if d.paused {
+		return
+	}
+	d.paused = true
+	wait := d.backoff
+	d.backoff = min(2*d.backoff, time.Second)
+	d.srv.logf("cannot accept connections; retrying", "err", err, "retry_in", wait)
+	_ = unix.EpollCtl(d.p.epfd, unix.EPOLL_CTL_DEL, d.fd, nil)
+	time.AfterFunc(wait, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.paused = false
+		if !d.closed {
+			ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(d.fd)}
+			_ = unix.EpollCtl(d.p.epfd, unix.EPOLL_CTL_ADD, d.fd, &ev)
+		}
+	})
+}
+
+// start takes a new connection into a loop, where its request is read.
+func (d *door) start(fd int) {
+	// As net.TCPConn does: small messages go out at once.
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	s := d.srv
+	c := &Conn{srv: s, fd: fd, p: s.pollers[int(s.next.Add(1))%len(s.pollers)], h: handshaking{}, door: d, state: stateHandshake}
+	c.since = time.Now().UnixNano()
+	if !s.add(c) {
+		closeFD(fd)
+		return
+	}
+	if err := c.p.add(c); err != nil {
+		c.teardown()
+	}
+}
+
+// onRequest reads the bytes of c's request. When the request is complete, the handshake is either answered here
+// or handed to net/http with everything read. It reports false when c must be torn down.
+func (c *Conn) onRequest(data []byte) bool {
+	if len(c.in) > 0 || bytes.Index(data, []byte("\r\n\r\n")) < 0 {
+		c.in = append(c.in, data...)
+		data = c.in
+	}
+	end := bytes.Index(data, []byte("\r\n\r\n"))
+	switch {
+	case end < 0 && len(data) <= maxRequest:
+		return true // more to come
+	case end < 0:
+		return c.handOff(data)
+	}
+	req, early := data[:end+4], data[end+4:]
+	hs, ok := parseHandshake(req)
+	var newHandler func(*Conn) Handler
+	if ok {
+		newHandler = c.door.accept(&hs.Request)
+	}
+	if newHandler == nil {
+		return c.handOff(data)
+	}
+	now := time.Now().UnixNano()
+	c.lastRead.Store(now)
+	c.lastPing.Store(now)
+	c.mu.Lock()
+	if c.state != stateHandshake { // shut down meanwhile
+		c.mu.Unlock()
+		return false
+	}
+	c.state = stateOpen
+	ok = c.writeLocked(switchingProtocols(hs.key), nil, true)
+	c.mu.Unlock()
+	c.door, c.in = nil, nil
+	if !c.srv.upgraded(c) || !ok {
+		return false
+	}
+	c.h = newHandler(c)
+	if len(early) > 0 {
+		return c.onData(early)
+	}
+	return true
+}
+
+// handOff gives c, with the bytes read so far, to net/http. It reports false: the loop is done with c.
+func (c *Conn) handOff(read []byte) bool {
+	d := c.door
+	c.p.remove(c)
+	c.srv.remove(c)
+	c.mu.Lock()
+	c.state = stateClosed
+	c.mu.Unlock()
+	fd := c.fd
+	c.fd, c.h, c.door, c.in = -1, nil, nil, nil
+	f := os.NewFile(uintptr(fd), "")
+	nc, err := net.FileConn(f) // a copy of the descriptor, in the Go runtime's poller
+	_ = f.Close()
+	if err != nil {
+		c.srv.logf("cannot pass a connection to net/http", "err", err)
+		return false
+	}
+	pc := &prefixConn{Conn: nc, prefix: append([]byte(nil), read...)}
+	select {
+	case d.handoff <- pc:
+	default:
+		// net/http is behind: wait for it on a goroutine, not in the loop.
+		go func() {
+			select {
+			case d.handoff <- pc:
+			case <-d.done:
+				_ = pc.Close()
+			}
+		}()
+	}
+	return false
+}
+
+// prefixConn is a connection handed to net/http: it reads first what the loop read.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(b, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+// WriteTo keeps io.Copy from going around Read.
+func (c *prefixConn) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	if len(c.prefix) > 0 {
+		n, err := w.Write(c.prefix)
+		total += int64(n)
+		c.prefix = c.prefix[n:]
+		if err != nil {
+			return total, err
+		}
+	}
+	n, err := io.Copy(w, c.Conn)
+	return total + n, err
+}
+
+// tcpConn returns the TCP connection nc is, or is under a connection handed to net/http once what the loop
+// read has been read again, so that Upgrade can detach it.
+func tcpConn(nc net.Conn) (*net.TCPConn, bool) {
+	if pc, ok := nc.(*prefixConn); ok && len(pc.prefix) == 0 {
+		nc = pc.Conn
+	}
+	t, ok := nc.(*net.TCPConn)
+	return t, ok
+}
+
+// handshaking is the Handler of a connection whose request is still being read: it has nothing to be told.
+type handshaking struct{}
+
+func (handshaking) OnText([]byte)  {}
+func (handshaking) OnBinary()      {}
+func (handshaking) OnTooLarge(int) {}
+func (handshaking) OnClose()       {}

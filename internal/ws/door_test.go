@@ -1,0 +1,197 @@
+package ws
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+const handshakeRequest = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+
+// dialTCP connects to the harness's server without saying anything.
+func dialTCP(t *testing.T, h *harness) net.Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return nc
+}
+
+// expectUpgrade reads the answer to a handshake and returns a client for the connection.
+func expectUpgrade(t *testing.T, nc net.Conn, br *bufio.Reader) *rawClient {
+	t.Helper()
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 || resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+		t.Fatalf("handshake: %s, accept %q", resp.Status, resp.Header.Get("Sec-WebSocket-Accept"))
+	}
+	_ = nc.SetReadDeadline(time.Time{})
+	return &rawClient{t: t, nc: nc, br: br}
+}
+
+// TestDoorRequestInPieces: a handshake that arrives a few bytes at a time, with a message right behind its last
+// piece, is answered once whole, and the message is delivered.
+func TestDoorRequestInPieces(t *testing.T) {
+	h := startDoor(t, Config{}, true, true)
+	nc := dialTCP(t, h)
+	req := []byte(handshakeRequest)
+	for len(req) > 0 {
+		n := min(7, len(req))
+		if _, err := nc.Write(req[:n]); err != nil {
+			t.Fatal(err)
+		}
+		req = req[n:]
+	}
+	if _, err := nc.Write(frame(true, opText, []byte("hello"), true)); err != nil {
+		t.Fatal(err)
+	}
+	c := expectUpgrade(t, nc, bufio.NewReader(nc))
+	e := h.next(t)
+	if ev := e.wait(t); ev != "text:hello" {
+		t.Fatalf("got %q", ev)
+	}
+	c.expectText("hello")
+	if n := h.srv.Len(); n != 1 {
+		t.Fatalf("Len %d, want 1", n)
+	}
+}
+
+// TestDoorHandsOverToHTTP: requests the loop does not take (another path, a long header, a keep-alive
+// connection that upgrades after a plain request) reach net/http with every byte, and still work.
+func TestDoorHandsOverToHTTP(t *testing.T) {
+	h := startDoor(t, Config{}, true, true)
+
+	t.Run("plain request, then an upgrade on the same connection", func(t *testing.T) {
+		nc := dialTCP(t, h)
+		br := bufio.NewReader(nc)
+		if _, err := io.WriteString(nc, "GET /http HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(body) != "served by net/http" {
+			t.Fatalf("%s %q", resp.Status, body)
+		}
+		if _, err := io.WriteString(nc, handshakeRequest); err != nil {
+			t.Fatal(err)
+		}
+		c := expectUpgrade(t, nc, br)
+		c.send(frame(true, opText, []byte("after http"), true))
+		c.expectText("after http")
+		if ev := h.next(t).wait(t); ev != "text:after http" {
+			t.Fatalf("got %q", ev)
+		}
+	})
+
+	t.Run("handshake longer than the loop reads", func(t *testing.T) {
+		nc := dialTCP(t, h)
+		req := strings.Replace(handshakeRequest, "Host: x\r\n", "Host: x\r\nX-Padding: "+strings.Repeat("p", maxRequest)+"\r\n", 1)
+		if _, err := io.WriteString(nc, req); err != nil {
+			t.Fatal(err)
+		}
+		c := expectUpgrade(t, nc, bufio.NewReader(nc))
+		c.send(frame(true, opText, []byte("long"), true))
+		c.expectText("long")
+		if ev := h.next(t).wait(t); ev != "text:long" {
+			t.Fatalf("got %q", ev)
+		}
+	})
+}
+
+// TestDoorHandshakeTimeout: a connection that never finishes its request is dropped after HandshakeTimeout,
+// and is never counted as a WebSocket connection.
+func TestDoorHandshakeTimeout(t *testing.T) {
+	h := startDoor(t, Config{HandshakeTimeout: 200 * time.Millisecond}, false, true)
+	nc := dialTCP(t, h)
+	if _, err := io.WriteString(nc, handshakeRequest[:30]); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := nc.Read(make([]byte, 1))
+	if n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read %d, %v: the connection should have been dropped", n, err)
+	}
+	if n := h.srv.Len(); n != 0 {
+		t.Fatalf("Len %d, want 0", n)
+	}
+}
+
+// TestDoorShutdown: Shutdown closes the listener, upgraded connections with the code given, and connections
+// whose request is still coming.
+func TestDoorShutdown(t *testing.T) {
+	srv, err := NewServer(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := make(chan *events, 4)
+	wsln, err := srv.Listen(ln, func(*Request) func(*Conn) Handler {
+		return func(c *Conn) Handler {
+			e := &events{c: c, ch: make(chan string, 16)}
+			evs <- e
+			return e
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan error, 1)
+	go func() {
+		_, err := wsln.Accept()
+		accepted <- err
+	}()
+	h := &harness{srv: srv, url: "http://" + wsln.Addr().String()}
+	open := dialRaw(t, h.url, nil)
+	e := <-evs
+	half := dialTCP(t, h)
+	if _, err := io.WriteString(half, handshakeRequest[:30]); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(ctx, CloseGoingAway, "bye") }()
+	if code := open.expectClose(); code != CloseGoingAway {
+		t.Fatalf("close code %d", code)
+	}
+	open.send(frame(true, opClose, []byte{0x03, 0xe9}, true))
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if ev := e.wait(t); ev != "close" {
+		t.Fatalf("got %q", ev)
+	}
+	_ = half.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := half.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("half-open connection: read %d, %v; want it closed", n, err)
+	}
+	if err := <-accepted; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept after shutdown: %v, want net.ErrClosed", err)
+	}
+	if _, err := net.Dial("tcp", wsln.Addr().String()); err == nil {
+		t.Fatal("the listener still accepts after shutdown")
+	}
+}
