@@ -97,8 +97,8 @@ for set in $sets; do
   case $set in
   closed) # as fast as each server answers (closed loop), fresh servers
     for round in $(seq "$rounds"); do
-      for s in $servers tandem-p1 tutorial-log; do measure $s relay-500 "$round" -scenario relay -users 500 -duration "$duration"; done
-      for s in $servers tandem-p1; do measure $s relay-5000 "$round" -scenario relay -users 5000 -duration "$duration"; done
+      for s in $servers tutorial-log; do measure $s relay-500 "$round" -scenario relay -users 500 -duration "$duration"; done
+      for s in $servers; do measure $s relay-5000 "$round" -scenario relay -users 5000 -duration "$duration"; done
       for s in $servers; do measure $s login-10000 "$round" -scenario login -users 10000 -concurrency 100; done
       for s in $servers; do measure $s setup-1000 "$round" -scenario setup -users 1000 -duration "$duration"; done
       for s in $servers; do measure $s idle-19500 "$round" -scenario idle -users 19500 -concurrency 100; done
@@ -106,7 +106,7 @@ for set in $sets; do
   paced) # every server at the same load: latency and CPU time compared like for like
     for round in $(seq "$rounds"); do
       for n in 500 5000; do
-        for s in $servers tandem-p1; do measure $s "paced-relay-$n" "$round" -scenario relay -users $n -rate "$rate" -duration "$duration"; done
+        for s in $servers; do measure $s "paced-relay-$n" "$round" -scenario relay -users $n -rate "$rate" -duration "$duration"; done
       done
     done ;;
   flat) # the flatness curve: the same load with more users online
