@@ -15,9 +15,6 @@ import (
 	"time"
 )
 
-const handshakeRequest = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-
 // dialTCP connects to the harness's server without saying anything.
 func dialTCP(t *testing.T, h *harness) net.Conn {
 	t.Helper()

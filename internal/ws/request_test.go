@@ -8,6 +8,9 @@ import (
 	"testing"
 )
 
+const handshakeRequest = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+
 func TestParseHandshake(t *testing.T) {
 	ok := handshakeRequest
 	for _, tt := range []struct {

@@ -148,9 +148,7 @@ func dialRaw(t *testing.T, url string, early []byte) *rawClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close() })
-	req := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if _, err := nc.Write(append([]byte(req), early...)); err != nil {
+	if _, err := nc.Write(append([]byte(handshakeRequest), early...)); err != nil {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(nc)
