@@ -151,14 +151,13 @@ func (d *door) pauseLocked(err error) {
 	wait := d.backoff
 	d.backoff = min(2*d.backoff, time.Second)
 	d.srv.logf("cannot accept connections; retrying", "err", err, "retry_in", wait)
-	_ = unix.EpollCtl(d.p.epfd, unix.EPOLL_CTL_DEL, d.fd, nil)
+	d.p.unwatch(d.fd)
 	time.AfterFunc(wait, func() {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		d.paused = false
 		if !d.closed {
-			ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(d.fd)}
-			_ = unix.EpollCtl(d.p.epfd, unix.EPOLL_CTL_ADD, d.fd, &ev)
+			_ = d.p.watch(d.fd, unix.EPOLLIN)
 		}
 	})
 }

@@ -4,7 +4,6 @@ package ws
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -24,21 +23,6 @@ func dialTCP(t *testing.T, h *harness) net.Conn {
 	}
 	t.Cleanup(func() { nc.Close() })
 	return nc
-}
-
-// expectUpgrade reads the answer to a handshake and returns a client for the connection.
-func expectUpgrade(t *testing.T, nc net.Conn, br *bufio.Reader) *rawClient {
-	t.Helper()
-	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != 101 || resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
-		t.Fatalf("handshake: %s, accept %q", resp.Status, resp.Header.Get("Sec-WebSocket-Accept"))
-	}
-	_ = nc.SetReadDeadline(time.Time{})
-	return &rawClient{t: t, nc: nc, br: br}
 }
 
 // TestDoorRequestInPieces: a handshake that arrives a few bytes at a time, with a message right behind its last
@@ -169,20 +153,7 @@ func TestDoorShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- srv.Shutdown(ctx, CloseGoingAway, "bye") }()
-	if code := open.expectClose(); code != CloseGoingAway {
-		t.Fatalf("close code %d", code)
-	}
-	open.send(frame(true, opClose, []byte{0x03, 0xe9}, true))
-	if err := <-done; err != nil {
-		t.Fatalf("Shutdown: %v", err)
-	}
-	if ev := e.wait(t); ev != "close" {
-		t.Fatalf("got %q", ev)
-	}
+	shutDown(t, srv, open, e)
 	_ = half.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := half.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("half-open connection: read %d, %v; want it closed", n, err)

@@ -52,16 +52,15 @@ func (p *poller) add(c *Conn) error {
 	p.mu.Lock()
 	p.conns[int32(c.fd)] = c
 	p.mu.Unlock()
-	ev := unix.EpollEvent{Events: connEvents, Fd: int32(c.fd)}
-	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+	if err := p.watch(c.fd, connEvents); err != nil {
 		p.remove(c)
-		return fmt.Errorf("ws: epoll_ctl add: %w", err)
+		return err
 	}
 	return nil
 }
 
 func (p *poller) remove(c *Conn) {
-	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	p.unwatch(c.fd)
 	p.mu.Lock()
 	if p.conns[int32(c.fd)] == c {
 		delete(p.conns, int32(c.fd))
@@ -74,20 +73,31 @@ func (p *poller) addDoor(d *door) error {
 	p.mu.Lock()
 	p.doors[int32(d.fd)] = d
 	p.mu.Unlock()
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(d.fd)}
-	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, d.fd, &ev); err != nil {
+	if err := p.watch(d.fd, unix.EPOLLIN); err != nil {
 		p.removeDoor(d)
-		return fmt.Errorf("ws: epoll_ctl add: %w", err)
+		return err
 	}
 	return nil
 }
 
 func (p *poller) removeDoor(d *door) {
-	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, d.fd, nil)
+	p.unwatch(d.fd)
 	p.mu.Lock()
 	delete(p.doors, int32(d.fd))
 	p.mu.Unlock()
 }
+
+// watch adds fd to the loop's epoll set, for events.
+func (p *poller) watch(fd int, events uint32) error {
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return fmt.Errorf("ws: epoll_ctl add: %w", err)
+	}
+	return nil
+}
+
+// unwatch takes fd out of the loop's epoll set.
+func (p *poller) unwatch(fd int) { _ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil) }
 
 // watchWrite asks for (or stops asking for) EPOLLOUT on c; c.mu is held.
 func (p *poller) watchWrite(c *Conn, on bool) {

@@ -114,23 +114,15 @@ func parseHandshake(req []byte) (handshake, bool) {
 	return hs, true
 }
 
-// acceptKey computes Sec-WebSocket-Accept for key.
-func acceptKey(key []byte) [28]byte {
+// switchingProtocols is the answer to a handshake with key.
+func switchingProtocols(key []byte) []byte {
 	h := sha1.New()
 	h.Write(key)
 	h.Write([]byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
 	var sum [sha1.Size]byte
-	var accept [28]byte
-	base64.StdEncoding.Encode(accept[:], h.Sum(sum[:0]))
-	return accept
-}
-
-// switchingProtocols is the answer to a handshake the loop completes.
-func switchingProtocols(key []byte) []byte {
-	accept := acceptKey(key)
 	b := make([]byte, 0, 160)
 	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
-	b = append(b, accept[:]...)
+	b = base64.StdEncoding.AppendEncode(b, h.Sum(sum[:0]))
 	return append(b, "\r\n\r\n"...)
 }
 

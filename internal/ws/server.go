@@ -256,11 +256,8 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newHandler func
 }
 
 func (s *Server) handshake(nc net.Conn, w *bufio.Writer, key string) error {
-	accept := acceptKey([]byte(key))
 	_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-	w.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ")
-	w.Write(accept[:])
-	w.WriteString("\r\n\r\n")
+	w.Write(switchingProtocols([]byte(key)))
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("ws: handshake: %w", err)
 	}

@@ -151,7 +151,13 @@ func dialRaw(t *testing.T, url string, early []byte) *rawClient {
 	if _, err := nc.Write(append([]byte(handshakeRequest), early...)); err != nil {
 		t.Fatal(err)
 	}
-	br := bufio.NewReader(nc)
+	return expectUpgrade(t, nc, bufio.NewReader(nc))
+}
+
+// expectUpgrade reads the answer to a handshake and returns a client for the connection.
+func expectUpgrade(t *testing.T, nc net.Conn, br *bufio.Reader) *rawClient {
+	t.Helper()
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -159,6 +165,7 @@ func dialRaw(t *testing.T, url string, early []byte) *rawClient {
 	if resp.StatusCode != 101 || resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
 		t.Fatalf("handshake: %s, accept %q", resp.Status, resp.Header.Get("Sec-WebSocket-Accept"))
 	}
+	_ = nc.SetReadDeadline(time.Time{})
 	return &rawClient{t: t, nc: nc, br: br}
 }
 
@@ -477,6 +484,28 @@ func TestTotalQueueBound(t *testing.T) {
 	}
 }
 
+// shutDown shuts srv down while c, whose server side e records, is open: c is closed with 1001 (going away), its
+// answer completes the close, Shutdown returns without error, and the handler is told last.
+func shutDown(t *testing.T, srv *Server, c *rawClient, e *events) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done <- srv.Shutdown(ctx, CloseGoingAway, "bye")
+	}()
+	if code := c.expectClose(); code != CloseGoingAway {
+		t.Fatalf("close code %d", code)
+	}
+	c.send(frame(true, opClose, []byte{0x03, 0xe9}, true))
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if ev := e.wait(t); ev != "close" {
+		t.Fatalf("got %q", ev)
+	}
+}
+
 func TestShutdownClosesWithGoingAway(t *testing.T) {
 	for _, mode := range modes {
 		if mode.door {
@@ -501,22 +530,7 @@ func TestShutdownClosesWithGoingAway(t *testing.T) {
 			defer hs.Close()
 			c := dialRaw(t, hs.URL, nil)
 			e := <-evs
-			done := make(chan error, 1)
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				done <- srv.Shutdown(ctx, CloseGoingAway, "bye")
-			}()
-			if code := c.expectClose(); code != CloseGoingAway {
-				t.Fatalf("close code %d", code)
-			}
-			c.send(frame(true, opClose, []byte{0x03, 0xe9}, true))
-			if err := <-done; err != nil {
-				t.Fatalf("Shutdown: %v", err)
-			}
-			if ev := e.wait(t); ev != "close" {
-				t.Fatalf("got %q", ev)
-			}
+			shutDown(t, srv, c, e)
 			if srv.Len() != 0 {
 				t.Fatalf("%d connections left", srv.Len())
 			}
