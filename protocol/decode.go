@@ -239,14 +239,8 @@ func (s *scanner) literal(lit string) error {
 // object skips an object. If field is not nil it is called for each member: the key's text without its quotes
 // (escaped says it holds escapes), the value's raw text and its kind (see value).
 func (s *scanner) object(depth int, field func(key []byte, escaped bool, raw []byte, kind byte)) error {
-	if depth > maxDepth {
-		return s.errorf("nested too deeply")
-	}
-	s.pos++ // {
-	s.skipSpace()
-	if s.peek() == '}' {
-		s.pos++
-		return nil
+	if empty, err := s.open(depth, '}'); empty || err != nil {
+		return err
 	}
 	for {
 		s.skipSpace()
@@ -271,45 +265,56 @@ func (s *scanner) object(depth int, field func(key []byte, escaped bool, raw []b
 		if field != nil {
 			field(s.data[ks+1:ke-1], escaped, s.data[vs:s.pos], kind)
 		}
-		s.skipSpace()
-		c := s.peek()
-		s.pos++
-		if c == '}' {
-			return nil
-		}
-		if c != ',' {
-			s.pos--
+		if ended, ok := s.next('}'); !ok {
 			return s.errorf("expected ',' or '}' in an object")
+		} else if ended {
+			return nil
 		}
 	}
 }
 
 func (s *scanner) array(depth int) error {
-	if depth > maxDepth {
-		return s.errorf("nested too deeply")
-	}
-	s.pos++ // [
-	s.skipSpace()
-	if s.peek() == ']' {
-		s.pos++
-		return nil
+	if empty, err := s.open(depth, ']'); empty || err != nil {
+		return err
 	}
 	for {
 		s.skipSpace()
 		if _, err := s.value(depth); err != nil {
 			return err
 		}
-		s.skipSpace()
-		c := s.peek()
-		s.pos++
-		if c == ']' {
+		if ended, ok := s.next(']'); !ok {
+			return s.errorf("expected ',' or ']' in an array")
+		} else if ended {
 			return nil
 		}
-		if c != ',' {
-			s.pos--
-			return s.errorf("expected ',' or ']' in an array")
-		}
 	}
+}
+
+// open enters an object or an array (s is at its '{' or '['), which end closes, and reports whether it is empty:
+// then it has been left already.
+func (s *scanner) open(depth int, end byte) (empty bool, err error) {
+	if depth > maxDepth {
+		return false, s.errorf("nested too deeply")
+	}
+	s.pos++
+	s.skipSpace()
+	if s.peek() == end {
+		s.pos++
+		return true, nil
+	}
+	return false, nil
+}
+
+// next passes the ',' after a member of an object or an array, or end, its end, and reports whether that ended
+// it; ok is false when neither is there.
+func (s *scanner) next(end byte) (ended, ok bool) {
+	s.skipSpace()
+	c := s.peek()
+	if c != end && c != ',' {
+		return false, false
+	}
+	s.pos++
+	return c == end, true
 }
 
 // str skips a string literal; start and end bound it, quotes included.
