@@ -36,15 +36,7 @@ func description(typ, sdp string) json.RawMessage {
 }
 
 func offerSDP() string {
-	var b strings.Builder
-	line := func(s string) { b.WriteString(s); b.WriteString("\r\n") }
-	line("v=0")
-	line("o=- 4611731400430051336 2 IN IP4 127.0.0.1")
-	line("s=-")
-	line("t=0 0")
-	line("a=group:BUNDLE 0 1 2")
-	line("a=extmap-allow-mixed")
-	line("a=msid-semantic: WMS 5e7a3b2c-8d1f-4c6e-9a0b-1f2e3d4c5b6a")
+	b, line := session("4611731400430051336", "5e7a3b2c-8d1f-4c6e-9a0b-1f2e3d4c5b6a")
 	media(line, "audio", 0, "111 63 9 0 8 13 110 126", []string{
 		"a=rtpmap:111 opus/48000/2", "a=rtcp-fb:111 transport-cc", "a=fmtp:111 minptime=10;useinbandfec=1",
 		"a=rtpmap:63 red/48000/2", "a=fmtp:63 111/111", "a=rtpmap:9 G722/8000", "a=rtpmap:0 PCMU/8000",
@@ -65,15 +57,7 @@ func offerSDP() string {
 }
 
 func answerSDP() string {
-	var b strings.Builder
-	line := func(s string) { b.WriteString(s); b.WriteString("\r\n") }
-	line("v=0")
-	line("o=- 7316254103218864802 2 IN IP4 127.0.0.1")
-	line("s=-")
-	line("t=0 0")
-	line("a=group:BUNDLE 0 1 2")
-	line("a=extmap-allow-mixed")
-	line("a=msid-semantic: WMS 0c9d8e7f-6a5b-4c3d-2e1f-0a9b8c7d6e5f")
+	b, line := session("7316254103218864802", "0c9d8e7f-6a5b-4c3d-2e1f-0a9b8c7d6e5f")
 	media(line, "audio", 0, "111 63 9 0 8 13 110 126", []string{
 		"a=rtpmap:111 opus/48000/2", "a=rtcp-fb:111 transport-cc", "a=fmtp:111 minptime=10;useinbandfec=1",
 		"a=rtpmap:63 red/48000/2", "a=fmtp:63 111/111", "a=rtpmap:9 G722/8000", "a=rtpmap:0 PCMU/8000",
@@ -86,6 +70,20 @@ func answerSDP() string {
 	}, "active")
 	data(line, "active")
 	return b.String()
+}
+
+// session starts a session description with the lines Chrome's offers and answers begin with; line adds one.
+func session(id, msid string) (*strings.Builder, func(string)) {
+	b := new(strings.Builder)
+	line := func(s string) { b.WriteString(s); b.WriteString("\r\n") }
+	line("v=0")
+	line("o=- " + id + " 2 IN IP4 127.0.0.1")
+	line("s=-")
+	line("t=0 0")
+	line("a=group:BUNDLE 0 1 2")
+	line("a=extmap-allow-mixed")
+	line("a=msid-semantic: WMS " + msid)
+	return b, line
 }
 
 func media(line func(string), kind string, mid int, formats string, attrs []string, setup string) {
