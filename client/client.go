@@ -197,13 +197,10 @@ func (c *Client) Login(ctx context.Context, name, token string) (*Message, error
 func (c *Client) SendLogin(ctx context.Context, name, token string) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	b := append(c.wbuf[:0], `{"type":"login","name":`...)
-	b = protocol.AppendString(b, name)
+	b := appendString(append(c.wbuf[:0], `{"type":"login"`...), "name", name)
 	if token != "" && !c.tutorial {
-		b = append(b, `,"token":`...)
-		b = protocol.AppendString(b, token)
+		b = appendString(b, "token", token)
 	}
-	b = append(b, '}')
 	return c.write(ctx, b)
 }
 
@@ -233,23 +230,23 @@ func (c *Client) sendPayload(ctx context.Context, typ, to string, payload json.R
 	b = append(b, typ...)
 	b = append(b, '"')
 	if c.tutorial {
-		b = appendMember(b, typ, payload)
-		b = append(b, `,"name":`...)
-		b = protocol.AppendString(b, to)
+		b = appendString(append(appendKey(b, typ), payload...), "name", to)
 	} else {
-		b = append(b, `,"name":`...)
-		b = protocol.AppendString(b, to)
-		b = appendMember(b, typ, payload)
+		b = append(appendKey(appendString(b, "name", to), typ), payload...)
 	}
-	b = append(b, '}')
 	return c.write(ctx, b)
 }
 
-func appendMember(b []byte, key string, value []byte) []byte {
+// appendKey appends the start of a member, ,"key": .
+func appendKey(b []byte, key string) []byte {
 	b = append(b, ',', '"')
 	b = append(b, key...)
-	b = append(b, '"', ':')
-	return append(b, value...)
+	return append(b, '"', ':')
+}
+
+// appendString appends a member whose value is the string value.
+func appendString(b []byte, key, value string) []byte {
+	return protocol.AppendString(appendKey(b, key), value)
 }
 
 // SendLeave ends the call with the user to, for reason (protocol.ReasonHangup, ReasonDeclined, ReasonNoAnswer,
@@ -260,14 +257,11 @@ func (c *Client) SendLeave(ctx context.Context, to, reason string) error {
 	defer c.wmu.Unlock()
 	b := append(c.wbuf[:0], `{"type":"leave"`...)
 	if to != "" {
-		b = append(b, `,"name":`...)
-		b = protocol.AppendString(b, to)
+		b = appendString(b, "name", to)
 	}
 	if reason != "" && !c.tutorial {
-		b = append(b, `,"reason":`...)
-		b = protocol.AppendString(b, reason)
+		b = appendString(b, "reason", reason)
 	}
-	b = append(b, '}')
 	return c.write(ctx, b)
 }
 
@@ -278,14 +272,11 @@ func (c *Client) SendUsers(ctx context.Context, query string, limit int) error {
 	defer c.wmu.Unlock()
 	b := append(c.wbuf[:0], `{"type":"users"`...)
 	if query != "" {
-		b = append(b, `,"query":`...)
-		b = protocol.AppendString(b, query)
+		b = appendString(b, "query", query)
 	}
 	if limit > 0 {
-		b = append(b, `,"limit":`...)
-		b = strconv.AppendInt(b, int64(limit), 10)
+		b = strconv.AppendInt(appendKey(b, "limit"), int64(limit), 10)
 	}
-	b = append(b, '}')
 	return c.write(ctx, b)
 }
 
@@ -309,8 +300,10 @@ func (c *Client) Send(ctx context.Context, v any) error {
 	return c.writeFrame(ctx, data)
 }
 
-// write sends b, encoded into the write buffer, as one text frame; c.wmu is held. b becomes the new write buffer.
+// write closes the object whose members b, encoded into the write buffer, holds and sends it as one text frame;
+// c.wmu is held. b becomes the new write buffer.
 func (c *Client) write(ctx context.Context, b []byte) error {
+	b = append(b, '}')
 	if cap(b) <= 64<<10 {
 		c.wbuf = b[:0]
 	} else {
