@@ -11,7 +11,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"tandem/client"
 	"tandem/internal/server"
 	"tandem/internal/servertest"
 	"tandem/protocol"
@@ -47,14 +46,7 @@ func TestRun(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 
-	c, err := client.Dial(ctx, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Login(ctx, "alice", ""); err != nil {
-		t.Fatal(err)
-	}
+	c := servertest.Login(t, ctx, url, "alice", nil)
 	for found := false; !found; {
 		if err := c.SendUsers(ctx, "", 0); err != nil {
 			t.Fatal(err)

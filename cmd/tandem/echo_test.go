@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"tandem/client"
+	"tandem/internal/servertest"
 	"tandem/protocol"
 )
 
@@ -20,14 +21,7 @@ func findUser(t *testing.T, url string, opts *client.Options, name string, prese
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, url, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Login(ctx, "tester", ""); err != nil {
-		t.Fatal(err)
-	}
+	c := servertest.Login(t, ctx, url, "tester", opts)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if err := c.SendUsers(ctx, name, 1); err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"tandem/client"
+	"tandem/internal/servertest"
 	"tandem/protocol"
 )
 
@@ -75,15 +76,7 @@ func TestSignalShutsDownGracefully(t *testing.T) {
 	defer cancel()
 	users := make([]*client.Client, 2)
 	for i, name := range []string{"alice", "bob"} {
-		c, err := client.Dial(ctx, addr, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.CloseNow()
-		if _, err := c.Login(ctx, name, ""); err != nil {
-			t.Fatal(err)
-		}
-		users[i] = c
+		users[i] = servertest.Login(t, ctx, addr, name, nil)
 	}
 	if err := users[0].SendOffer(ctx, "bob", json.RawMessage(`{"type":"offer","sdp":"v=0"}`)); err != nil {
 		t.Fatal(err)

@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
-	"tandem/client"
 	"tandem/internal/echo"
 	"tandem/internal/server"
 	"tandem/internal/servertest"
@@ -315,14 +314,7 @@ func TestEchoReconnects(t *testing.T) {
 	}
 	servertest.StartOn(t, listen(t, addr), withEcho, testLogger(t))
 
-	c, err := client.Dial(ctx, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Login(ctx, "alice", ""); err != nil {
-		t.Fatal(err)
-	}
+	c := servertest.Login(t, ctx, url, "alice", nil)
 	for {
 		if err := c.SendUsers(ctx, "echo", 1); err != nil {
 			t.Fatal(err)

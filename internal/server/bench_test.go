@@ -17,18 +17,8 @@ func BenchmarkRelay(b *testing.B) {
 	url := servertest.Start(b, func(c *server.Config) { c.Rate = 0 }).URL
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
-	login := func(name string) *client.Client {
-		c, err := client.Dial(ctx, url, &client.Options{Tutorial: true})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = c.CloseNow() })
-		if _, err := c.Login(ctx, name, ""); err != nil {
-			b.Fatal(err)
-		}
-		return c
-	}
-	alice, bob := login("alice"), login("bob")
+	tutorial := &client.Options{Tutorial: true}
+	alice, bob := servertest.Login(b, ctx, url, "alice", tutorial), servertest.Login(b, ctx, url, "bob", tutorial)
 	sdp := `{"type":"offer","sdp":"v=0\r\n` + strings.Repeat(`a=rtcp-fb:96 transport-cc\r\n`, 96) + `"}`
 	candidate := `{"candidate":"candidate:842163049 1 udp 1677729535 203.0.113.7 61220 typ srflx raddr 192.168.1.23 rport 52364 generation 0 ufrag Vc3e network-id 1 network-cost 10","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"Vc3e"}`
 	if err := alice.SendOffer(ctx, "bob", []byte(sdp)); err != nil { // the call starts

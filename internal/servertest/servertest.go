@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"tandem/client"
 	"tandem/internal/server"
 )
 
@@ -85,4 +86,19 @@ func (s *Server) Stop() error {
 		s.stopErr = <-s.done
 	})
 	return s.stopErr
+}
+
+// Login connects a client to url with opts, logs it in as name and closes it when the test ends; any failure
+// fails the test.
+func Login(t testing.TB, ctx context.Context, url, name string, opts *client.Options) *client.Client {
+	t.Helper()
+	c, err := client.Dial(ctx, url, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.CloseNow() })
+	if _, err := c.Login(ctx, name, ""); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
