@@ -392,20 +392,14 @@ func (s *scanner) number() error {
 	case i < len(d) && d[i] == '0':
 		i++
 	case i < len(d) && d[i] >= '1' && d[i] <= '9':
-		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
-			i++
-		}
+		i = digits(d, i)
 	default:
 		s.pos = i
 		return s.errorf("invalid number")
 	}
 	if i < len(d) && d[i] == '.' {
-		i++
-		j := i
-		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
-			i++
-		}
-		if i == j {
+		j := i + 1
+		if i = digits(d, j); i == j {
 			s.pos = i
 			return s.errorf("invalid number")
 		}
@@ -416,14 +410,19 @@ func (s *scanner) number() error {
 			i++
 		}
 		j := i
-		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
-			i++
-		}
-		if i == j {
+		if i = digits(d, i); i == j {
 			s.pos = i
 			return s.errorf("invalid number")
 		}
 	}
 	s.pos = i
 	return nil
+}
+
+// digits returns where the run of decimal digits at d[i:] ends.
+func digits(d []byte, i int) int {
+	for i < len(d) && d[i] >= '0' && d[i] <= '9' {
+		i++
+	}
+	return i
 }
