@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,8 +11,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-
-	"github.com/coder/websocket"
 
 	"tandem/protocol"
 )
@@ -46,14 +43,13 @@ type Options struct {
 // the client starts no goroutine of its own. Keep reading while the connection is open: the WebSocket pings of
 // the server are answered while a read is in progress.
 type Client struct {
-	ws       *websocket.Conn
+	ws       *conn
 	tutorial bool
 	closed   atomic.Bool
 
 	wmu  sync.Mutex // serializes encoding into wbuf and writing it
 	wbuf []byte
 
-	rbuf   bytes.Buffer // the last frame read, owned by the reader
 	queued []*Message   // messages read by WaitFor that were not the one waited for, returned first by Read
 }
 
@@ -63,18 +59,14 @@ func Dial(ctx context.Context, url string, opts *Options) (*Client, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
-	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{
-		HTTPClient: opts.HTTPClient,
-		HTTPHeader: opts.Header,
-	})
+	limit := opts.ReadLimit
+	if limit <= 0 {
+		limit = 1 << 20
+	}
+	ws, err := dialConn(ctx, url, opts.HTTPClient, opts.Header, int(min(limit, 1<<30)))
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", url, err)
 	}
-	limit := opts.ReadLimit
-	if limit == 0 {
-		limit = 1 << 20
-	}
-	ws.SetReadLimit(limit)
 	return &Client{ws: ws, tutorial: opts.Tutorial}, nil
 }
 
@@ -84,8 +76,8 @@ func (c *Client) Close() error {
 	if c.closed.Swap(true) {
 		return nil
 	}
-	err := c.ws.Close(websocket.StatusNormalClosure, "")
-	if err != nil && !errors.Is(err, net.ErrClosed) && websocket.CloseStatus(err) == -1 {
+	err := c.ws.close(closeNormal)
+	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("client: close: %w", err)
 	}
 	return nil
@@ -94,7 +86,10 @@ func (c *Client) Close() error {
 // CloseNow closes the connection at once, without the close handshake.
 func (c *Client) CloseNow() error {
 	c.closed.Store(true)
-	return c.ws.CloseNow()
+	if err := c.ws.closeNow(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
 }
 
 // ReadRaw reads the next frame and returns its bytes, which are valid until the next read. It is the lean path
@@ -105,26 +100,17 @@ func (c *Client) ReadRaw(ctx context.Context) ([]byte, error) {
 		return nil, ErrClosed
 	}
 	for {
-		typ, r, err := c.ws.Reader(ctx)
+		op, data, err := c.ws.readMessage(ctx)
 		if err != nil {
 			if c.closed.Load() {
 				return nil, ErrClosed
 			}
-			return nil, wrapWS("read", err)
+			return nil, fmt.Errorf("client: read: %w", err)
 		}
-		c.rbuf.Reset()
-		if _, err := c.rbuf.ReadFrom(r); err != nil {
-			return nil, wrapWS("read", err)
-		}
-		if typ != websocket.MessageText {
+		if op != opText {
 			continue // tandem sends text only; skip anything else
 		}
-		if c.rbuf.Cap() > 64<<10 && c.rbuf.Len() <= 16<<10 {
-			// A rare large message grew the buffer: give it back rather than hold it for the connection's life.
-			b := bytes.Clone(c.rbuf.Bytes())
-			c.rbuf = *bytes.NewBuffer(b)
-		}
-		return c.rbuf.Bytes(), nil
+		return data, nil
 	}
 }
 
@@ -317,11 +303,11 @@ func (c *Client) writeFrame(ctx context.Context, b []byte) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
-	if err := c.ws.Write(ctx, websocket.MessageText, b); err != nil {
+	if err := c.ws.write(ctx, b); err != nil {
 		if c.closed.Load() {
 			return ErrClosed
 		}
-		return wrapWS("write", err)
+		return fmt.Errorf("client: write: %w", err)
 	}
 	return nil
 }

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/coder/websocket"
-
 	"tandem/protocol"
 )
 
@@ -83,7 +81,7 @@ var (
 	// ErrReplaced: the same name logged in from another connection with the resume token.
 	ErrReplaced = &CloseError{Code: protocol.CloseReplaced}
 	// ErrGoingAway: the server is shutting down.
-	ErrGoingAway = &CloseError{Code: int(websocket.StatusGoingAway)}
+	ErrGoingAway = &CloseError{Code: 1001}
 )
 
 // ErrClosed is returned by every method once Close has been called.
@@ -101,12 +99,3 @@ func (e *DecodeError) Error() string {
 }
 
 func (e *DecodeError) Unwrap() error { return e.Err }
-
-// wrapWS turns an error of the WebSocket layer into this package's errors: a close frame becomes a *CloseError.
-func wrapWS(op string, err error) error {
-	var ce websocket.CloseError
-	if errors.As(err, &ce) {
-		return fmt.Errorf("client: %s: %w", op, &CloseError{Code: int(ce.Code), Reason: ce.Reason})
-	}
-	return fmt.Errorf("client: %s: %w", op, err)
-}
