@@ -50,7 +50,7 @@ type Client struct {
 	wmu  sync.Mutex // serializes encoding into wbuf and writing it
 	wbuf []byte
 
-	queued []*Message   // messages read by WaitFor that were not the one waited for, returned first by Read
+	queued []*Message // messages read by WaitFor that were not the one waited for, returned first by Read
 }
 
 // Dial connects to a tandem server at url (ws://host:9090/ or wss://host:9090/). It does not log in.

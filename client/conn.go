@@ -30,11 +30,11 @@ type conn struct {
 	nc    net.Conn
 	limit int // the largest message accepted
 
-	rmu      sync.Mutex // one reader at a time (Close reads the server's close frame if nobody else does)
-	buf      []byte     // bytes read from nc; buf[r:w] not yet consumed
-	r, w     int
-	msg      []byte // a message assembled from fragments
-	closeIn  chan struct{} // closed when the server's close frame is read
+	rmu     sync.Mutex // one reader at a time (Close reads the server's close frame if nobody else does)
+	buf     []byte     // bytes read from nc; buf[r:w] not yet consumed
+	r, w    int
+	msg     []byte        // a message assembled from fragments
+	closeIn chan struct{} // closed when the server's close frame is read
 
 	wmu       sync.Mutex // frames are written whole
 	wbuf      []byte
