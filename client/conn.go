@@ -28,17 +28,18 @@ import (
 // came in one frame is returned in place; a frame is written with one write call.
 type conn struct {
 	nc    net.Conn
-	limit int // the largest message accepted
+	sock  io.ReadWriter // reads and writes nc
+	limit int           // the largest message accepted
 
 	rmu     sync.Mutex // one reader at a time (Close reads the server's close frame if nobody else does)
 	buf     []byte     // bytes read from nc; buf[r:w] not yet consumed
 	r, w    int
 	msg     []byte        // a message assembled from fragments
+	rerr    error         // the error that ended reading: every later read returns it
 	closeIn chan struct{} // closed when the server's close frame is read
 
 	wmu       sync.Mutex // frames are written whole
 	wbuf      []byte
-	mask      *mrand.ChaCha8
 	closeSent bool // under wmu
 	closeOnce sync.Once
 	closed    atomic.Bool // nc closed
@@ -62,6 +63,9 @@ const (
 	closeTooBig        = 1009
 	closeNoStatus      = 1005 // a close frame without a code; never sent
 )
+
+// errCloseSent is returned by writes after the close frame.
+var errCloseSent = errors.New("websocket: the connection is closing")
 
 const (
 	readBufSize  = 8 << 10
@@ -171,9 +175,7 @@ func handshake(ctx context.Context, nc net.Conn, u *url.URL, secure bool, tlsCon
 	if resp.Header.Get("Sec-WebSocket-Extensions") != "" {
 		return nil, errors.New("the server chose a WebSocket extension that was not offered")
 	}
-	var seed [32]byte
-	rand.Read(seed[:])
-	c := &conn{nc: nc, buf: make([]byte, readBufSize), mask: mrand.NewChaCha8(seed), closeIn: make(chan struct{})}
+	c := &conn{nc: nc, sock: socket(nc), buf: make([]byte, readBufSize), closeIn: make(chan struct{})}
 	// The server may have sent its first frames in the same packets as the response.
 	c.w, _ = br.Read(c.buf[:br.Buffered()])
 	return c, nil
@@ -219,10 +221,16 @@ func ctxErr(ctx context.Context, err error) error {
 func (c *conn) readMessage(ctx context.Context) (op byte, data []byte, err error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
+	if c.rerr != nil {
+		return 0, nil, c.rerr
+	}
 	stop := c.watch(ctx)
 	op, data, err = c.next()
 	if !stop() {
 		err = ctxErr(ctx, err)
+	}
+	if err != nil {
+		c.rerr = err // frames still buffered are not read: the connection is gone
 	}
 	return op, data, err
 }
@@ -238,7 +246,8 @@ func (c *conn) next() (byte, []byte, error) {
 		}
 		switch op {
 		case opPing:
-			if err := c.writeFrame(opPong, payload); err != nil {
+			// Once our close frame is sent no pong may follow it; the close handshake goes on.
+			if err := c.writeFrame(opPong, payload); err != nil && err != errCloseSent {
 				return 0, nil, err
 			}
 			continue
@@ -315,7 +324,7 @@ func (c *conn) frame() (fin bool, op byte, payload []byte, err error) {
 		}
 		n = int(n64)
 	}
-	if n > c.limit {
+	if op < opClose && n > c.limit {
 		return false, 0, nil, c.fail(closeTooBig, fmt.Sprintf("a message is larger than the limit of %d bytes", c.limit))
 	}
 	if err := c.fill(head + n); err != nil {
@@ -333,7 +342,7 @@ func (c *conn) fill(n int) error {
 		return nil
 	}
 	if c.r == c.w && len(c.buf) > 4*readBufSize {
-		c.buf = make([]byte, readBufSize)
+		c.buf, c.r, c.w = make([]byte, readBufSize), 0, 0
 	}
 	if c.r+n > len(c.buf) {
 		if n > len(c.buf) {
@@ -347,7 +356,7 @@ func (c *conn) fill(n int) error {
 		c.r = 0
 	}
 	for c.w-c.r < n {
-		m, err := c.nc.Read(c.buf[c.w:])
+		m, err := c.sock.Read(c.buf[c.w:])
 		c.w += m
 		if err != nil {
 			if c.w-c.r >= n {
@@ -401,7 +410,7 @@ func (c *conn) writeFrame(op byte, payload []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.closeSent {
-		return net.ErrClosed
+		return errCloseSent
 	}
 	if op == opClose {
 		c.closeSent = true
@@ -415,7 +424,9 @@ func (c *conn) writeFrame(op byte, payload []byte) error {
 	default:
 		b = binary.BigEndian.AppendUint64(append(b, 0x80|127), uint64(n))
 	}
-	key := uint32(c.mask.Uint64())
+	// RFC 6455 wants an unpredictable key: math/rand/v2's global source is ChaCha8 seeded by the system's
+	// entropy, one per thread, so it costs no lock and no state per connection.
+	key := mrand.Uint32()
 	b = binary.LittleEndian.AppendUint32(b, key)
 	start := len(b)
 	b = append(b, payload...)
@@ -425,7 +436,7 @@ func (c *conn) writeFrame(op byte, payload []byte) error {
 	} else {
 		c.wbuf = nil
 	}
-	_, err := c.nc.Write(b)
+	_, err := c.sock.Write(b)
 	return err
 }
 

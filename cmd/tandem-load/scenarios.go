@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -195,6 +196,9 @@ func (g *generator) setup(ctx context.Context, res *Result) error {
 // scenario's own count and rate.
 func (g *generator) measure(ctx context.Context, res *Result, pairs []*pair, work func(*pair, *atomic.Int32) error,
 	record func(res *Result, n int64, secs float64)) error {
+	// Collect the logins' garbage now, so that the generator's own collector seldom runs (and slows the
+	// generator down) while it measures: the heap has room for the latencies of a run of a minute or so.
+	runtime.GC()
 	var phase atomic.Int32
 	var wg sync.WaitGroup
 	for _, p := range pairs {

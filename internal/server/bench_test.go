@@ -12,7 +12,8 @@ import (
 
 // BenchmarkRelay sends one message from alice to bob through a real server on 127.0.0.1 and waits until bob has
 // read it: the client's write, the loopback TCP, the server's epoll read, decode, route and write, and bob's
-// read. The allocations are the whole process's: both clients' (coder/websocket) and the server's.
+// read. The allocations are the whole process's: the clients' (a context.AfterFunc for each read and write, as
+// ctx can be cancelled) and the server's (none).
 func BenchmarkRelay(b *testing.B) {
 	url := servertest.Start(b, func(c *server.Config) { c.Rate = 0 }).URL
 	ctx, cancel := context.WithCancel(context.Background())
