@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"tandem/protocol"
 )
@@ -112,6 +113,40 @@ func (c *Client) ReadRaw(ctx context.Context) ([]byte, error) {
 		}
 		return data, nil
 	}
+}
+
+// TryReadRaw is ReadRaw for an event loop that waits for many connections at once (see SyscallConn): it
+// returns the next message if it has arrived, and ok false at once if it has not. Call it until ok is false
+// before waiting for the socket again: messages that arrived together are returned one by one. Pings are
+// answered and fragments gathered as by ReadRaw; a message that has arrived in part is kept for the next call.
+// It needs a ws:// connection on Linux.
+func (c *Client) TryReadRaw() (data []byte, ok bool, err error) {
+	if c.closed.Load() {
+		return nil, false, ErrClosed
+	}
+	for {
+		op, data, err := c.ws.tryMessage()
+		switch {
+		case err == errWouldBlock:
+			return nil, false, nil
+		case err != nil && c.closed.Load():
+			return nil, false, ErrClosed
+		case err != nil:
+			return nil, false, fmt.Errorf("client: read: %w", err)
+		case op == opText:
+			return data, true, nil
+		}
+	}
+}
+
+// SyscallConn returns the connection's socket for an event loop to wait on (with epoll, say), for a ws://
+// connection; reading it is TryReadRaw's job.
+func (c *Client) SyscallConn() (syscall.RawConn, error) {
+	tc, ok := c.ws.nc.(*net.TCPConn)
+	if !ok {
+		return nil, errors.New("client: not a plain TCP connection")
+	}
+	return tc.SyscallConn()
 }
 
 // Read reads and decodes the next message. A frame that cannot be decoded returns a *DecodeError, after which

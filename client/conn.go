@@ -35,6 +35,8 @@ type conn struct {
 	buf     []byte     // bytes read from nc; buf[r:w] not yet consumed
 	r, w    int
 	msg     []byte        // a message assembled from fragments
+	frag    byte          // the opcode of the fragmented message in progress, 0 if none
+	try     bool          // reads do not wait: fill returns errWouldBlock instead
 	rerr    error         // the error that ended reading: every later read returns it
 	closeIn chan struct{} // closed when the server's close frame is read
 
@@ -235,10 +237,39 @@ func (c *conn) readMessage(ctx context.Context) (op byte, data []byte, err error
 	return op, data, err
 }
 
-// next reads frames until a whole data message is read; c.rmu is held.
+// tryMessage is readMessage for event loops: it returns errWouldBlock at once if no whole message has
+// arrived; what has is kept for the next call.
+func (c *conn) tryMessage() (op byte, data []byte, err error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.rerr != nil {
+		return 0, nil, c.rerr
+	}
+	if _, ok := c.sock.(tryReader); !ok {
+		return 0, nil, errors.New("reading without waiting needs a ws:// connection on Linux")
+	}
+	c.try = true
+	op, data, err = c.next()
+	c.try = false
+	if err != nil && err != errWouldBlock {
+		c.rerr = err
+	}
+	return op, data, err
+}
+
+// tryReader is a socket that can be read without waiting (socket_linux.go).
+type tryReader interface {
+	// tryRead reads what has arrived, or returns errWouldBlock.
+	tryRead(p []byte) (int, error)
+}
+
+// errWouldBlock: nothing more has arrived yet.
+var errWouldBlock = errors.New("websocket: no message has arrived")
+
+// next reads frames until a whole data message is read; c.rmu is held. A read that returns errWouldBlock (c.try)
+// leaves the frame it was reading unconsumed, and a fragmented message's first frames in c.msg, so that the next
+// call goes on where it stopped.
 func (c *conn) next() (byte, []byte, error) {
-	var msgOp byte // the opcode of the fragmented message in progress
-	c.msg = c.msg[:0]
 	for {
 		fin, op, payload, err := c.frame()
 		if err != nil {
@@ -256,15 +287,15 @@ func (c *conn) next() (byte, []byte, error) {
 		case opClose:
 			return 0, nil, c.closeFrame(payload)
 		case opText, opBinary:
-			if msgOp != 0 {
+			if c.frag != 0 {
 				return 0, nil, c.fail(closeProtocolError, "a new message began before the last one ended")
 			}
 			if fin {
 				return c.check(op, payload)
 			}
-			msgOp = op
+			c.frag, c.msg = op, c.msg[:0]
 		case opContinuation:
-			if msgOp == 0 {
+			if c.frag == 0 {
 				return 0, nil, c.fail(closeProtocolError, "a continuation frame without a message")
 			}
 		default:
@@ -275,7 +306,9 @@ func (c *conn) next() (byte, []byte, error) {
 		}
 		c.msg = append(c.msg, payload...)
 		if fin {
-			return c.check(msgOp, c.msg)
+			op := c.frag
+			c.frag = 0
+			return c.check(op, c.msg)
 		}
 	}
 }
@@ -356,7 +389,13 @@ func (c *conn) fill(n int) error {
 		c.r = 0
 	}
 	for c.w-c.r < n {
-		m, err := c.sock.Read(c.buf[c.w:])
+		var m int
+		var err error
+		if c.try {
+			m, err = c.sock.(tryReader).tryRead(c.buf[c.w:])
+		} else {
+			m, err = c.sock.Read(c.buf[c.w:])
+		}
 		c.w += m
 		if err != nil {
 			if c.w-c.r >= n {

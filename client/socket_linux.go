@@ -20,6 +20,7 @@ type tcpSocket struct {
 	rn, wn         int
 	rerr, werr     error
 	readFn, sendFn func(fd uintptr) bool
+	tryFn          func(fd uintptr)
 }
 
 // socket returns the fastest way to read and write nc: nc itself unless it is a TCP connection.
@@ -33,7 +34,7 @@ func socket(nc net.Conn) io.ReadWriter {
 		return nc
 	}
 	s := &tcpSocket{rc: rc}
-	s.readFn, s.sendFn = s.recv, s.send
+	s.readFn, s.sendFn, s.tryFn = s.recv, s.send, s.tryRecv
 	return s
 }
 
@@ -71,6 +72,32 @@ func (s *tcpSocket) recv(fd uintptr) bool {
 			s.rerr = &net.OpError{Op: "read", Net: "tcp", Err: e}
 		}
 		return true
+	}
+}
+
+// tryRead reads into p what has arrived, or returns errWouldBlock; c.rmu is held.
+func (s *tcpSocket) tryRead(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.rbuf = p
+	err := s.rc.Control(s.tryFn) // runs tryRecv at once, whatever the socket's state
+	n, rerr := s.rn, s.rerr
+	s.rbuf, s.rerr = nil, nil
+	switch {
+	case err != nil:
+		return 0, err
+	case rerr != nil:
+		return 0, rerr
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (s *tcpSocket) tryRecv(fd uintptr) {
+	if !s.recv(fd) {
+		s.rn, s.rerr = 0, errWouldBlock
 	}
 }
 

@@ -25,11 +25,16 @@ type pair struct {
 	a, b         *client.Client
 	aName, bName string
 
-	lat      latencies
-	done     int64     // messages (relay) or setups (setup) completed while measuring
-	errors   int64     // error messages received
-	last     time.Time // when the last one completed
-	finalErr error
+	lat    latencies
+	done   int64     // messages (relay) or setups (setup) completed while measuring
+	errors int64     // error messages received
+	last   time.Time // when the last one completed
+
+	// The relay's event loop (relay_linux.go) keeps each pair's place in the cycle here.
+	step   int            // the step of the cycle in flight
+	t0     time.Time      // when it was sent
+	to     *client.Client // who receives it
+	broken bool           // a connection failed: the pair has stopped
 }
 
 // await reads from c until a message of type typ arrives, skipping others (tandem's ringing, the tutorial's
@@ -120,32 +125,40 @@ func (g *generator) openPairs(ctx context.Context, n int) ([]*pair, error) {
 	return pairs, nil
 }
 
+// send sends step st of the relay cycle and returns the client that receives it.
+func (p *pair) send(st step, pl *payloads) (*client.Client, error) {
+	from, to, toName := p.a, p.b, p.bName
+	if !st.fromA {
+		from, to, toName = p.b, p.a, p.aName
+	}
+	var err error
+	switch st.typ {
+	case "offer":
+		err = from.SendOffer(context.Background(), toName, pl.offer)
+	case "answer":
+		err = from.SendAnswer(context.Background(), toName, pl.answer)
+	default:
+		err = from.SendCandidate(context.Background(), toName, pl.candidate)
+	}
+	return to, err
+}
+
+// relay measures the relay scenario. Closed loop on Linux, the pairs are driven by event loops (relay_linux.go),
+// which cost the generator less per message than a goroutine per pair: the generator shares the machine with
+// the server, and what it spends is not there for the server. Paced, or elsewhere, a goroutine drives each pair.
 func (g *generator) relay(ctx context.Context, res *Result) error {
 	pairs, err := g.openPairs(ctx, g.cfg.users)
 	if err != nil {
 		return err
 	}
 	sched := relaySchedule(g.cfg.candidates)
-	pl := g.pl
-	return g.measure(ctx, res, pairs, func(p *pair, phase *atomic.Int32) error {
+	drive := eachPair(pairs, func(p *pair, phase *atomic.Int32) error {
 		pace := g.pacer(len(pairs))
 		for i := 0; phase.Load() != phaseDone; i++ {
 			pace.wait()
 			st := sched[i%len(sched)]
-			from, to, toName := p.a, p.b, p.bName
-			if !st.fromA {
-				from, to, toName = p.b, p.a, p.aName
-			}
 			t0 := time.Now()
-			var err error
-			switch st.typ {
-			case "offer":
-				err = from.SendOffer(context.Background(), toName, pl.offer)
-			case "answer":
-				err = from.SendAnswer(context.Background(), toName, pl.answer)
-			default:
-				err = from.SendCandidate(context.Background(), toName, pl.candidate)
-			}
+			to, err := p.send(st, &g.pl)
 			if err == nil {
 				err = p.await(to, st.typ)
 			}
@@ -155,7 +168,12 @@ func (g *generator) relay(ctx context.Context, res *Result) error {
 			p.completed(phase, t0)
 		}
 		return nil
-	}, func(res *Result, n int64, secs float64) { res.Messages, res.MessageRate = n, float64(n)/secs })
+	})
+	if g.cfg.rate <= 0 && eventLoops {
+		drive = func(phase *atomic.Int32) { g.relayEvents(pairs, sched, phase) }
+	}
+	return g.measure(ctx, res, pairs, drive,
+		func(res *Result, n int64, secs float64) { res.Messages, res.MessageRate = n, float64(n)/secs })
 }
 
 func (g *generator) setup(ctx context.Context, res *Result) error {
@@ -164,7 +182,7 @@ func (g *generator) setup(ctx context.Context, res *Result) error {
 		return err
 	}
 	pl := g.pl
-	return g.measure(ctx, res, pairs, func(p *pair, phase *atomic.Int32) error {
+	return g.measure(ctx, res, pairs, eachPair(pairs, func(p *pair, phase *atomic.Int32) error {
 		pace := g.pacer(len(pairs))
 		for phase.Load() != phaseDone {
 			pace.wait()
@@ -188,26 +206,39 @@ func (g *generator) setup(ctx context.Context, res *Result) error {
 			}
 		}
 		return nil
-	}, func(res *Result, n int64, secs float64) { res.Setups, res.SetupRate = n, float64(n)/secs })
+	}), func(res *Result, n int64, secs float64) { res.Setups, res.SetupRate = n, float64(n)/secs })
 }
 
-// measure runs work on every pair through a warm-up and a measurement of cfg.duration, then closes every
-// connection (which ends the reads in progress), waits for the workers and fills in res; record sets the
-// scenario's own count and rate.
-func (g *generator) measure(ctx context.Context, res *Result, pairs []*pair, work func(*pair, *atomic.Int32) error,
+// eachPair returns a driver that runs work in a goroutine for each pair until the connections are closed. The
+// error that ends work is that closing, or a failure that stops the pair (measure counts it as stalled).
+func eachPair(pairs []*pair, work func(*pair, *atomic.Int32) error) func(*atomic.Int32) {
+	return func(phase *atomic.Int32) {
+		var wg sync.WaitGroup
+		for _, p := range pairs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = work(p, phase)
+			}()
+		}
+		wg.Wait()
+	}
+}
+
+// measure runs drive, which works the pairs until the phase is done and their connections are closed, through
+// a warm-up and a measurement of cfg.duration; then it closes every connection (which ends the reads in
+// progress), waits for drive to return and fills in res; record sets the scenario's own count and rate.
+func (g *generator) measure(ctx context.Context, res *Result, pairs []*pair, drive func(*atomic.Int32),
 	record func(res *Result, n int64, secs float64)) error {
 	// Collect the logins' garbage now, so that the generator's own collector seldom runs (and slows the
 	// generator down) while it measures: the heap has room for the latencies of a run of a minute or so.
 	runtime.GC()
 	var phase atomic.Int32
-	var wg sync.WaitGroup
-	for _, p := range pairs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.finalErr = work(p, &phase)
-		}()
-	}
+	driven := make(chan struct{})
+	go func() {
+		defer close(driven)
+		drive(&phase)
+	}()
 	g.logf("warming up for %v", g.cfg.warmup)
 	sleepCtx(ctx, g.cfg.warmup)
 	meter := startCPU(g.cfg.pid)
@@ -219,7 +250,7 @@ func (g *generator) measure(ctx context.Context, res *Result, pairs []*pair, wor
 	phase.Store(phaseDone) // what the workers complete from now on is not counted
 	end := meter.start.Add(elapsed)
 	g.closeAll()
-	wg.Wait()
+	<-driven
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
