@@ -4,7 +4,11 @@
 // all use it.
 //
 // A Client starts no goroutine: the caller reads in its own loop, with Read (a decoded *Message) or ReadRaw (the
-// frame's bytes, for callers that count every allocation), and may send from any goroutine meanwhile. Errors the
+// frame's bytes, for callers that count every allocation), and may send from any goroutine meanwhile. An event
+// loop that waits for many connections at once (the load generator's) uses SyscallConn and TryReadRaw instead.
+// The WebSocket framing is the package's own (conn.go): a message that came in one frame is returned from the
+// read buffer as it is, a frame is written with one system call, and on Linux a TCP connection is read and
+// written with recvfrom and sendto. Errors the
 // server reports are *Error values with the protocol's code, matched with errors.Is against ErrNameTaken,
 // ErrNotOnline, ErrBusy and the other sentinels; a close by the server is a *CloseError (ErrReplaced when the
 // name was taken over with the resume token, ErrGoingAway when the server stops).

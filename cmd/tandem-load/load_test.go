@@ -57,6 +57,16 @@ func TestScenarios(t *testing.T) {
 			t.Errorf("server CPU %.3f s, %.0f per CPU-second", res.ServerCPU, res.PerServerCPUSecond)
 		}
 	})
+	t.Run("paced relay", func(t *testing.T) { // a goroutine per pair, where the closed loop has event loops
+		res := runJSON(t, nil, append(common, "-scenario", "relay", "-users", "10", "-rate", "200", "-duration", "1s")...)
+		if res.Messages == 0 || res.MessageRate > 250 || res.Latency.Count != int(res.Messages) {
+			t.Errorf("relayed %d messages at %.0f/s with %d latencies, paced at 200/s", res.Messages, res.MessageRate,
+				res.Latency.Count)
+		}
+		if res.Errors != 0 || res.Stalled != 0 {
+			t.Errorf("%d errors, %d stalled pairs", res.Errors, res.Stalled)
+		}
+	})
 	t.Run("setup", func(t *testing.T) {
 		res := runJSON(t, nil, append(common, "-scenario", "setup", "-users", "4", "-duration", "500ms", "-online", "5",
 			"-rate", "200")...)

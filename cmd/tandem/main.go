@@ -40,7 +40,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.IntVar(&cfg.SendQueue, "send-queue", cfg.SendQueue, "bytes that may wait for a client that does not read before it is dropped")
 	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "messages a second each connection may send on average (0: no limit)")
 	fs.IntVar(&cfg.Burst, "burst", cfg.Burst, "messages a connection may send at once above -rate")
-	fs.IntVar(&cfg.Pollers, "pollers", cfg.Pollers, "epoll loops reading the connections (0: one per GOMAXPROCS; BENCHMARKS.md compares)")
+	fs.IntVar(&cfg.Pollers, "pollers", cfg.Pollers, "epoll loops reading the connections (0: one per two of GOMAXPROCS, at least one)")
 	fs.DurationVar(&cfg.PingInterval, "ping-interval", cfg.PingInterval, "ping a connection that has been silent this long")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "drop a connection that has been silent this long")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "longest graceful shutdown")

@@ -35,7 +35,7 @@ type Config struct {
 	Rate         float64       // messages a second per connection; 0: no limit
 	Burst        int           // messages at once above Rate
 	PingInterval time.Duration // ping a connection silent this long
-	Pollers      int           // epoll loops reading the connections; 0: one per GOMAXPROCS
+	Pollers      int           // epoll loops reading the connections; 0: one per two of GOMAXPROCS, at least one
 	IdleTimeout  time.Duration // drop a connection silent this long
 	// ShutdownTimeout bounds a graceful shutdown, after which remaining connections are dropped.
 	ShutdownTimeout time.Duration

@@ -178,7 +178,8 @@ func (p *poller) run() {
 // call, finds them without the scheduler's bookkeeping for a call that may block; only when there are none, and
 // block is set, does the loop block in epoll_wait.
 func (p *poller) wait(events []unix.EpollEvent, block bool) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(p.epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	// epoll_pwait with no signal mask is epoll_wait, and exists on every architecture (arm64 has no epoll_wait).
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(p.epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
 	switch {
 	case e != 0 && e != unix.EINTR:
 		return 0, e
