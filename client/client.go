@@ -18,9 +18,9 @@ import (
 
 // Options configures a connection. The zero value (or a nil *Options) is ready to use.
 type Options struct {
-	// HTTPClient makes the WebSocket handshake. If nil, http.DefaultClient is used. To trust a private CA for
-	// wss://, give it a Transport with a TLSClientConfig; to reach a server through something other than TCP,
-	// give it a Transport with a DialContext.
+	// HTTPClient's Transport, if it is an *http.Transport, gives the connection its DialContext (to reach a
+	// server through something other than a plain TCP dial) and its TLSClientConfig (to trust a private CA for
+	// wss://). The client makes the handshake itself; nothing else of the HTTP client is used (no proxy).
 	HTTPClient *http.Client
 
 	// Header is sent with the handshake request (an Origin, a User-Agent...). If nil, none is added.

@@ -121,7 +121,9 @@ func dialConn(ctx context.Context, rawURL string, hc *http.Client, header http.H
 	return c, nil
 }
 
-func handshake(ctx context.Context, nc net.Conn, u *url.URL, secure bool, tlsConfig *tls.Config, header http.Header) (*conn, error) {
+// handshake makes the TLS handshake if secure, then the WebSocket one, and returns the connection ready to use.
+func handshake(ctx context.Context, nc net.Conn, u *url.URL, secure bool, tlsConfig *tls.Config,
+	header http.Header) (*conn, error) {
 	if secure {
 		cfg := tlsConfig.Clone()
 		if cfg == nil {
