@@ -38,13 +38,24 @@ func socket(nc net.Conn) io.ReadWriter {
 	return s
 }
 
-// Read reads into p; c.rmu is held, so only one Read runs at a time.
-func (s *tcpSocket) Read(p []byte) (int, error) {
+// Read reads into p, waiting for the socket to be readable.
+func (s *tcpSocket) Read(p []byte) (int, error) { return s.read(p, false) }
+
+// tryRead reads into p what has arrived, or returns errWouldBlock.
+func (s *tcpSocket) tryRead(p []byte) (int, error) { return s.read(p, true) }
+
+// read reads into p with recvfrom; c.rmu is held, so only one read runs at a time.
+func (s *tcpSocket) read(p []byte, try bool) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	s.rbuf = p
-	err := s.rc.Read(s.readFn) // waits for the socket to be readable while recv returns false
+	var err error
+	if try {
+		err = s.rc.Control(s.tryFn) // runs tryRecv at once, whatever the socket's state
+	} else {
+		err = s.rc.Read(s.readFn) // waits for the socket to be readable while recv returns false
+	}
 	n, rerr := s.rn, s.rerr
 	s.rbuf, s.rerr = nil, nil
 	switch {
@@ -73,26 +84,6 @@ func (s *tcpSocket) recv(fd uintptr) bool {
 		}
 		return true
 	}
-}
-
-// tryRead reads into p what has arrived, or returns errWouldBlock; c.rmu is held.
-func (s *tcpSocket) tryRead(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	s.rbuf = p
-	err := s.rc.Control(s.tryFn) // runs tryRecv at once, whatever the socket's state
-	n, rerr := s.rn, s.rerr
-	s.rbuf, s.rerr = nil, nil
-	switch {
-	case err != nil:
-		return 0, err
-	case rerr != nil:
-		return 0, rerr
-	case n == 0:
-		return 0, io.EOF
-	}
-	return n, nil
 }
 
 func (s *tcpSocket) tryRecv(fd uintptr) {
