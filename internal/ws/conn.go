@@ -127,14 +127,24 @@ func (c *Conn) closeLocked(code int, reason string) {
 		return
 	}
 	var payload [125]byte
-	binary.BigEndian.PutUint16(payload[:2], uint16(code))
-	n := 2 + copy(payload[2:], truncateUTF8(reason, len(payload)-2))
-	if !c.writeFrameLocked(opClose, payload[:n]) {
+	if !c.writeFrameLocked(opClose, closePayload(payload[:0], code, reason)) {
 		return
 	}
 	c.state = stateClosing
 	c.since = time.Now().UnixNano()
 	c.closeWriteIfFlushedLocked()
+}
+
+// closePayload appends a close frame's payload, code and reason (cut to fit 125 bytes), to b.
+func closePayload(b []byte, code int, reason string) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(code))
+	return append(b, truncateUTF8(reason, 123)...)
+}
+
+// closeFrame is a whole close frame, as the server sends it (unmasked).
+func closeFrame(code int, reason string) []byte {
+	p := closePayload(nil, code, reason)
+	return append([]byte{0x80 | opClose, byte(len(p))}, p...)
 }
 
 // writeFrameLocked writes or queues one frame. On overflow or a write error it aborts the connection and

@@ -83,6 +83,7 @@ type Server struct {
 	handshakes int                // how many of conns are still being read
 	doors      []*door            // listeners from Listen
 	closing    bool
+	goingAway  []byte        // Shutdown's close frame, for a handshake answered as it began (goAway)
 	drained    chan struct{} // closed when conns is empty during shutdown
 	stop       chan struct{}
 	wg         sync.WaitGroup
@@ -232,6 +233,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newHandler func
 	}
 	c.h = newHandler(c)
 	if !s.add(c) {
+		s.goAway(c)
 		c.teardown()
 		return errClosed
 	}
@@ -263,6 +265,23 @@ func (s *Server) handshake(nc net.Conn, w *bufio.Writer, key string) error {
 	}
 	_ = nc.SetWriteDeadline(time.Time{})
 	return nil
+}
+
+// goAway sends c the close frame of Shutdown, which began after c's handshake was answered but before c was
+// counted: the client has its 101, and hears why it goes as the others do, rather than the socket just closing.
+// The caller then tears c down.
+func (s *Server) goAway(c *Conn) {
+	s.mu.Lock()
+	frame := s.goingAway
+	s.mu.Unlock()
+	switch {
+	case frame == nil:
+	case c.fd >= 0:
+		_, _ = writev(c.fd, frame, nil) // a few bytes into a new socket: taken whole or not at all
+	case c.nc != nil:
+		_ = c.nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		_, _ = c.nc.Write(frame)
+	}
 }
 
 func (s *Server) add(c *Conn) bool {
@@ -394,6 +413,7 @@ func (s *Server) Shutdown(ctx context.Context, code int, reason string) error {
 		return errors.New("ws: already shut down")
 	}
 	s.closing = true
+	s.goingAway = closeFrame(code, reason)
 	drained := make(chan struct{})
 	if len(s.conns) == 0 {
 		close(drained)

@@ -543,6 +543,42 @@ func TestShutdownClosesWithGoingAway(t *testing.T) {
 	}
 }
 
+// A handshake answered just as Shutdown begins: the client, which has its 101, hears the shutdown's close frame
+// like every other connection, not a socket closing without a word.
+func TestUpgradeDuringShutdown(t *testing.T) {
+	for _, mode := range modes {
+		if mode.door {
+			continue // the loop's handshakes are connections Shutdown closes itself (TestDoorShutdown)
+		}
+		t.Run(mode.name, func(t *testing.T) {
+			srv, err := NewServer(Config{NoEpoll: mode.noEpoll})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := srv.Start(); err != nil {
+				t.Fatal(err)
+			}
+			answered, shutDown := make(chan struct{}), make(chan error, 1)
+			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_ = srv.Upgrade(w, r, func(c *Conn) Handler {
+					close(answered) // the 101 is written; Shutdown now runs before c is counted
+					shutDown <- srv.Shutdown(context.Background(), CloseGoingAway, "bye")
+					return &events{c: c, ch: make(chan string, 16)}
+				})
+			}))
+			defer hs.Close()
+			c := dialRaw(t, hs.URL, nil)
+			<-answered
+			if code := c.expectClose(); code != CloseGoingAway {
+				t.Fatalf("close code %d, want %d", code, CloseGoingAway)
+			}
+			if err := <-shutDown; err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+		})
+	}
+}
+
 // TestHandshakeRefusals: what is not a WebSocket handshake gets an HTTP error, from Upgrade through net/http
 // whether or not the epoll loop read the request first.
 func TestHandshakeRefusals(t *testing.T) {
