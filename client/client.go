@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"tandem/internal/rfc6455"
 	"tandem/protocol"
 )
 
@@ -108,7 +109,7 @@ func (c *Client) ReadRaw(ctx context.Context) ([]byte, error) {
 			}
 			return nil, fmt.Errorf("client: read: %w", err)
 		}
-		if op != opText {
+		if op != rfc6455.OpText {
 			continue // tandem sends text only; skip anything else
 		}
 		return data, nil
@@ -133,7 +134,7 @@ func (c *Client) TryReadRaw() (data []byte, ok bool, err error) {
 			return nil, false, ErrClosed
 		case err != nil:
 			return nil, false, fmt.Errorf("client: read: %w", err)
-		case op == opText:
+		case op == rfc6455.OpText:
 			return data, true, nil
 		}
 	}

@@ -4,14 +4,12 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"crypto/sha1"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"math/bits"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -21,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"tandem/internal/rfc6455"
 )
 
 // conn is the client end of one WebSocket connection (RFC 6455), written for this client's pattern of use: one
@@ -46,16 +46,6 @@ type conn struct {
 	closeOnce sync.Once
 	closed    atomic.Bool // nc closed
 }
-
-// Opcodes (RFC 6455 section 5.2).
-const (
-	opContinuation = 0x0
-	opText         = 0x1
-	opBinary       = 0x2
-	opClose        = 0x8
-	opPing         = 0x9
-	opPong         = 0xA
-)
 
 // Close codes this side sends.
 const (
@@ -170,10 +160,11 @@ func handshake(ctx context.Context, nc net.Conn, u *url.URL, secure bool, tlsCon
 		}
 		return nil, fmt.Errorf("the server answered %s instead of switching to WebSocket%s", resp.Status, msg)
 	}
-	if !headerHas(resp.Header, "Upgrade", "websocket") || !headerHas(resp.Header, "Connection", "upgrade") {
+	if !rfc6455.HeaderHasToken(resp.Header, "Upgrade", "websocket") ||
+		!rfc6455.HeaderHasToken(resp.Header, "Connection", "upgrade") {
 		return nil, errors.New("the server's handshake response does not upgrade to websocket")
 	}
-	if resp.Header.Get("Sec-WebSocket-Accept") != acceptKey(key) {
+	if resp.Header.Get("Sec-WebSocket-Accept") != string(rfc6455.AppendAccept(nil, []byte(key))) {
 		return nil, errors.New("the server's handshake response has a wrong Sec-WebSocket-Accept")
 	}
 	if resp.Header.Get("Sec-WebSocket-Extensions") != "" {
@@ -183,23 +174,6 @@ func handshake(ctx context.Context, nc net.Conn, u *url.URL, secure bool, tlsCon
 	// The server may have sent its first frames in the same packets as the response.
 	c.w, _ = br.Read(c.buf[:br.Buffered()])
 	return c, nil
-}
-
-// headerHas reports whether one of the comma-separated tokens of header name is token, in any case.
-func headerHas(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func acceptKey(key string) string {
-	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	return base64.StdEncoding.EncodeToString(h[:])
 }
 
 // watch closes the connection if ctx ends before the returned stop is called; stop reports whether it did not.
@@ -278,17 +252,17 @@ func (c *conn) next() (byte, []byte, error) {
 			return 0, nil, err
 		}
 		switch op {
-		case opPing:
+		case rfc6455.OpPing:
 			// Once our close frame is sent no pong may follow it; the close handshake goes on.
-			if err := c.writeFrame(opPong, payload); err != nil && err != errCloseSent {
+			if err := c.writeFrame(rfc6455.OpPong, payload); err != nil && err != errCloseSent {
 				return 0, nil, err
 			}
 			continue
-		case opPong:
+		case rfc6455.OpPong:
 			continue
-		case opClose:
+		case rfc6455.OpClose:
 			return 0, nil, c.closeFrame(payload)
-		case opText, opBinary:
+		case rfc6455.OpText, rfc6455.OpBinary:
 			if c.frag != 0 {
 				return 0, nil, c.fail(closeProtocolError, "a new message began before the last one ended")
 			}
@@ -296,7 +270,7 @@ func (c *conn) next() (byte, []byte, error) {
 				return c.check(op, payload)
 			}
 			c.frag, c.msg = op, c.msg[:0]
-		case opContinuation:
+		case rfc6455.OpContinuation:
 			if c.frag == 0 {
 				return 0, nil, c.fail(closeProtocolError, "a continuation frame without a message")
 			}
@@ -317,7 +291,7 @@ func (c *conn) next() (byte, []byte, error) {
 
 // check returns the message, or an error if it is text that is not UTF-8.
 func (c *conn) check(op byte, data []byte) (byte, []byte, error) {
-	if op == opText && !utf8.Valid(data) {
+	if op == rfc6455.OpText && !utf8.Valid(data) {
 		return 0, nil, c.fail(closeInvalidData, "a text message is not UTF-8")
 	}
 	return op, data, nil
@@ -343,7 +317,7 @@ func (c *conn) frame() (fin bool, op byte, payload []byte, err error) {
 	case 127:
 		head = 10
 	}
-	if op >= opClose && (head > 2 || n > 125 || !fin) {
+	if op >= rfc6455.OpClose && (head > 2 || n > 125 || !fin) {
 		return false, 0, nil, c.fail(closeProtocolError, "a control frame is fragmented or longer than 125 bytes")
 	}
 	if err := c.fill(head); err != nil {
@@ -359,7 +333,7 @@ func (c *conn) frame() (fin bool, op byte, payload []byte, err error) {
 		}
 		n = int(n64)
 	}
-	if op < opClose && n > c.limit {
+	if op < rfc6455.OpClose && n > c.limit {
 		return false, 0, nil, c.fail(closeTooBig, fmt.Sprintf("a message is larger than the limit of %d bytes", c.limit))
 	}
 	if err := c.fill(head + n); err != nil {
@@ -439,7 +413,7 @@ func (c *conn) fail(code int, reason string) error {
 // write sends data as one text message.
 func (c *conn) write(ctx context.Context, data []byte) error {
 	stop := c.watch(ctx)
-	err := c.writeFrame(opText, data)
+	err := c.writeFrame(rfc6455.OpText, data)
 	if !stop() {
 		err = ctxErr(ctx, err)
 	}
@@ -453,7 +427,7 @@ func (c *conn) writeFrame(op byte, payload []byte) error {
 	if c.closeSent {
 		return errCloseSent
 	}
-	if op == opClose {
+	if op == rfc6455.OpClose {
 		c.closeSent = true
 	}
 	b := append(c.wbuf[:0], 0x80|op)
@@ -471,7 +445,7 @@ func (c *conn) writeFrame(op byte, payload []byte) error {
 	b = binary.LittleEndian.AppendUint32(b, key)
 	start := len(b)
 	b = append(b, payload...)
-	maskBytes(b[start:], key)
+	rfc6455.Mask(b[start:], key)
 	if cap(b) <= 64<<10 {
 		c.wbuf = b[:0]
 	} else {
@@ -481,23 +455,10 @@ func (c *conn) writeFrame(op byte, payload []byte) error {
 	return err
 }
 
-// maskBytes XORs b with the masking key, whose first byte is the key's lowest (as it was written).
-func maskBytes(b []byte, key uint32) {
-	k := uint64(key) | uint64(key)<<32
-	for len(b) >= 8 {
-		binary.LittleEndian.PutUint64(b, binary.LittleEndian.Uint64(b)^k)
-		b = b[8:]
-	}
-	for i := range b {
-		b[i] ^= byte(key)
-		key = bits.RotateLeft32(key, -8)
-	}
-}
-
 // sendClose sends a close frame, once; errors are ignored, as the connection is closing anyway.
 func (c *conn) sendClose(code int, reason string) {
 	p := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reason)), uint16(code))
-	c.writeFrame(opClose, append(p, reason...))
+	c.writeFrame(rfc6455.OpClose, append(p, reason...))
 }
 
 // close makes the closing handshake: it sends a close frame with code, waits up to closeTimeout for the server's

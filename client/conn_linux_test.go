@@ -5,6 +5,8 @@ import (
 	"net"
 	"testing"
 
+	"tandem/internal/rfc6455"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -17,17 +19,17 @@ func TestTryReadRaw(t *testing.T) {
 		if upgrade(t, nc, br) == nil {
 			return
 		}
-		first := srvFrame(opText, `{"type":"offer",`)
-		write(t, nc, first, srvFrame(fin|opContinuation, `"name":"al`)[:5]) // the second frame cut short
+		first := srvFrame(rfc6455.OpText, `{"type":"offer",`)
+		write(t, nc, first, srvFrame(fin|rfc6455.OpContinuation, `"name":"al`)[:5]) // the second frame cut short
 		<-rest
-		write(t, nc, srvFrame(fin|opContinuation, `"name":"al`)[5:], srvFrame(fin|opPing, "p"),
-			srvFrame(fin|opText, `{"type":"answer"}`))
-		if op, p, err := readFrame(t, br); err != nil || op != opPong || string(p) != "p" {
+		write(t, nc, srvFrame(fin|rfc6455.OpContinuation, `"name":"al`)[5:], srvFrame(fin|rfc6455.OpPing, "p"),
+			srvFrame(fin|rfc6455.OpText, `{"type":"answer"}`))
+		if op, p, err := readFrame(t, br); err != nil || op != rfc6455.OpPong || string(p) != "p" {
 			t.Errorf("server: the client's first frame is %#x %q (%v), want a pong", op, p, err)
 			return
 		}
 		expectClose(t, br, 1000)
-		write(t, nc, srvFrame(fin|opClose, closePayload(1000, "")))
+		write(t, nc, srvFrame(fin|rfc6455.OpClose, closePayload(1000, "")))
 	})
 	c := dial(t, url, nil)
 	rc, err := c.SyscallConn()

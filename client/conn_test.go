@@ -18,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"tandem/internal/rfc6455"
 )
 
 // These tests run the client's WebSocket framing (conn.go) against a raw TCP server on 127.0.0.1 that makes the
@@ -169,7 +171,7 @@ func expectClose(t *testing.T, br *bufio.Reader, code int) {
 	switch {
 	case err != nil:
 		t.Errorf("server: reading the client's close frame: %v", err)
-	case op != opClose || len(p) < 2:
+	case op != rfc6455.OpClose || len(p) < 2:
 		t.Errorf("server: got a frame with opcode %#x and payload %q, want a close frame with %d", op, p, code)
 	case int(binary.BigEndian.Uint16(p)) != code:
 		t.Errorf("server: got a close frame with %d %q, want %d", binary.BigEndian.Uint16(p), p[2:], code)
@@ -209,37 +211,12 @@ func text(n int) string {
 	return string(b)
 }
 
-func TestAcceptKey(t *testing.T) {
+// The test computes the accept key its own way (rfcAccept) and checks it against the RFC's example.
+func TestRFCAccept(t *testing.T) {
 	t.Parallel()
 	const key, want = "dGhlIHNhbXBsZSBub25jZQ==", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" // RFC 6455 section 1.3
-	if got := acceptKey(key); got != want {
-		t.Errorf("acceptKey(%q) = %q, want %q", key, got, want)
-	}
 	if got := rfcAccept(key); got != want {
 		t.Errorf("the test's rfcAccept(%q) = %q, want %q", key, got, want)
-	}
-}
-
-func TestMaskBytes(t *testing.T) {
-	t.Parallel()
-	for n := range 21 {
-		for _, key := range []uint32{0, 0x01020304, 0xdeadbeef, rand.Uint32()} {
-			p := make([]byte, n)
-			for i := range p {
-				p[i] = byte(rand.Uint32())
-			}
-			k := binary.LittleEndian.AppendUint32(nil, key) // the key as writeFrame puts it on the wire
-			got := bytes.Clone(p)
-			maskBytes(got, key)
-			for i := range p {
-				if got[i] != p[i]^k[i%4] {
-					t.Fatalf("maskBytes(%d bytes, %#x): byte %d is %#x, want %#x", n, key, i, got[i], p[i]^k[i%4])
-				}
-			}
-			if maskBytes(got, key); !bytes.Equal(got, p) {
-				t.Fatalf("maskBytes(%d bytes, %#x) twice = %x, want %x", n, key, got, p)
-			}
-		}
 	}
 }
 
@@ -247,7 +224,7 @@ func TestMaskBytes(t *testing.T) {
 func TestReadFrameSentWithHandshake(t *testing.T) {
 	t.Parallel()
 	url := serve(t, func(t *testing.T, nc net.Conn, br *bufio.Reader) {
-		req := upgrade(t, nc, br, srvFrame(fin|opText, "Hello world"))
+		req := upgrade(t, nc, br, srvFrame(fin|rfc6455.OpText, "Hello world"))
 		if req == nil {
 			return
 		}
@@ -255,7 +232,7 @@ func TestReadFrameSentWithHandshake(t *testing.T) {
 			t.Errorf("server: Origin %q, want the one in Options.Header", got)
 		}
 		expectClose(t, br, 1000)
-		write(t, nc, srvFrame(fin|opClose, closePayload(1000, "")))
+		write(t, nc, srvFrame(fin|rfc6455.OpClose, closePayload(1000, "")))
 	})
 	c := dial(t, url, &Options{Header: http.Header{"Origin": {"http://example.test"}}})
 	if data, err := recvRaw(t, c); err != nil || string(data) != "Hello world" {
@@ -272,22 +249,22 @@ func TestReadFragmentsWithPing(t *testing.T) {
 		if upgrade(t, nc, br) == nil {
 			return
 		}
-		first := srvFrame(opText, `{"type":"x",`)
+		first := srvFrame(rfc6455.OpText, `{"type":"x",`)
 		write(t, nc, first[:2]) // a header apart from its payload
 		write(t, nc, first[2:])
-		write(t, nc, srvFrame(fin|opPing, "are you there?"))
-		write(t, nc, srvFrame(opContinuation, `"name":"caf`+"\xc3")) // é is cut in two by the frames
-		write(t, nc, srvFrame(fin|opContinuation, "\xa9\"}"))
-		if op, p, err := readFrame(t, br); err != nil || op != opPong || string(p) != "are you there?" {
+		write(t, nc, srvFrame(fin|rfc6455.OpPing, "are you there?"))
+		write(t, nc, srvFrame(rfc6455.OpContinuation, `"name":"caf`+"\xc3")) // é is cut in two by the frames
+		write(t, nc, srvFrame(fin|rfc6455.OpContinuation, "\xa9\"}"))
+		if op, p, err := readFrame(t, br); err != nil || op != rfc6455.OpPong || string(p) != "are you there?" {
 			t.Errorf("server: the client's first frame is %#x %q (%v), want a pong with the ping's payload", op, p, err)
 			return
 		}
-		if op, p, err := readFrame(t, br); err != nil || op != opText || string(p) != `{"type":"users"}` {
+		if op, p, err := readFrame(t, br); err != nil || op != rfc6455.OpText || string(p) != `{"type":"users"}` {
 			t.Errorf("server: the client's second frame is %#x %q (%v), want the users request", op, p, err)
 			return
 		}
 		expectClose(t, br, 1000)
-		write(t, nc, srvFrame(fin|opClose, closePayload(1000, "")))
+		write(t, nc, srvFrame(fin|rfc6455.OpClose, closePayload(1000, "")))
 	})
 	c := dial(t, url, nil)
 	if data, err := recvRaw(t, c); err != nil || string(data) != `{"type":"x","name":"café"}` {
@@ -311,7 +288,7 @@ func TestReadLengths(t *testing.T) {
 				if upgrade(t, nc, br) == nil {
 					return
 				}
-				write(t, nc, srvFrame(fin|opText, text(n)), srvFrame(fin|opText, "next"))
+				write(t, nc, srvFrame(fin|rfc6455.OpText, text(n)), srvFrame(fin|rfc6455.OpText, "next"))
 				io.Copy(io.Discard, br) // until the client goes
 			})
 			c := dial(t, url, nil)
@@ -340,12 +317,12 @@ func TestWriteLengths(t *testing.T) {
 				t.Errorf("server: reading the message of %d bytes: %v", n, err)
 				return
 			}
-			if op != opText || string(p) != msg(n) {
+			if op != rfc6455.OpText || string(p) != msg(n) {
 				t.Errorf("server: got a frame with opcode %#x and %d bytes, not the text message of %d bytes sent", op, len(p), n)
 			}
 		}
 		expectClose(t, br, 1000)
-		write(t, nc, srvFrame(fin|opClose, closePayload(1000, "")))
+		write(t, nc, srvFrame(fin|rfc6455.OpClose, closePayload(1000, "")))
 	})
 	c := dial(t, url, nil)
 	for _, n := range sizes {
@@ -367,18 +344,18 @@ func TestReadLimit(t *testing.T) {
 		frames [][]byte
 	}{
 		{"one frame", []string{text(limit)}, [][]byte{
-			srvFrame(fin|opText, text(limit)),
-			srvFrame(fin|opText, text(limit+1)),
+			srvFrame(fin|rfc6455.OpText, text(limit)),
+			srvFrame(fin|rfc6455.OpText, text(limit+1)),
 		}},
 		{"fragments", []string{text(600) + text(400)}, [][]byte{
-			srvFrame(opText, text(600)),
-			srvFrame(fin|opContinuation, text(400)),
-			srvFrame(opText, text(400)),
-			srvFrame(opContinuation, text(400)),
-			srvFrame(fin|opContinuation, text(400)),
+			srvFrame(rfc6455.OpText, text(600)),
+			srvFrame(fin|rfc6455.OpContinuation, text(400)),
+			srvFrame(rfc6455.OpText, text(400)),
+			srvFrame(rfc6455.OpContinuation, text(400)),
+			srvFrame(fin|rfc6455.OpContinuation, text(400)),
 		}},
-		{"64-bit length, no payload", nil, [][]byte{{fin | opText, 127, 0, 0, 1, 0, 0, 0, 0, 0}}},
-		{"64-bit length, top bit set", nil, [][]byte{{fin | opText, 127, 0x80, 0, 0, 0, 0, 0, 0, 0}}},
+		{"64-bit length, no payload", nil, [][]byte{{fin | rfc6455.OpText, 127, 0, 0, 1, 0, 0, 0, 0, 0}}},
+		{"64-bit length, top bit set", nil, [][]byte{{fin | rfc6455.OpText, 127, 0x80, 0, 0, 0, 0, 0, 0, 0}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -410,18 +387,18 @@ func TestProtocolErrors(t *testing.T) {
 		frames [][]byte
 		code   int
 	}{
-		{"masked frame", [][]byte{{fin | opText, 0x80 | 2, 1, 2, 3, 4, '{' ^ 1, '}' ^ 2}}, 1002},
-		{"RSV1", [][]byte{srvFrame(0x40|fin|opText, "{}")}, 1002},
-		{"RSV2", [][]byte{srvFrame(0x20|fin|opText, "{}")}, 1002},
-		{"RSV3", [][]byte{srvFrame(0x10|fin|opText, "{}")}, 1002},
-		{"ping of 126 bytes", [][]byte{srvFrame(fin|opPing, text(126))}, 1002},
-		{"fragmented ping", [][]byte{srvFrame(opPing, "a"), srvFrame(fin|opContinuation, "b")}, 1002},
-		{"continuation without a message", [][]byte{srvFrame(fin|opContinuation, "{}")}, 1002},
-		{"message inside a message", [][]byte{srvFrame(opText, "{"), srvFrame(fin|opText, "}")}, 1002},
+		{"masked frame", [][]byte{{fin | rfc6455.OpText, 0x80 | 2, 1, 2, 3, 4, '{' ^ 1, '}' ^ 2}}, 1002},
+		{"RSV1", [][]byte{srvFrame(0x40|fin|rfc6455.OpText, "{}")}, 1002},
+		{"RSV2", [][]byte{srvFrame(0x20|fin|rfc6455.OpText, "{}")}, 1002},
+		{"RSV3", [][]byte{srvFrame(0x10|fin|rfc6455.OpText, "{}")}, 1002},
+		{"ping of 126 bytes", [][]byte{srvFrame(fin|rfc6455.OpPing, text(126))}, 1002},
+		{"fragmented ping", [][]byte{srvFrame(rfc6455.OpPing, "a"), srvFrame(fin|rfc6455.OpContinuation, "b")}, 1002},
+		{"continuation without a message", [][]byte{srvFrame(fin|rfc6455.OpContinuation, "{}")}, 1002},
+		{"message inside a message", [][]byte{srvFrame(rfc6455.OpText, "{"), srvFrame(fin|rfc6455.OpText, "}")}, 1002},
 		{"unknown data opcode", [][]byte{srvFrame(fin|0x3, "{}")}, 1002},
 		{"unknown control opcode", [][]byte{srvFrame(fin|0xB, "")}, 1002},
-		{"invalid UTF-8", [][]byte{srvFrame(fin|opText, "{\"a\":\"\xff\"}")}, 1007},
-		{"invalid UTF-8 in fragments", [][]byte{srvFrame(opText, "{\"a\":\"\xc3"), srvFrame(fin|opContinuation, "(\"}")}, 1007},
+		{"invalid UTF-8", [][]byte{srvFrame(fin|rfc6455.OpText, "{\"a\":\"\xff\"}")}, 1007},
+		{"invalid UTF-8 in fragments", [][]byte{srvFrame(rfc6455.OpText, "{\"a\":\"\xc3"), srvFrame(fin|rfc6455.OpContinuation, "(\"}")}, 1007},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -429,7 +406,7 @@ func TestProtocolErrors(t *testing.T) {
 				if upgrade(t, nc, br) == nil {
 					return
 				}
-				write(t, nc, append([][]byte{srvFrame(fin|opText, `{"type":"ok"}`)}, tc.frames...)...)
+				write(t, nc, append([][]byte{srvFrame(fin|rfc6455.OpText, `{"type":"ok"}`)}, tc.frames...)...)
 				expectClose(t, br, tc.code) // the first frame after the error, no pong before it
 				io.Copy(io.Discard, br)
 			})
@@ -447,7 +424,7 @@ func TestProtocolErrors(t *testing.T) {
 func TestServerCloses(t *testing.T) {
 	t.Parallel()
 	url := serve(t, func(t *testing.T, nc net.Conn, br *bufio.Reader) {
-		if upgrade(t, nc, br, srvFrame(fin|opClose, closePayload(4000, "replaced"))) == nil {
+		if upgrade(t, nc, br, srvFrame(fin|rfc6455.OpClose, closePayload(4000, "replaced"))) == nil {
 			return
 		}
 		expectClose(t, br, 4000)
@@ -478,14 +455,14 @@ func TestReadAfterFailure(t *testing.T) {
 		first []byte // the frame that ends the connection
 		code  int    // the client's close code
 	}{
-		{"server's close", srvFrame(fin|opClose, closePayload(1001, "bye")), 1001},
-		{"protocol error", srvFrame(fin|opText, "\xff"), 1007},
+		{"server's close", srvFrame(fin|rfc6455.OpClose, closePayload(1001, "bye")), 1001},
+		{"protocol error", srvFrame(fin|rfc6455.OpText, "\xff"), 1007},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			url := serve(t, func(t *testing.T, nc net.Conn, br *bufio.Reader) {
 				// All in one write with the 101, so all of it is in the client's buffer when Dial returns.
-				if upgrade(t, nc, br, tc.first, srvFrame(fin|opText, "late"), srvFrame(fin|opClose, closePayload(1000, ""))) == nil {
+				if upgrade(t, nc, br, tc.first, srvFrame(fin|rfc6455.OpText, "late"), srvFrame(fin|rfc6455.OpClose, closePayload(1000, ""))) == nil {
 					return
 				}
 				expectClose(t, br, tc.code)
@@ -523,19 +500,19 @@ func TestClose(t *testing.T) {
 					return
 				}
 				if tc.reading {
-					write(t, nc, srvFrame(fin|opPing, "sync"))
-					if op, p, err := readFrame(t, br); err != nil || op != opPong || string(p) != "sync" {
+					write(t, nc, srvFrame(fin|rfc6455.OpPing, "sync"))
+					if op, p, err := readFrame(t, br); err != nil || op != rfc6455.OpPong || string(p) != "sync" {
 						t.Errorf("server: got %#x %q (%v), want the pong", op, p, err)
 						return
 					}
 					close(inRead)
 				}
-				if op, p, err := readFrame(t, br); err != nil || op != opClose || string(p) != closePayload(1000, "") {
+				if op, p, err := readFrame(t, br); err != nil || op != rfc6455.OpClose || string(p) != closePayload(1000, "") {
 					t.Errorf("server: got %#x %q (%v), want a close frame with 1000 and no reason", op, p, err)
 					return
 				}
 				if tc.answer {
-					write(t, nc, srvFrame(fin|opClose, closePayload(1000, "")))
+					write(t, nc, srvFrame(fin|rfc6455.OpClose, closePayload(1000, "")))
 				}
 				if _, err := br.ReadByte(); err != io.EOF {
 					t.Errorf("server: after the client's close frame, read %v, want EOF", err)
@@ -667,10 +644,10 @@ func TestSkipBinary(t *testing.T) {
 			return
 		}
 		write(t, nc,
-			srvFrame(fin|opBinary, `{"type":"binary"}`),
-			srvFrame(opBinary, "\x00\xff"), // binary need not be UTF-8
-			srvFrame(fin|opContinuation, "\xfe"),
-			srvFrame(fin|opText, `{"type":"text"}`))
+			srvFrame(fin|rfc6455.OpBinary, `{"type":"binary"}`),
+			srvFrame(rfc6455.OpBinary, "\x00\xff"), // binary need not be UTF-8
+			srvFrame(fin|rfc6455.OpContinuation, "\xfe"),
+			srvFrame(fin|rfc6455.OpText, `{"type":"text"}`))
 		io.Copy(io.Discard, br)
 	})
 	c := dial(t, url, nil)

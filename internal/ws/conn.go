@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"tandem/internal/rfc6455"
 )
 
 // Handler receives the events of one connection. Its methods are called one at a time, from the connection's
@@ -41,16 +43,6 @@ const (
 	ClosePolicy        = 1008
 	CloseTooBig        = 1009
 	CloseInternal      = 1011
-)
-
-// Opcodes.
-const (
-	opContinuation = 0x0
-	opText         = 0x1
-	opBinary       = 0x2
-	opClose        = 0x8
-	opPing         = 0x9
-	opPong         = 0xA
 )
 
 // Connection states.
@@ -107,7 +99,7 @@ func (c *Conn) Send(msg []byte) bool {
 	if c.state != stateOpen {
 		return false
 	}
-	return c.writeFrameLocked(opText, msg)
+	return c.writeFrameLocked(rfc6455.OpText, msg)
 }
 
 // Close starts the closing handshake with code and reason; the connection goes away when the peer answers, or
@@ -127,7 +119,7 @@ func (c *Conn) closeLocked(code int, reason string) {
 		return
 	}
 	var payload [125]byte
-	if !c.writeFrameLocked(opClose, closePayload(payload[:0], code, reason)) {
+	if !c.writeFrameLocked(rfc6455.OpClose, closePayload(payload[:0], code, reason)) {
 		return
 	}
 	c.state = stateClosing
@@ -144,7 +136,7 @@ func closePayload(b []byte, code int, reason string) []byte {
 // closeFrame is a whole close frame, as the server sends it (unmasked).
 func closeFrame(code int, reason string) []byte {
 	p := closePayload(nil, code, reason)
-	return append([]byte{0x80 | opClose, byte(len(p))}, p...)
+	return append([]byte{0x80 | rfc6455.OpClose, byte(len(p))}, p...)
 }
 
 // writeFrameLocked writes or queues one frame. On overflow or a write error it aborts the connection and
@@ -165,7 +157,7 @@ func (c *Conn) writeFrameLocked(op byte, payload []byte) bool {
 		binary.BigEndian.PutUint64(hdr[2:], uint64(l))
 		n = 10
 	}
-	return c.writeLocked(hdr[:n], payload, op == opClose)
+	return c.writeLocked(hdr[:n], payload, op == rfc6455.OpClose)
 }
 
 // writeLocked writes or queues a and then b; must is set for bytes that are queued even over the limits (a close
@@ -386,7 +378,7 @@ func (c *Conn) frame(data []byte) (int, bool) {
 		return c.reject(data, total, CloseProtocolError, "client frames must be masked")
 	}
 	if control {
-		if op != opClose && op != opPing && op != opPong {
+		if op != rfc6455.OpClose && op != rfc6455.OpPing && op != rfc6455.OpPong {
 			return c.reject(data, total, CloseProtocolError, "unknown opcode")
 		}
 		if !fin || length > 125 {
@@ -396,11 +388,11 @@ func (c *Conn) frame(data []byte) (int, bool) {
 		return c.skipFrame(data, total)
 	} else {
 		switch {
-		case op != opContinuation && op != opText && op != opBinary:
+		case op != rfc6455.OpContinuation && op != rfc6455.OpText && op != rfc6455.OpBinary:
 			return c.reject(data, total, CloseProtocolError, "unknown opcode")
-		case op == opContinuation && c.fragOp == 0:
+		case op == rfc6455.OpContinuation && c.fragOp == 0:
 			return c.reject(data, total, CloseProtocolError, "continuation frame without a message to continue")
-		case op != opContinuation && c.fragOp != 0:
+		case op != rfc6455.OpContinuation && c.fragOp != 0:
 			return c.reject(data, total, CloseProtocolError, "new message before the previous one ended")
 		}
 		limit := uint64(c.srv.cfg.MaxMessage)
@@ -413,30 +405,30 @@ func (c *Conn) frame(data []byte) (int, bool) {
 		return 0, true
 	}
 	payload := data[hlen+4 : int(total)]
-	unmask(payload, data[hlen:hlen+4])
+	rfc6455.Mask(payload, binary.LittleEndian.Uint32(data[hlen:]))
 
 	switch op {
-	case opPing:
+	case rfc6455.OpPing:
 		c.mu.Lock()
 		if c.state == stateOpen {
-			c.writeFrameLocked(opPong, payload)
+			c.writeFrameLocked(rfc6455.OpPong, payload)
 		}
 		c.mu.Unlock()
-	case opPong:
-	case opClose:
+	case rfc6455.OpPong:
+	case rfc6455.OpClose:
 		return int(total), c.onCloseFrame(payload)
-	case opText, opBinary:
+	case rfc6455.OpText, rfc6455.OpBinary:
 		if fin {
 			c.deliver(op, payload)
 			break
 		}
 		c.fragOp, c.fragSize = op, len(payload)
-		if op == opText {
+		if op == rfc6455.OpText {
 			c.frag = append(c.frag[:0], payload...)
 		}
-	case opContinuation:
+	case rfc6455.OpContinuation:
 		c.fragSize += len(payload)
-		if c.fragOp == opText {
+		if c.fragOp == rfc6455.OpText {
 			c.frag = append(c.frag, payload...)
 		}
 		if fin {
@@ -466,7 +458,7 @@ func (c *Conn) skipFrame(data []byte, total uint64) (int, bool) {
 
 func (c *Conn) deliver(op byte, msg []byte) {
 	switch {
-	case op == opBinary:
+	case op == rfc6455.OpBinary:
 		c.h.OnBinary()
 	case !utf8.Valid(msg):
 		c.closeForError(CloseInvalidData, "text message is not valid UTF-8")
@@ -494,7 +486,7 @@ func (c *Conn) onCloseFrame(payload []byte) bool {
 	if c.state == stateOpen {
 		var echo [2]byte
 		binary.BigEndian.PutUint16(echo[:], uint16(code))
-		c.writeFrameLocked(opClose, echo[:])
+		c.writeFrameLocked(rfc6455.OpClose, echo[:])
 		c.state = stateClosing
 		c.since = time.Now().UnixNano()
 	}
@@ -531,19 +523,6 @@ func validCloseCode(code int) bool {
 		return true
 	}
 	return false
-}
-
-// unmask XORs payload with the 4-byte masking key, eight bytes at a time.
-func unmask(payload, key []byte) {
-	k4 := binary.LittleEndian.Uint32(key)
-	k8 := uint64(k4) | uint64(k4)<<32
-	i := 0
-	for ; i+8 <= len(payload); i += 8 {
-		binary.LittleEndian.PutUint64(payload[i:], binary.LittleEndian.Uint64(payload[i:])^k8)
-	}
-	for ; i < len(payload); i++ {
-		payload[i] ^= key[i&3]
-	}
 }
 
 func truncateUTF8(s string, max int) string {

@@ -3,6 +3,8 @@ package ws
 import (
 	"syscall"
 	"testing"
+
+	"tandem/internal/rfc6455"
 )
 
 // TestDoorResumesAfterAcceptFails: when accept fails for want of descriptors the listener leaves the loop for a
@@ -20,7 +22,7 @@ func TestDoorResumesAfterAcceptFails(t *testing.T) {
 		t.Fatal("the listener was not paused")
 	}
 	c := dialRaw(t, h.url, nil) // waits in the backlog until the pause ends, then is upgraded
-	c.send(frame(true, opText, []byte("back"), true))
+	c.send(frame(true, rfc6455.OpText, []byte("back"), true))
 	c.expectText("back")
 	if ev := h.next(t).wait(t); ev != "text:back" {
 		t.Fatalf("got %q", ev)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"tandem/internal/rfc6455"
 )
 
 // dialTCP connects to the harness's server without saying anything.
@@ -38,7 +40,7 @@ func TestDoorRequestInPieces(t *testing.T) {
 		}
 		req = req[n:]
 	}
-	if _, err := nc.Write(frame(true, opText, []byte("hello"), true)); err != nil {
+	if _, err := nc.Write(frame(true, rfc6455.OpText, []byte("hello"), true)); err != nil {
 		t.Fatal(err)
 	}
 	c := expectUpgrade(t, nc, bufio.NewReader(nc))
@@ -75,7 +77,7 @@ func TestDoorHandsOverToHTTP(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := expectUpgrade(t, nc, br)
-		c.send(frame(true, opText, []byte("after http"), true))
+		c.send(frame(true, rfc6455.OpText, []byte("after http"), true))
 		c.expectText("after http")
 		if ev := h.next(t).wait(t); ev != "text:after http" {
 			t.Fatalf("got %q", ev)
@@ -89,7 +91,7 @@ func TestDoorHandsOverToHTTP(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := expectUpgrade(t, nc, bufio.NewReader(nc))
-		c.send(frame(true, opText, []byte("long"), true))
+		c.send(frame(true, rfc6455.OpText, []byte("long"), true))
 		c.expectText("long")
 		if ev := h.next(t).wait(t); ev != "text:long" {
 			t.Fatalf("got %q", ev)

@@ -2,8 +2,9 @@ package ws
 
 import (
 	"bytes"
-	"crypto/sha1"
 	"encoding/base64"
+
+	"tandem/internal/rfc6455"
 )
 
 // Request is what an Acceptor is told of a WebSocket handshake that the epoll loop can complete itself.
@@ -116,13 +117,9 @@ func parseHandshake(req []byte) (handshake, bool) {
 
 // switchingProtocols is the answer to a handshake with key.
 func switchingProtocols(key []byte) []byte {
-	h := sha1.New()
-	h.Write(key)
-	h.Write([]byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	var sum [sha1.Size]byte
 	b := make([]byte, 0, 160)
 	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
-	b = base64.StdEncoding.AppendEncode(b, h.Sum(sum[:0]))
+	b = rfc6455.AppendAccept(b, key)
 	return append(b, "\r\n\r\n"...)
 }
 

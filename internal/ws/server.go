@@ -10,10 +10,11 @@ import (
 	"net"
 	"net/http"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"tandem/internal/rfc6455"
 )
 
 // Config holds the limits of a Server. A zero field takes the default named beside it.
@@ -164,7 +165,7 @@ var ErrNotWebSocket = errors.New("ws: not a WebSocket handshake")
 
 // IsWebSocket reports whether r asks for a WebSocket upgrade.
 func IsWebSocket(r *http.Request) bool {
-	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
+	return rfc6455.HeaderHasToken(r.Header, "Connection", "upgrade") && rfc6455.HeaderHasToken(r.Header, "Upgrade", "websocket")
 }
 
 // Upgrade completes the WebSocket handshake of r and takes the connection over. newHandler is called with the
@@ -400,7 +401,7 @@ func (c *Conn) keepalive(now int64) {
 		c.abortLocked()
 	case now-last >= int64(cfg.PingInterval) && now-c.lastPing.Load() >= int64(cfg.PingInterval):
 		c.lastPing.Store(now)
-		c.writeFrameLocked(opPing, nil)
+		c.writeFrameLocked(rfc6455.OpPing, nil)
 	}
 }
 
@@ -454,16 +455,4 @@ func (s *Server) Shutdown(ctx context.Context, code int, reason string) error {
 		p.close()
 	}
 	return err
-}
-
-// headerHasToken reports whether a comma-separated header contains token, ignoring case.
-func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
 }

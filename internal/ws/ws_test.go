@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"tandem/internal/rfc6455"
+
 	"go.uber.org/goleak"
 )
 
@@ -241,7 +243,7 @@ func (c *rawClient) expectClose() int {
 		if err != nil {
 			c.t.Fatalf("expected a close frame, got %v", err)
 		}
-		if op == opClose {
+		if op == rfc6455.OpClose {
 			if len(p) < 2 {
 				return CloseNoStatus
 			}
@@ -253,7 +255,7 @@ func (c *rawClient) expectClose() int {
 func (c *rawClient) expectText(want string) {
 	c.t.Helper()
 	op, p, err := c.read()
-	if err != nil || op != opText || string(p) != want {
+	if err != nil || op != rfc6455.OpText || string(p) != want {
 		c.t.Fatalf("got op %d %q (%v), want text %q", op, p, err, want)
 	}
 }
@@ -263,7 +265,7 @@ func TestMessages(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			h := startDoor(t, Config{NoEpoll: mode.noEpoll}, true, mode.door)
 			// A message sent together with the handshake must not be lost.
-			c := dialRaw(t, h.url, frame(true, opText, []byte("early"), true))
+			c := dialRaw(t, h.url, frame(true, rfc6455.OpText, []byte("early"), true))
 			e := h.next(t)
 			if ev := e.wait(t); ev != "text:early" {
 				t.Fatalf("got %q", ev)
@@ -273,7 +275,7 @@ func TestMessages(t *testing.T) {
 			// Sizes on each side of the length encodings, byte by byte for the first.
 			for _, n := range []int{0, 125, 126, 65535, 65536} {
 				msg := strings.Repeat("x", n)
-				f := frame(true, opText, []byte(msg), true)
+				f := frame(true, rfc6455.OpText, []byte(msg), true)
 				if n == 125 {
 					for i := range f {
 						c.send(f[i : i+1])
@@ -288,11 +290,11 @@ func TestMessages(t *testing.T) {
 			}
 
 			// A fragmented message with a ping in the middle.
-			c.send(frame(false, opText, []byte("hel"), true))
-			c.send(frame(true, opPing, []byte("p"), true))
-			c.send(frame(false, opContinuation, []byte("lo "), true))
-			c.send(frame(true, opContinuation, []byte("wörld"), true))
-			if op, p, _ := c.read(); op != opPong || string(p) != "p" {
+			c.send(frame(false, rfc6455.OpText, []byte("hel"), true))
+			c.send(frame(true, rfc6455.OpPing, []byte("p"), true))
+			c.send(frame(false, rfc6455.OpContinuation, []byte("lo "), true))
+			c.send(frame(true, rfc6455.OpContinuation, []byte("wörld"), true))
+			if op, p, _ := c.read(); op != rfc6455.OpPong || string(p) != "p" {
 				t.Fatalf("want pong p, got %d %q", op, p)
 			}
 			if ev := e.wait(t); ev != "text:hello wörld" {
@@ -300,13 +302,13 @@ func TestMessages(t *testing.T) {
 			}
 			c.expectText("hello wörld")
 
-			c.send(frame(true, opBinary, []byte{1, 2, 3}, true))
+			c.send(frame(true, rfc6455.OpBinary, []byte{1, 2, 3}, true))
 			if ev := e.wait(t); ev != "binary" {
 				t.Fatalf("got %q", ev)
 			}
 
 			// Closing handshake started by the client.
-			c.send(frame(true, opClose, []byte{0x03, 0xe8}, true))
+			c.send(frame(true, rfc6455.OpClose, []byte{0x03, 0xe8}, true))
 			if code := c.expectClose(); code != CloseNormal {
 				t.Fatalf("close code %d", code)
 			}
@@ -318,23 +320,23 @@ func TestMessages(t *testing.T) {
 }
 
 func TestProtocolErrors(t *testing.T) {
-	big := frame(true, opText, bytes.Repeat([]byte("x"), 2000), true)
+	big := frame(true, rfc6455.OpText, bytes.Repeat([]byte("x"), 2000), true)
 	tests := []struct {
 		name string
 		data []byte
 		code int
 	}{
-		{"unmasked", frame(true, opText, []byte("hi"), false), CloseProtocolError},
-		{"reserved bits", append([]byte{0xC1}, frame(true, opText, []byte("hi"), true)[1:]...), CloseProtocolError},
+		{"unmasked", frame(true, rfc6455.OpText, []byte("hi"), false), CloseProtocolError},
+		{"reserved bits", append([]byte{0xC1}, frame(true, rfc6455.OpText, []byte("hi"), true)[1:]...), CloseProtocolError},
 		{"unknown opcode", frame(true, 0x3, []byte("hi"), true), CloseProtocolError},
-		{"fragmented ping", frame(false, opPing, nil, true), CloseProtocolError},
-		{"long ping", frame(true, opPing, bytes.Repeat([]byte("x"), 126), true), CloseProtocolError},
-		{"stray continuation", frame(true, opContinuation, []byte("x"), true), CloseProtocolError},
-		{"interleaved message", append(frame(false, opText, []byte("a"), true), frame(true, opText, []byte("b"), true)...), CloseProtocolError},
-		{"invalid utf-8", frame(true, opText, []byte{0xff, 0xfe}, true), CloseInvalidData},
+		{"fragmented ping", frame(false, rfc6455.OpPing, nil, true), CloseProtocolError},
+		{"long ping", frame(true, rfc6455.OpPing, bytes.Repeat([]byte("x"), 126), true), CloseProtocolError},
+		{"stray continuation", frame(true, rfc6455.OpContinuation, []byte("x"), true), CloseProtocolError},
+		{"interleaved message", append(frame(false, rfc6455.OpText, []byte("a"), true), frame(true, rfc6455.OpText, []byte("b"), true)...), CloseProtocolError},
+		{"invalid utf-8", frame(true, rfc6455.OpText, []byte{0xff, 0xfe}, true), CloseInvalidData},
 		{"too large", big, CloseTooBig},
-		{"too large in fragments", append(frame(false, opText, big[:800], true), frame(false, opContinuation, big[:800], true)...), CloseTooBig},
-		{"bad close code", frame(true, opClose, []byte{0x03, 0xed}, true), CloseProtocolError},
+		{"too large in fragments", append(frame(false, rfc6455.OpText, big[:800], true), frame(false, rfc6455.OpContinuation, big[:800], true)...), CloseTooBig},
+		{"bad close code", frame(true, rfc6455.OpClose, []byte{0x03, 0xed}, true), CloseProtocolError},
 	}
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
@@ -347,7 +349,7 @@ func TestProtocolErrors(t *testing.T) {
 					if code := c.expectClose(); code != tt.code {
 						t.Errorf("close code %d, want %d", code, tt.code)
 					}
-					c.send(frame(true, opClose, []byte{0x03, 0xe8}, true))
+					c.send(frame(true, rfc6455.OpClose, []byte{0x03, 0xe8}, true))
 					for ev := e.wait(t); ev != "close"; ev = e.wait(t) {
 						if ev != "too large" {
 							t.Errorf("unexpected event %q", ev)
@@ -363,7 +365,7 @@ func TestTooLargeTellsClientFirst(t *testing.T) {
 	h := start(t, Config{MaxMessage: 16}, false)
 	c := dialRaw(t, h.url, nil)
 	h.next(t)
-	c.send(frame(true, opText, []byte(strings.Repeat("y", 17)), true))
+	c.send(frame(true, rfc6455.OpText, []byte(strings.Repeat("y", 17)), true))
 	c.expectText("too large")
 	if code := c.expectClose(); code != CloseTooBig {
 		t.Fatalf("close code %d", code)
@@ -387,12 +389,12 @@ func TestKeepalive(t *testing.T) {
 						pings <- fmt.Errorf("the live client lost its connection after %d pings: %w", n, err)
 						return
 					}
-					if op == opPing {
+					if op == rfc6455.OpPing {
 						if n++; n == 20 {
 							pings <- nil
 							return
 						}
-						if _, err := alive.nc.Write(frame(true, opPong, p, true)); err != nil {
+						if _, err := alive.nc.Write(frame(true, rfc6455.OpPong, p, true)); err != nil {
 							pings <- err
 							return
 						}
@@ -497,7 +499,7 @@ func shutDown(t *testing.T, srv *Server, c *rawClient, e *events) {
 	if code := c.expectClose(); code != CloseGoingAway {
 		t.Fatalf("close code %d", code)
 	}
-	c.send(frame(true, opClose, []byte{0x03, 0xe9}, true))
+	c.send(frame(true, rfc6455.OpClose, []byte{0x03, 0xe9}, true))
 	if err := <-done; err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
@@ -619,10 +621,10 @@ func testHandshakeRefusals(t *testing.T, door bool) {
 // FuzzFrames feeds arbitrary bytes to the frame parser, split at an arbitrary point: it must never panic, and
 // every message it delivers must be valid UTF-8 text within the size limit.
 func FuzzFrames(f *testing.F) {
-	f.Add(frame(true, opText, []byte("hello"), true), 3)
-	f.Add(append(frame(false, opText, []byte("he"), true), frame(true, opContinuation, []byte("llo"), true)...), 7)
-	f.Add(frame(true, opClose, []byte{3, 232, 'o', 'k'}, true), 1)
-	f.Add(frame(true, opPing, []byte("x"), true), 0)
+	f.Add(frame(true, rfc6455.OpText, []byte("hello"), true), 3)
+	f.Add(append(frame(false, rfc6455.OpText, []byte("he"), true), frame(true, rfc6455.OpContinuation, []byte("llo"), true)...), 7)
+	f.Add(frame(true, rfc6455.OpClose, []byte{3, 232, 'o', 'k'}, true), 1)
+	f.Add(frame(true, rfc6455.OpPing, []byte("x"), true), 0)
 	f.Fuzz(func(t *testing.T, data []byte, split int) {
 		srv, _ := NewServer(Config{MaxMessage: 256, NoEpoll: true})
 		client, server := net.Pipe()
