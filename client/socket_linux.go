@@ -70,20 +70,9 @@ func (s *tcpSocket) read(p []byte, try bool) (int, error) {
 }
 
 func (s *tcpSocket) recv(fd uintptr) bool {
-	for {
-		n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)), unix.MSG_DONTWAIT, 0, 0)
-		switch e {
-		case 0:
-			s.rn = int(n)
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		default:
-			s.rerr = &net.OpError{Op: "read", Net: "tcp", Err: e}
-		}
-		return true
-	}
+	var ok bool
+	s.rn, ok, s.rerr = call(unix.SYS_RECVFROM, fd, s.rbuf, unix.MSG_DONTWAIT, "read")
+	return ok
 }
 
 func (s *tcpSocket) tryRecv(fd uintptr) {
@@ -112,18 +101,24 @@ func (s *tcpSocket) Write(p []byte) (int, error) {
 }
 
 func (s *tcpSocket) send(fd uintptr) bool {
+	var ok bool
+	s.wn, ok, s.werr = call(unix.SYS_SENDTO, fd, s.wbuf, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, "write")
+	return ok
+}
+
+// call makes recvfrom or sendto (trap) on fd with b, again if a signal interrupted it; ok is false when the
+// socket is not ready (EAGAIN), and err is the call's failure as op.
+func call(trap, fd uintptr, b []byte, flags uintptr, op string) (n int, ok bool, err error) {
 	for {
-		n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&s.wbuf[0])), uintptr(len(s.wbuf)), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
+		r, _, e := unix.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), flags, 0, 0)
 		switch e {
 		case 0:
-			s.wn = int(n)
+			return int(r), true, nil
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			return false
-		default:
-			s.werr = &net.OpError{Op: "write", Net: "tcp", Err: e}
+			return 0, false, nil
 		}
-		return true
+		return 0, true, &net.OpError{Op: op, Net: "tcp", Err: e}
 	}
 }
