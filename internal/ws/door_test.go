@@ -120,13 +120,7 @@ func TestDoorHandshakeTimeout(t *testing.T) {
 // TestDoorShutdown: Shutdown closes the listener, upgraded connections with the code given, and connections
 // whose request is still coming.
 func TestDoorShutdown(t *testing.T) {
-	srv, err := NewServer(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
+	srv := newServer(t, Config{}) // shut down by the test
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

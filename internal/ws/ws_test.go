@@ -80,13 +80,7 @@ func start(t *testing.T, cfg Config, echo bool) *harness {
 // every path but /http, and net/http is given the other requests.
 func startDoor(t *testing.T, cfg Config, echo, door bool) *harness {
 	t.Helper()
-	srv, err := NewServer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
+	srv := newServer(t, cfg)
 	h := &harness{srv: srv, events: make(chan *events, 16)}
 	newHandler := func(c *Conn) Handler {
 		e := &events{c: c, echo: echo, ch: make(chan string, 1024)}
@@ -123,6 +117,19 @@ func startDoor(t *testing.T, cfg Config, echo, door bool) *harness {
 		}
 	})
 	return h
+}
+
+// newServer makes a server with cfg and starts it.
+func newServer(t *testing.T, cfg Config) *Server {
+	t.Helper()
+	srv, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return srv
 }
 
 func (h *harness) next(t *testing.T) *events {
@@ -514,13 +521,7 @@ func TestShutdownClosesWithGoingAway(t *testing.T) {
 			continue // TestDoorShutdown
 		}
 		t.Run(mode.name, func(t *testing.T) {
-			srv, err := NewServer(Config{NoEpoll: mode.noEpoll})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := srv.Start(); err != nil {
-				t.Fatal(err)
-			}
+			srv := newServer(t, Config{NoEpoll: mode.noEpoll}) // shut down by the test
 			evs := make(chan *events, 4)
 			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				_ = srv.Upgrade(w, r, func(c *Conn) Handler {
@@ -553,13 +554,7 @@ func TestUpgradeDuringShutdown(t *testing.T) {
 			continue // the loop's handshakes are connections Shutdown closes itself (TestDoorShutdown)
 		}
 		t.Run(mode.name, func(t *testing.T) {
-			srv, err := NewServer(Config{NoEpoll: mode.noEpoll})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := srv.Start(); err != nil {
-				t.Fatal(err)
-			}
+			srv := newServer(t, Config{NoEpoll: mode.noEpoll}) // shut down by the test
 			answered, shutDown := make(chan struct{}), make(chan error, 1)
 			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				_ = srv.Upgrade(w, r, func(c *Conn) Handler {
