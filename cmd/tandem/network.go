@@ -204,7 +204,7 @@ func newNetwork(o *netOptions, logger *slog.Logger) (*network, error) {
 }
 
 // iceServers is the hub's hook: the ICE servers of a user who opened the page at host.
-func (n *network) iceServers(user, host string) []protocol.ICEServer {
+func (n *network) iceServers(user, host, session string) []protocol.ICEServer {
 	if n.turn == nil {
 		return nil
 	}

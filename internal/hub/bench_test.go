@@ -8,6 +8,8 @@ import (
 // sink is a Conn that only counts what it is sent, so that a benchmark measures the hub and not its stand-in.
 type sink struct{ bytes, msgs int }
 
+func (s *sink) LoggedIn() {}
+
 func (s *sink) Send(msg []byte) bool { s.bytes += len(msg); s.msgs++; return true }
 func (s *sink) Close(int, string)    {}
 

