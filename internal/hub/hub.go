@@ -43,6 +43,9 @@ type Config struct {
 	SessionEnded func(session string)
 	// EchoName is the name of the built-in echo test user, marked as such in user lists; "" for none.
 	EchoName string
+	// EchoToken, if not empty, reserves EchoName for the built-in echo peer: a login as EchoName must carry it as
+	// its token.
+	EchoToken string
 	// Logger receives the hub's logs; default slog.Default().
 	Logger *slog.Logger
 	// Metrics, if not nil, is told about messages and errors.

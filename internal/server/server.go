@@ -46,6 +46,8 @@ type Config struct {
 	SessionEnded func(session string)
 	// EchoName marks the echo test user in user lists; "" for none.
 	EchoName string
+	// EchoToken, if not empty, reserves EchoName for the built-in echo peer, which logs in with it (hub.Config).
+	EchoToken string
 	// AllowedOrigins, if not empty, limits which web pages may open the signaling WebSocket: a browser request
 	// whose Origin is neither one of these (e.g. "https://call.example.org") nor the server's own is refused.
 	// Empty allows every origin, as the tutorial does (its client may be a file:// page or on another port).
