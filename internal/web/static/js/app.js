@@ -12,6 +12,7 @@
 import { Signaling, LoginError, serverURL } from './signaling.js';
 import { LocalMedia } from './media.js';
 import { Call } from './call.js';
+import { CandidateQueue, LIMITS, drop, dropped } from './limits.js';
 import { StatsMeter, formatRate } from './stats.js';
 import { Tone } from './tone.js';
 import { $, avatar, el, focusSoftly, formatDuration, toast, validateName } from './ui.js';
@@ -42,7 +43,7 @@ const state = {
   iceServers: [],
   phase: 'idle',
   call: null, // Call while outgoing or active
-  incoming: null, // {from, offer, candidates} while incoming
+  incoming: null, // {from, offer, candidates (a CandidateQueue)} while incoming
   ringTimer: 0,
   ringing: false, // the callee's device is ringing (we got `ringing`)
   connectedAt: 0,
@@ -61,8 +62,9 @@ const state = {
 /** A short history of what the page did, for whoever debugs it (window.tandem.history, and the console). */
 const history = [];
 function log(line) {
+  if (line.length > LIMITS.historyLineChars) line = `${line.slice(0, LIMITS.historyLineChars)}…`;
   history.push(`${new Date().toISOString().slice(11, 23)} ${line}`);
-  if (history.length > 200) history.shift();
+  if (history.length > LIMITS.historyLines) history.shift();
   console.debug(`tandem: ${line}`);
 }
 
@@ -83,6 +85,11 @@ window.tandem = {
   get users() { return state.users; },
   get signaling() { return signaling.state; },
   get chatReady() { return !!(state.call && state.call.chatReady); },
+  // The other side's candidates held until they can be used (while ringing, or until the answer).
+  get heldCandidates() {
+    return state.incoming ? state.incoming.candidates.length : state.call ? state.call.pendingCandidates.length : 0;
+  },
+  dropped,
   history,
 };
 
@@ -418,7 +425,7 @@ function onOffer(msg) {
     if (state.phase === 'outgoing') {
       // Glare: we called each other at the same moment. The name that sorts first keeps its offer.
       if (state.name < from) return; // ours wins; they will answer it
-      const early = call.pendingCandidates.splice(0); // their candidates, for the offer we answer now
+      const early = call.pendingCandidates.take(); // their candidates, for the offer we answer now
       call.close();
       answerCall(from, msg.offer, early);
       return;
@@ -431,7 +438,7 @@ function onOffer(msg) {
     return;
   }
   if (state.phase !== 'idle') return; // the server answers `busy` for us
-  state.incoming = { from, offer: msg.offer, candidates: [] };
+  state.incoming = { from, offer: msg.offer, candidates: new CandidateQueue(from) };
   setPhase('incoming');
   ring(from);
 }
@@ -465,7 +472,7 @@ async function accept() {
   if (state.phase !== 'incoming') return;
   const { from, offer, candidates } = state.incoming;
   stopRinging();
-  await answerCall(from, offer, candidates);
+  await answerCall(from, offer, candidates.take());
 }
 
 async function answerCall(from, offer, candidates) {
@@ -544,12 +551,15 @@ function onAnswer(msg) {
   });
 }
 
+/** A candidate is for the call that rings or is in progress, from the other person in it; any other is dropped. */
 function onCandidate(msg) {
   const from = msg.name;
-  if (state.call && (!from || from === state.call.peer)) {
-    state.call.handleCandidate(msg.candidate);
+  if (state.call && from === state.call.peer) {
+    state.call.handleCandidate(msg.candidate).catch((err) => console.debug('tandem: candidate not added:', err));
   } else if (state.incoming && from === state.incoming.from) {
-    if (msg.candidate && msg.candidate.candidate) state.incoming.candidates.push(msg.candidate);
+    state.incoming.candidates.push(msg.candidate);
+  } else if (msg.candidate) {
+    drop('candidates', `a candidate from ${typeof from === 'string' ? from.slice(0, 64) : 'nobody'}, who is not in a call with us`);
   }
 }
 
@@ -694,6 +704,7 @@ function addChat(who, text) {
     el('span', { class: 'msg-text' }, text));
   const log = $('#chat-log');
   log.append(item);
+  while (log.childElementCount > LIMITS.chatMessages) log.firstElementChild.remove();
   log.scrollTop = log.scrollHeight;
   if (who === 'them' && $('#chat').hidden) {
     state.unread++;
@@ -754,8 +765,10 @@ function stopListTimer() {
 
 function onUsers(msg) {
   if ((msg.query || '') !== state.query) return; // an answer to an older search
-  const users = Array.isArray(msg.users) ? msg.users : [];
-  state.users = { users, more: !!msg.more, total: msg.total ?? users.length, query: state.query };
+  const all = Array.isArray(msg.users) ? msg.users.filter((u) => u && typeof u.name === 'string') : [];
+  const users = all.slice(0, LIMITS.users);
+  const total = Number.isSafeInteger(msg.total) ? msg.total : all.length;
+  state.users = { users, more: !!msg.more || all.length > users.length, total, query: state.query };
   const echo = users.find((u) => u.echo);
   if (echo) state.echoName = echo.name;
   else if (!state.query && !msg.more) state.echoName = '';

@@ -2,6 +2,8 @@
 // exchange over the signaling connection. The page (app.js) decides when calls start and end; a Call only
 // connects, keeps the connection alive (ICE restart) and reports what happens.
 
+import { CandidateQueue, LIMITS, candidateInit, drop } from './limits.js';
+
 const CHAT_LABEL = 'chat';
 
 /**
@@ -33,7 +35,14 @@ export class Call extends EventTarget {
     this.pc = null;
     this.dc = null;
     this.chatReady = false;
-    this.pendingCandidates = [];
+    // The other side's candidates that came before its description (bounded), and how many were added for the
+    // current remote description (bounded too: a new offer or answer starts a new count).
+    this.pendingCandidates = new CandidateQueue(peer);
+    this.candidatesAdded = 0;
+    // A renegotiation offer is applied one at a time; one that comes meanwhile waits, replaced by any later one.
+    this.applyingOffer = false;
+    this.nextOffer = null;
+    this.applyingAnswer = false;
     this.remoteStream = new MediaStream();
     this.closed = false;
     this.restarts = 0;
@@ -94,11 +103,11 @@ export class Call extends EventTarget {
     this.sendDescription('offer');
   }
 
-  /** Callee: answers the offer that started the call. */
+  /** Callee: answers the offer that started the call; earlyCandidates are those that came while it rang. */
   async answer(offer, earlyCandidates = []) {
     this.createPeerConnection();
-    this.pendingCandidates.push(...earlyCandidates);
-    await this.pc.setRemoteDescription(offer);
+    for (const c of earlyCandidates) this.pendingCandidates.push(c);
+    await this.setRemote(offer);
     await this.addLocalTracks();
     const answer = await this.pc.createAnswer();
     await this.pc.setLocalDescription(answer);
@@ -108,38 +117,84 @@ export class Call extends EventTarget {
 
   /** The other side's answer to our offer (the first one or an ICE restart). */
   async handleAnswer(answer) {
-    if (!this.pc || this.pc.signalingState !== 'have-local-offer') return;
-    await this.pc.setRemoteDescription(answer);
+    // Answers that come while one is being applied are extra (only one answers our offer): they are not queued.
+    if (!this.pc || this.applyingAnswer || this.pc.signalingState !== 'have-local-offer') return;
+    this.applyingAnswer = true;
+    try {
+      await this.setRemote(answer);
+    } finally {
+      this.applyingAnswer = false;
+    }
     await this.flushCandidates();
   }
 
-  /** A new offer from the other side during the call: an ICE restart or another renegotiation. */
+  /**
+   * A new offer from the other side during the call: an ICE restart or another renegotiation. Offers are applied
+   * one at a time; of those that come meanwhile only the latest is kept, and applied next.
+   */
   async handleOffer(offer) {
     if (!this.pc) return;
+    if (this.applyingOffer) {
+      this.nextOffer = offer;
+      return;
+    }
+    this.applyingOffer = true;
+    try {
+      for (let next = offer; next && !this.closed; next = this.nextOffer) {
+        this.nextOffer = null;
+        try {
+          await this.applyOffer(next);
+        } catch (err) {
+          if (!this.nextOffer) throw err;
+          console.warn('tandem: renegotiation failed:', err);
+        }
+      }
+    } finally {
+      this.applyingOffer = false;
+      this.nextOffer = null;
+    }
+  }
+
+  async applyOffer(offer) {
     const collision = this.pc.signalingState !== 'stable';
     if (collision && !this.polite) return; // ours wins; they will answer it
-    await this.pc.setRemoteDescription(offer); // rolls our own offer back when polite
+    await this.setRemote(offer); // rolls our own offer back when polite
     const answer = await this.pc.createAnswer();
     await this.pc.setLocalDescription(answer);
     this.sendDescription('answer');
     await this.flushCandidates();
   }
 
+  async setRemote(description) {
+    await this.pc.setRemoteDescription(description);
+    this.candidatesAdded = 0;
+  }
+
+  /** A candidate from the other side: held until its description is set, then added, within the bounds. */
   async handleCandidate(candidate) {
-    if (!candidate || !candidate.candidate) return;
     if (!this.pc || !this.pc.remoteDescription) {
       this.pendingCandidates.push(candidate);
       return;
     }
-    await this.addCandidate(candidate);
+    const c = candidateInit(candidate);
+    if (!c) return;
+    if (c.size > LIMITS.candidateBytes) {
+      drop('candidates', `a candidate from ${this.peer}: ${c.size} characters, more than ${LIMITS.candidateBytes}`, c.size);
+      return;
+    }
+    await this.addCandidate(c.init);
   }
 
   async flushCandidates() {
-    const list = this.pendingCandidates.splice(0);
-    for (const c of list) await this.addCandidate(c);
+    for (const c of this.pendingCandidates.take()) await this.addCandidate(c);
   }
 
   async addCandidate(candidate) {
+    if (this.candidatesAdded >= LIMITS.candidatesPerCall) {
+      drop('candidates', `a candidate from ${this.peer}: ${this.candidatesAdded} already added for this description`);
+      return;
+    }
+    this.candidatesAdded++;
     try {
       await this.pc.addIceCandidate(candidate);
     } catch (err) {
@@ -260,6 +315,10 @@ export class Call extends EventTarget {
   }
 
   channelMessage(data) {
+    if (typeof data !== 'string' || data.length > LIMITS.channelMessageChars) {
+      drop('channelMessages', `a data-channel message from ${this.peer} (${typeof data === 'string' ? `${data.length} characters` : 'binary'})`);
+      return;
+    }
     let msg;
     try {
       msg = JSON.parse(data);
@@ -275,7 +334,7 @@ export class Call extends EventTarget {
         break;
       case 'chat':
         if (typeof msg.text === 'string' && msg.text) {
-          this.dispatchEvent(new CustomEvent('chat', { detail: { text: msg.text.slice(0, 4000) } }));
+          this.dispatchEvent(new CustomEvent('chat', { detail: { text: msg.text.slice(0, LIMITS.chatChars) } }));
         }
         break;
       case 'media':

@@ -1,5 +1,7 @@
 // Small DOM helpers shared by the page: element lookup and creation, avatars, notices, names and durations.
 
+import { LIMITS } from './limits.js';
+
 /** Returns the first element matching a CSS selector. */
 export const $ = (sel) => document.querySelector(sel);
 
@@ -34,15 +36,22 @@ export function avatar(node, name) {
  */
 export function toast(message, { kind = 'info', timeout = 6000 } = {}) {
   const box = document.getElementById('toasts');
+  let text = String(message);
+  if (text.length > LIMITS.toastChars) text = `${text.slice(0, LIMITS.toastChars)}…`;
   // The container is a polite live region; an error interrupts as an alert.
   const item = el('div', { class: `toast toast-${kind}`, role: kind === 'error' ? 'alert' : null },
-    el('span', { class: 'toast-text' }, message));
+    el('span', { class: 'toast-text' }, text));
   const close = el('button', { type: 'button', class: 'toast-close', 'aria-label': 'Dismiss' }, '×');
-  close.addEventListener('click', () => item.remove());
+  const timer = setTimeout(() => item.remove(), timeout);
+  item.dismiss = () => {
+    clearTimeout(timer);
+    item.remove();
+  };
+  close.addEventListener('click', item.dismiss);
   item.append(close);
   box.append(item);
-  while (box.children.length > 4) box.firstElementChild.remove();
-  setTimeout(() => item.remove(), timeout);
+  // At most a few at once: the oldest go, and take their timers with them (a flood of notices holds nothing).
+  while (box.children.length > LIMITS.toasts) box.firstElementChild.dismiss();
   return item;
 }
 
