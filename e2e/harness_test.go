@@ -521,3 +521,77 @@ func holdJS(ms int, types ...string) string {
 		};
 	})()`, list, ms)
 }
+
+// noticesOverControlsJS lists each visible control of the page (button, field, link) that a visible notice covers
+// (overlaps, and is on top of it there), as "notice text → control": a notice must never cover or block a control.
+const noticesOverControlsJS = `(() => {
+	const visible = (e) => {
+		const r = e.getBoundingClientRect();
+		return r.width > 0 && r.height > 0 && getComputedStyle(e).visibility !== 'hidden' && e.closest('[hidden]') === null;
+	};
+	const name = (e) => e.id ? '#' + e.id : (e.getAttribute('aria-label') || e.textContent.trim().slice(0, 30) || e.tagName);
+	const toasts = [...document.querySelectorAll('#toasts .toast')].filter(visible);
+	const controls = [...document.querySelectorAll('button, input, select, textarea, a[href]')]
+		.filter((e) => !e.closest('#toasts') && visible(e));
+	const out = [];
+	for (const t of toasts) {
+		const a = t.getBoundingClientRect();
+		for (const c of controls) {
+			const b = c.getBoundingClientRect();
+			const left = Math.max(a.left, b.left), right = Math.min(a.right, b.right);
+			const top = Math.max(a.top, b.top), bottom = Math.min(a.bottom, b.bottom);
+			if (left >= right || top >= bottom) continue;
+			// They overlap: the notice covers the control if it is what is on top there.
+			const onTop = document.elementFromPoint((left + right) / 2, (top + bottom) / 2);
+			if (onTop && onTop.closest('#toasts')) {
+				out.push(t.querySelector('.toast-text').textContent.slice(0, 40) + ' → ' + name(c));
+			}
+		}
+	}
+	return out;
+})()`
+
+// notify shows a notice on a tandem page as the page itself does (its own toast function), for long enough for
+// the test to look at it.
+func (p *page) notify(text string) {
+	p.t.Helper()
+	p.must(fmt.Sprintf(`import('/js/ui.js').then((ui) => { ui.toast(%s, { timeout: 120000 }); })`, jsString(text)))
+}
+
+// assertNoticesClear fails the test if a notice covers a control of the page, and saves a screenshot of it.
+func (p *page) assertNoticesClear(state string) {
+	p.t.Helper()
+	p.screenshot("notices-" + state)
+	if n := value[int](p, `document.querySelectorAll('#toasts .toast').length`); n == 0 {
+		p.fatalf("%s: no notice on screen to check", state)
+	}
+	if over := value[[]string](p, noticesOverControlsJS); len(over) > 0 {
+		p.t.Errorf("%s: %s: notices cover controls: %q", p.label, state, over)
+	}
+}
+
+// clickAt clicks the middle of the element the CSS selector finds with the mouse, as a person would: whatever
+// is on top at that point gets the click.
+func (p *page) clickAt(sel string) {
+	p.t.Helper()
+	type point struct{ X, Y float64 }
+	at := value[point](p, fmt.Sprintf(`(() => {
+		const r = document.querySelector(%s).getBoundingClientRect();
+		return { X: r.left + r.width / 2, Y: r.top + r.height / 2 };
+	})()`, jsString(sel)))
+	ctx, cancel := context.WithTimeout(p.ctx, wait)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.MouseClickXY(at.X, at.Y)); err != nil {
+		p.fatalf("clicking %s: %v", sel, err)
+	}
+}
+
+// resize changes the size of the page's viewport.
+func (p *page) resize(width, height int64) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, wait)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, height)); err != nil {
+		p.fatalf("resizing to %dx%d: %v", width, height, err)
+	}
+}

@@ -447,6 +447,7 @@ function ring(from) {
   $('#incoming-title').textContent = from;
   avatar($('#incoming-avatar'), from);
   $('#incoming').hidden = false;
+  placeNotices();
   $('#accept-button').focus();
   tone.play('ring');
   document.title = `${from} is calling… · tandem`;
@@ -460,9 +461,21 @@ function ring(from) {
   }, config.incomingTimeoutMs);
 }
 
+/** Keeps the notices clear of the incoming-call panel, which lies over the top of the page while it rings. */
+function placeNotices() {
+  const box = $('#toasts');
+  box.style.marginTop = '';
+  const panel = $('#incoming');
+  if (panel.hidden) return;
+  // The panel's place without its entrance animation (offsetTop, not the bounding box), and a little room.
+  const below = panel.offsetTop + panel.offsetHeight + 8 - box.getBoundingClientRect().top;
+  if (below > 0) box.style.marginTop = `${Math.ceil(below)}px`;
+}
+
 function stopRinging() {
   clearTimeout(state.ringTimer);
   $('#incoming').hidden = true;
+  placeNotices();
   tone.stop();
   state.incoming = null;
   document.title = 'tandem';
@@ -1069,6 +1082,7 @@ function wire() {
     else if (ev.key === 'v' || ev.key === 'V') toggleCamera();
   });
   window.addEventListener('pagehide', () => tone.stop());
+  window.addEventListener('resize', placeNotices);
 }
 
 function boot() {
