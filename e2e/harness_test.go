@@ -595,3 +595,13 @@ func (p *page) resize(width, height int64) {
 		p.fatalf("resizing to %dx%d: %v", width, height, err)
 	}
 }
+
+// keys types keys into whatever has the focus, as a person at the keyboard would.
+func (p *page) keys(keys string) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, wait)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.KeyEvent(keys)); err != nil {
+		p.fatalf("typing %q: %v", keys, err)
+	}
+}

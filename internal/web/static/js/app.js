@@ -171,7 +171,9 @@ function enterCallView(reply) {
   }
   useEchoName(reply);
   requestUsers();
-  focusSoftly($('#people-search'));
+  // The stage, not the search box: a person who presses M or V (the shortcuts the buttons show) mutes or stops
+  // video instead of typing into a field they never chose.
+  focusSoftly($('#main'));
 }
 
 /** The login reply names the echo test user when it is online, however long the list of people is (issue 5). */
@@ -238,6 +240,7 @@ function toggleMic() {
   }
   media.setMic(!media.micOn);
   if (state.call) state.call.sendMediaState();
+  renderStage();
   toast(media.micOn ? 'Microphone on.' : 'Microphone muted.', { timeout: 1500 });
 }
 
@@ -248,6 +251,7 @@ function toggleCamera() {
   }
   media.setCamera(!media.cameraOn);
   if (state.call) state.call.sendMediaState();
+  renderStage();
 }
 
 async function toggleScreen() {
@@ -344,6 +348,57 @@ function toggleDevices(open = $('#devices').hidden) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Calls
+
+/**
+ * Calls a name typed under "Call someone by name". Names are case-sensitive on the server, but people type them in
+ * any case: when nobody online has the name as typed, and exactly one person has it in another case (the server's
+ * case-insensitive match, as in search), that person is called. With several, the page asks which one.
+ */
+async function dial(rawName) {
+  const { name, error } = validateName(rawName);
+  if (error || state.phase !== 'idle' || signaling.state !== 'online') {
+    await startCall(rawName); // says what is wrong
+    return;
+  }
+  const users = await lookUp(name);
+  if (users && !users.some((u) => u.name === name)) {
+    const same = users.filter((u) => sameLetters(u.name, name) && u.name !== state.name);
+    if (same.length > 1) {
+      const names = same.map((u) => `“${u.name}”`).join(' or ');
+      toast(`Nobody online is called “${name}” with those capitals. Did you mean ${names}? Names are case-sensitive.`,
+        { kind: 'error' });
+      return;
+    }
+    if (same.length === 1) {
+      await startCall(same[0].name);
+      return;
+    }
+  }
+  await startCall(name);
+}
+
+/** Whether two names are the same but for case, as the server compares them in search (docs/protocol.md). */
+function sameLetters(a, b) {
+  return a.toLowerCase() === b.toLowerCase();
+}
+
+/** Asks the server who is online with names starting with name (any case); null when no answer comes in time. */
+const lookups = new Map(); // query → resolve functions waiting for its answer
+function lookUp(name) {
+  return new Promise((resolve) => {
+    const waiting = lookups.get(name) || [];
+    lookups.set(name, [...waiting, resolve]);
+    if (!waiting.length && !signaling.send({ type: 'users', query: name, limit: 100 })) finishLookUp(name, null);
+    setTimeout(() => finishLookUp(name, null), 3000);
+  });
+}
+
+function finishLookUp(query, users) {
+  const waiting = lookups.get(query);
+  if (!waiting) return;
+  lookups.delete(query);
+  for (const resolve of waiting) resolve(users);
+}
 
 async function startCall(rawName) {
   const { name, error } = validateName(rawName);
@@ -543,7 +598,7 @@ function endCall(message, kind = 'info') {
   const focusWasInCall = !document.activeElement || document.activeElement === document.body ||
     $('#main').contains(document.activeElement) || $('#chat').contains(document.activeElement);
   setPhase('idle');
-  if (focusWasInCall) focusSoftly($('#people-search')); // the hang-up button it was on is disabled now
+  if (focusWasInCall) focusSoftly($('#main')); // the hang-up button it was on is disabled now
   if (message) toast(message, { kind });
   requestUsers();
 }
@@ -777,6 +832,9 @@ function stopListTimer() {
 }
 
 function onUsers(msg) {
+  if (lookups.has(msg.query || '')) {
+    finishLookUp(msg.query || '', Array.isArray(msg.users) ? msg.users.filter((u) => u && typeof u.name === 'string') : []);
+  }
   if ((msg.query || '') !== state.query) return; // an answer to an older search
   const all = Array.isArray(msg.users) ? msg.users.filter((u) => u && typeof u.name === 'string') : [];
   const users = all.slice(0, LIMITS.users);
@@ -810,13 +868,16 @@ function renderUsers() {
     if (!self) button.addEventListener('click', () => startCall(u.name));
     list.append(el('li', {}, button));
   }
-  if (!others.length) {
-    list.append(el('li', { class: 'people-empty muted' }, state.query
-      ? `Nobody online has a name starting with “${state.query}”.`
-      : 'Nobody else is online yet. Share this page’s address with someone to call them.'));
+  // The count is of the people you could call: the server's total less you and the echo test line.
+  const people = Math.max(0, total - 1 - (state.echoName ? 1 : 0));
+  if (state.query && !others.length) {
+    list.append(el('li', { class: 'people-empty muted' }, `Nobody online has a name starting with “${state.query}”.`));
+  } else if (!state.query && !people) {
+    list.append(el('li', { class: 'people-empty muted' },
+      'Nobody else is online yet. Share this page’s address with someone to call them.'));
   }
-  $('#people-count').textContent = `${total}`;
-  $('#people-count').setAttribute('aria-label', `${total} online`);
+  $('#people-count').textContent = `${people}`;
+  $('#people-count').setAttribute('aria-label', people === 1 ? '1 other person online' : `${people} other people online`);
   const moreNote = $('#people-more');
   moreNote.hidden = !more;
   moreNote.textContent = more ? `Showing the first ${users.length} of ${total}. Type a name to find someone.` : '';
@@ -874,6 +935,9 @@ function setPhase(phase) {
     $('#chat-button').disabled = true;
     restartListTimer();
   } else {
+    // A call started from the search or dial box: the focus leaves it, so that M and V work as the buttons say.
+    const focus = document.activeElement;
+    if (focus && (focus.id === 'people-search' || focus.id === 'dial-name')) focusSoftly($('#main'));
     $('#chat-button').disabled = phase !== 'active';
     if (phase === 'active') {
       showCallState('connecting', 'Connecting…');
@@ -890,6 +954,12 @@ function renderStage() {
   let title = '';
   let detail = '';
   let showOverlay = true;
+  // In a test call the echo line mirrors our own media state: words about "the other person" would be about us.
+  const echo = !!(call && state.echoName && call.peer === state.echoName);
+  const sending = {
+    audio: !!(media.mic && media.micOn),
+    video: !!(media.screen || (media.camera && media.cameraOn)),
+  };
   switch (state.phase) {
     case 'idle':
       title = 'Ready when you are';
@@ -901,7 +971,7 @@ function renderStage() {
       break;
     case 'incoming':
       title = `${peer} is calling`;
-      detail = 'Accept or decline below.';
+      detail = 'Answer with Accept or Decline.';
       break;
     case 'active': {
       const connected = call && call.pc && call.pc.connectionState === 'connected';
@@ -909,6 +979,10 @@ function renderStage() {
       if (!connected && !state.connectedAt) {
         title = `Connecting to ${peer}…`;
         detail = 'Setting up a direct connection.';
+      } else if (echo && !sending.video) {
+        // The echo line sends back what it gets: no video from it means none from us.
+        title = peer;
+        detail = media.camera ? 'Your camera is off, so there is no video to send back.' : 'No camera is available, so there is no video to send back.';
       } else if (!state.peerMedia.video) {
         title = peer;
         detail = 'Camera off';
@@ -927,8 +1001,14 @@ function renderStage() {
   $('#remote-avatar').hidden = !peer;
   const flags = $('#remote-flags');
   flags.replaceChildren();
-  if (state.phase === 'active' && !state.peerMedia.audio) flags.append(el('span', { class: 'flag' }, `${peer} is muted`));
-  if (state.phase === 'active' && state.peerMedia.screen) flags.append(el('span', { class: 'flag' }, `${peer} is sharing their screen`));
+  if (state.phase === 'active' && echo) {
+    if (!sending.audio) {
+      flags.append(el('span', { class: 'flag' }, media.mic ? 'You are muted: there is no sound to send back' : 'No microphone is available'));
+    }
+  } else if (state.phase === 'active') {
+    if (!state.peerMedia.audio) flags.append(el('span', { class: 'flag' }, `${peer} is muted`));
+    if (state.peerMedia.screen) flags.append(el('span', { class: 'flag' }, `${peer} is sharing their screen`));
+  }
 }
 
 function renderControls() {
@@ -1046,7 +1126,7 @@ function wire() {
   $('#people-search').addEventListener('input', onSearch);
   $('#dial-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
-    startCall($('#dial-name').value);
+    dial($('#dial-name').value);
   });
   $('#test-call-button').addEventListener('click', startTestCall);
   $('#accept-button').addEventListener('click', accept);
