@@ -591,26 +591,32 @@ func TestPortTaken(t *testing.T) {
 	}
 }
 
+// TestRelayPortRange checks that relays take their ports from the range, that an allocation beyond a full range
+// fails, and that its quota is given back: the address that was refused gets the port once it is free.
 func TestRelayPortRange(t *testing.T) {
 	t.Parallel()
-	// Find two free adjacent-ish ports: take one, release it, and use a range of one.
-	p := peerSocket(t)
-	port := uint16(p.LocalAddr().(*net.UDPAddr).Port)
-	_ = p.Close()
-	s, _ := startServer(t, func(c *Config) { c.RelayMinPort, c.RelayMaxPort = port, port })
+	port, _ := freePortRange(t, 1)
+	s, reg := startServer(t, func(c *Config) { c.RelayMinPort, c.RelayMaxPort, c.MaxRelayShare = port, port, 100 })
 	user, pass := credential(t, s, "alice", "login-1")
 	relay, err := newClient(t, s, "udp", user, pass).Allocate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer relay.Close()
 	if got := relay.LocalAddr().(*net.UDPAddr).Port; got != int(port) {
 		t.Errorf("relay port %d, want %d", got, port)
 	}
-	if r, err := newClient(t, s, "udp", user, pass).Allocate(); err == nil {
-		_ = r.Close()
-		t.Error("an allocation beyond a full port range succeeded")
+	ub, pb := credential(t, s, "bob", "login-2")
+	for range 3 {
+		mustNotAllocate(t, s, "udp", "127.0.0.2", ub, pb, "an allocation beyond a full port range")
 	}
+	if got := metric(t, reg, "tandem_turn_limited_total", "limit", limitAddress); got != 0 {
+		t.Errorf("limited{address} = %v: bob was refused for his quota, not for the full range", got)
+	}
+	if err := relay.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the port to be free", func() bool { return metric(t, reg, "tandem_turn_allocations") == 0 })
+	mustAllocate(t, s, "udp", "127.0.0.2", ub, pb, "bob's allocation once the port is free")
 }
 
 func TestPeerFilter(t *testing.T) {
