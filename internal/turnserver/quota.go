@@ -122,13 +122,13 @@ func (s *Server) EndSession(session string) {
 	}
 }
 
-// sessionUsable reports whether the session tagged tag may start allocations: known, not ended, not expired.
+// sessionUsableLocked reports whether the session tagged tag may start allocations: known, not ended, not expired.
 func (s *Server) sessionUsableLocked(tag string) bool {
 	ss := s.sessions[tag]
 	return ss != nil && !ss.ended && !s.now().After(ss.expiry)
 }
 
-// addressCapLocked is the number of allocations one client address may hold: the per-address cap, and its share
+// addressCap is the number of allocations one client address may hold: the per-address cap, and its share
 // of the relay port range when there is one.
 func (s *Server) addressCap() int {
 	c := s.cfg.MaxAllocationsPerAddress
