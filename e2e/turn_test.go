@@ -54,7 +54,8 @@ func startTandemWithTURN(t *testing.T) (*tandem, *prometheus.Registry) {
 	var turn *turnserver.Server
 	cfg := server.DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
-	cfg.ICEServers = func(user, host, _ string) []protocol.ICEServer { return turn.ICEServers(user, host) }
+	cfg.ICEServers = func(user, host, session string) []protocol.ICEServer { return turn.ICEServers(user, host, session) }
+	cfg.SessionEnded = func(session string) { turn.EndSession(session) }
 	srv, err := server.New(cfg, logger)
 	if err != nil {
 		t.Fatal(err)

@@ -88,12 +88,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	cfg.TLS, cfg.ICEServers = netw.tls, netw.iceServers
+	cfg.TLS, cfg.ICEServers, cfg.SessionEnded = netw.tls, netw.iceServers, netw.sessionEnded
 	if eopts.on {
 		if cfg.EchoName, err = protocol.ValidateName([]byte(eopts.name)); err != nil {
 			return fmt.Errorf("-echo-name: %w", err)
 		}
 		eopts.name = cfg.EchoName
+		netw.turnCf.ServiceUser = eopts.name // the echo peer answers many calls with one login
 	}
 	srv, err := server.New(cfg, logger)
 	if err != nil {

@@ -44,6 +44,13 @@ type netOptions struct {
 	turnExternal      string
 	turnAllowPeers    string
 	turnAllowLoopback bool
+
+	turnMaxPerSession  int
+	turnMaxPerAddress  int
+	turnMaxRelayShare  int
+	turnMaxTCP         int
+	turnMaxTCPPerAddr  int
+	turnTCPIdleTimeout time.Duration
 }
 
 // register adds the flags to fs; getenv finds the default data directory.
@@ -65,6 +72,12 @@ func (o *netOptions) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&o.turnExternal, "turn-external", "", "stun:/turn: URLs of an external TURN server sharing -turn-secret, e.g. coturn with use-auth-secret (comma-separated)")
 	fs.StringVar(&o.turnAllowPeers, "turn-allow-peers", "", "networks TURN may relay to although they are denied by default, e.g. 10.0.0.0/8 (comma-separated)")
 	fs.BoolVar(&o.turnAllowLoopback, "turn-allow-loopback", false, "let TURN relay to loopback addresses: for tests on one machine only")
+	fs.IntVar(&o.turnMaxPerSession, "turn-max-allocations-per-session", turnserver.DefaultMaxAllocationsPerSession, "TURN allocations one login may hold (-1: no cap)")
+	fs.IntVar(&o.turnMaxPerAddress, "turn-max-allocations-per-address", turnserver.DefaultMaxAllocationsPerAddress, "TURN allocations one client IP address may hold (-1: no cap)")
+	fs.IntVar(&o.turnMaxRelayShare, "turn-max-relay-share", turnserver.DefaultMaxRelayShare, "percentage of -turn-relay-ports one client IP address may hold")
+	fs.IntVar(&o.turnMaxTCP, "turn-max-tcp-conns", turnserver.DefaultMaxTCPConns, "TCP connections to the STUN/TURN port (-1: no cap)")
+	fs.IntVar(&o.turnMaxTCPPerAddr, "turn-max-tcp-conns-per-address", turnserver.DefaultMaxTCPConnsPerAddress, "TCP connections to the STUN/TURN port from one client IP address (-1: no cap)")
+	fs.DurationVar(&o.turnTCPIdleTimeout, "turn-tcp-idle-timeout", turnserver.DefaultTCPIdleTimeout, "close a TCP connection to the STUN/TURN port that has had no allocation this long")
 }
 
 // defaultDataDir is $XDG_CONFIG_HOME/tandem or ~/.config/tandem, or ./tandem-data without a home.
@@ -174,6 +187,30 @@ func newNetwork(o *netOptions, logger *slog.Logger) (*network, error) {
 		External:      external,
 		ExternalOnly:  !embedded,
 		Logger:        logger,
+
+		MaxAllocationsPerSession: o.turnMaxPerSession,
+		MaxAllocationsPerAddress: o.turnMaxPerAddress,
+		MaxRelayShare:            o.turnMaxRelayShare,
+		MaxTCPConns:              o.turnMaxTCP,
+		MaxTCPConnsPerAddress:    o.turnMaxTCPPerAddr,
+		TCPIdleTimeout:           o.turnTCPIdleTimeout,
+	}
+	if o.turnMaxRelayShare < 1 || o.turnMaxRelayShare > 100 {
+		return nil, fmt.Errorf("-turn-max-relay-share %d: want a percentage from 1 to 100", o.turnMaxRelayShare)
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"-turn-max-allocations-per-session", o.turnMaxPerSession}, {"-turn-max-allocations-per-address", o.turnMaxPerAddress},
+		{"-turn-max-tcp-conns", o.turnMaxTCP}, {"-turn-max-tcp-conns-per-address", o.turnMaxTCPPerAddr},
+	} {
+		if f.v == 0 || f.v < -1 {
+			return nil, fmt.Errorf("%s %d: want a positive cap, or -1 for none", f.name, f.v)
+		}
+	}
+	if o.turnTCPIdleTimeout <= 0 {
+		return nil, fmt.Errorf("-turn-tcp-idle-timeout %v: want a positive duration", o.turnTCPIdleTimeout)
 	}
 	if !embedded {
 		cfg.ListenAddr = ""
@@ -203,12 +240,21 @@ func newNetwork(o *netOptions, logger *slog.Logger) (*network, error) {
 	return n, nil
 }
 
-// iceServers is the hub's hook: the ICE servers of a user who opened the page at host.
+// iceServers is the hub's hook: the ICE servers of a user who opened the page at host, with TURN credentials
+// bound to the login session.
 func (n *network) iceServers(user, host, session string) []protocol.ICEServer {
 	if n.turn == nil {
 		return nil
 	}
-	return n.turn.ICEServers(user, host)
+	return n.turn.ICEServers(user, host, session)
+}
+
+// sessionEnded is the hub's hook: the login session is gone, and the TURN credentials minted for it start no
+// allocation any more.
+func (n *network) sessionEnded(session string) {
+	if n.turn != nil {
+		n.turn.EndSession(session)
+	}
 }
 
 // start starts TURN, with its metrics in reg, and the plain-HTTP listener of -http-redirect; addr is where HTTPS

@@ -198,6 +198,11 @@ func TestNetworkFlagErrors(t *testing.T) {
 		{"-turn-external", "http://example.com"},
 		{"-turn-secret", "short"},
 		{"-turn-addr", "example.com:3478"},
+		{"-turn-max-relay-share", "0"},
+		{"-turn-max-relay-share", "101"},
+		{"-turn-max-allocations-per-session", "0"},
+		{"-turn-max-tcp-conns-per-address", "-2"},
+		{"-turn-tcp-idle-timeout", "0s"},
 	} {
 		args = append([]string{"-addr", "127.0.0.1:0", "-data-dir", dir, "-turn-addr", "127.0.0.1:0"}, args...)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

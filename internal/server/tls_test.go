@@ -35,7 +35,7 @@ func TestSignalingOverTLS(t *testing.T) {
 	var turn *turnserver.Server
 	cfg := server.DefaultConfig()
 	cfg.TLS = self.TLSConfig()
-	cfg.ICEServers = func(name, host, _ string) []protocol.ICEServer { return turn.ICEServers(name, host) }
+	cfg.ICEServers = func(name, host, session string) []protocol.ICEServer { return turn.ICEServers(name, host, session) }
 	srv, err := server.New(cfg, logger)
 	if err != nil {
 		t.Fatal(err)

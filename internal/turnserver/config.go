@@ -17,9 +17,26 @@ import (
 // DefaultPort is the TURN port registered with IANA, used when Config.ListenAddr names none.
 const DefaultPort = 3478
 
-// DefaultMaxAllocationsPerUser is Config.MaxAllocationsPerUser when zero. A browser makes one or two allocations per
-// TURN URL and network interface for each call, so this leaves room for a few tabs and reconnects.
-const DefaultMaxAllocationsPerUser = 32
+// Defaults of the Config fields that bound what clients can make the server hold (docs/limits.md).
+const (
+	// DefaultMaxAllocationsPerSession is Config.MaxAllocationsPerSession when zero. A browser makes one allocation
+	// per TURN URL (two: UDP and TCP) and network interface for each peer connection, and a user may be in a call
+	// and an echo test call at once: 2 URLs x 2 interfaces x 2 calls is 8, doubled for an ICE restart.
+	DefaultMaxAllocationsPerSession = 16
+	// DefaultMaxAllocationsPerAddress is Config.MaxAllocationsPerAddress when zero: eight logins' worth, for the
+	// users behind one NAT (an office, a carrier-grade NAT).
+	DefaultMaxAllocationsPerAddress = 128
+	// DefaultMaxRelayShare is Config.MaxRelayShare when zero: the percentage of a relay port range one client
+	// address may hold.
+	DefaultMaxRelayShare = 25
+	// DefaultMaxTCPConns is Config.MaxTCPConns when zero.
+	DefaultMaxTCPConns = 4096
+	// DefaultMaxTCPConnsPerAddress is Config.MaxTCPConnsPerAddress when zero: each holds at most one allocation.
+	DefaultMaxTCPConnsPerAddress = 64
+	// DefaultTCPIdleTimeout is Config.TCPIdleTimeout when zero. A client allocates within a few round trips of
+	// connecting.
+	DefaultTCPIdleTimeout = 15 * time.Second
+)
 
 // Config configures a Server. The zero value of every field is usable except Secret.
 type Config struct {
@@ -71,9 +88,35 @@ type Config struct {
 	// defaults.
 	DeniedPeers []netip.Prefix
 
-	// MaxAllocationsPerUser caps the simultaneous allocations of one user name. Zero means
-	// DefaultMaxAllocationsPerUser; negative means no cap.
-	MaxAllocationsPerUser int
+	// MaxAllocationsPerSession caps the allocations of one login session (see ICEServers), counted until they
+	// end, also after the login ended. Zero means DefaultMaxAllocationsPerSession; negative means no cap.
+	MaxAllocationsPerSession int
+
+	// MaxAllocationsPerAddress caps the allocations of one client IP address, whatever their credentials. Zero
+	// means DefaultMaxAllocationsPerAddress; negative means no cap.
+	MaxAllocationsPerAddress int
+
+	// MaxRelayShare is the percentage (1-100) of the relay port range (RelayMinPort-RelayMaxPort) that one client
+	// IP address may hold, at least one port; it lowers MaxAllocationsPerAddress when the range is small. Zero
+	// means DefaultMaxRelayShare. Without a range it does not apply.
+	MaxRelayShare int
+
+	// ServiceUser is the user name of the echo test peer, which answers many calls with one login: its sessions
+	// are held to MaxAllocationsPerAddress and MaxRelayShare but not to MaxAllocationsPerSession. Empty means
+	// none.
+	ServiceUser string
+
+	// MaxTCPConns caps the TCP connections to the STUN/TURN port; a connection over the cap is closed at once.
+	// Zero means DefaultMaxTCPConns; negative means no cap.
+	MaxTCPConns int
+
+	// MaxTCPConnsPerAddress caps the TCP connections from one client IP address. Zero means
+	// DefaultMaxTCPConnsPerAddress; negative means no cap.
+	MaxTCPConnsPerAddress int
+
+	// TCPIdleTimeout is how long a TCP connection may stay without an allocation: after it connected, or after its
+	// allocation ended. Zero means DefaultTCPIdleTimeout.
+	TCPIdleTimeout time.Duration
 
 	// External lists the stun:, turn: and turns: URLs of an external TURN server (coturn with use-auth-secret and
 	// the same Secret), handed to clients with credentials beside, or instead of, the embedded server's. Nil means
@@ -148,8 +191,28 @@ func (c *Config) normalize() (host netip.Addr, port int, err error) {
 			return host, 0, errors.New("turnserver: an invalid network in the allowed or denied peers")
 		}
 	}
-	if c.MaxAllocationsPerUser == 0 {
-		c.MaxAllocationsPerUser = DefaultMaxAllocationsPerUser
+	for _, d := range []struct {
+		v   *int
+		def int
+	}{
+		{&c.MaxAllocationsPerSession, DefaultMaxAllocationsPerSession},
+		{&c.MaxAllocationsPerAddress, DefaultMaxAllocationsPerAddress},
+		{&c.MaxRelayShare, DefaultMaxRelayShare},
+		{&c.MaxTCPConns, DefaultMaxTCPConns},
+		{&c.MaxTCPConnsPerAddress, DefaultMaxTCPConnsPerAddress},
+	} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if c.MaxRelayShare < 0 || c.MaxRelayShare > 100 {
+		return host, 0, fmt.Errorf("turnserver: the relay share %d%% is not between 1 and 100", c.MaxRelayShare)
+	}
+	if c.TCPIdleTimeout < 0 {
+		return host, 0, fmt.Errorf("turnserver: negative TCP idle timeout %v", c.TCPIdleTimeout)
+	}
+	if c.TCPIdleTimeout == 0 {
+		c.TCPIdleTimeout = DefaultTCPIdleTimeout
 	}
 	for _, u := range c.External {
 		if err := checkICEURL(u); err != nil {

@@ -2,6 +2,7 @@ package turnserver
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -9,13 +10,16 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
+
+	"github.com/pion/stun/v3"
 )
 
 var (
-	errPeerDenied   = errors.New("turnserver: peer address denied")
-	errNoRelayPort  = errors.New("turnserver: no free relay port")
-	errTCPRelay     = errors.New("turnserver: TCP relays (RFC 6062) are not supported")
-	errPortOutRange = errors.New("turnserver: requested relay port outside the relay port range")
+	errPeerDenied    = errors.New("turnserver: peer address denied")
+	errNoRelayPort   = errors.New("turnserver: no free relay port")
+	errTCPRelay      = errors.New("turnserver: TCP relays (RFC 6062) are not supported")
+	errPortRequested = errors.New("turnserver: a requested relay port (EVEN-PORT) is not supported")
 )
 
 // maxPortTries bounds the ports tried for one allocation in a relay port range.
@@ -27,6 +31,7 @@ type relayGenerator struct {
 	s          *Server
 	bind       netip.Addr
 	advertised netip.Addr
+	open       atomic.Int64 // relay sockets open, to fail at once when they fill the port range
 }
 
 func (g *relayGenerator) Validate() error {
@@ -48,14 +53,16 @@ func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (
 	)
 	switch {
 	case requestedPort != 0:
-		if lo != 0 && (requestedPort < lo || requestedPort > hi) {
-			return nil, nil, fmt.Errorf("%w: %d", errPortOutRange, requestedPort)
-		}
-		conn, err = listen(requestedPort)
+		// Only EVEN-PORT asks for a port, and pion keeps a reservation for each (an unbounded list, scanned under
+		// the lock every relayed packet takes): refused, as browsers never ask.
+		return nil, nil, fmt.Errorf("%w: %d", errPortRequested, requestedPort)
 	case lo == 0:
 		conn, err = listen(0)
 	default:
 		n := hi - lo + 1
+		if g.open.Load() >= int64(n) {
+			return nil, nil, fmt.Errorf("turnserver: opening a relay socket: %w", errNoRelayPort)
+		}
 		start := rand.IntN(n)
 		err = errNoRelayPort
 		for i := 0; i < n && i < maxPortTries; i++ {
@@ -69,7 +76,8 @@ func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (
 	}
 	port := conn.LocalAddr().(*net.UDPAddr).Port
 	addr := netip.AddrPortFrom(g.advertised, uint16(port))
-	rc := &relayConn{PacketConn: conn, s: g.s, addr: addr}
+	rc := &relayConn{PacketConn: conn, s: g.s, g: g, addr: addr}
+	g.open.Add(1)
 	g.s.addRelay(addr)
 	return rc, net.UDPAddrFromAddrPort(addr), nil
 }
@@ -84,6 +92,7 @@ func (g *relayGenerator) AllocateConn(string, int) (net.Conn, net.Addr, error) {
 type relayConn struct {
 	net.PacketConn
 	s         *Server
+	g         *relayGenerator
 	addr      netip.AddrPort
 	closeOnce sync.Once
 }
@@ -110,6 +119,58 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 func (c *relayConn) Close() error {
-	c.closeOnce.Do(func() { c.s.removeRelay(c.addr) })
+	c.closeOnce.Do(func() {
+		c.g.open.Add(-1)
+		c.s.removeRelay(c.addr)
+	})
 	return c.PacketConn.Close()
+}
+
+// packetConn wraps a UDP listener for pion. It answers an Allocate request that asks for an even port or a reserved
+// one (EVEN-PORT, RESERVATION-TOKEN) with 420 (Unknown Attribute) itself: pion would first open and close up to
+// 128 relay sockets looking for an even port, in the read loop that every UDP client of the listener waits on.
+// Every other datagram goes to pion untouched; the test costs two byte comparisons.
+type packetConn struct {
+	net.PacketConn
+	s *Server
+}
+
+const (
+	stunHeaderSize       = 20
+	attrEvenPort         = 0x0018
+	attrReservationToken = 0x0022
+)
+
+func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, from, err := c.PacketConn.ReadFrom(p)
+		if err != nil || n < stunHeaderSize || p[0] != 0x00 || p[1] != 0x03 { // not an Allocate request
+			return n, from, err
+		}
+		attr, ok := reservationAttr(p[:n])
+		if !ok {
+			return n, from, nil
+		}
+		c.s.limited(limitEvenPort, from, "")
+		var id [stun.TransactionIDSize]byte
+		copy(id[:], p[8:stunHeaderSize])
+		resp, err := stun.Build(&stun.Message{TransactionID: id},
+			stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse),
+			stun.CodeUnknownAttribute, &stun.UnknownAttributes{stun.AttrType(attr)})
+		if err == nil {
+			_, _ = c.PacketConn.WriteTo(resp.Raw, from)
+		}
+	}
+}
+
+// reservationAttr finds an EVEN-PORT or RESERVATION-TOKEN attribute in the STUN message m.
+func reservationAttr(m []byte) (uint16, bool) {
+	for off := stunHeaderSize; off+4 <= len(m); {
+		typ := binary.BigEndian.Uint16(m[off:])
+		if typ == attrEvenPort || typ == attrReservationToken {
+			return typ, true
+		}
+		off += 4 + (int(binary.BigEndian.Uint16(m[off+2:]))+3)&^3
+	}
+	return 0, false
 }

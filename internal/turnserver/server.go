@@ -5,8 +5,15 @@
 // Browsers behind symmetric NATs, mobile carriers and corporate firewalls often cannot reach each other directly;
 // a TURN server relays their media. A Server listens on UDP and TCP on one port (3478 by default). Clients get
 // their ICE servers from ICEServers, called for each login: a STUN URL, and TURN URLs with a credential in the
-// TURN REST API scheme (username "<expiry>:<user>", password base64(HMAC-SHA1(secret, username))), valid for a
-// few hours. Expired, malformed and forged credentials are refused.
+// TURN REST API scheme (username "<expiry>:<session tag>:<user>", password base64(HMAC-SHA1(secret, username))),
+// valid for a few hours. Expired, malformed and forged credentials are refused.
+//
+// # Bounded
+//
+// Everything a client can make the server hold has a bound (docs/limits.md): allocations per login session, per
+// client address and per share of the relay port range; a login's credentials start no allocation once the login
+// is gone (EndSession); permissions and channels per allocation; TCP connections in all, per client address, and
+// for how long one may stay without an allocation.
 //
 // # Not an open relay
 //
@@ -46,6 +53,8 @@ type Server struct {
 	metrics    *metrics
 	now        func() time.Time
 
+	addrCap int // allocations one client address may hold; negative: no cap
+
 	mu        sync.Mutex // guards what follows
 	turn      *turn.Server
 	tcp       []*trackedListener
@@ -55,11 +64,18 @@ type Server struct {
 	closed    bool
 	closeErrs error
 
-	amu        sync.Mutex // guards the allocation bookkeeping below
-	relays     map[netip.AddrPort]struct{}
-	relayIPs   map[netip.Addr]int
-	perUser    map[string]int // live allocations by the user part of the username
-	perSession map[string]int // live allocations by client address and username
+	amu      sync.Mutex // guards the allocation bookkeeping below (quota.go)
+	relays   map[netip.AddrPort]struct{}
+	relayIPs map[netip.Addr]int
+	sessions map[string]*session // by session tag
+	sweepAt  int                 // the size of sessions at which expired ones are swept
+	perAddr  map[netip.Addr]int  // allocations made or under way, by client IP address
+	allocs   map[allocKey]allocation
+	pending  map[clientKey][]reservation
+	live     map[string]int // allocations by client transport address and username
+	buckets  map[clientKey]*permissionBucket
+
+	tcpLimits tcpLimits
 }
 
 // New validates cfg and returns a Server that is not yet listening. It registers the metrics with
@@ -83,9 +99,16 @@ func New(cfg Config) (*Server, error) {
 		now:        time.Now,
 		relays:     make(map[netip.AddrPort]struct{}),
 		relayIPs:   make(map[netip.Addr]int),
-		perUser:    make(map[string]int),
-		perSession: make(map[string]int),
+		sessions:   make(map[string]*session),
+		sweepAt:    minSessionSweep,
+		perAddr:    make(map[netip.Addr]int),
+		allocs:     make(map[allocKey]allocation),
+		pending:    make(map[clientKey][]reservation),
+		live:       make(map[string]int),
+		buckets:    make(map[clientKey]*permissionBucket),
 	}
+	s.addrCap = s.addressCap()
+	s.tcpLimits = newTCPLimits(cfg.MaxTCPConns, cfg.MaxTCPConnsPerAddress)
 	s.creds.now = func() time.Time { return s.now() }
 	if err := s.metrics.register(cfg.Registerer); err != nil {
 		return nil, err
@@ -185,12 +208,12 @@ func (s *Server) Start() error {
 			return fail(err)
 		}
 		port = p
-		tl := newTrackedListener(l)
+		tl := s.newTrackedListener(l)
 		opened = append(opened, pc, tl)
 		s.tcp = append(s.tcp, tl)
 		gen := &relayGenerator{s: s, bind: e.bind, advertised: e.advertised}
 		pconfs = append(pconfs, turn.PacketConnConfig{
-			PacketConn: pc, RelayAddressGenerator: gen, PermissionHandler: s.permit,
+			PacketConn: &packetConn{PacketConn: pc, s: s}, RelayAddressGenerator: gen, PermissionHandler: s.permit,
 		})
 		lconfs = append(lconfs, turn.ListenerConfig{
 			Listener: tl, RelayAddressGenerator: gen, PermissionHandler: s.permit,
@@ -207,6 +230,7 @@ func (s *Server) Start() error {
 			OnAuth:              s.onAuth,
 			OnAllocationCreated: s.onAllocationCreated,
 			OnAllocationDeleted: s.onAllocationDeleted,
+			OnAllocationError:   s.onAllocationError,
 		},
 	})
 	if err != nil {
@@ -295,8 +319,19 @@ func (s *Server) Close() error {
 // address, with or without a port, as in an HTTP Host header): the embedded server's STUN URL, its TURN URLs over
 // UDP and TCP with a fresh credential, and the External URLs with the same credential. The embedded server's URLs
 // name Config.Host or Config.PublicIP when set, otherwise host; before Start they are left out.
-func (s *Server) ICEServers(user, host string) []protocol.ICEServer {
-	username, password := s.creds.Mint(user)
+//
+// The credential is bound to session, the id of the user's login: the login's allocations are held to
+// Config.MaxAllocationsPerSession, and once EndSession(session) is called the credential starts no allocation.
+// An empty session stands for a login of its own that never ends (until the credential expires).
+func (s *Server) ICEServers(user, host, session string) []protocol.ICEServer {
+	tag := NewTag()
+	if session != "" {
+		tag = s.creds.SessionTag(session)
+	}
+	username, password := s.creds.Mint(tag, user)
+	if !s.cfg.ExternalOnly {
+		s.registerSession(tag, s.now().Add(s.creds.TTL()), s.cfg.ServiceUser != "" && user == s.cfg.ServiceUser)
+	}
 	var out []protocol.ICEServer
 	s.mu.Lock()
 	port, hosts, running := s.port, s.hosts, s.started && !s.closed
@@ -352,18 +387,29 @@ func urlHost(host string) (string, bool) {
 }
 
 // authenticate is pion's AuthHandler: it returns the long-term key for a valid credential.
+// A credential whose login has ended, or that has expired, is still good for the requests of the allocations it
+// made (refreshes, permissions, channels), so that a call goes on; quota refuses it new allocations.
 func (s *Server) authenticate(username, realm string, src net.Addr) ([]byte, bool) {
-	password, err := s.creds.check(username)
+	password, tag, err := s.creds.check(username)
+	if err == nil {
+		s.amu.Lock()
+		usable := s.sessionUsableLocked(tag)
+		s.amu.Unlock()
+		if !usable {
+			err = errSessionEnded
+		}
+	}
 	switch {
 	case err == nil:
-	case errors.Is(err, errExpired) && s.liveSession(src, username):
-		// A refresh, permission or channel of an allocation made while the credential was valid: let the call go
-		// on. New allocations need a valid credential.
+	case (errors.Is(err, errExpired) || errors.Is(err, errSessionEnded)) && s.liveAllocation(src, username):
 		password = s.creds.password(username)
 	default:
 		reason := authMalformed
-		if errors.Is(err, errExpired) {
+		switch {
+		case errors.Is(err, errExpired):
 			reason = authExpired
+		case errors.Is(err, errSessionEnded):
+			reason = authEnded
 		}
 		s.metrics.authFailures.WithLabelValues(reason).Inc()
 		s.cfg.Logger.Debug("TURN credential refused", "client", src, "username", username, "err", err)
@@ -371,6 +417,8 @@ func (s *Server) authenticate(username, realm string, src net.Addr) ([]byte, boo
 	}
 	return turn.GenerateAuthKey(username, realm, password), true
 }
+
+var errSessionEnded = errors.New("turnserver: the credential's login has ended")
 
 // onAuth counts the requests whose message integrity did not match the credential's password.
 func (s *Server) onAuth(src, _ net.Addr, _, username, _, method string, verdict bool) {
@@ -380,22 +428,27 @@ func (s *Server) onAuth(src, _ net.Addr, _, username, _, method string, verdict 
 	}
 }
 
-// permit is pion's PermissionHandler, for CreatePermission and ChannelBind.
+// permit is pion's PermissionHandler, for each peer of a CreatePermission and for each ChannelBind (new or
+// refreshed): the peer must be allowed, and the client's allocation must have a token left in its bucket.
 func (s *Server) permit(client net.Addr, peer net.IP) bool {
 	ip, ok := netip.AddrFromSlice(peer)
 	ip = ip.Unmap()
-	if ok && s.filter.allows(ip) {
-		return true
+	allowed := ok && s.filter.allows(ip)
+	if !allowed {
+		s.amu.Lock()
+		allowed = s.relayIPs[ip] > 0
+		s.amu.Unlock()
 	}
-	s.amu.Lock()
-	own := s.relayIPs[ip] > 0
-	s.amu.Unlock()
-	if own {
-		return true
+	if !allowed {
+		s.metrics.deniedPeers.Inc()
+		s.cfg.Logger.Debug("TURN peer denied", "client", client, "peer", peer)
+		return false
 	}
-	s.metrics.deniedPeers.Inc()
-	s.cfg.Logger.Debug("TURN peer denied", "client", client, "peer", peer)
-	return false
+	if !s.takePermissionToken(client) {
+		s.limited(limitPermissions, client, "")
+		return false
+	}
+	return true
 }
 
 // mayRelayTo reports whether a relay may send to peer: an allowed address, or a live relay of this server.
@@ -426,108 +479,4 @@ func (s *Server) removeRelay(a netip.AddrPort) {
 	}
 	s.amu.Unlock()
 	s.metrics.allocations.Dec()
-}
-
-func userOf(username string) string {
-	_, user, _ := strings.Cut(username, ":")
-	return user
-}
-
-func sessionKey(src net.Addr, username string) string {
-	return src.Network() + " " + src.String() + " " + username
-}
-
-// quota is pion's QuotaHandler: it caps the live allocations of one user.
-func (s *Server) quota(username, _ string, src net.Addr) bool {
-	if s.cfg.MaxAllocationsPerUser < 0 {
-		return true
-	}
-	s.amu.Lock()
-	n := s.perUser[userOf(username)]
-	s.amu.Unlock()
-	if n >= s.cfg.MaxAllocationsPerUser {
-		s.cfg.Logger.Info("TURN allocation quota reached", "client", src, "username", username)
-		return false
-	}
-	return true
-}
-
-func (s *Server) liveSession(src net.Addr, username string) bool {
-	s.amu.Lock()
-	defer s.amu.Unlock()
-	return s.perSession[sessionKey(src, username)] > 0
-}
-
-func (s *Server) onAllocationCreated(src, _ net.Addr, _, username, _ string, relay net.Addr, _ int) {
-	s.amu.Lock()
-	s.perUser[userOf(username)]++
-	s.perSession[sessionKey(src, username)]++
-	s.amu.Unlock()
-	s.cfg.Logger.Debug("TURN allocation", "client", src, "username", username, "relay", relay)
-}
-
-func (s *Server) onAllocationDeleted(src, _ net.Addr, _, username, _ string) {
-	s.amu.Lock()
-	defer s.amu.Unlock()
-	if u := userOf(username); s.perUser[u] <= 1 {
-		delete(s.perUser, u)
-	} else {
-		s.perUser[u]--
-	}
-	if k := sessionKey(src, username); s.perSession[k] <= 1 {
-		delete(s.perSession, k)
-	} else {
-		s.perSession[k]--
-	}
-}
-
-// trackedListener remembers its accepted connections, so that Close can end the ones pion would leave open.
-type trackedListener struct {
-	net.Listener
-	mu     sync.Mutex
-	conns  map[*trackedConn]struct{}
-	closed bool
-}
-
-func newTrackedListener(l net.Listener) *trackedListener {
-	return &trackedListener{Listener: l, conns: make(map[*trackedConn]struct{})}
-}
-
-func (l *trackedListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	tc := &trackedConn{Conn: c, l: l}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		_ = c.Close()
-		return nil, net.ErrClosed
-	}
-	l.conns[tc] = struct{}{}
-	return tc, nil
-}
-
-func (l *trackedListener) closeConns() {
-	l.mu.Lock()
-	l.closed = true
-	conns := l.conns
-	l.conns = nil
-	l.mu.Unlock()
-	for c := range conns {
-		_ = c.Conn.Close()
-	}
-}
-
-type trackedConn struct {
-	net.Conn
-	l *trackedListener
-}
-
-func (c *trackedConn) Close() error {
-	c.l.mu.Lock()
-	delete(c.l.conns, c)
-	c.l.mu.Unlock()
-	return c.Conn.Close()
 }

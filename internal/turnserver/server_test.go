@@ -61,19 +61,38 @@ type turnClient struct {
 	conn net.PacketConn
 }
 
+// credential returns the TURN credential that ICEServers hands to user in the login session.
+func credential(t *testing.T, s *Server, user, session string) (username, password string) {
+	t.Helper()
+	for _, srv := range s.ICEServers(user, "127.0.0.1", session) {
+		if srv.Username != "" {
+			return srv.Username, srv.Credential
+		}
+	}
+	t.Fatalf("ICEServers(%q) has no TURN credential", user)
+	return "", ""
+}
+
 func newClient(t *testing.T, s *Server, network, username, password string) *turnClient {
+	t.Helper()
+	return newClientFrom(t, s, network, "127.0.0.1", username, password)
+}
+
+// newClientFrom is newClient from the local address ip (any of 127.0.0.0/8), to be another client address.
+func newClientFrom(t *testing.T, s *Server, network, ip, username, password string) *turnClient {
 	t.Helper()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port()))
 	var conn net.PacketConn
 	switch network {
 	case "udp":
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		c, err := net.ListenPacket("udp4", net.JoinHostPort(ip, "0"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		conn = c
 	case "tcp":
-		c, err := net.Dial("tcp4", addr)
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		c, err := d.Dial("tcp4", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,7 +193,7 @@ func TestRelayBetweenTwoSockets(t *testing.T) {
 		t.Run(network, func(t *testing.T) {
 			t.Parallel()
 			s, reg := startServer(t, func(c *Config) { c.AllowLoopback = true })
-			user, pass := s.Credentials().Mint("alice")
+			user, pass := credential(t, s, "alice", "login-1")
 			c := newClient(t, s, network, user, pass)
 
 			// STUN works without credentials.
@@ -241,20 +260,25 @@ func TestRelayBetweenTwoSockets(t *testing.T) {
 func TestBadCredentialsRefused(t *testing.T) {
 	t.Parallel()
 	s, reg := startServer(t, nil)
-	good, goodPass := s.Credentials().Mint("alice")
-	expired := strconv.FormatInt(time.Now().Add(-time.Minute).Unix(), 10) + ":alice"
+	good, goodPass := credential(t, s, "alice", "login-1")
+	tag := s.Credentials().SessionTag("login-1")
+	expired := strconv.FormatInt(time.Now().Add(-time.Minute).Unix(), 10) + ":" + tag + ":alice"
 	future := strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)
+	unknown := future + ":" + NewTag() + ":alice" // signed, but for no login this server knows
 	tests := []struct {
 		name, username, password, reason string
 	}{
 		{"expired", expired, s.Credentials().password(expired), authExpired},
-		{"no user part", future, s.Credentials().password(future), authMalformed},
-		{"empty user", future + ":", s.Credentials().password(future + ":"), authMalformed},
+		{"no user part", future + ":" + tag, s.Credentials().password(future + ":" + tag), authMalformed},
+		{"empty user", future + ":" + tag + ":", s.Credentials().password(future + ":" + tag + ":"), authMalformed},
+		{"no session tag", future + ":alice", s.Credentials().password(future + ":alice"), authMalformed},
+		{"short session tag", future + ":abc:alice", s.Credentials().password(future + ":abc:alice"), authMalformed},
 		{"no expiry", "alice", s.Credentials().password("alice"), authMalformed},
-		{"expiry not a number", "soon:alice", s.Credentials().password("soon:alice"), authMalformed},
-		{"signed expiry", "+" + future + ":alice", s.Credentials().password("+" + future + ":alice"), authMalformed},
+		{"expiry not a number", "soon:" + tag + ":alice", s.Credentials().password("soon:" + tag + ":alice"), authMalformed},
+		{"signed expiry", "+" + future + ":" + tag + ":alice", s.Credentials().password("+" + future + ":" + tag + ":alice"), authMalformed},
+		{"unknown session", unknown, s.Credentials().password(unknown), authEnded},
 		{"forged password", good, "bm90IHRoZSByaWdodCBwYXNzd29yZA==", authIntegrity},
-		{"password of another user", future + ":mallory", goodPass, authIntegrity},
+		{"password of another user", future + ":" + tag + ":mallory", goodPass, authIntegrity},
 		{"signed with another secret", good, otherSecretPassword(t, good), authIntegrity},
 	}
 	for _, tt := range tests {
@@ -291,7 +315,7 @@ func otherSecretPassword(t *testing.T, username string) string {
 func TestDeniedPeers(t *testing.T) {
 	t.Parallel()
 	s, reg := startServer(t, nil)
-	user, pass := s.Credentials().Mint("mallory")
+	user, pass := credential(t, s, "mallory", "login-1")
 	c := newClient(t, s, "udp", user, pass)
 	relay, err := c.Allocate()
 	if err != nil {
@@ -328,8 +352,8 @@ func TestDeniedPeers(t *testing.T) {
 func TestRelayToOwnRelay(t *testing.T) {
 	t.Parallel()
 	s, _ := startServer(t, nil)
-	ua, pa := s.Credentials().Mint("alice")
-	ub, pb := s.Credentials().Mint("bob")
+	ua, pa := credential(t, s, "alice", "login-1")
+	ub, pb := credential(t, s, "bob", "login-2")
 	ca, cb := newClient(t, s, "udp", ua, pa), newClient(t, s, "tcp", ub, pb)
 	a, err := ca.Allocate()
 	if err != nil {
@@ -392,7 +416,7 @@ func TestExpiredCredentialKeepsRunningAllocation(t *testing.T) {
 	clock := &fakeClock{t: time.Now()}
 	s, _ := startServer(t, func(c *Config) { c.AllowLoopback = true; c.CredentialTTL = time.Minute },
 		func(s *Server) { s.now = clock.now })
-	user, pass := s.Credentials().Mint("alice")
+	user, pass := credential(t, s, "alice", "login-1")
 	c := newClient(t, s, "udp", user, pass)
 	relay, err := c.Allocate()
 	if err != nil {
@@ -419,28 +443,6 @@ func TestExpiredCredentialKeepsRunningAllocation(t *testing.T) {
 	}
 }
 
-func TestAllocationQuota(t *testing.T) {
-	t.Parallel()
-	s, _ := startServer(t, func(c *Config) { c.MaxAllocationsPerUser = 1 })
-	user, pass := s.Credentials().Mint("alice")
-	first, err := newClient(t, s, "udp", user, pass).Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Close()
-	user2, pass2 := s.Credentials().Mint("alice") // a later login of the same user
-	if r, err := newClient(t, s, "udp", user2, pass2).Allocate(); err == nil {
-		_ = r.Close()
-		t.Fatal("a second allocation over the quota succeeded")
-	}
-	ub, pb := s.Credentials().Mint("bob")
-	second, err := newClient(t, s, "udp", ub, pb).Allocate()
-	if err != nil {
-		t.Fatalf("another user's allocation: %v", err)
-	}
-	_ = second.Close()
-}
-
 func TestICEServers(t *testing.T) {
 	t.Parallel()
 	s, _ := startServer(t, func(c *Config) {
@@ -461,7 +463,7 @@ func TestICEServers(t *testing.T) {
 		{"evil.com/?x=", "127.0.0.1"},
 	}
 	for _, tt := range tests {
-		servers := s.ICEServers("alice", tt.host)
+		servers := s.ICEServers("alice", tt.host, "login-1")
 		if len(servers) != 3 {
 			t.Fatalf("ICEServers(%q) = %+v, want 3 entries", tt.host, servers)
 		}
@@ -483,14 +485,14 @@ func TestICEServers(t *testing.T) {
 		if turnSrv.Username != ext.Username || turnSrv.Credential != ext.Credential {
 			t.Errorf("embedded and external credentials differ")
 		}
-		exp, user, err := parseUsername(turnSrv.Username)
-		if err != nil || user != "alice" {
-			t.Errorf("username %q: user %q, %v", turnSrv.Username, user, err)
+		exp, tag, user, err := parseUsername(turnSrv.Username)
+		if err != nil || user != "alice" || tag != s.Credentials().SessionTag("login-1") {
+			t.Errorf("username %q: user %q, tag %q, %v", turnSrv.Username, user, tag, err)
 		}
 		if d := time.Until(exp); d < DefaultCredentialTTL-time.Minute || d > DefaultCredentialTTL+time.Minute {
 			t.Errorf("credential expires in %v, want about %v", d, DefaultCredentialTTL)
 		}
-		if pw, err := s.Credentials().check(turnSrv.Username); err != nil || pw != turnSrv.Credential {
+		if pw, _, err := s.Credentials().check(turnSrv.Username); err != nil || pw != turnSrv.Credential {
 			t.Errorf("the minted credential does not check: %v", err)
 		}
 	}
@@ -499,7 +501,7 @@ func TestICEServers(t *testing.T) {
 func TestICEServersConfiguredHost(t *testing.T) {
 	t.Parallel()
 	s, _ := startServer(t, func(c *Config) { c.PublicIP = netip.MustParseAddr("203.0.113.7") })
-	servers := s.ICEServers("bob", "192.168.1.5:9090")
+	servers := s.ICEServers("bob", "192.168.1.5:9090", "login-1")
 	want := "stun:203.0.113.7:" + strconv.Itoa(s.Port())
 	if len(servers) != 2 || servers[0].URLs[0] != want {
 		t.Errorf("ICEServers = %+v, want %s first", servers, want)
@@ -516,7 +518,7 @@ func TestExternalOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	servers := s.ICEServers("carol", "example.net")
+	servers := s.ICEServers("carol", "example.net", "login-1")
 	if len(servers) != 1 || servers[0].URLs[0] != "turn:coturn.example.net" || servers[0].Credential == "" {
 		t.Errorf("ICEServers = %+v, want only the external server, with a credential", servers)
 	}
@@ -532,7 +534,7 @@ func TestCredentialsCompatibleWithPion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	user, pass := c.Mint("dave")
+	user, pass := c.Mint(c.SessionTag("login-1"), "dave")
 	key, ok := turn.LongTermTURNRESTAuthHandler(testSecret, nil)(user, "tandem", nil)
 	if !ok || !bytes.Equal(key, turn.GenerateAuthKey(user, "tandem", pass)) {
 		t.Error("the minted credential does not match pion's TURN REST API scheme")
@@ -589,26 +591,32 @@ func TestPortTaken(t *testing.T) {
 	}
 }
 
+// TestRelayPortRange checks that relays take their ports from the range, that an allocation beyond a full range
+// fails, and that its quota is given back: the address that was refused gets the port once it is free.
 func TestRelayPortRange(t *testing.T) {
 	t.Parallel()
-	// Find two free adjacent-ish ports: take one, release it, and use a range of one.
-	p := peerSocket(t)
-	port := uint16(p.LocalAddr().(*net.UDPAddr).Port)
-	_ = p.Close()
-	s, _ := startServer(t, func(c *Config) { c.RelayMinPort, c.RelayMaxPort = port, port })
-	user, pass := s.Credentials().Mint("alice")
+	port, _ := freePortRange(t, 1)
+	s, reg := startServer(t, func(c *Config) { c.RelayMinPort, c.RelayMaxPort, c.MaxRelayShare = port, port, 100 })
+	user, pass := credential(t, s, "alice", "login-1")
 	relay, err := newClient(t, s, "udp", user, pass).Allocate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer relay.Close()
 	if got := relay.LocalAddr().(*net.UDPAddr).Port; got != int(port) {
 		t.Errorf("relay port %d, want %d", got, port)
 	}
-	if r, err := newClient(t, s, "udp", user, pass).Allocate(); err == nil {
-		_ = r.Close()
-		t.Error("an allocation beyond a full port range succeeded")
+	ub, pb := credential(t, s, "bob", "login-2")
+	for range 3 {
+		mustNotAllocate(t, s, "udp", "127.0.0.2", ub, pb, "an allocation beyond a full port range")
 	}
+	if got := metric(t, reg, "tandem_turn_limited_total", "limit", limitAddress); got != 0 {
+		t.Errorf("limited{address} = %v: bob was refused for his quota, not for the full range", got)
+	}
+	if err := relay.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the port to be free", func() bool { return metric(t, reg, "tandem_turn_allocations") == 0 })
+	mustAllocate(t, s, "udp", "127.0.0.2", ub, pb, "bob's allocation once the port is free")
 }
 
 func TestPeerFilter(t *testing.T) {
@@ -683,7 +691,7 @@ func TestListenOnEveryAddress(t *testing.T) {
 	if s.Port() == 0 {
 		t.Fatal("no port")
 	}
-	user, pass := s.Credentials().Mint("alice")
+	user, pass := credential(t, s, "alice", "login-1")
 	relay, err := newClient(t, s, "udp", user, pass).Allocate()
 	if err != nil {
 		t.Fatal(err)
@@ -692,7 +700,7 @@ func TestListenOnEveryAddress(t *testing.T) {
 	if ip := relay.LocalAddr().(*net.UDPAddr).IP; !ip.Equal(net.IPv4(127, 0, 0, 1)) {
 		t.Errorf("relay on %v, want 127.0.0.1, the address the client reached", ip)
 	}
-	for _, srv := range s.ICEServers("alice", "") {
+	for _, srv := range s.ICEServers("alice", "", "login-1") {
 		for _, u := range srv.URLs {
 			if strings.Contains(u, "0.0.0.0") {
 				t.Errorf("URL %s names the unspecified address", u)

@@ -1,0 +1,266 @@
+package turnserver
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// maxTCPFrame is the largest STUN message or ChannelData frame accepted on a TCP connection: pion drops any
+// message of its inbound MTU (1600 bytes) or more, so a longer frame is only buffered (up to 64 KiB) to be dropped.
+const maxTCPFrame = 1600 - 1
+
+// stunMagicCookie is the fixed second word of every STUN message (RFC 8489).
+const stunMagicCookie = 0x2112A442
+
+var (
+	errTCPGarbage  = errors.New("turnserver: TCP stream is neither STUN nor ChannelData")
+	errTCPOversize = errors.New("turnserver: TCP frame longer than any message the server handles")
+)
+
+// tcpLimits counts the TCP connections of all the server's listeners.
+type tcpLimits struct {
+	max, maxPerAddr int // negative: no cap
+
+	mu      sync.Mutex
+	total   int
+	perAddr map[netip.Addr]int
+	conns   map[connKey]*trackedConn
+}
+
+// connKey is a TCP connection's remote and local addresses, the 5-tuple pion keys its allocation by.
+type connKey struct{ remote, local netip.AddrPort }
+
+func newTCPLimits(max, maxPerAddr int) tcpLimits {
+	return tcpLimits{max: max, maxPerAddr: maxPerAddr, perAddr: make(map[netip.Addr]int), conns: make(map[connKey]*trackedConn)}
+}
+
+// admit counts a new connection from ip, or reports which cap it is over.
+func (t *tcpLimits) admit(c *trackedConn) (limit string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.max >= 0 && t.total >= t.max:
+		return limitTCPConns
+	case t.maxPerAddr >= 0 && t.perAddr[c.key.remote.Addr()] >= t.maxPerAddr:
+		return limitTCPAddress
+	}
+	t.total++
+	t.perAddr[c.key.remote.Addr()]++
+	t.conns[c.key] = c
+	return ""
+}
+
+func (t *tcpLimits) release(c *trackedConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conns[c.key] != c {
+		return
+	}
+	delete(t.conns, c.key)
+	t.total--
+	ip := c.key.remote.Addr()
+	if n := t.perAddr[ip]; n <= 1 {
+		delete(t.perAddr, ip)
+	} else {
+		t.perAddr[ip] = n - 1
+	}
+}
+
+// tcpAllocated tells the TCP connection whose remote address is remote (and local address local) that it has an
+// allocation now, or no longer: a connection without one is closed after Config.TCPIdleTimeout.
+func (s *Server) tcpAllocated(remote, local netip.AddrPort, allocated bool) {
+	s.tcpLimits.mu.Lock()
+	c := s.tcpLimits.conns[connKey{remote: remote, local: local}]
+	s.tcpLimits.mu.Unlock()
+	if c == nil {
+		return
+	}
+	if allocated {
+		_ = c.Conn.SetDeadline(time.Time{})
+	} else {
+		_ = c.Conn.SetDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
+	}
+}
+
+// trackedListener wraps a TCP listener for pion. It caps the connections (in all and per client address), gives
+// each a deadline until it has an allocation, checks the framing of what each sends, remembers them so that Close
+// can end the ones pion would leave open, and keeps accepting through errors such as running out of descriptors,
+// where pion's accept loop would stop for good.
+type trackedListener struct {
+	net.Listener
+	s    *Server
+	done chan struct{}
+
+	mu     sync.Mutex
+	conns  map[*trackedConn]struct{}
+	closed bool
+}
+
+func (s *Server) newTrackedListener(l net.Listener) *trackedListener {
+	return &trackedListener{Listener: l, s: s, done: make(chan struct{}), conns: make(map[*trackedConn]struct{})}
+}
+
+func (l *trackedListener) Accept() (net.Conn, error) {
+	var backoff time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil, err
+			}
+			// Out of descriptors or memory, or a connection reset before it was accepted: wait a little, as
+			// net/http does, and go on.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.s.cfg.Logger.Warn("TURN TCP accept failed; retrying", "err", err, "in", backoff)
+			select {
+			case <-l.done:
+				return nil, fmt.Errorf("turnserver: %w", net.ErrClosed)
+			case <-time.After(backoff):
+			}
+			continue
+		}
+		backoff = 0
+		tc := &trackedConn{
+			Conn: c,
+			l:    l,
+			key:  connKey{remote: addrPortOf(c.RemoteAddr()), local: addrPortOf(c.LocalAddr())},
+		}
+		if limit := l.s.tcpLimits.admit(tc); limit != "" {
+			l.s.limited(limit, c.RemoteAddr(), "")
+			if tcp, ok := c.(*net.TCPConn); ok {
+				_ = tcp.SetLinger(0) // a reset: the client knows at once, and no TIME_WAIT is left here
+			}
+			_ = c.Close()
+			continue
+		}
+		l.s.metrics.tcpConns.Inc()
+		_ = c.SetDeadline(time.Now().Add(l.s.cfg.TCPIdleTimeout))
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			_ = tc.Close()
+			return nil, fmt.Errorf("turnserver: %w", net.ErrClosed)
+		}
+		l.conns[tc] = struct{}{}
+		l.mu.Unlock()
+		return tc, nil
+	}
+}
+
+// closeConns closes the listener's connections and makes it accept no more.
+func (l *trackedListener) closeConns() {
+	l.mu.Lock()
+	if !l.closed {
+		close(l.done)
+	}
+	l.closed = true
+	conns := l.conns
+	l.conns = nil
+	l.mu.Unlock()
+	for c := range conns {
+		_ = c.Close()
+	}
+}
+
+func (l *trackedListener) Close() error {
+	err := l.Listener.Close()
+	l.mu.Lock()
+	if !l.closed {
+		l.closed = true
+		close(l.done)
+	}
+	l.mu.Unlock()
+	return err
+}
+
+// trackedConn is a TCP connection as pion sees it. Its Read checks that the stream is a sequence of STUN messages
+// and ChannelData frames (RFC 8656, section 11.5) of a size the server handles, and fails on anything else, which
+// ends pion's read loop and closes the connection.
+type trackedConn struct {
+	net.Conn
+	l   *trackedListener
+	key connKey
+
+	closeOnce sync.Once
+
+	// The framing state, touched only by the reading goroutine.
+	hdr  [8]byte // the header of the frame being read, as far as it came
+	nhdr int
+	need int // the length of that header: 8 for STUN, 4 for ChannelData
+	left int // bytes of the current frame still to come after its header
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		if ferr := c.scan(p[:n]); ferr != nil {
+			c.l.s.limited(limitTCPGarbage, c.RemoteAddr(), "")
+			return 0, ferr
+		}
+	}
+	var ne net.Error
+	if err != nil && errors.As(err, &ne) && ne.Timeout() {
+		c.l.s.limited(limitTCPIdle, c.RemoteAddr(), "")
+	}
+	return n, err
+}
+
+// scan follows the frames through b.
+func (c *trackedConn) scan(b []byte) error {
+	for len(b) > 0 {
+		if c.left > 0 {
+			k := min(c.left, len(b))
+			c.left -= k
+			b = b[k:]
+			continue
+		}
+		if c.nhdr == 0 {
+			switch first := b[0]; {
+			case first < 0x40: // STUN: the first two bits are zero
+				c.need = 8 // the type, length and magic cookie
+			case first < 0x80: // ChannelData: a channel number, 0x4000 to 0x7FFF
+				c.need = 4 // the channel number and length
+			default:
+				return errTCPGarbage
+			}
+		}
+		k := copy(c.hdr[c.nhdr:c.need], b)
+		c.nhdr += k
+		b = b[k:]
+		if c.nhdr < c.need {
+			continue // b is empty: the rest of the header comes with the next read
+		}
+		length := int(binary.BigEndian.Uint16(c.hdr[2:4]))
+		var size int
+		if c.need == 8 { // STUN: a 20-byte header and a body of a multiple of 4 bytes
+			if binary.BigEndian.Uint32(c.hdr[4:8]) != stunMagicCookie || length%4 != 0 {
+				return errTCPGarbage
+			}
+			size = 20 + length
+		} else { // ChannelData, padded to a multiple of 4 bytes over TCP
+			size = 4 + (length+3)&^3
+		}
+		if size > maxTCPFrame {
+			return errTCPOversize
+		}
+		c.left = size - c.need
+		c.nhdr = 0
+	}
+	return nil
+}
+
+func (c *trackedConn) Close() error {
+	c.closeOnce.Do(func() {
+		c.l.s.tcpLimits.release(c)
+		c.l.s.metrics.tcpConns.Dec()
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
