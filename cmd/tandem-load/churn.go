@@ -34,6 +34,8 @@ const (
 	// churnMaxSettle keeps the settle time well under tandem's idle timeout (60 s by default), which would hide a
 	// connection that is never torn down by dropping it for silence.
 	churnMaxSettle = 30 * time.Second
+	// churnSampleEvery is how often the server's figures are read during the run.
+	churnSampleEvery = 30 * time.Second
 	// churnSamples is how many failures of each kind of episode the report quotes.
 	churnSamples = 3
 )
@@ -51,6 +53,16 @@ type ChurnReport struct {
 	SettleSeconds   float64                  `json:"settle_seconds"` // waited after the last connection closed
 	MemoryTolerance float64                  `json:"memory_tolerance_bytes"`
 	Leaks           []string                 `json:"not_back,omitempty"`
+	Timeline        []ChurnSample            `json:"timeline"`             // the server every -churn-sample
+	ServerGone      string                   `json:"server_gone,omitempty"` // why the run stopped early
+}
+
+// ChurnSample is the server's figures at one moment of the run.
+type ChurnSample struct {
+	Seconds  float64      `json:"seconds"`
+	Episodes int64        `json:"episodes"`
+	Failed   int64        `json:"episodes_failed"`
+	Server   serverGauges `json:"server"`
 }
 
 // ChurnEpisode counts one kind of episode.
@@ -170,7 +182,7 @@ func (g *generator) churn(ctx context.Context, res *Result) error {
 	var wg sync.WaitGroup
 	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
 	end := time.NewTimer(g.cfg.duration)
-	progress := time.NewTicker(30 * time.Second)
+	progress := time.NewTicker(churnSampleEvery)
 	defer tick.Stop()
 	defer end.Stop()
 	defer progress.Stop()
@@ -183,8 +195,17 @@ loop:
 			break loop
 		case <-progress.C:
 			ch.mu.Lock()
-			g.logf("churn: %d episodes so far, %d failed", rep.Episodes, ch.failed)
+			sample := ChurnSample{Seconds: time.Since(start).Seconds(), Episodes: rep.Episodes, Failed: ch.failed}
 			ch.mu.Unlock()
+			if sample.Server, err = sc.read(ctx); err != nil {
+				// A server that no longer answers has crashed or hung: go on churning would only count that.
+				rep.ServerGone = err.Error()
+				g.logf("churn: after %.0f s: %v; stopping", sample.Seconds, err)
+				break loop
+			}
+			rep.Timeline = append(rep.Timeline, sample)
+			g.logf("churn: after %.0f s: %d episodes, %d failed; server: %s", sample.Seconds, sample.Episodes,
+				sample.Failed, sample.Server)
 			continue
 		case <-tick.C:
 		}
@@ -221,16 +242,17 @@ loop:
 	var after serverGauges
 	for {
 		after, err = sc.read(ctx)
-		if err != nil {
-			return err
-		}
-		if leaks(before, after, g.cfg.memoryTolerance) == nil || !time.Now().Before(deadline) {
+		if err != nil || leaks(before, after, g.cfg.memoryTolerance) == nil || !time.Now().Before(deadline) {
 			break
 		}
 		sleepCtx(ctx, 200*time.Millisecond) // polling the server's figures, not waiting for an event of ours
 	}
 	rep.After, rep.SettleSeconds = after, time.Since(settled).Seconds()
-	rep.Leaks = leaks(before, after, g.cfg.memoryTolerance)
+	if err != nil {
+		rep.Leaks = []string{"the server does not answer any more (crashed?): " + err.Error()}
+	} else {
+		rep.Leaks = leaks(before, after, g.cfg.memoryTolerance)
+	}
 	rep.Connections = ch.opened.Load()
 	rep.Failed = ch.failed
 	res.Errors = ch.failed

@@ -93,8 +93,19 @@ func (c *ChurnReport) print(w io.Writer) {
 			fmt.Fprintf(w, "      %s\n", f)
 		}
 	}
-	b, a := c.Before, c.After
+	if c.ServerGone != "" {
+		fmt.Fprintf(w, "  stopped      early: %s\n", c.ServerGone)
+	}
 	mib := func(v float64) float64 { return v / (1 << 20) }
+	if len(c.Timeline) > 0 {
+		fmt.Fprintf(w, "  timeline     seconds, episodes, failed: descriptors, goroutines, users online, connections, heap MiB, RSS MiB\n")
+		for _, s := range c.Timeline {
+			v := s.Server
+			fmt.Fprintf(w, "    %5.0f %7d %6d: %6.0f %6.0f %6.0f %6.0f %7.1f %7.1f\n", s.Seconds, s.Episodes, s.Failed,
+				v.OpenFDs, v.Goroutines, v.UsersOnline, v.Connections, mib(v.HeapInuse), mib(v.RSS))
+		}
+	}
+	b, a := c.Before, c.After
 	fmt.Fprintf(w, "  server       before → after (%.1f s after the last connection closed)\n", c.SettleSeconds)
 	fmt.Fprintf(w, "    open descriptors  %8.0f → %-8.0f %+.0f\n", b.OpenFDs, a.OpenFDs, a.OpenFDs-b.OpenFDs)
 	fmt.Fprintf(w, "    goroutines        %8.0f → %-8.0f %+.0f\n", b.Goroutines, a.Goroutines, a.Goroutines-b.Goroutines)
