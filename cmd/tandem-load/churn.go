@@ -53,7 +53,7 @@ type ChurnReport struct {
 	SettleSeconds   float64                  `json:"settle_seconds"` // waited after the last connection closed
 	MemoryTolerance float64                  `json:"memory_tolerance_bytes"`
 	Leaks           []string                 `json:"not_back,omitempty"`
-	Timeline        []ChurnSample            `json:"timeline"`             // the server every -churn-sample
+	Timeline        []ChurnSample            `json:"timeline"`              // the server every -churn-sample
 	ServerGone      string                   `json:"server_gone,omitempty"` // why the run stopped early
 }
 

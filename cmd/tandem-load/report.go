@@ -105,15 +105,11 @@ func (c *ChurnReport) print(w io.Writer) {
 				v.OpenFDs, v.Goroutines, v.UsersOnline, v.Connections, mib(v.HeapInuse), mib(v.RSS))
 		}
 	}
-	b, a := c.Before, c.After
-	fmt.Fprintf(w, "  server       before → after (%.1f s after the last connection closed)\n", c.SettleSeconds)
-	fmt.Fprintf(w, "    open descriptors  %8.0f → %-8.0f %+.0f\n", b.OpenFDs, a.OpenFDs, a.OpenFDs-b.OpenFDs)
-	fmt.Fprintf(w, "    goroutines        %8.0f → %-8.0f %+.0f\n", b.Goroutines, a.Goroutines, a.Goroutines-b.Goroutines)
-	fmt.Fprintf(w, "    users online      %8.0f → %-8.0f %+.0f\n", b.UsersOnline, a.UsersOnline, a.UsersOnline-b.UsersOnline)
-	fmt.Fprintf(w, "    connections       %8.0f → %-8.0f %+.0f\n", b.Connections, a.Connections, a.Connections-b.Connections)
-	fmt.Fprintf(w, "    heap in use MiB   %8.1f → %-8.1f %+.1f\n", mib(b.HeapInuse), mib(a.HeapInuse), mib(a.HeapInuse-b.HeapInuse))
-	fmt.Fprintf(w, "    resident MiB      %8.1f → %-8.1f %+.1f (at most +%.0f allowed for memory)\n", mib(b.RSS), mib(a.RSS),
-		mib(a.RSS-b.RSS), mib(c.MemoryTolerance))
+	if c.After.OpenFDs < 0 {
+		fmt.Fprintf(w, "  server       before: %s; after: no answer\n", c.Before)
+	} else {
+		c.printDiff(w)
+	}
 	if len(c.Leaks) == 0 {
 		fmt.Fprintf(w, "  verdict      back where it started\n")
 		return
@@ -122,6 +118,20 @@ func (c *ChurnReport) print(w io.Writer) {
 	for _, l := range c.Leaks {
 		fmt.Fprintf(w, "    %s\n", l)
 	}
+}
+
+// printDiff writes the server's figures before and after.
+func (c *ChurnReport) printDiff(w io.Writer) {
+	b, a := c.Before, c.After
+	mib := func(v float64) float64 { return v / (1 << 20) }
+	fmt.Fprintf(w, "  server       before → after (%.1f s after the last connection closed)\n", c.SettleSeconds)
+	fmt.Fprintf(w, "    open descriptors  %8.0f → %-8.0f %+.0f\n", b.OpenFDs, a.OpenFDs, a.OpenFDs-b.OpenFDs)
+	fmt.Fprintf(w, "    goroutines        %8.0f → %-8.0f %+.0f\n", b.Goroutines, a.Goroutines, a.Goroutines-b.Goroutines)
+	fmt.Fprintf(w, "    users online      %8.0f → %-8.0f %+.0f\n", b.UsersOnline, a.UsersOnline, a.UsersOnline-b.UsersOnline)
+	fmt.Fprintf(w, "    connections       %8.0f → %-8.0f %+.0f\n", b.Connections, a.Connections, a.Connections-b.Connections)
+	fmt.Fprintf(w, "    heap in use MiB   %8.1f → %-8.1f %+.1f\n", mib(b.HeapInuse), mib(a.HeapInuse), mib(a.HeapInuse-b.HeapInuse))
+	fmt.Fprintf(w, "    resident MiB      %8.1f → %-8.1f %+.1f (at most +%.0f allowed for memory)\n", mib(b.RSS), mib(a.RSS),
+		mib(a.RSS-b.RSS), mib(c.MemoryTolerance))
 }
 
 // verdict is the run's outcome for the exit status: the churn scenario fails when the server answered
