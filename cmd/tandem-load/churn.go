@@ -178,6 +178,11 @@ func (g *generator) churn(ctx context.Context, res *Result) error {
 		g.cfg.concurrency, before)
 	start := time.Now()
 	meter := startCPU(g.cfg.pid)
+	// The episodes still running when the time is up are cut off, their connections dropped (their outcome is
+	// not counted): waiting for them would give the server up to churnEpisodeTimeout more to clean up after
+	// itself, and hide from the final figures what its keepalive would only reap later.
+	episodes, cutOff := context.WithCancel(ctx)
+	defer cutOff()
 	running := make(chan struct{}, g.cfg.concurrency)
 	var wg sync.WaitGroup
 	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
@@ -223,11 +228,11 @@ loop:
 		go func() {
 			defer wg.Done()
 			defer func() { <-running }()
-			ch.run(ctx, kind)
+			ch.run(episodes, kind)
 		}()
 	}
 	elapsed := time.Since(start)
-	g.logf("churn: waiting for the episodes in progress to end")
+	cutOff()
 	wg.Wait()
 	meter.stop(res, 0)
 	res.PerServerCPUSecond = 0

@@ -44,7 +44,7 @@ func TestChurn(t *testing.T) {
 			t.Errorf("%s: %s", name, f)
 		}
 	}
-	if len(c.ByKind) != len(churnMix) || c.Episodes < 300 || c.Connections < c.Episodes {
+	if len(c.ByKind) != len(churnMix) || c.Episodes < 100 || c.Connections < c.Episodes {
 		t.Errorf("%d kinds of episode, %d episodes, %d connections", len(c.ByKind), c.Episodes, c.Connections)
 	}
 	for _, l := range c.Leaks {
