@@ -21,6 +21,7 @@ type generator struct {
 	log     io.Writer
 	pl      payloads
 	clients []*http.Client // one per local address, used in turn; nil entries: the default client
+	dialers []*net.Dialer  // the same local addresses, for raw TCP connections
 
 	mu    sync.Mutex
 	open  []*client.Client // every connection, closed at the end (or at the timeout)
@@ -29,9 +30,9 @@ type generator struct {
 }
 
 func newGenerator(cfg config, log io.Writer) (*generator, error) {
-	g := &generator{cfg: cfg, log: log, pl: newPayloads(), clients: []*http.Client{nil}}
+	g := &generator{cfg: cfg, log: log, pl: newPayloads(), clients: []*http.Client{nil}, dialers: []*net.Dialer{{}}}
 	if cfg.localAddrs != "" {
-		g.clients = nil
+		g.clients, g.dialers = nil, nil
 		for _, a := range strings.Split(cfg.localAddrs, ",") {
 			ip := net.ParseIP(strings.TrimSpace(a))
 			if ip == nil {
@@ -39,6 +40,7 @@ func newGenerator(cfg config, log io.Writer) (*generator, error) {
 			}
 			d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}
 			g.clients = append(g.clients, &http.Client{Transport: &http.Transport{DialContext: d.DialContext}})
+			g.dialers = append(g.dialers, d)
 		}
 	}
 	return g, nil
@@ -76,6 +78,8 @@ type Result struct {
 	PSSPerConn    float64 `json:"pss_bytes_per_connection,omitempty"`
 	Connections   int     `json:"connections,omitempty"`
 	ServerWarning string  `json:"warning,omitempty"`
+
+	Churn *ChurnReport `json:"churn,omitempty"`
 }
 
 func (g *generator) run(ctx context.Context) (*Result, error) {
@@ -106,6 +110,8 @@ func (g *generator) run(ctx context.Context) (*Result, error) {
 		err = g.login(ctx, res)
 	case "idle":
 		err = g.idle(ctx, res)
+	case "churn":
+		err = g.churn(ctx, res)
 	}
 	if err != nil && ctx.Err() != nil {
 		return nil, fmt.Errorf("stopped after -timeout or a signal: %w", err)

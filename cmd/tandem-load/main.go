@@ -8,6 +8,8 @@
 //	login  -users N -concurrency C: N users connect and log in, C at a time
 //	idle   -users N -pid P: N logged-in users do nothing; the server's memory per connection
 //	setup  -users N: N/2 pairs set calls up over and over: offer, answer, leave
+//	churn  -rate R -duration D: a soak of tandem: logins, renames, resumes, calls, refused messages, abrupt
+//	       closes and resets, R episodes a second; then checks that the server is back where it started
 //
 // relay and setup run a closed loop, as fast as the server answers, or at a fixed total -rate, which compares
 // servers' latency and CPU time at the same load.
@@ -54,6 +56,9 @@ type config struct {
 	json        bool
 	prefix      string
 	localAddrs  string
+
+	memoryTolerance float64 // churn: bytes the server's heap and RSS may grow
+	episodes        string  // churn: the kinds of episode to play, comma-separated ("": all)
 }
 
 // run is tandem-load: it parses args (each flag may also come from a TANDEM_LOAD_* environment variable), runs
@@ -74,16 +79,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs := flag.NewFlagSet("tandem-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.url, "url", cfg.url, "WebSocket URL of the server under test (ws:// or wss://)")
-	fs.StringVar(&cfg.scenario, "scenario", cfg.scenario, "relay, login, idle or setup")
+	fs.StringVar(&cfg.scenario, "scenario", cfg.scenario, "relay, login, idle, setup or churn")
 	fs.IntVar(&cfg.users, "users", cfg.users, "simulated users taking part (relay and setup pair them)")
-	fs.IntVar(&cfg.concurrency, "concurrency", cfg.concurrency, "connections opened at once (login storm: logins in progress at once)")
+	fs.IntVar(&cfg.concurrency, "concurrency", cfg.concurrency, "connections opened at once (login storm: logins in progress at once; churn: episodes in progress at once)")
 	fs.IntVar(&cfg.online, "online", cfg.online, "extra logged-in users kept idle during the run, to measure under a fuller server")
-	fs.DurationVar(&cfg.duration, "duration", cfg.duration, "how long relay and setup are measured")
+	fs.DurationVar(&cfg.duration, "duration", cfg.duration, "how long relay and setup are measured, and churn runs")
 	fs.DurationVar(&cfg.warmup, "warmup", cfg.warmup, "relay and setup run this long before the measurement starts")
-	fs.DurationVar(&cfg.settle, "settle", cfg.settle, "idle: how long the connections sit before the server's memory is read")
+	fs.DurationVar(&cfg.settle, "settle", cfg.settle, "idle: how long the connections sit before the server's memory is read; churn: how long the server may take to get back to where it started (at most 30s)")
 	fs.DurationVar(&cfg.timeout, "timeout", cfg.timeout, "the whole run is stopped after this long (at most 30m)")
 	fs.IntVar(&cfg.candidates, "candidates", cfg.candidates, "relay: ICE candidates per offer/answer exchange, half each way")
-	fs.Float64Var(&cfg.rate, "rate", cfg.rate, "relay: messages a second, setup: setups a second, spread over the pairs (0: closed loop, as fast as the server answers)")
+	fs.Float64Var(&cfg.rate, "rate", cfg.rate, "relay: messages a second, setup: setups a second, spread over the pairs (0: closed loop, as fast as the server answers); churn: episodes a second (0: 20)")
+	memMiB := 64.0
+	fs.StringVar(&cfg.episodes, "episodes", cfg.episodes, "churn: the kinds of episode to play, comma-separated (default all: "+strings.Join(churnKinds(), ",")+")")
+	fs.Float64Var(&memMiB, "memory-tolerance", memMiB, "churn: MiB the server's heap in use and resident memory may have grown at the end")
 	fs.IntVar(&cfg.pid, "pid", cfg.pid, "process id of the server, for its CPU time and memory from /proc (0: not measured)")
 	fs.BoolVar(&cfg.json, "json", cfg.json, "print the report as JSON instead of text")
 	fs.StringVar(&cfg.prefix, "prefix", cfg.prefix, "prefix of the simulated users' names (a random one by default, so runs do not collide)")
@@ -95,6 +103,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	cfg.memoryTolerance = memMiB * (1 << 20)
 	if err := cfg.check(); err != nil {
 		return err
 	}
@@ -115,10 +124,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	} else {
+		res.print(stdout)
 	}
-	res.print(stdout)
-	return nil
+	return res.verdict()
 }
 
 func (c *config) check() error {
@@ -131,8 +143,26 @@ func (c *config) check() error {
 		if c.users < 1 {
 			return fmt.Errorf("-users must be at least 1, not %d", c.users)
 		}
+	case "churn":
+		switch {
+		case c.settle > churnMaxSettle:
+			return fmt.Errorf("-settle must be at most %v for churn (a leak must not be hidden by the server's idle timeout)", churnMaxSettle)
+		case c.rate > 1000:
+			return errors.New("-rate must be at most 1000 episodes a second for churn")
+		case c.duration+c.settle+churnEpisodeTimeout+time.Minute > c.timeout:
+			return fmt.Errorf("-timeout %v is too short for -duration %v: give at least -duration + -settle + %v",
+				c.timeout, c.duration, churnEpisodeTimeout+time.Minute)
+		case c.memoryTolerance < 0:
+			return errors.New("-memory-tolerance must not be negative")
+		}
+		if _, err := metricsURL(c.url); err != nil {
+			return err
+		}
+		if _, err := churnSelect(c.episodes); err != nil {
+			return err
+		}
 	default:
-		return fmt.Errorf("-scenario must be relay, login, idle or setup, not %q", c.scenario)
+		return fmt.Errorf("-scenario must be relay, login, idle, setup or churn, not %q", c.scenario)
 	}
 	switch {
 	case c.concurrency < 1:
