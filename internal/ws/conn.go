@@ -69,9 +69,11 @@ type Conn struct {
 	state     uint8
 	writing   bool   // net.Conn mode: a writer goroutine is running
 	wantWrite bool   // epoll mode: EPOLLOUT is registered
+	// inLoop: epoll mode, c is in its loop's set, so the loop tears it down once it is aborted (see abortLocked).
+	inLoop bool
 	out       []byte // bytes queued for the socket
 	counted   int    // len(out) as counted in the server's total of queued bytes
-	since     int64  // when the handshake or the close began (unix nanoseconds)
+	since     int64  // when the handshake, the connection, the close or the abort began (unix nanoseconds)
 
 	lastRead atomic.Int64 // unix nanoseconds of the last bytes from the peer
 	lastPing atomic.Int64 // unix nanoseconds of the last ping sent
@@ -212,19 +214,41 @@ func (c *Conn) count() {
 	}
 }
 
-// abortLocked drops the connection without a closing handshake; the reading goroutine then tears it down.
+// abortLocked drops the connection without a closing handshake; the reading goroutine then tears it down. It may
+// be called from any goroutine, and on a socket that has failed already (a write met a reset).
+//
+// In net.Conn mode closing the connection ends the reader's Read, which tears it down. In epoll mode shutdown()
+// alone is not enough: on a socket that was reset it raises no event, and the event of the reset itself may have
+// been taken already by a read that found data before it (the events are edge-triggered), so the connection is
+// also handed to its loop to be torn down there.
 func (c *Conn) abortLocked() {
 	if c.state == stateClosed {
 		return
 	}
 	c.state = stateClosed
+	c.since = time.Now().UnixNano()
 	c.out = nil
 	c.count()
-	if c.fd >= 0 {
+	switch {
+	case c.fd >= 0:
 		shutdown(c.fd)
-	} else {
-		_ = c.nc.Close()
+		if c.inLoop {
+			c.p.reap(c)
+		}
+	case c.nc != nil:
+		closeNow(c.nc)
 	}
+}
+
+// closeNow closes nc at once. A TLS connection's own Close first writes its closing alert, which can block for
+// seconds on a client that does not read (with c.mu held, when aborting); closing the connection beneath it ends
+// its reads and writes just the same.
+func closeNow(nc net.Conn) {
+	if t, ok := nc.(interface{ NetConn() net.Conn }); ok {
+		_ = t.NetConn().Close()
+		return
+	}
+	_ = nc.Close()
 }
 
 // closeWriteIfFlushedLocked half-closes a closing connection once everything queued is on the wire, so the peer
@@ -413,11 +437,7 @@ func (c *Conn) frame(data []byte) (int, bool) {
 
 	switch op {
 	case rfc6455.OpPing:
-		c.mu.Lock()
-		if c.state == stateOpen {
-			c.writeFrameLocked(rfc6455.OpPong, payload)
-		}
-		c.mu.Unlock()
+		c.pong(payload)
 	case rfc6455.OpPong:
 	case rfc6455.OpClose:
 		return int(total), c.onCloseFrame(payload)
@@ -442,6 +462,15 @@ func (c *Conn) frame(data []byte) (int, bool) {
 		}
 	}
 	return int(total), true
+}
+
+// pong answers a ping.
+func (c *Conn) pong(payload []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateOpen {
+		c.writeFrameLocked(rfc6455.OpPong, payload)
+	}
 }
 
 // reject starts closing the connection for a frame it will not take, and throws that frame away as it arrives,
@@ -506,9 +535,7 @@ func (c *Conn) onCloseFrame(payload []byte) bool {
 func (c *Conn) closeForError(code int, reason string) {
 	c.ignore = true
 	c.frag, c.fragOp, c.fragSize = nil, 0, 0
-	c.mu.Lock()
-	c.closeLocked(code, reason)
-	c.mu.Unlock()
+	c.Close(code, reason)
 }
 
 // fail starts closing the connection for a protocol error after which frames can no longer be told apart:

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -114,6 +115,19 @@ func (d *door) Close() error {
 
 func (d *door) Addr() net.Addr { return d.addr }
 
+// acceptAllSafely is acceptAll with a panic contained: it is logged and counted, and the loop goes on.
+func (d *door) acceptAllSafely() {
+	defer func() {
+		if v := recover(); v != nil {
+			d.srv.panics.Add(1)
+			if l := d.srv.cfg.Logger; l != nil {
+				l.Error("panic while accepting connections", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			}
+		}
+	}()
+	d.acceptAll()
+}
+
 // acceptAll takes the connections waiting on the listening socket, a bounded number at a time (the socket is
 // level-triggered: the loop comes back for the rest after serving other events).
 func (d *door) acceptAll() {
@@ -173,9 +187,7 @@ func (d *door) start(fd int) {
 		closeFD(fd)
 		return
 	}
-	if err := c.p.add(c); err != nil {
-		c.teardown()
-	}
+	_ = c.enterLoop()
 }
 
 // onRequest reads the bytes of c's request. When the request is complete, the handshake is either answered here
@@ -201,19 +213,11 @@ func (c *Conn) onRequest(data []byte) bool {
 	if newHandler == nil {
 		return c.handOff(data)
 	}
-	now := time.Now().UnixNano()
-	c.lastRead.Store(now)
-	c.lastPing.Store(now)
-	c.mu.Lock()
-	if c.state != stateHandshake { // shut down meanwhile
-		c.mu.Unlock()
+	if !c.answerHandshake(hs.key) {
 		return false
 	}
-	c.state = stateOpen
-	ok = c.writeLocked(switchingProtocols(hs.key), nil, true)
-	c.mu.Unlock()
 	c.door, c.in = nil, nil
-	if !c.srv.upgraded(c) || !ok {
+	if !c.srv.upgraded(c) {
 		return false
 	}
 	c.h = newHandler(c)
@@ -223,16 +227,32 @@ func (c *Conn) onRequest(data []byte) bool {
 	return true
 }
 
+// answerHandshake opens c and writes the 101; false if c was aborted meanwhile (shut down, timed out) or the
+// write failed.
+func (c *Conn) answerHandshake(key []byte) bool {
+	now := time.Now().UnixNano()
+	c.lastRead.Store(now)
+	c.lastPing.Store(now)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateHandshake {
+		return false
+	}
+	c.state = stateOpen
+	c.since = now
+	return c.writeLocked(switchingProtocols(key), nil, true)
+}
+
 // handOff gives c, with the bytes read so far, to net/http. It reports false: the loop is done with c.
 func (c *Conn) handOff(read []byte) bool {
 	d := c.door
 	c.p.remove(c)
+	fd, ok := c.release()
+	if !ok {
+		return false // aborted meanwhile: the caller tears c down
+	}
 	c.srv.remove(c)
-	c.mu.Lock()
-	c.state = stateClosed
-	c.mu.Unlock()
-	fd := c.fd
-	c.fd, c.h, c.door, c.in = -1, nil, nil, nil
+	c.h, c.door, c.in = nil, nil, nil
 	f := os.NewFile(uintptr(fd), "")
 	nc, err := net.FileConn(f) // a copy of the descriptor, in the Go runtime's poller
 	_ = f.Close()
@@ -254,6 +274,18 @@ func (c *Conn) handOff(read []byte) bool {
 		}()
 	}
 	return false
+}
+
+// release takes c's socket from it, for net/http, unless c was aborted meanwhile.
+func (c *Conn) release() (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateHandshake {
+		return -1, false
+	}
+	fd := c.fd
+	c.state, c.fd, c.inLoop = stateClosed, -1, false
+	return fd, true
 }
 
 // prefixConn is a connection handed to net/http: it reads first what the loop read.

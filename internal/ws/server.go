@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,6 +92,7 @@ type Server struct {
 	started    bool
 
 	slowDrops atomic.Uint64
+	panics    atomic.Uint64
 	queued    atomic.Int64 // bytes in the queues of all connections
 }
 
@@ -156,6 +158,36 @@ func (s *Server) logf(msg string, args ...any) {
 
 // SlowDrops returns how many connections were dropped because they did not read what was sent to them.
 func (s *Server) SlowDrops() uint64 { return s.slowDrops.Load() }
+
+// Panics returns how many panics were recovered while serving a connection (each closed that connection alone).
+func (s *Server) Panics() uint64 { return s.panics.Load() }
+
+// recovered reports a panic recovered while serving c, with the stack of the goroutine that panicked (it is
+// called from the deferred function that recovered it), and contains it: c alone is closed, with 1011 (internal
+// error) if it is open, and everything c's reader had half done is thrown away. It reports whether c's reader goes
+// on reading (the closing handshake) rather than tearing c down at once.
+func (c *Conn) recovered(v any, where string) bool {
+	s := c.srv
+	s.panics.Add(1)
+	if s.cfg.Logger != nil {
+		s.cfg.Logger.Error("panic while serving a WebSocket connection; that connection is closed", "in", where, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	}
+	if c.h == nil {
+		return false // it happened in teardown: c is gone already
+	}
+	c.discard, c.ignore = true, true
+	c.in, c.frag, c.fragOp, c.fragSize, c.skip = nil, nil, 0, 0, 0
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case stateOpen:
+		c.closeLocked(CloseInternal, "internal server error")
+		return c.state != stateClosed
+	case stateClosing:
+		return true
+	}
+	return false
+}
 
 // Queued returns how many bytes wait in the queues of all connections for clients to read them.
 func (s *Server) Queued() int64 { return s.queued.Load() }
@@ -232,23 +264,24 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newHandler func
 		c.nc = nc
 		_ = nc.SetDeadline(time.Time{})
 	}
-	c.h = newHandler(c)
+	if !c.startHandler(newHandler) {
+		c.writeRaw(closeFrame(CloseInternal, "internal server error"))
+		c.h = handshaking{}
+		c.teardown()
+		return errors.New("ws: the handler panicked")
+	}
 	if !s.add(c) {
 		s.goAway(c)
 		c.teardown()
 		return errClosed
 	}
 	// What came early is read here, before anything else can read: the handler sees messages in order.
-	if len(early) > 0 && !c.onData(early) {
+	if len(early) > 0 && !c.onDataSafely(early) {
 		c.teardown()
 		return nil
 	}
 	if c.fd >= 0 {
-		if err := p.add(c); err != nil {
-			c.teardown()
-			return err
-		}
-		return nil
+		return c.enterLoop()
 	}
 	s.wg.Add(1)
 	go func() {
@@ -256,6 +289,40 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newHandler func
 		c.readLoop()
 	}()
 	return nil
+}
+
+// startHandler makes c's Handler; false if newHandler panicked (recovered, logged and counted).
+func (c *Conn) startHandler(newHandler func(*Conn) Handler) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.srv.panics.Add(1)
+			if l := c.srv.cfg.Logger; l != nil {
+				l.Error("panic while starting a WebSocket connection's handler; that connection is closed", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			}
+			ok = false
+		}
+	}()
+	c.h = newHandler(c)
+	return true
+}
+
+// enterLoop gives c, whose reader so far was the caller, to its epoll loop, which reads it from then on. c.mu is
+// held while it is added, so that an abort either comes before (and c is torn down here) or finds c in the loop
+// (and the loop tears it down).
+func (c *Conn) enterLoop() error {
+	c.mu.Lock()
+	if c.state == stateClosed {
+		c.mu.Unlock()
+		c.teardown()
+		return errClosed
+	}
+	err := c.p.add(c)
+	c.inLoop = err == nil
+	c.mu.Unlock()
+	if err != nil {
+		c.teardown()
+	}
+	return err
 }
 
 func (s *Server) handshake(nc net.Conn, w *bufio.Writer, key string) error {
@@ -275,6 +342,12 @@ func (s *Server) goAway(c *Conn) {
 	s.mu.Lock()
 	frame := s.goingAway
 	s.mu.Unlock()
+	c.writeRaw(frame)
+}
+
+// writeRaw writes frame (if not nil) to a connection that is not yet served, before it is torn down.
+func (c *Conn) writeRaw(frame []byte) {
+	s := c.srv
 	switch {
 	case frame == nil:
 	case c.fd >= 0:
@@ -342,7 +415,27 @@ func (c *Conn) teardown() {
 	}
 	c.in, c.frag = nil, nil
 	c.srv.remove(c)
+	c.onClose(h)
+}
+
+// onClose tells h that its connection is gone; a panic there is contained like any other.
+func (c *Conn) onClose(h Handler) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.recovered(v, "OnClose")
+		}
+	}()
 	h.OnClose()
+}
+
+// onDataSafely is onData with a panic contained (net.Conn mode and Upgrade; the epoll loops have their own).
+func (c *Conn) onDataSafely(data []byte) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			ok = c.recovered(v, "reading")
+		}
+	}()
+	return c.onData(data)
 }
 
 // readLoop reads a net.Conn-mode connection until it ends.
@@ -350,7 +443,7 @@ func (c *Conn) readLoop() {
 	buf := make([]byte, 4096)
 	for {
 		n, err := c.nc.Read(buf)
-		if n > 0 && !c.onData(buf[:n]) {
+		if n > 0 && !c.onDataSafely(buf[:n]) {
 			break
 		}
 		if err != nil {
@@ -396,6 +489,12 @@ func (c *Conn) keepalive(now int64) {
 		c.abortLocked()
 	case c.state == stateClosing && now-c.since > int64(cfg.CloseTimeout):
 		c.abortLocked()
+	case c.state == stateClosed:
+		// Aborted, and its loop was told; should it still be here a close timeout later, tell the loop again.
+		if c.inLoop && now-c.since > int64(cfg.CloseTimeout) {
+			c.since = now
+			c.p.reap(c)
+		}
 	case c.state != stateOpen:
 	case now-last > int64(cfg.IdleTimeout):
 		c.abortLocked()

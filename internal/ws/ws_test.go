@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -80,11 +81,20 @@ func start(t *testing.T, cfg Config, echo bool) *harness {
 // every path but /http, and net/http is given the other requests.
 func startDoor(t *testing.T, cfg Config, echo, door bool) *harness {
 	t.Helper()
+	return startWith(t, cfg, echo, door, nil)
+}
+
+// startWith is startDoor with each connection's Handler made by wrap from the recording one (nil: that one).
+func startWith(t *testing.T, cfg Config, echo, door bool, wrap func(*events) Handler) *harness {
+	t.Helper()
 	srv := newServer(t, cfg)
 	h := &harness{srv: srv, events: make(chan *events, 16)}
 	newHandler := func(c *Conn) Handler {
 		e := &events{c: c, echo: echo, ch: make(chan string, 1024)}
 		h.events <- e
+		if wrap != nil {
+			return wrap(e)
+		}
 		return e
 	}
 	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -645,4 +655,117 @@ func FuzzFrames(f *testing.F) {
 		}
 		_ = fmt.Sprint()
 	})
+}
+
+// panicky is a Handler with a bug: it panics on the message "boom", and when told its connection closed after
+// the message "boom on close".
+type panicky struct {
+	*events
+	onClose bool
+}
+
+func (p *panicky) OnText(msg []byte) {
+	switch string(msg) {
+	case "boom":
+		panic("the handler broke on " + string(msg))
+	case "boom on close":
+		p.onClose = true
+	}
+	p.events.OnText(msg)
+}
+
+func (p *panicky) OnClose() {
+	p.events.OnClose()
+	if p.onClose {
+		panic("the handler broke on close")
+	}
+}
+
+// syncBuffer is a log that tests read while the server writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestHandlerPanic: a Handler that panics while handling one connection's message costs that connection alone:
+// it is closed with 1011, the panic is logged with its stack and counted, and the other connections, on the same
+// loop, carry on. A panic when the handler is told of the close is contained as well.
+func TestHandlerPanic(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			var log syncBuffer
+			cfg := Config{NoEpoll: mode.noEpoll, Pollers: 1, CloseTimeout: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&log, nil))}
+			h := startWith(t, cfg, true, mode.door, func(e *events) Handler { return &panicky{events: e} })
+			other := dialRaw(t, h.url, nil)
+			eo := h.next(t)
+			bad := dialRaw(t, h.url, nil)
+			eb := h.next(t)
+
+			bad.send(frame(true, rfc6455.OpText, []byte("hello"), true))
+			bad.expectText("hello")
+			bad.send(append(frame(true, rfc6455.OpText, []byte("boom"), true), frame(true, rfc6455.OpText, []byte("after"), true)...))
+			if code := bad.expectClose(); code != CloseInternal {
+				t.Fatalf("close code %d, want %d", code, CloseInternal)
+			}
+			bad.send(frame(true, rfc6455.OpClose, []byte{0x03, 0xf3}, true))
+			for ev := eb.wait(t); ev != "close"; ev = eb.wait(t) {
+				if ev != "text:hello" {
+					t.Fatalf("the broken connection's handler got %q", ev)
+				}
+			}
+			if n := h.srv.Panics(); n != 1 {
+				t.Fatalf("Panics() = %d, want 1", n)
+			}
+			if l := log.String(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "the handler broke on boom") || !strings.Contains(l, "panicky).OnText") {
+				t.Fatalf("the panic is not logged at error level with its stack:\n%s", l)
+			}
+
+			// The other connection, on the same loop, is untouched; so is one made afterwards.
+			other.send(frame(true, rfc6455.OpText, []byte("still here"), true))
+			other.expectText("still here")
+			if ev := eo.wait(t); ev != "text:still here" {
+				t.Fatalf("got %q", ev)
+			}
+			third := dialRaw(t, h.url, nil)
+			e3 := h.next(t)
+			third.send(frame(true, rfc6455.OpText, []byte("boom on close"), true))
+			third.expectText("boom on close")
+			third.send(frame(true, rfc6455.OpClose, []byte{0x03, 0xe8}, true))
+			if code := third.expectClose(); code != CloseNormal {
+				t.Fatalf("close code %d", code)
+			}
+			for ev := e3.wait(t); ev != "close"; ev = e3.wait(t) {
+			}
+			waitUntil(t, func() bool { return h.srv.Panics() == 2 })
+			other.send(frame(true, rfc6455.OpText, []byte("and still"), true))
+			other.expectText("and still")
+			if n := h.srv.Len(); n != 1 {
+				t.Fatalf("Len() = %d, want 1", n)
+			}
+		})
+	}
+}
+
+// waitUntil polls cond, for state the server reaches with no event a client could wait on (5 s at most).
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
