@@ -67,13 +67,13 @@ type Conn struct {
 
 	mu        sync.Mutex
 	state     uint8
-	writing   bool   // net.Conn mode: a writer goroutine is running
-	wantWrite bool   // epoll mode: EPOLLOUT is registered
+	writing   bool // net.Conn mode: a writer goroutine is running
+	wantWrite bool // epoll mode: EPOLLOUT is registered
 	// inLoop: epoll mode, c is in its loop's set, so the loop tears it down once it is aborted (see abortLocked).
-	inLoop bool
-	out       []byte // bytes queued for the socket
-	counted   int    // len(out) as counted in the server's total of queued bytes
-	since     int64  // when the handshake, the connection, the close or the abort began (unix nanoseconds)
+	inLoop  bool
+	out     []byte // bytes queued for the socket
+	counted int    // len(out) as counted in the server's total of queued bytes
+	since   int64  // when the handshake, the connection, the close or the abort began (unix nanoseconds)
 
 	lastRead atomic.Int64 // unix nanoseconds of the last bytes from the peer
 	lastPing atomic.Int64 // unix nanoseconds of the last ping sent
