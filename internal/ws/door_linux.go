@@ -247,7 +247,7 @@ func (c *Conn) answerHandshake(key []byte) bool {
 func (c *Conn) handOff(read []byte) bool {
 	d := c.door
 	c.p.remove(c)
-	fd, ok := c.release()
+	fd, accepted, ok := c.release()
 	if !ok {
 		return false // aborted meanwhile: the caller tears c down
 	}
@@ -260,7 +260,7 @@ func (c *Conn) handOff(read []byte) bool {
 		c.srv.logf("cannot pass a connection to net/http", "err", err)
 		return false
 	}
-	pc := &prefixConn{Conn: nc, prefix: append([]byte(nil), read...)}
+	pc := newPrefixConn(nc, read, accepted.Add(c.srv.cfg.HandshakeTimeout))
 	select {
 	case d.handoff <- pc:
 	default:
@@ -276,35 +276,109 @@ func (c *Conn) handOff(read []byte) bool {
 	return false
 }
 
-// release takes c's socket from it, for net/http, unless c was aborted meanwhile.
-func (c *Conn) release() (int, bool) {
+// release takes c's socket from it, for net/http, unless c was aborted meanwhile; since is when c was accepted.
+func (c *Conn) release() (fd int, since time.Time, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != stateHandshake {
-		return -1, false
+		return -1, time.Time{}, false
 	}
-	fd := c.fd
+	fd, since = c.fd, time.Unix(0, c.since)
 	c.state, c.fd, c.inLoop = stateClosed, -1, false
-	return fd, true
+	return fd, since, true
 }
 
-// prefixConn is a connection handed to net/http: it reads first what the loop read.
+// prefixConn is a connection handed to net/http: it reads first what the loop read, and keeps the deadline of
+// the loop's handshake timeout, which began when the connection was accepted, until the header of its first
+// request has arrived whole. Without it a request handed over just before that timeout (its header grew past what
+// the loop reads, say) would get net/http's own header timeout from then on, and be held about twice as long.
 type prefixConn struct {
 	net.Conn
 	prefix []byte
+
+	mu       sync.Mutex
+	deadline time.Time // the latest read deadline until the first header is whole; zero from then on
+	asked    time.Time // the read deadline last asked for, in force once the header is whole
+	matched  int       // how much of "\r\n\r\n" ends what has been read so far
+}
+
+// newPrefixConn hands nc to net/http with read, the bytes of its first request read so far, and deadline, by
+// which that request's header must have arrived.
+func newPrefixConn(nc net.Conn, read []byte, deadline time.Time) *prefixConn {
+	c := &prefixConn{Conn: nc, prefix: append([]byte(nil), read...), deadline: deadline}
+	c.scan(read)
+	if !c.deadline.IsZero() {
+		_ = nc.SetReadDeadline(c.deadline)
+	}
+	return c
+}
+
+// scan follows the bytes read for the end of the first request's header; c.mu is held or c not yet shared.
+func (c *prefixConn) scan(b []byte) bool {
+	if c.deadline.IsZero() {
+		return false
+	}
+	const end = "\r\n\r\n"
+	for _, x := range b {
+		switch {
+		case x == end[c.matched]:
+			c.matched++
+		case x == '\r':
+			c.matched = 1
+		default:
+			c.matched = 0
+		}
+		if c.matched == len(end) {
+			c.deadline = time.Time{}
+			return true
+		}
+	}
+	return false
 }
 
 func (c *prefixConn) Read(b []byte) (int, error) {
+	var n int
+	var err error
 	if len(c.prefix) > 0 {
-		n := copy(b, c.prefix)
+		n = copy(b, c.prefix)
 		c.prefix = c.prefix[n:]
-		return n, nil
+		return n, nil // scanned when handed over
 	}
-	return c.Conn.Read(b)
+	n, err = c.Conn.Read(b)
+	c.mu.Lock()
+	if c.scan(b[:n]) {
+		_ = c.Conn.SetReadDeadline(c.asked) // the header is whole: the deadline net/http asked for applies
+	}
+	c.mu.Unlock()
+	return n, err
+}
+
+// SetReadDeadline sets t, or the handshake's deadline if that comes first and the first header is not whole.
+func (c *prefixConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.asked = t
+	if !c.deadline.IsZero() && (t.IsZero() || t.After(c.deadline)) {
+		t = c.deadline
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *prefixConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.SetReadDeadline(t)
 }
 
 // WriteTo keeps io.Copy from going around Read.
 func (c *prefixConn) WriteTo(w io.Writer) (int64, error) {
+	c.mu.Lock()
+	direct := c.deadline.IsZero()
+	c.mu.Unlock()
+	if !direct {
+		return io.Copy(w, struct{ io.Reader }{c}) // through Read, which follows the header
+	}
 	var total int64
 	if len(c.prefix) > 0 {
 		n, err := w.Write(c.prefix)
