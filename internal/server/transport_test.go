@@ -254,3 +254,67 @@ func TestResetDuringBurst(t *testing.T) {
 		t.Fatalf("shutdown took %v", d)
 	}
 }
+
+// TestLoginTimeout: a connection that does not log in within -login-timeout is closed with 1008 and a reason a
+// person can read; one that logged in stays, and the timeouts are counted in the metrics.
+func TestLoginTimeout(t *testing.T) {
+	t.Parallel()
+	r := startServer(t, func(c *server.Config) { c.LoginTimeout = 300 * time.Millisecond })
+	in := r.rawDial()
+	in.login("in-time")
+	lurker := r.rawDial()
+	start := time.Now()
+	code, reason := lurker.expectClose()
+	if code != 1008 || reason != "log in within 300ms" {
+		t.Fatalf("close %d %q, want 1008 \"log in within 300ms\"", code, reason)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Fatalf("closed after %v", d)
+	}
+	// The user who logged in at the same moment is still there.
+	other := r.rawDial()
+	other.login("other")
+	if err := in.send(rfc6455.OpText, `{"type":"offer","name":"other","offer":{"type":"offer","sdp":"v=0"}}`); err != nil {
+		t.Fatal(err)
+	}
+	if m := other.readText(); !strings.Contains(m, `"type":"offer"`) {
+		t.Fatalf("other got %s", m)
+	}
+	if body := r.get("/metrics"); !strings.Contains(body, "tandem_login_timeouts_total 1") || !strings.Contains(body, "tandem_panics_total 0") {
+		t.Fatalf("metrics do not count the login timeout")
+	}
+}
+
+// TestUnloggedCapPerAddress: connections from one address that have not logged in are capped (here loopback is
+// held to the per-address caps, as -limit-loopback does); one more is refused with 429 and a text, and logging in
+// makes room.
+func TestUnloggedCapPerAddress(t *testing.T) {
+	t.Parallel()
+	r := startServer(t, func(c *server.Config) { c.MaxUnloggedPerAddr, c.LimitLoopback = 2, true })
+	first := r.rawDial()
+	r.rawDial()
+	refused := func() string {
+		nc := r.dialTCP()
+		if _, err := io.WriteString(nc, rawHandshake("dGhlIHNhbXBsZSBub25jZQ==")); err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusTooManyRequests {
+			return ""
+		}
+		return string(body)
+	}
+	if body := refused(); !strings.Contains(body, "not logged in") {
+		t.Fatalf("a third connection waiting to log in was not refused with 429 (%q)", body)
+	}
+	first.login("first")
+	r.rawDial()
+	if body := refused(); body == "" {
+		t.Fatal("a fourth was not refused")
+	}
+}

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"runtime/debug"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -134,11 +136,13 @@ func (d *door) acceptAll() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for i := 0; i < 64 && !d.closed; i++ {
-		nfd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(d.fd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+		var sa unix.RawSockaddrAny
+		salen := uint32(unix.SizeofSockaddrAny)
+		nfd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(d.fd), uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&salen)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
 		switch e {
 		case 0:
 			d.backoff = 5 * time.Millisecond
-			d.start(int(nfd))
+			d.start(int(nfd), sockaddrIP(&sa))
 			continue
 		case unix.EINTR, unix.ECONNABORTED, unix.EPERM, unix.EPROTO:
 			continue
@@ -176,17 +180,46 @@ func (d *door) pauseLocked(err error) {
 	})
 }
 
-// start takes a new connection into a loop, where its request is read.
-func (d *door) start(fd int) {
-	// As net.TCPConn does: small messages go out at once.
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+// sockaddrIP is the IP address of a socket address from accept.
+func sockaddrIP(sa *unix.RawSockaddrAny) netip.Addr {
+	switch sa.Addr.Family {
+	case unix.AF_INET:
+		return netip.AddrFrom4((*unix.RawSockaddrInet4)(unsafe.Pointer(sa)).Addr)
+	case unix.AF_INET6:
+		return netip.AddrFrom16((*unix.RawSockaddrInet6)(unsafe.Pointer(sa)).Addr).Unmap()
+	}
+	return netip.Addr{}
+}
+
+// start takes a new connection from ip into a loop, where its request is read. A connection over a cap
+// (Server.admitLocked) is read only to be refused, if there are few such; otherwise it is closed at once.
+func (d *door) start(fd int, ip netip.Addr) {
 	s := d.srv
 	c := &Conn{srv: s, fd: fd, p: s.pollers[int(s.next.Add(1))%len(s.pollers)], h: handshaking{}, door: d, state: stateHandshake}
 	c.since = time.Now().UnixNano()
-	if !s.add(c) {
+	s.mu.Lock()
+	ok := !s.closing
+	if ok {
+		if r := s.admitLocked(c, ip); r != nil {
+			if ok = s.refusing < maxRefusing; ok {
+				s.refusing++
+				c.acct, c.h = acctRefusing, refusing{r}
+			} else {
+				s.refused.Add(1)
+			}
+		}
+	}
+	if ok {
+		s.conns[c] = struct{}{}
+		s.handshakes++
+	}
+	s.mu.Unlock()
+	if !ok {
 		closeFD(fd)
 		return
 	}
+	// As net.TCPConn does: small messages go out at once.
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	_ = c.enterLoop()
 }
 
@@ -213,6 +246,11 @@ func (c *Conn) onRequest(data []byte) bool {
 	if newHandler == nil {
 		return c.handOff(data)
 	}
+	if r, ok := c.h.(refusing); ok {
+		c.srv.refused.Add(1)
+		c.refuse(r.refusal)
+		return false
+	}
 	if !c.answerHandshake(hs.key) {
 		return false
 	}
@@ -225,6 +263,15 @@ func (c *Conn) onRequest(data []byte) bool {
 		return c.onData(early)
 	}
 	return true
+}
+
+// refuse answers c's handshake with r; c is then torn down.
+func (c *Conn) refuse(r *refusal) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateHandshake {
+		_, _ = writev(c.fd, r.response(), nil) // a few hundred bytes into a socket that has sent nothing yet
+	}
 }
 
 // answerHandshake opens c and writes the 101; false if c was aborted meanwhile (shut down, timed out) or the
@@ -401,6 +448,14 @@ func tcpConn(nc net.Conn) (*net.TCPConn, bool) {
 	t, ok := nc.(*net.TCPConn)
 	return t, ok
 }
+
+// refusing is the Handler of a connection whose request is read only to refuse it (a cap is reached).
+type refusing struct{ *refusal }
+
+func (refusing) OnText([]byte)  {}
+func (refusing) OnBinary()      {}
+func (refusing) OnTooLarge(int) {}
+func (refusing) OnClose()       {}
 
 // handshaking is the Handler of a connection whose request is still being read: it has nothing to be told.
 type handshaking struct{}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"runtime/debug"
 	"sync"
@@ -35,6 +36,29 @@ type Config struct {
 	Pollers          int // epoll loops; default half of GOMAXPROCS, at least one
 	// NoEpoll serves every connection with goroutines, as TLS connections are.
 	NoEpoll bool
+
+	// LoginTimeout: a connection on which Conn.LoggedIn has not been called this long after its handshake is
+	// closed with 1008 and the reason "log in within 60s". Default 60 s (a page opens its socket when it loads,
+	// and a person then types a name).
+	LoginTimeout time.Duration
+	// MaxConns bounds the connections held: open ones and those whose request an epoll loop is reading. Default
+	// DefaultMaxConns of the open-file limit.
+	MaxConns int
+	// MaxUnlogged bounds the connections that have not logged in (or not finished their request); default half
+	// of MaxConns.
+	MaxUnlogged int
+	// MaxConnsPerAddr and MaxUnloggedPerAddr are MaxConns and MaxUnlogged for one client address (an IPv4 address,
+	// or an IPv6 /64); defaults 256 and 32, negative for no limit. Loopback addresses are exempt unless
+	// LimitLoopback is set (a reverse proxy on the same host, the load generator, the echo peer).
+	MaxConnsPerAddr    int
+	MaxUnloggedPerAddr int
+	LimitLoopback      bool
+	// MessageTimeout: a message (or a frame) whose first bytes have come must arrive whole within it, or the
+	// connection is closed with 1008. Default 30 s.
+	MessageTimeout time.Duration
+	// TotalPartial bounds the bytes held for frames, messages and handshakes not yet whole, over all connections:
+	// past it, a connection whose buffer would grow is closed with 1013 (try again later). Default 64 MiB.
+	TotalPartial int
 	// Logger, if not nil, is told of trouble the server cannot report otherwise (accept failing).
 	Logger *slog.Logger
 }
@@ -63,10 +87,17 @@ func (c *Config) setDefaults() error {
 	defDur(&c.CloseTimeout, 3*time.Second)
 	defDur(&c.WriteTimeout, 10*time.Second)
 	defDur(&c.HandshakeTimeout, 10*time.Second)
+	defDur(&c.LoginTimeout, 60*time.Second)
+	defDur(&c.MessageTimeout, 30*time.Second)
+	def(&c.MaxConns, DefaultMaxConns(openFileLimit()))
+	def(&c.MaxUnlogged, max(c.MaxConns/2, 1))
+	def(&c.MaxConnsPerAddr, 256)
+	def(&c.MaxUnloggedPerAddr, 32)
+	def(&c.TotalPartial, 64<<20)
 	switch {
-	case c.MaxMessage < 0, c.SendQueue < 0, c.TotalQueue < 0, c.Pollers < 0:
+	case c.MaxMessage < 0, c.SendQueue < 0, c.TotalQueue < 0, c.Pollers < 0, c.MaxConns < 0, c.MaxUnlogged < 0, c.TotalPartial < 0:
 		return errors.New("ws: limits must not be negative")
-	case c.PingInterval < 0, c.IdleTimeout < 0, c.CloseTimeout < 0, c.WriteTimeout < 0, c.HandshakeTimeout < 0:
+	case c.PingInterval < 0, c.IdleTimeout < 0, c.CloseTimeout < 0, c.WriteTimeout < 0, c.HandshakeTimeout < 0, c.LoginTimeout < 0, c.MessageTimeout < 0:
 		return errors.New("ws: durations must not be negative")
 	case c.IdleTimeout <= c.PingInterval:
 		return fmt.Errorf("ws: the idle timeout (%v) must be longer than the ping interval (%v)", c.IdleTimeout, c.PingInterval)
@@ -83,7 +114,11 @@ type Server struct {
 	mu         sync.Mutex
 	conns      map[*Conn]struct{} // open connections, and those whose request a loop is reading
 	handshakes int                // how many of conns are still being read
-	doors      []*door            // listeners from Listen
+	held       int                // connections counted against MaxConns (see admitLocked)
+	unlogged   int                // of which have not logged in
+	refusing   int                // connections read only to be refused
+	addrs      map[addrKey]*addrCount
+	doors      []*door // listeners from Listen
 	closing    bool
 	goingAway  []byte        // Shutdown's close frame, for a handshake answered as it began (goAway)
 	drained    chan struct{} // closed when conns is empty during shutdown
@@ -94,6 +129,13 @@ type Server struct {
 	slowDrops atomic.Uint64
 	panics    atomic.Uint64
 	queued    atomic.Int64 // bytes in the queues of all connections
+
+	partial       atomic.Int64 // bytes held for unfinished frames, messages and requests (Conn.account)
+	partialDrops  atomic.Uint64
+	refused       atomic.Uint64
+	loginTimeouts atomic.Uint64
+	loginReason   string // the close reason of a login timeout
+	messageReason string // the close reason of a message timeout
 }
 
 // NewServer checks cfg and returns a Server; Start brings it up.
@@ -101,7 +143,11 @@ func NewServer(cfg Config) (*Server, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, conns: make(map[*Conn]struct{}), stop: make(chan struct{})}, nil
+	return &Server{
+		cfg: cfg, conns: make(map[*Conn]struct{}), addrs: make(map[addrKey]*addrCount), stop: make(chan struct{}),
+		loginReason:   "log in within " + seconds(cfg.LoginTimeout),
+		messageReason: "a message must arrive whole within " + seconds(cfg.MessageTimeout),
+	}, nil
 }
 
 // Start starts the epoll loops (where the platform has them) and the keepalive sweeper.
@@ -177,6 +223,7 @@ func (c *Conn) recovered(v any, where string) bool {
 	}
 	c.discard, c.ignore = true, true
 	c.in, c.frag, c.fragOp, c.fragSize, c.skip = nil, nil, 0, 0, 0
+	c.account()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch c.state {
@@ -191,6 +238,10 @@ func (c *Conn) recovered(v any, where string) bool {
 
 // Queued returns how many bytes wait in the queues of all connections for clients to read them.
 func (s *Server) Queued() int64 { return s.queued.Load() }
+
+// ErrRefused is returned by Upgrade for a handshake refused at a cap on connections (Config.MaxConns and the
+// others); the client was answered 503 or 429.
+var ErrRefused = errors.New("ws: too many connections")
 
 // ErrNotWebSocket is returned by Upgrade for a request that is not a WebSocket handshake.
 var ErrNotWebSocket = errors.New("ws: not a WebSocket handshake")
@@ -218,20 +269,35 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newHandler func
 		http.Error(w, "bad Sec-WebSocket-Key", http.StatusBadRequest)
 		return ErrNotWebSocket
 	}
-	s.mu.Lock()
-	closing := s.closing
-	s.mu.Unlock()
-	if closing {
-		http.Error(w, "the server is shutting down", http.StatusServiceUnavailable)
-		return errClosed
-	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		http.Error(w, "this connection cannot be upgraded", http.StatusInternalServerError)
 		return errors.New("ws: response writer is not a Hijacker")
 	}
+	c := &Conn{srv: s, fd: -1}
+	var ip netip.Addr
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		ip = ap.Addr()
+	}
+	s.mu.Lock()
+	closing := s.closing
+	var refused *refusal
+	if !closing {
+		refused = s.admitLocked(c, ip)
+	}
+	s.mu.Unlock()
+	switch {
+	case closing:
+		http.Error(w, "the server is shutting down", http.StatusServiceUnavailable)
+		return errClosed
+	case refused != nil:
+		s.refused.Add(1)
+		refused.write(w)
+		return ErrRefused
+	}
 	nc, brw, err := hj.Hijack()
 	if err != nil {
+		s.remove(c)
 		return fmt.Errorf("ws: hijack: %w", err)
 	}
 	var early []byte // bytes the client sent after its handshake, already read by net/http
@@ -241,11 +307,12 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newHandler func
 	}
 	if err := s.handshake(nc, brw.Writer, key); err != nil {
 		_ = nc.Close()
+		s.remove(c)
 		return err
 	}
 
-	c := &Conn{srv: s, fd: -1}
 	now := time.Now().UnixNano()
+	c.since = now
 	c.lastRead.Store(now)
 	c.lastPing.Store(now)
 
@@ -257,6 +324,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newHandler func
 		fd, err := detach(tcp)
 		if err != nil {
 			_ = nc.Close()
+			s.remove(c)
 			return err
 		}
 		c.fd, c.p = fd, p
@@ -385,6 +453,7 @@ func (s *Server) remove(c *Conn) {
 	if _, ok := s.conns[c]; ok && c.door != nil {
 		s.handshakes--
 	}
+	s.uncountLocked(c)
 	delete(s.conns, c)
 	if s.closing && len(s.conns) == 0 && s.drained != nil {
 		close(s.drained)
@@ -414,6 +483,7 @@ func (c *Conn) teardown() {
 		_ = c.nc.Close()
 	}
 	c.in, c.frag = nil, nil
+	c.account()
 	c.srv.remove(c)
 	c.onClose(h)
 }
@@ -455,7 +525,7 @@ func (c *Conn) readLoop() {
 
 // sweep pings silent connections and drops dead ones and stuck closes.
 func (s *Server) sweep() {
-	period := min(s.cfg.PingInterval/4, s.cfg.HandshakeTimeout/2, time.Second)
+	period := min(s.cfg.PingInterval/4, s.cfg.HandshakeTimeout/2, s.cfg.LoginTimeout/2, s.cfg.MessageTimeout/2, time.Second)
 	t := time.NewTicker(period)
 	defer t.Stop()
 	var batch []*Conn
@@ -498,6 +568,11 @@ func (c *Conn) keepalive(now int64) {
 	case c.state != stateOpen:
 	case now-last > int64(cfg.IdleTimeout):
 		c.abortLocked()
+	case !c.loggedIn && now-c.since > int64(cfg.LoginTimeout):
+		c.srv.loginTimeouts.Add(1)
+		c.closeLocked(ClosePolicy, c.srv.loginReason)
+	case c.msgStart.Load() != 0 && now-c.msgStart.Load() > int64(cfg.MessageTimeout):
+		c.closeLocked(ClosePolicy, c.srv.messageReason)
 	case now-last >= int64(cfg.PingInterval) && now-c.lastPing.Load() >= int64(cfg.PingInterval):
 		c.lastPing.Store(now)
 		c.writeFrameLocked(rfc6455.OpPing, nil)

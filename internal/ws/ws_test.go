@@ -769,3 +769,137 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestMessageTimeout: a frame, or a fragmented message, begun and never finished is not held for ever: the
+// connection is closed with 1008 once MessageTimeout has passed, and the bytes it held are let go.
+func TestMessageTimeout(t *testing.T) {
+	half := frame(true, rfc6455.OpText, []byte(strings.Repeat("h", 300)), true)[:150]
+	fragment := frame(false, rfc6455.OpText, []byte("first part"), true)
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, MessageTimeout: 300 * time.Millisecond, CloseTimeout: 200 * time.Millisecond}, true, mode.door)
+			for _, start := range [][]byte{half, fragment} {
+				c := dialRaw(t, h.url, nil)
+				e := h.next(t)
+				c.send(frame(true, rfc6455.OpText, []byte("whole"), true))
+				c.expectText("whole")
+				began := time.Now()
+				c.send(start)
+				op, p, err := c.read()
+				if err != nil || op != rfc6455.OpClose || binary.BigEndian.Uint16(p) != ClosePolicy || string(p[2:]) != "a message must arrive whole within 300ms" {
+					t.Fatalf("got op %d %q (%v), want a close 1008 saying why", op, p, err)
+				}
+				if d := time.Since(began); d < 300*time.Millisecond {
+					t.Fatalf("closed after %v, before the timeout", d)
+				}
+				c.send(frame(true, rfc6455.OpClose, []byte{0x03, 0xe8}, true))
+				for e.wait(t) != "close" {
+				}
+			}
+			waitUntil(t, func() bool { return h.srv.Partial() == 0 })
+		})
+	}
+}
+
+// TestTotalPartialBound: the bytes held for frames not yet whole, over all connections, are bounded: the
+// connection whose frame would take the total over TotalPartial is closed with 1013 (try again later), and the
+// others carry on.
+func TestTotalPartialBound(t *testing.T) {
+	msg := []byte(strings.Repeat("p", 3000))
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, TotalPartial: 4096, CloseTimeout: 200 * time.Millisecond}, true, mode.door)
+			a := dialRaw(t, h.url, nil)
+			ea := h.next(t)
+			b := dialRaw(t, h.url, nil)
+			h.next(t)
+			fa, fb := frame(true, rfc6455.OpText, msg, true), frame(true, rfc6455.OpText, msg, true)
+			a.send(fa[:2000])
+			waitUntil(t, func() bool { return h.srv.Partial() >= 2000 })
+			b.send(fb[:2500])
+			op, p, err := b.read()
+			if err != nil || op != rfc6455.OpClose || binary.BigEndian.Uint16(p) != CloseTryAgainLater {
+				t.Fatalf("got op %d %q (%v), want a close 1013", op, p, err)
+			}
+			if q := h.srv.Partial(); q > 4096 {
+				t.Fatalf("%d bytes held, over the 4096 bound", q)
+			}
+			a.send(fa[2000:])
+			a.expectText(string(msg))
+			if ev := ea.wait(t); ev != "text:"+string(msg) {
+				t.Fatalf("got %q", ev)
+			}
+			if n := h.srv.PartialDrops(); n != 1 {
+				t.Fatalf("PartialDrops() = %d", n)
+			}
+			waitUntil(t, func() bool { return h.srv.Partial() == 0 })
+		})
+	}
+}
+
+// TestConnectionCaps: past MaxConns, and past the per-address caps, a handshake is refused with an HTTP status
+// and a text saying why, whether the epoll loop or net/http read it; loopback clients are exempt from the
+// per-address caps unless LimitLoopback is set.
+func TestConnectionCaps(t *testing.T) {
+	handshake := func(h *harness) (int, string) {
+		nc, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		if _, err := io.WriteString(nc, handshakeRequest); err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Run("total", func(t *testing.T) {
+				h := startDoor(t, Config{NoEpoll: mode.noEpoll, MaxConns: 2, MaxUnlogged: 10, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
+				for range 2 {
+					if code, body := handshake(h); code != http.StatusSwitchingProtocols {
+						t.Fatalf("%d %q", code, body)
+					}
+				}
+				if code, body := handshake(h); code != http.StatusServiceUnavailable || !strings.Contains(body, "as many connections as it can take") {
+					t.Fatalf("over MaxConns: %d %q", code, body)
+				}
+				if n := h.srv.Refused(); n != 1 {
+					t.Fatalf("Refused() = %d", n)
+				}
+			})
+			t.Run("per address", func(t *testing.T) {
+				h := startDoor(t, Config{NoEpoll: mode.noEpoll, MaxConnsPerAddr: 3, MaxUnloggedPerAddr: 2, LimitLoopback: true, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
+				handshake(h)
+				first := h.next(t)
+				handshake(h)
+				h.next(t)
+				if code, body := handshake(h); code != http.StatusTooManyRequests || !strings.Contains(body, "not logged in") {
+					t.Fatalf("a third waiting to log in: %d %q", code, body)
+				}
+				first.c.LoggedIn()
+				if code, body := handshake(h); code != http.StatusSwitchingProtocols {
+					t.Fatalf("after a login: %d %q", code, body)
+				}
+				first.c.LoggedIn() // again: counted once
+				if code, body := handshake(h); code != http.StatusTooManyRequests || !strings.Contains(body, "too many connections from your address") {
+					t.Fatalf("a fourth: %d %q", code, body)
+				}
+			})
+			t.Run("loopback exempt", func(t *testing.T) {
+				h := startDoor(t, Config{NoEpoll: mode.noEpoll, MaxConnsPerAddr: 1, MaxUnloggedPerAddr: 1, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
+				for range 3 {
+					if code, body := handshake(h); code != http.StatusSwitchingProtocols {
+						t.Fatalf("%d %q", code, body)
+					}
+				}
+			})
+		})
+	}
+}
