@@ -295,7 +295,8 @@ func FuzzCompareCoder(f *testing.F) {
 	})
 }
 
-// frames splits a client stream into its frames' headers (opcode, masked, payload unmasked), as far as it can.
+// frames walks the whole frames of a client stream (opcode, payload unmasked), and stops at the first unmasked
+// frame or impossible length, which it reports whole or not.
 func frames(data []byte, each func(op byte, masked bool, payload []byte, badLength bool) bool) {
 	for len(data) >= 2 {
 		op, masked, n := data[0]&0x0f, data[1]&0x80 != 0, uint64(data[1]&0x7f)
@@ -316,17 +317,17 @@ func frames(data []byte, each func(op byte, masked bool, payload []byte, badLeng
 				return
 			}
 		}
-		if masked {
-			h += 4
+		if !masked {
+			each(op, false, nil, false) // coder/websocket stops at the header
+			return
 		}
+		h += 4
 		if len(data) < h || uint64(len(data)-h) < n {
 			return
 		}
 		payload := append([]byte(nil), data[h:h+int(n)]...)
-		if masked {
-			rfc6455.Mask(payload, binary.LittleEndian.Uint32(data[h-4:]))
-		}
-		if !each(op, masked, payload, false) {
+		rfc6455.Mask(payload, binary.LittleEndian.Uint32(data[h-4:]))
+		if !each(op, true, payload, false) {
 			return
 		}
 		data = data[h+int(n):]

@@ -30,6 +30,7 @@ type poller struct {
 
 	reapMu  sync.Mutex
 	reaping []*Conn // aborted connections for the loop to tear down (see Conn.abortLocked)
+	closed  bool    // the loop's descriptors are closed (guarded by reapMu)
 }
 
 func newPoller(s *Server) (*poller, error) {
@@ -112,16 +113,24 @@ func (p *poller) watchWrite(c *Conn, on bool) {
 }
 
 func (p *poller) wake() {
-	var one = [8]byte{1}
-	_, _ = unix.Write(p.wakefd, one[:])
+	p.reapMu.Lock()
+	defer p.reapMu.Unlock()
+	p.wakeLocked()
+}
+
+func (p *poller) wakeLocked() {
+	if !p.closed { // after close the descriptor's number may be another file's
+		var one = [8]byte{1}
+		_, _ = unix.Write(p.wakefd, one[:])
+	}
 }
 
 // reap has the loop tear c down, from any goroutine; c.mu is held.
 func (p *poller) reap(c *Conn) {
 	p.reapMu.Lock()
+	defer p.reapMu.Unlock()
 	p.reaping = append(p.reaping, c)
-	p.reapMu.Unlock()
-	p.wake()
+	p.wakeLocked()
 }
 
 // reapAll tears down the connections handed to reap, on the loop.
@@ -140,6 +149,9 @@ func (p *poller) reapAll() {
 }
 
 func (p *poller) close() {
+	p.reapMu.Lock()
+	p.closed = true
+	p.reapMu.Unlock()
 	unix.Close(p.wakefd)
 	unix.Close(p.epfd)
 }
