@@ -598,3 +598,11 @@ func truncateUTF8(s string, max int) string {
 	}
 	return s[:max]
 }
+
+// handshaking is the Handler of a connection whose request is still being read: it has nothing to be told.
+type handshaking struct{}
+
+func (handshaking) OnText([]byte)  {}
+func (handshaking) OnBinary()      {}
+func (handshaking) OnTooLarge(int) {}
+func (handshaking) OnClose()       {}

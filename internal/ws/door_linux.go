@@ -456,11 +456,3 @@ func (refusing) OnText([]byte)  {}
 func (refusing) OnBinary()      {}
 func (refusing) OnTooLarge(int) {}
 func (refusing) OnClose()       {}
-
-// handshaking is the Handler of a connection whose request is still being read: it has nothing to be told.
-type handshaking struct{}
-
-func (handshaking) OnText([]byte)  {}
-func (handshaking) OnBinary()      {}
-func (handshaking) OnTooLarge(int) {}
-func (handshaking) OnClose()       {}
