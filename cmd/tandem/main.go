@@ -14,6 +14,7 @@ import (
 
 	"tandem/internal/cli"
 	"tandem/internal/server"
+	"tandem/internal/ws"
 	"tandem/protocol"
 )
 
@@ -43,6 +44,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.IntVar(&cfg.Pollers, "pollers", cfg.Pollers, "epoll loops reading the connections (0: one per two of GOMAXPROCS, at least one)")
 	fs.DurationVar(&cfg.PingInterval, "ping-interval", cfg.PingInterval, "ping a connection that has been silent this long")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "drop a connection that has been silent this long")
+	fs.DurationVar(&cfg.LoginTimeout, "login-timeout", cfg.LoginTimeout, "close a connection that has not logged in this long after connecting (1008)")
+	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "WebSocket connections held at most (0: the open-file limit less a 64th of it, at least 64, kept for TURN, echo and HTTP)")
+	fs.IntVar(&cfg.MaxUnlogged, "max-unlogged", cfg.MaxUnlogged, "connections that have not logged in, at most (0: half of -max-conns)")
+	fs.IntVar(&cfg.MaxConnsPerAddr, "max-conns-per-addr", cfg.MaxConnsPerAddr, "WebSocket connections from one client address (IPv4, or IPv6 /64) at most; -1: no limit")
+	fs.IntVar(&cfg.MaxUnloggedPerAddr, "max-unlogged-per-addr", cfg.MaxUnloggedPerAddr, "connections from one client address that have not logged in, at most; -1: no limit")
+	fs.BoolVar(&cfg.LimitLoopback, "limit-loopback", cfg.LimitLoopback, "apply the per-address limits to loopback clients too (by default exempt: a reverse proxy on this host, the load generator)")
+	fs.DurationVar(&cfg.MessageTimeout, "message-timeout", cfg.MessageTimeout, "close a connection whose message has not arrived whole this long after it began (1008)")
+	fs.IntVar(&cfg.MaxPartial, "max-partial", cfg.MaxPartial, "bytes held for messages not yet arrived whole, over all connections; past it the connection adding more is closed (1013)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "longest graceful shutdown")
 	fs.Func("allowed-origins", "web pages (origins, comma-separated, e.g. https://call.example.org) allowed to use the signaling WebSocket beside tandem's own; empty: any, as the tutorial", func(v string) error {
 		cfg.AllowedOrigins = nil
@@ -73,7 +82,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if limit, err := cli.RaiseOpenFileLimit(); err != nil {
 		logger.Warn("could not raise the open file limit", "err", err)
 	} else {
-		logger.Info("open file limit", "files", limit, "connections", max(limit-64, 0))
+		conns := cfg.MaxConns
+		if conns == 0 {
+			conns = ws.DefaultMaxConns(limit)
+		}
+		logger.Info("open file limit", "files", limit, "connections", conns)
 	}
 
 	if opts.pprof != "" {

@@ -381,6 +381,7 @@ func (s *Session) login(m *protocol.Message) {
 	if h.cfg.ICEServers != nil {
 		reply.ICEServers = h.cfg.ICEServers(reply.Name, s.host, "")
 	}
+	s.conn.LoggedIn()
 	h.m.logins.Inc()
 	h.log.Debug("user logged in", "name", reply.Name, "resumed", replaced != nil, "host", s.host)
 	s.reply(func(b []byte) []byte { return protocol.AppendLoginOK(b, reply) })

@@ -37,6 +37,16 @@ type Config struct {
 	PingInterval time.Duration // ping a connection silent this long
 	Pollers      int           // epoll loops reading the connections; 0: one per two of GOMAXPROCS, at least one
 	IdleTimeout  time.Duration // drop a connection silent this long
+	// The transport's bounds on strangers (ws.Config has their defaults and meaning): the login deadline, caps on
+	// connections in total and per client address, on those not logged in, and on unfinished messages.
+	LoginTimeout       time.Duration
+	MaxConns           int // 0: from the open-file limit (ws.DefaultMaxConns)
+	MaxUnlogged        int // 0: half of MaxConns
+	MaxConnsPerAddr    int // negative: no limit
+	MaxUnloggedPerAddr int // negative: no limit
+	LimitLoopback      bool
+	MessageTimeout     time.Duration
+	MaxPartial         int // bytes held for unfinished messages, over all connections
 	// ShutdownTimeout bounds a graceful shutdown, after which remaining connections are dropped.
 	ShutdownTimeout time.Duration
 
@@ -68,6 +78,12 @@ func DefaultConfig() Config {
 		PingInterval:    20 * time.Second,
 		IdleTimeout:     60 * time.Second,
 		ShutdownTimeout: 5 * time.Second,
+
+		LoginTimeout:       60 * time.Second,
+		MaxConnsPerAddr:    256,
+		MaxUnloggedPerAddr: 32,
+		MessageTimeout:     30 * time.Second,
+		MaxPartial:         64 << 20,
 	}
 }
 
@@ -99,6 +115,15 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		Pollers:      cfg.Pollers,
 		IdleTimeout:  cfg.IdleTimeout,
 		Logger:       logger,
+
+		LoginTimeout:       cfg.LoginTimeout,
+		MaxConns:           cfg.MaxConns,
+		MaxUnlogged:        cfg.MaxUnlogged,
+		MaxConnsPerAddr:    cfg.MaxConnsPerAddr,
+		MaxUnloggedPerAddr: cfg.MaxUnloggedPerAddr,
+		LimitLoopback:      cfg.LimitLoopback,
+		MessageTimeout:     cfg.MessageTimeout,
+		TotalPartial:       cfg.MaxPartial,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -115,6 +140,22 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 			Name: "tandem_send_queue_bytes",
 			Help: "Bytes waiting in all connections' send queues for clients to read them.",
 		}, func() float64 { return float64(wss.Queued()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tandem_panics_total",
+			Help: "Panics recovered while serving a connection (each closed that connection alone; see the error log).",
+		}, func() float64 { return float64(wss.Panics()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tandem_connections_refused_total",
+			Help: "WebSocket connections turned away at a cap on connections (in total, per address, not logged in).",
+		}, func() float64 { return float64(wss.Refused()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tandem_login_timeouts_total",
+			Help: "Connections closed because they did not log in within -login-timeout.",
+		}, func() float64 { return float64(wss.LoginTimeouts()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tandem_partial_message_bytes",
+			Help: "Bytes held for messages and handshakes that have not arrived whole, over all connections.",
+		}, func() float64 { return float64(wss.Partial()) }),
 	)
 	s := &Server{
 		cfg: cfg,

@@ -67,20 +67,30 @@ type Conn struct {
 
 	mu        sync.Mutex
 	state     uint8
-	writing   bool   // net.Conn mode: a writer goroutine is running
-	wantWrite bool   // epoll mode: EPOLLOUT is registered
-	out       []byte // bytes queued for the socket
-	counted   int    // len(out) as counted in the server's total of queued bytes
-	since     int64  // when the handshake or the close began (unix nanoseconds)
+	writing   bool // net.Conn mode: a writer goroutine is running
+	wantWrite bool // epoll mode: EPOLLOUT is registered
+	// inLoop: epoll mode, c is in its loop's set, so the loop tears it down once it is aborted (see abortLocked).
+	inLoop   bool
+	loggedIn bool   // LoggedIn was called
+	out      []byte // bytes queued for the socket
+	counted  int    // len(out) as counted in the server's total of queued bytes
+	since    int64  // when the handshake, the connection, the close or the abort began (unix nanoseconds)
 
 	lastRead atomic.Int64 // unix nanoseconds of the last bytes from the peer
 	lastPing atomic.Int64 // unix nanoseconds of the last ping sent
+	// msgStart: unix nanoseconds when the oldest message or frame not yet whole began to arrive; 0 for none.
+	msgStart atomic.Int64
+
+	// Guarded by srv.mu: how c is counted against the caps on connections (see admitLocked).
+	acct uint8
+	addr *addrCount // its client address's counts; nil when exempt
 
 	// Read side, owned by the reading goroutine.
 	in       []byte // bytes of a frame not complete yet
 	frag     []byte // a fragmented text message being put together
 	fragOp   byte   // opcode of the fragmented message, 0 when none
 	fragSize int    // bytes of the fragmented message so far (binary ones are not kept)
+	held     int    // cap(in)+cap(frag) as counted in the server's total of bytes held (see account)
 	skip     int    // bytes of an oversized or refused frame still to be thrown away
 	ignore   bool   // closing after a client error: data frames are dropped, a close frame is still answered
 	discard  bool   // the framing was lost: everything the peer sends is dropped until it hangs up
@@ -101,10 +111,6 @@ func (c *Conn) Send(msg []byte) bool {
 	}
 	return c.writeFrameLocked(rfc6455.OpText, msg)
 }
-
-// LoggedIn marks the connection as logged in: it is no longer held to Config.LoginTimeout nor counted among the
-// connections that have not logged in.
-func (c *Conn) LoggedIn() {}
 
 // Close starts the closing handshake with code and reason; the connection goes away when the peer answers, or
 // after the server's close timeout. It is safe to call more than once and from any goroutine.
@@ -212,19 +218,41 @@ func (c *Conn) count() {
 	}
 }
 
-// abortLocked drops the connection without a closing handshake; the reading goroutine then tears it down.
+// abortLocked drops the connection without a closing handshake; the reading goroutine then tears it down. It may
+// be called from any goroutine, and on a socket that has failed already (a write met a reset).
+//
+// In net.Conn mode closing the connection ends the reader's Read, which tears it down. In epoll mode shutdown()
+// alone is not enough: on a socket that was reset it raises no event, and the event of the reset itself may have
+// been taken already by a read that found data before it (the events are edge-triggered), so the connection is
+// also handed to its loop to be torn down there.
 func (c *Conn) abortLocked() {
 	if c.state == stateClosed {
 		return
 	}
 	c.state = stateClosed
+	c.since = time.Now().UnixNano()
 	c.out = nil
 	c.count()
-	if c.fd >= 0 {
+	switch {
+	case c.fd >= 0:
 		shutdown(c.fd)
-	} else {
-		_ = c.nc.Close()
+		if c.inLoop {
+			c.p.reap(c)
+		}
+	case c.nc != nil:
+		closeNow(c.nc)
 	}
+}
+
+// closeNow closes nc at once. A TLS connection's own Close first writes its closing alert, which can block for
+// seconds on a client that does not read (with c.mu held, when aborting); closing the connection beneath it ends
+// its reads and writes just the same.
+func closeNow(nc net.Conn) {
+	if t, ok := nc.(interface{ NetConn() net.Conn }); ok {
+		_ = t.NetConn().Close()
+		return
+	}
+	_ = nc.Close()
 }
 
 // closeWriteIfFlushedLocked half-closes a closing connection once everything queued is on the wire, so the peer
@@ -303,17 +331,44 @@ func (c *Conn) flush() {
 // onData parses the bytes read from the peer. It reports false when the connection must be torn down.
 func (c *Conn) onData(data []byte) bool {
 	if c.door != nil {
-		return c.onRequest(data)
+		ok := c.onRequest(data)
+		return c.account() && ok
 	}
-	c.lastRead.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	c.lastRead.Store(now)
+	ok, fresh := c.parse(data)
+	// The time a message may take to arrive whole runs from the start of a fragmented message (set in frame), or
+	// else from the first bytes of the frame not yet whole.
+	switch {
+	case c.fragOp != 0:
+	case len(c.in) > 0:
+		if fresh || c.msgStart.Load() == 0 {
+			c.msgStart.Store(now)
+		}
+	default:
+		if c.msgStart.Load() != 0 {
+			c.msgStart.Store(0)
+		}
+	}
+	if !c.account() {
+		c.fail(CloseTryAgainLater, "the server is too busy; try again later")
+	}
+	return ok
+}
+
+// parse reads the frames in data, keeping a frame not yet whole in c.in. fresh reports whether the frame kept
+// began in data (rather than earlier).
+func (c *Conn) parse(data []byte) (ok, fresh bool) {
 	if c.discard {
-		return true
+		c.in = nil
+		return true, false
 	}
 	if c.skip > 0 {
 		n := min(c.skip, len(data))
 		c.skip -= n
 		data = data[n:]
 	}
+	fresh = len(c.in) == 0
 	if len(c.in) > 0 {
 		c.in = append(c.in, data...)
 		data = c.in
@@ -322,11 +377,12 @@ func (c *Conn) onData(data []byte) bool {
 		n, ok := c.frame(data)
 		if !ok || c.discard {
 			c.in = nil
-			return ok
+			return ok, false
 		}
 		if n == 0 {
 			break
 		}
+		fresh = true
 		data = data[n:]
 	}
 	switch {
@@ -342,7 +398,7 @@ func (c *Conn) onData(data []byte) bool {
 	default:
 		c.in = append(make([]byte, 0, len(data)), data...)
 	}
-	return true
+	return true, fresh
 }
 
 // frame handles the first frame in data. It returns the bytes consumed (0 when the frame is not complete yet)
@@ -413,11 +469,7 @@ func (c *Conn) frame(data []byte) (int, bool) {
 
 	switch op {
 	case rfc6455.OpPing:
-		c.mu.Lock()
-		if c.state == stateOpen {
-			c.writeFrameLocked(rfc6455.OpPong, payload)
-		}
-		c.mu.Unlock()
+		c.pong(payload)
 	case rfc6455.OpPong:
 	case rfc6455.OpClose:
 		return int(total), c.onCloseFrame(payload)
@@ -427,6 +479,7 @@ func (c *Conn) frame(data []byte) (int, bool) {
 			break
 		}
 		c.fragOp, c.fragSize = op, len(payload)
+		c.msgStart.Store(c.lastRead.Load())
 		if op == rfc6455.OpText {
 			c.frag = append(c.frag[:0], payload...)
 		}
@@ -442,6 +495,15 @@ func (c *Conn) frame(data []byte) (int, bool) {
 		}
 	}
 	return int(total), true
+}
+
+// pong answers a ping.
+func (c *Conn) pong(payload []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateOpen {
+		c.writeFrameLocked(rfc6455.OpPong, payload)
+	}
 }
 
 // reject starts closing the connection for a frame it will not take, and throws that frame away as it arrives,
@@ -506,9 +568,7 @@ func (c *Conn) onCloseFrame(payload []byte) bool {
 func (c *Conn) closeForError(code int, reason string) {
 	c.ignore = true
 	c.frag, c.fragOp, c.fragSize = nil, 0, 0
-	c.mu.Lock()
-	c.closeLocked(code, reason)
-	c.mu.Unlock()
+	c.Close(code, reason)
 }
 
 // fail starts closing the connection for a protocol error after which frames can no longer be told apart:
@@ -538,3 +598,11 @@ func truncateUTF8(s string, max int) string {
 	}
 	return s[:max]
 }
+
+// handshaking is the Handler of a connection whose request is still being read: it has nothing to be told.
+type handshaking struct{}
+
+func (handshaking) OnText([]byte)  {}
+func (handshaking) OnBinary()      {}
+func (handshaking) OnTooLarge(int) {}
+func (handshaking) OnClose()       {}

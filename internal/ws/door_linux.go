@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
+	"runtime/debug"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -114,17 +117,32 @@ func (d *door) Close() error {
 
 func (d *door) Addr() net.Addr { return d.addr }
 
+// acceptAllSafely is acceptAll with a panic contained: it is logged and counted, and the loop goes on.
+func (d *door) acceptAllSafely() {
+	defer func() {
+		if v := recover(); v != nil {
+			d.srv.panics.Add(1)
+			if l := d.srv.cfg.Logger; l != nil {
+				l.Error("panic while accepting connections", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			}
+		}
+	}()
+	d.acceptAll()
+}
+
 // acceptAll takes the connections waiting on the listening socket, a bounded number at a time (the socket is
 // level-triggered: the loop comes back for the rest after serving other events).
 func (d *door) acceptAll() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for i := 0; i < 64 && !d.closed; i++ {
-		nfd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(d.fd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+		var sa unix.RawSockaddrAny
+		salen := uint32(unix.SizeofSockaddrAny)
+		nfd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(d.fd), uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&salen)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
 		switch e {
 		case 0:
 			d.backoff = 5 * time.Millisecond
-			d.start(int(nfd))
+			d.start(int(nfd), sockaddrIP(&sa))
 			continue
 		case unix.EINTR, unix.ECONNABORTED, unix.EPERM, unix.EPROTO:
 			continue
@@ -162,20 +180,47 @@ func (d *door) pauseLocked(err error) {
 	})
 }
 
-// start takes a new connection into a loop, where its request is read.
-func (d *door) start(fd int) {
-	// As net.TCPConn does: small messages go out at once.
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+// sockaddrIP is the IP address of a socket address from accept.
+func sockaddrIP(sa *unix.RawSockaddrAny) netip.Addr {
+	switch sa.Addr.Family {
+	case unix.AF_INET:
+		return netip.AddrFrom4((*unix.RawSockaddrInet4)(unsafe.Pointer(sa)).Addr)
+	case unix.AF_INET6:
+		return netip.AddrFrom16((*unix.RawSockaddrInet6)(unsafe.Pointer(sa)).Addr).Unmap()
+	}
+	return netip.Addr{}
+}
+
+// start takes a new connection from ip into a loop, where its request is read. A connection over a cap
+// (Server.admitLocked) is read only to be refused, if there are few such; otherwise it is closed at once.
+func (d *door) start(fd int, ip netip.Addr) {
 	s := d.srv
 	c := &Conn{srv: s, fd: fd, p: s.pollers[int(s.next.Add(1))%len(s.pollers)], h: handshaking{}, door: d, state: stateHandshake}
 	c.since = time.Now().UnixNano()
-	if !s.add(c) {
+	s.mu.Lock()
+	ok := !s.closing
+	if ok {
+		if r := s.admitLocked(c, ip); r != nil {
+			if ok = s.refusing < maxRefusing; ok {
+				s.refusing++
+				c.acct, c.h = acctRefusing, refusing{r}
+			} else {
+				s.refused.Add(1)
+			}
+		}
+	}
+	if ok {
+		s.conns[c] = struct{}{}
+		s.handshakes++
+	}
+	s.mu.Unlock()
+	if !ok {
 		closeFD(fd)
 		return
 	}
-	if err := c.p.add(c); err != nil {
-		c.teardown()
-	}
+	// As net.TCPConn does: small messages go out at once.
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	_ = c.enterLoop()
 }
 
 // onRequest reads the bytes of c's request. When the request is complete, the handshake is either answered here
@@ -201,19 +246,16 @@ func (c *Conn) onRequest(data []byte) bool {
 	if newHandler == nil {
 		return c.handOff(data)
 	}
-	now := time.Now().UnixNano()
-	c.lastRead.Store(now)
-	c.lastPing.Store(now)
-	c.mu.Lock()
-	if c.state != stateHandshake { // shut down meanwhile
-		c.mu.Unlock()
+	if r, ok := c.h.(refusing); ok {
+		c.srv.refused.Add(1)
+		c.refuse(r.refusal)
 		return false
 	}
-	c.state = stateOpen
-	ok = c.writeLocked(switchingProtocols(hs.key), nil, true)
-	c.mu.Unlock()
+	if !c.answerHandshake(hs.key) {
+		return false
+	}
 	c.door, c.in = nil, nil
-	if !c.srv.upgraded(c) || !ok {
+	if !c.srv.upgraded(c) {
 		return false
 	}
 	c.h = newHandler(c)
@@ -223,16 +265,41 @@ func (c *Conn) onRequest(data []byte) bool {
 	return true
 }
 
+// refuse answers c's handshake with r; c is then torn down.
+func (c *Conn) refuse(r *refusal) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateHandshake {
+		_, _ = writev(c.fd, r.response(), nil) // a few hundred bytes into a socket that has sent nothing yet
+	}
+}
+
+// answerHandshake opens c and writes the 101; false if c was aborted meanwhile (shut down, timed out) or the
+// write failed.
+func (c *Conn) answerHandshake(key []byte) bool {
+	now := time.Now().UnixNano()
+	c.lastRead.Store(now)
+	c.lastPing.Store(now)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateHandshake {
+		return false
+	}
+	c.state = stateOpen
+	c.since = now
+	return c.writeLocked(switchingProtocols(key), nil, true)
+}
+
 // handOff gives c, with the bytes read so far, to net/http. It reports false: the loop is done with c.
 func (c *Conn) handOff(read []byte) bool {
 	d := c.door
 	c.p.remove(c)
+	fd, accepted, ok := c.release()
+	if !ok {
+		return false // aborted meanwhile: the caller tears c down
+	}
 	c.srv.remove(c)
-	c.mu.Lock()
-	c.state = stateClosed
-	c.mu.Unlock()
-	fd := c.fd
-	c.fd, c.h, c.door, c.in = -1, nil, nil, nil
+	c.h, c.door, c.in = nil, nil, nil
 	f := os.NewFile(uintptr(fd), "")
 	nc, err := net.FileConn(f) // a copy of the descriptor, in the Go runtime's poller
 	_ = f.Close()
@@ -240,7 +307,7 @@ func (c *Conn) handOff(read []byte) bool {
 		c.srv.logf("cannot pass a connection to net/http", "err", err)
 		return false
 	}
-	pc := &prefixConn{Conn: nc, prefix: append([]byte(nil), read...)}
+	pc := newPrefixConn(nc, read, accepted.Add(c.srv.cfg.HandshakeTimeout))
 	select {
 	case d.handoff <- pc:
 	default:
@@ -256,23 +323,109 @@ func (c *Conn) handOff(read []byte) bool {
 	return false
 }
 
-// prefixConn is a connection handed to net/http: it reads first what the loop read.
+// release takes c's socket from it, for net/http, unless c was aborted meanwhile; since is when c was accepted.
+func (c *Conn) release() (fd int, since time.Time, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateHandshake {
+		return -1, time.Time{}, false
+	}
+	fd, since = c.fd, time.Unix(0, c.since)
+	c.state, c.fd, c.inLoop = stateClosed, -1, false
+	return fd, since, true
+}
+
+// prefixConn is a connection handed to net/http: it reads first what the loop read, and keeps the deadline of
+// the loop's handshake timeout, which began when the connection was accepted, until the header of its first
+// request has arrived whole. Without it a request handed over just before that timeout (its header grew past what
+// the loop reads, say) would get net/http's own header timeout from then on, and be held about twice as long.
 type prefixConn struct {
 	net.Conn
 	prefix []byte
+
+	mu       sync.Mutex
+	deadline time.Time // the latest read deadline until the first header is whole; zero from then on
+	asked    time.Time // the read deadline last asked for, in force once the header is whole
+	matched  int       // how much of "\r\n\r\n" ends what has been read so far
+}
+
+// newPrefixConn hands nc to net/http with read, the bytes of its first request read so far, and deadline, by
+// which that request's header must have arrived.
+func newPrefixConn(nc net.Conn, read []byte, deadline time.Time) *prefixConn {
+	c := &prefixConn{Conn: nc, prefix: append([]byte(nil), read...), deadline: deadline}
+	c.scan(read)
+	if !c.deadline.IsZero() {
+		_ = nc.SetReadDeadline(c.deadline)
+	}
+	return c
+}
+
+// scan follows the bytes read for the end of the first request's header; c.mu is held or c not yet shared.
+func (c *prefixConn) scan(b []byte) bool {
+	if c.deadline.IsZero() {
+		return false
+	}
+	const end = "\r\n\r\n"
+	for _, x := range b {
+		switch {
+		case x == end[c.matched]:
+			c.matched++
+		case x == '\r':
+			c.matched = 1
+		default:
+			c.matched = 0
+		}
+		if c.matched == len(end) {
+			c.deadline = time.Time{}
+			return true
+		}
+	}
+	return false
 }
 
 func (c *prefixConn) Read(b []byte) (int, error) {
+	var n int
+	var err error
 	if len(c.prefix) > 0 {
-		n := copy(b, c.prefix)
+		n = copy(b, c.prefix)
 		c.prefix = c.prefix[n:]
-		return n, nil
+		return n, nil // scanned when handed over
 	}
-	return c.Conn.Read(b)
+	n, err = c.Conn.Read(b)
+	c.mu.Lock()
+	if c.scan(b[:n]) {
+		_ = c.Conn.SetReadDeadline(c.asked) // the header is whole: the deadline net/http asked for applies
+	}
+	c.mu.Unlock()
+	return n, err
+}
+
+// SetReadDeadline sets t, or the handshake's deadline if that comes first and the first header is not whole.
+func (c *prefixConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.asked = t
+	if !c.deadline.IsZero() && (t.IsZero() || t.After(c.deadline)) {
+		t = c.deadline
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *prefixConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.SetReadDeadline(t)
 }
 
 // WriteTo keeps io.Copy from going around Read.
 func (c *prefixConn) WriteTo(w io.Writer) (int64, error) {
+	c.mu.Lock()
+	direct := c.deadline.IsZero()
+	c.mu.Unlock()
+	if !direct {
+		return io.Copy(w, struct{ io.Reader }{c}) // through Read, which follows the header
+	}
 	var total int64
 	if len(c.prefix) > 0 {
 		n, err := w.Write(c.prefix)
@@ -296,10 +449,10 @@ func tcpConn(nc net.Conn) (*net.TCPConn, bool) {
 	return t, ok
 }
 
-// handshaking is the Handler of a connection whose request is still being read: it has nothing to be told.
-type handshaking struct{}
+// refusing is the Handler of a connection whose request is read only to refuse it (a cap is reached).
+type refusing struct{ *refusal }
 
-func (handshaking) OnText([]byte)  {}
-func (handshaking) OnBinary()      {}
-func (handshaking) OnTooLarge(int) {}
-func (handshaking) OnClose()       {}
+func (refusing) OnText([]byte)  {}
+func (refusing) OnBinary()      {}
+func (refusing) OnTooLarge(int) {}
+func (refusing) OnClose()       {}

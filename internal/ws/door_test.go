@@ -4,10 +4,13 @@ package ws
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -159,5 +162,77 @@ func TestDoorShutdown(t *testing.T) {
 	}
 	if _, err := net.Dial("tcp", wsln.Addr().String()); err == nil {
 		t.Fatal("the listener still accepts after shutdown")
+	}
+}
+
+// TestDoorHandOffKeepsHandshakeTimeout: a request whose header grows past what the loop reads just before the
+// loop's handshake timeout is handed to net/http, and must still be done by that timeout, counted from when the
+// connection was accepted: net/http's own header timeout (10 s here, as tandem's) does not start again. The
+// client dribbles its header and never ends it.
+func TestDoorHandOffKeepsHandshakeTimeout(t *testing.T) {
+	const timeout = 600 * time.Millisecond
+	srv := newServer(t, Config{HandshakeTimeout: timeout})
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("a request with no end reached the handler")
+	}))
+	hs.Config.ReadHeaderTimeout = 10 * time.Second
+	ln, err := srv.Listen(hs.Listener, func(*Request) func(*Conn) Handler { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs.Listener = ln
+	hs.Start()
+	t.Cleanup(func() {
+		hs.Close()
+		if err := srv.Shutdown(context.Background(), CloseGoingAway, ""); err != nil {
+			t.Error(err)
+		}
+	})
+
+	start := time.Now()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		// A few bytes at a time for two thirds of the timeout, then more than the loop reads, then a byte every
+		// 20 ms for as long as the connection takes them.
+		header := "GET / HTTP/1.1\r\nHost: x\r\n"
+		for i := 0; time.Since(start) < timeout*2/3; i++ {
+			if _, err := io.WriteString(nc, header[i%len(header):i%len(header)+1]); err != nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if _, err := io.WriteString(nc, "X-Padding: "+strings.Repeat("p", maxRequest+1)); err != nil {
+			return
+		}
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := io.WriteString(nc, "p"); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	answer, err := io.ReadAll(nc)
+	took := time.Since(start)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the unfinished request was still held after %v (handshake timeout %v)", took, timeout)
+	}
+	if took > timeout+400*time.Millisecond {
+		t.Fatalf("the unfinished request was dropped after %v, handshake timeout %v", took, timeout)
+	}
+	if len(answer) != 0 && !bytes.HasPrefix(answer, []byte("HTTP/1.1 4")) {
+		t.Fatalf("answered %q to a request that never ended", answer)
 	}
 }

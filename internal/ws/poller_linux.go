@@ -27,6 +27,10 @@ type poller struct {
 	mu    sync.RWMutex
 	conns map[int32]*Conn
 	doors map[int32]*door // listening sockets this loop accepts on
+
+	reapMu  sync.Mutex
+	reaping []*Conn // aborted connections for the loop to tear down (see Conn.abortLocked)
+	closed  bool    // the loop's descriptors are closed (guarded by reapMu)
 }
 
 func newPoller(s *Server) (*poller, error) {
@@ -109,11 +113,45 @@ func (p *poller) watchWrite(c *Conn, on bool) {
 }
 
 func (p *poller) wake() {
-	var one = [8]byte{1}
-	_, _ = unix.Write(p.wakefd, one[:])
+	p.reapMu.Lock()
+	defer p.reapMu.Unlock()
+	p.wakeLocked()
+}
+
+func (p *poller) wakeLocked() {
+	if !p.closed { // after close the descriptor's number may be another file's
+		var one = [8]byte{1}
+		_, _ = unix.Write(p.wakefd, one[:])
+	}
+}
+
+// reap has the loop tear c down, from any goroutine; c.mu is held.
+func (p *poller) reap(c *Conn) {
+	p.reapMu.Lock()
+	defer p.reapMu.Unlock()
+	p.reaping = append(p.reaping, c)
+	p.wakeLocked()
+}
+
+// reapAll tears down the connections handed to reap, on the loop.
+func (p *poller) reapAll() {
+	var one [8]byte
+	_, _ = unix.Read(p.wakefd, one[:]) // the eventfd is level-triggered: empty it
+	p.reapMu.Lock()
+	batch := p.reaping
+	p.reaping = nil
+	p.reapMu.Unlock()
+	for _, c := range batch {
+		if c.h != nil { // not torn down already
+			c.teardown()
+		}
+	}
 }
 
 func (p *poller) close() {
+	p.reapMu.Lock()
+	p.closed = true
+	p.reapMu.Unlock()
 	unix.Close(p.wakefd)
 	unix.Close(p.epfd)
 }
@@ -143,6 +181,7 @@ func (p *poller) run() {
 					return
 				default:
 				}
+				p.reapAll()
 				continue
 			}
 			p.mu.RLock()
@@ -153,25 +192,36 @@ func (p *poller) run() {
 			}
 			p.mu.RUnlock()
 			if d != nil {
-				d.acceptAll()
+				d.acceptAllSafely()
 			}
-			if c == nil {
-				continue
-			}
-			if ev.Events&unix.EPOLLOUT != 0 {
-				c.flush()
-			}
-			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && p.read(c, buf) {
+			if c != nil && p.serve(c, ev.Events, buf) {
 				more = append(more, c)
 			}
 		}
 		for i, c := range again {
-			if c.h != nil && p.read(c, buf) { // c.h is nil once c is torn down
+			if c.h != nil && p.serve(c, unix.EPOLLIN, buf) { // c.h is nil once c is torn down
 				more = append(more, c)
 			}
 			again[i] = nil
 		}
 	}
+}
+
+// serve handles events on c: flushes it if writable, reads it if readable, and reports whether it may have more
+// to read. A panic in there (in the Handler, say) is contained: c alone is closed, and the loop goes on.
+func (p *poller) serve(c *Conn, events uint32, buf []byte) (more bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			more = false
+			if !c.recovered(v, "epoll loop") {
+				c.teardown()
+			}
+		}
+	}()
+	if events&unix.EPOLLOUT != 0 {
+		c.flush()
+	}
+	return events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && p.read(c, buf)
 }
 
 // wait returns ready events. Under load some are usually ready already: a non-blocking look, as a raw system

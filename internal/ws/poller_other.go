@@ -19,6 +19,7 @@ func (*poller) add(*Conn) error               { return errNoEpoll }
 func (*poller) remove(*Conn)                  {}
 func (*poller) watchWrite(*Conn, bool)        {}
 func (*poller) wake()                         {}
+func (*poller) reap(*Conn)                    {}
 func (*poller) close()                        {}
 func (*poller) run()                          {}
 func detach(*net.TCPConn) (int, error)        { return -1, errNoEpoll }

@@ -108,7 +108,12 @@ func parseHandshake(req []byte) (handshake, bool) {
 	if len(rest) != 0 || !upgrade || !connection || !version || !validHost(hs.Host) {
 		return hs, false
 	}
+	// Base64 of 16 bytes is 24 characters; checking the length first also keeps a longer key from overflowing k
+	// (a key decoding to more than 18 bytes used to panic here).
 	var k [18]byte
+	if len(hs.key) != 24 {
+		return hs, false
+	}
 	if n, err := base64.StdEncoding.Decode(k[:], hs.key); err != nil || n != 16 {
 		return hs, false
 	}

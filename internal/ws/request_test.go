@@ -3,6 +3,7 @@ package ws
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"net/http"
 	"strings"
 	"testing"
@@ -31,6 +32,10 @@ func TestParseHandshake(t *testing.T) {
 		{"odd Host", strings.Replace(ok, "Host: x", "Host: x/y", 1), false, ""},
 		{"version 8", strings.Replace(ok, "Version: 13", "Version: 8", 1), false, ""},
 		{"short key", strings.Replace(ok, "dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ=", 1), false, ""},
+		{"key of 21 bytes", strings.Replace(ok, "dGhlIHNhbXBsZSBub25jZQ==", strings.Repeat("A", 28), 1), false, ""},
+		{"key of 33 bytes", strings.Replace(ok, "dGhlIHNhbXBsZSBub25jZQ==", strings.Repeat("A", 44), 1), false, ""},
+		{"key of 18 bytes", strings.Replace(ok, "dGhlIHNhbXBsZSBub25jZQ==", strings.Repeat("A", 24)+"AA==", 1), false, ""},
+		{"unpadded key", strings.Replace(ok, "dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZQ", 1), false, ""},
 		{"no Upgrade", strings.Replace(ok, "Upgrade: websocket\r\n", "", 1), false, ""},
 		{"no Connection upgrade", strings.Replace(ok, "Connection: Upgrade", "Connection: keep-alive", 1), false, ""},
 		{"folded line", strings.Replace(ok, "Host: x\r\n", "Host: x\r\n y\r\n", 1), false, ""},
@@ -54,6 +59,12 @@ func FuzzParseHandshake(f *testing.F) {
 	f.Add([]byte(handshakeRequest))
 	f.Add([]byte(strings.Replace(handshakeRequest, "Host: x\r\n", "Host: [::1]:80\r\nOrigin: http://a\r\nConnection: close\r\n", 1)))
 	f.Add([]byte("GET /ws?a=b HTTP/1.1\r\nhost: a\r\nupgrade: x, websocket\r\nconnection: upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n"))
+	// Keys of every length up to 48 characters, padded and not.
+	for n := 0; n <= 48; n++ {
+		for _, key := range []string{strings.Repeat("A", n), strings.Repeat("Q", max(n-2, 0)) + "=="[:min(n, 2)]} {
+			f.Add([]byte(strings.Replace(handshakeRequest, "dGhlIHNhbXBsZSBub25jZQ==", key, 1)))
+		}
+	}
 	f.Fuzz(func(t *testing.T, req []byte) {
 		end := bytes.Index(req, []byte("\r\n\r\n"))
 		if end < 0 {
@@ -74,6 +85,10 @@ func FuzzParseHandshake(f *testing.F) {
 			t.Fatalf("not a handshake for net/http: %q", req)
 		case path != hs.Path, r.Host != hs.Host, r.Header.Get("Origin") != hs.Origin, r.Header.Get("Sec-WebSocket-Key") != string(hs.key):
 			t.Fatalf("net/http reads %q %q %q %q; the loop %+v %q", path, r.Host, r.Header.Get("Origin"), r.Header.Get("Sec-WebSocket-Key"), hs.Request, hs.key)
+		}
+		// The key the loop answers is one Upgrade would answer too.
+		if k, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-WebSocket-Key")); err != nil || len(k) != 16 {
+			t.Fatalf("the loop answers a key Upgrade refuses: %q", hs.key)
 		}
 	})
 }

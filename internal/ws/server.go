@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +36,29 @@ type Config struct {
 	Pollers          int // epoll loops; default half of GOMAXPROCS, at least one
 	// NoEpoll serves every connection with goroutines, as TLS connections are.
 	NoEpoll bool
+
+	// LoginTimeout: a connection on which Conn.LoggedIn has not been called this long after its handshake is
+	// closed with 1008 and the reason "log in within 60s". Default 60 s (a page opens its socket when it loads,
+	// and a person then types a name).
+	LoginTimeout time.Duration
+	// MaxConns bounds the connections held: open ones and those whose request an epoll loop is reading. Default
+	// DefaultMaxConns of the open-file limit.
+	MaxConns int
+	// MaxUnlogged bounds the connections that have not logged in (or not finished their request); default half
+	// of MaxConns.
+	MaxUnlogged int
+	// MaxConnsPerAddr and MaxUnloggedPerAddr are MaxConns and MaxUnlogged for one client address (an IPv4 address,
+	// or an IPv6 /64); defaults 256 and 32, negative for no limit. Loopback addresses are exempt unless
+	// LimitLoopback is set (a reverse proxy on the same host, the load generator, the echo peer).
+	MaxConnsPerAddr    int
+	MaxUnloggedPerAddr int
+	LimitLoopback      bool
+	// MessageTimeout: a message (or a frame) whose first bytes have come must arrive whole within it, or the
+	// connection is closed with 1008. Default 30 s.
+	MessageTimeout time.Duration
+	// TotalPartial bounds the bytes held for frames, messages and handshakes not yet whole, over all connections:
+	// past it, a connection whose buffer would grow is closed with 1013 (try again later). Default 64 MiB.
+	TotalPartial int
 	// Logger, if not nil, is told of trouble the server cannot report otherwise (accept failing).
 	Logger *slog.Logger
 }
@@ -62,10 +87,17 @@ func (c *Config) setDefaults() error {
 	defDur(&c.CloseTimeout, 3*time.Second)
 	defDur(&c.WriteTimeout, 10*time.Second)
 	defDur(&c.HandshakeTimeout, 10*time.Second)
+	defDur(&c.LoginTimeout, 60*time.Second)
+	defDur(&c.MessageTimeout, 30*time.Second)
+	def(&c.MaxConns, DefaultMaxConns(openFileLimit()))
+	def(&c.MaxUnlogged, max(c.MaxConns/2, 1))
+	def(&c.MaxConnsPerAddr, 256)
+	def(&c.MaxUnloggedPerAddr, 32)
+	def(&c.TotalPartial, 64<<20)
 	switch {
-	case c.MaxMessage < 0, c.SendQueue < 0, c.TotalQueue < 0, c.Pollers < 0:
+	case c.MaxMessage < 0, c.SendQueue < 0, c.TotalQueue < 0, c.Pollers < 0, c.MaxConns < 0, c.MaxUnlogged < 0, c.TotalPartial < 0:
 		return errors.New("ws: limits must not be negative")
-	case c.PingInterval < 0, c.IdleTimeout < 0, c.CloseTimeout < 0, c.WriteTimeout < 0, c.HandshakeTimeout < 0:
+	case c.PingInterval < 0, c.IdleTimeout < 0, c.CloseTimeout < 0, c.WriteTimeout < 0, c.HandshakeTimeout < 0, c.LoginTimeout < 0, c.MessageTimeout < 0:
 		return errors.New("ws: durations must not be negative")
 	case c.IdleTimeout <= c.PingInterval:
 		return fmt.Errorf("ws: the idle timeout (%v) must be longer than the ping interval (%v)", c.IdleTimeout, c.PingInterval)
@@ -82,7 +114,11 @@ type Server struct {
 	mu         sync.Mutex
 	conns      map[*Conn]struct{} // open connections, and those whose request a loop is reading
 	handshakes int                // how many of conns are still being read
-	doors      []*door            // listeners from Listen
+	held       int                // connections counted against MaxConns (see admitLocked)
+	unlogged   int                // of which have not logged in
+	refusing   int                // connections read only to be refused
+	addrs      map[addrKey]*addrCount
+	doors      []*door // listeners from Listen
 	closing    bool
 	goingAway  []byte        // Shutdown's close frame, for a handshake answered as it began (goAway)
 	drained    chan struct{} // closed when conns is empty during shutdown
@@ -91,7 +127,15 @@ type Server struct {
 	started    bool
 
 	slowDrops atomic.Uint64
+	panics    atomic.Uint64
 	queued    atomic.Int64 // bytes in the queues of all connections
+
+	partial       atomic.Int64 // bytes held for unfinished frames, messages and requests (Conn.account)
+	partialDrops  atomic.Uint64
+	refused       atomic.Uint64
+	loginTimeouts atomic.Uint64
+	loginReason   string // the close reason of a login timeout
+	messageReason string // the close reason of a message timeout
 }
 
 // NewServer checks cfg and returns a Server; Start brings it up.
@@ -99,7 +143,11 @@ func NewServer(cfg Config) (*Server, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, conns: make(map[*Conn]struct{}), stop: make(chan struct{})}, nil
+	return &Server{
+		cfg: cfg, conns: make(map[*Conn]struct{}), addrs: make(map[addrKey]*addrCount), stop: make(chan struct{}),
+		loginReason:   "log in within " + seconds(cfg.LoginTimeout),
+		messageReason: "a message must arrive whole within " + seconds(cfg.MessageTimeout),
+	}, nil
 }
 
 // Start starts the epoll loops (where the platform has them) and the keepalive sweeper.
@@ -157,8 +205,43 @@ func (s *Server) logf(msg string, args ...any) {
 // SlowDrops returns how many connections were dropped because they did not read what was sent to them.
 func (s *Server) SlowDrops() uint64 { return s.slowDrops.Load() }
 
+// Panics returns how many panics were recovered while serving a connection (each closed that connection alone).
+func (s *Server) Panics() uint64 { return s.panics.Load() }
+
+// recovered reports a panic recovered while serving c, with the stack of the goroutine that panicked (it is
+// called from the deferred function that recovered it), and contains it: c alone is closed, with 1011 (internal
+// error) if it is open, and everything c's reader had half done is thrown away. It reports whether c's reader goes
+// on reading (the closing handshake) rather than tearing c down at once.
+func (c *Conn) recovered(v any, where string) bool {
+	s := c.srv
+	s.panics.Add(1)
+	if s.cfg.Logger != nil {
+		s.cfg.Logger.Error("panic while serving a WebSocket connection; that connection is closed", "in", where, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	}
+	if c.h == nil {
+		return false // it happened in teardown: c is gone already
+	}
+	c.discard, c.ignore = true, true
+	c.in, c.frag, c.fragOp, c.fragSize, c.skip = nil, nil, 0, 0, 0
+	c.account()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case stateOpen:
+		c.closeLocked(CloseInternal, "internal server error")
+		return c.state != stateClosed
+	case stateClosing:
+		return true
+	}
+	return false
+}
+
 // Queued returns how many bytes wait in the queues of all connections for clients to read them.
 func (s *Server) Queued() int64 { return s.queued.Load() }
+
+// ErrRefused is returned by Upgrade for a handshake refused at a cap on connections (Config.MaxConns and the
+// others); the client was answered 503 or 429.
+var ErrRefused = errors.New("ws: too many connections")
 
 // ErrNotWebSocket is returned by Upgrade for a request that is not a WebSocket handshake.
 var ErrNotWebSocket = errors.New("ws: not a WebSocket handshake")
@@ -186,20 +269,35 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newHandler func
 		http.Error(w, "bad Sec-WebSocket-Key", http.StatusBadRequest)
 		return ErrNotWebSocket
 	}
-	s.mu.Lock()
-	closing := s.closing
-	s.mu.Unlock()
-	if closing {
-		http.Error(w, "the server is shutting down", http.StatusServiceUnavailable)
-		return errClosed
-	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		http.Error(w, "this connection cannot be upgraded", http.StatusInternalServerError)
 		return errors.New("ws: response writer is not a Hijacker")
 	}
+	c := &Conn{srv: s, fd: -1}
+	var ip netip.Addr
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		ip = ap.Addr()
+	}
+	s.mu.Lock()
+	closing := s.closing
+	var refused *refusal
+	if !closing {
+		refused = s.admitLocked(c, ip)
+	}
+	s.mu.Unlock()
+	switch {
+	case closing:
+		http.Error(w, "the server is shutting down", http.StatusServiceUnavailable)
+		return errClosed
+	case refused != nil:
+		s.refused.Add(1)
+		refused.write(w)
+		return ErrRefused
+	}
 	nc, brw, err := hj.Hijack()
 	if err != nil {
+		s.remove(c)
 		return fmt.Errorf("ws: hijack: %w", err)
 	}
 	var early []byte // bytes the client sent after its handshake, already read by net/http
@@ -209,11 +307,12 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newHandler func
 	}
 	if err := s.handshake(nc, brw.Writer, key); err != nil {
 		_ = nc.Close()
+		s.remove(c)
 		return err
 	}
 
-	c := &Conn{srv: s, fd: -1}
 	now := time.Now().UnixNano()
+	c.since = now
 	c.lastRead.Store(now)
 	c.lastPing.Store(now)
 
@@ -225,6 +324,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newHandler func
 		fd, err := detach(tcp)
 		if err != nil {
 			_ = nc.Close()
+			s.remove(c)
 			return err
 		}
 		c.fd, c.p = fd, p
@@ -232,23 +332,24 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newHandler func
 		c.nc = nc
 		_ = nc.SetDeadline(time.Time{})
 	}
-	c.h = newHandler(c)
+	if !c.startHandler(newHandler) {
+		c.writeRaw(closeFrame(CloseInternal, "internal server error"))
+		c.h = handshaking{}
+		c.teardown()
+		return errors.New("ws: the handler panicked")
+	}
 	if !s.add(c) {
 		s.goAway(c)
 		c.teardown()
 		return errClosed
 	}
 	// What came early is read here, before anything else can read: the handler sees messages in order.
-	if len(early) > 0 && !c.onData(early) {
+	if len(early) > 0 && !c.onDataSafely(early) {
 		c.teardown()
 		return nil
 	}
 	if c.fd >= 0 {
-		if err := p.add(c); err != nil {
-			c.teardown()
-			return err
-		}
-		return nil
+		return c.enterLoop()
 	}
 	s.wg.Add(1)
 	go func() {
@@ -256,6 +357,40 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newHandler func
 		c.readLoop()
 	}()
 	return nil
+}
+
+// startHandler makes c's Handler; false if newHandler panicked (recovered, logged and counted).
+func (c *Conn) startHandler(newHandler func(*Conn) Handler) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.srv.panics.Add(1)
+			if l := c.srv.cfg.Logger; l != nil {
+				l.Error("panic while starting a WebSocket connection's handler; that connection is closed", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			}
+			ok = false
+		}
+	}()
+	c.h = newHandler(c)
+	return true
+}
+
+// enterLoop gives c, whose reader so far was the caller, to its epoll loop, which reads it from then on. c.mu is
+// held while it is added, so that an abort either comes before (and c is torn down here) or finds c in the loop
+// (and the loop tears it down).
+func (c *Conn) enterLoop() error {
+	c.mu.Lock()
+	if c.state == stateClosed {
+		c.mu.Unlock()
+		c.teardown()
+		return errClosed
+	}
+	err := c.p.add(c)
+	c.inLoop = err == nil
+	c.mu.Unlock()
+	if err != nil {
+		c.teardown()
+	}
+	return err
 }
 
 func (s *Server) handshake(nc net.Conn, w *bufio.Writer, key string) error {
@@ -275,6 +410,12 @@ func (s *Server) goAway(c *Conn) {
 	s.mu.Lock()
 	frame := s.goingAway
 	s.mu.Unlock()
+	c.writeRaw(frame)
+}
+
+// writeRaw writes frame (if not nil) to a connection that is not yet served, before it is torn down.
+func (c *Conn) writeRaw(frame []byte) {
+	s := c.srv
 	switch {
 	case frame == nil:
 	case c.fd >= 0:
@@ -312,6 +453,7 @@ func (s *Server) remove(c *Conn) {
 	if _, ok := s.conns[c]; ok && c.door != nil {
 		s.handshakes--
 	}
+	s.uncountLocked(c)
 	delete(s.conns, c)
 	if s.closing && len(s.conns) == 0 && s.drained != nil {
 		close(s.drained)
@@ -341,8 +483,29 @@ func (c *Conn) teardown() {
 		_ = c.nc.Close()
 	}
 	c.in, c.frag = nil, nil
+	c.account()
 	c.srv.remove(c)
+	c.onClose(h)
+}
+
+// onClose tells h that its connection is gone; a panic there is contained like any other.
+func (c *Conn) onClose(h Handler) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.recovered(v, "OnClose")
+		}
+	}()
 	h.OnClose()
+}
+
+// onDataSafely is onData with a panic contained (net.Conn mode and Upgrade; the epoll loops have their own).
+func (c *Conn) onDataSafely(data []byte) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			ok = c.recovered(v, "reading")
+		}
+	}()
+	return c.onData(data)
 }
 
 // readLoop reads a net.Conn-mode connection until it ends.
@@ -350,7 +513,7 @@ func (c *Conn) readLoop() {
 	buf := make([]byte, 4096)
 	for {
 		n, err := c.nc.Read(buf)
-		if n > 0 && !c.onData(buf[:n]) {
+		if n > 0 && !c.onDataSafely(buf[:n]) {
 			break
 		}
 		if err != nil {
@@ -362,7 +525,7 @@ func (c *Conn) readLoop() {
 
 // sweep pings silent connections and drops dead ones and stuck closes.
 func (s *Server) sweep() {
-	period := min(s.cfg.PingInterval/4, s.cfg.HandshakeTimeout/2, time.Second)
+	period := min(s.cfg.PingInterval/4, s.cfg.HandshakeTimeout/2, s.cfg.LoginTimeout/2, s.cfg.MessageTimeout/2, time.Second)
 	t := time.NewTicker(period)
 	defer t.Stop()
 	var batch []*Conn
@@ -396,9 +559,20 @@ func (c *Conn) keepalive(now int64) {
 		c.abortLocked()
 	case c.state == stateClosing && now-c.since > int64(cfg.CloseTimeout):
 		c.abortLocked()
+	case c.state == stateClosed:
+		// Aborted, and its loop was told; should it still be here a close timeout later, tell the loop again.
+		if c.inLoop && now-c.since > int64(cfg.CloseTimeout) {
+			c.since = now
+			c.p.reap(c)
+		}
 	case c.state != stateOpen:
 	case now-last > int64(cfg.IdleTimeout):
 		c.abortLocked()
+	case !c.loggedIn && now-c.since > int64(cfg.LoginTimeout):
+		c.srv.loginTimeouts.Add(1)
+		c.closeLocked(ClosePolicy, c.srv.loginReason)
+	case c.msgStart.Load() != 0 && now-c.msgStart.Load() > int64(cfg.MessageTimeout):
+		c.closeLocked(ClosePolicy, c.srv.messageReason)
 	case now-last >= int64(cfg.PingInterval) && now-c.lastPing.Load() >= int64(cfg.PingInterval):
 		c.lastPing.Store(now)
 		c.writeFrameLocked(rfc6455.OpPing, nil)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,7 +22,21 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(cleanedUp{m}) }
+
+// afterTests are run once every test has, before goleak looks for goroutines left behind (servers shared by
+// the calls of a fuzz target).
+var afterTests []func()
+
+type cleanedUp struct{ m *testing.M }
+
+func (c cleanedUp) Run() int {
+	code := c.m.Run()
+	for _, f := range afterTests {
+		f()
+	}
+	return code
+}
 
 // events records what a connection's handler was told.
 type events struct {
@@ -80,11 +95,20 @@ func start(t *testing.T, cfg Config, echo bool) *harness {
 // every path but /http, and net/http is given the other requests.
 func startDoor(t *testing.T, cfg Config, echo, door bool) *harness {
 	t.Helper()
+	return startWith(t, cfg, echo, door, nil)
+}
+
+// startWith is startDoor with each connection's Handler made by wrap from the recording one (nil: that one).
+func startWith(t *testing.T, cfg Config, echo, door bool, wrap func(*events) Handler) *harness {
+	t.Helper()
 	srv := newServer(t, cfg)
 	h := &harness{srv: srv, events: make(chan *events, 16)}
 	newHandler := func(c *Conn) Handler {
 		e := &events{c: c, echo: echo, ch: make(chan string, 1024)}
 		h.events <- e
+		if wrap != nil {
+			return wrap(e)
+		}
 		return e
 	}
 	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -613,36 +637,249 @@ func testHandshakeRefusals(t *testing.T, door bool) {
 	http.DefaultClient.CloseIdleConnections()
 }
 
-// FuzzFrames feeds arbitrary bytes to the frame parser, split at an arbitrary point: it must never panic, and
-// every message it delivers must be valid UTF-8 text within the size limit.
-func FuzzFrames(f *testing.F) {
-	f.Add(frame(true, rfc6455.OpText, []byte("hello"), true), 3)
-	f.Add(append(frame(false, rfc6455.OpText, []byte("he"), true), frame(true, rfc6455.OpContinuation, []byte("llo"), true)...), 7)
-	f.Add(frame(true, rfc6455.OpClose, []byte{3, 232, 'o', 'k'}, true), 1)
-	f.Add(frame(true, rfc6455.OpPing, []byte("x"), true), 0)
-	f.Fuzz(func(t *testing.T, data []byte, split int) {
-		srv, _ := NewServer(Config{MaxMessage: 256, NoEpoll: true})
-		client, server := net.Pipe()
-		defer client.Close()
-		go io.Copy(io.Discard, client)
-		e := &events{ch: make(chan string, 1<<16)}
-		c := &Conn{srv: srv, fd: -1, nc: server, h: e}
-		e.c = c
-		if split < 0 {
-			split = -split
-		}
-		split %= len(data) + 1
-		if c.onData(append([]byte(nil), data[:split]...)) {
-			c.onData(append([]byte(nil), data[split:]...))
-		}
-		c.mu.Lock()
-		c.abortLocked()
-		c.mu.Unlock()
-		for _, m := range e.msgs {
-			if len(m) > 256 {
-				t.Fatalf("delivered %d bytes over a 256-byte limit", len(m))
+// panicky is a Handler with a bug: it panics on the message "boom", and when told its connection closed after
+// the message "boom on close".
+type panicky struct {
+	*events
+	onClose bool
+}
+
+func (p *panicky) OnText(msg []byte) {
+	switch string(msg) {
+	case "boom":
+		panic("the handler broke on " + string(msg))
+	case "boom on close":
+		p.onClose = true
+	}
+	p.events.OnText(msg)
+}
+
+func (p *panicky) OnClose() {
+	p.events.OnClose()
+	if p.onClose {
+		panic("the handler broke on close")
+	}
+}
+
+// syncBuffer is a log that tests read while the server writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestHandlerPanic: a Handler that panics while handling one connection's message costs that connection alone:
+// it is closed with 1011, the panic is logged with its stack and counted, and the other connections, on the same
+// loop, carry on. A panic when the handler is told of the close is contained as well.
+func TestHandlerPanic(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			var log syncBuffer
+			cfg := Config{NoEpoll: mode.noEpoll, Pollers: 1, CloseTimeout: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&log, nil))}
+			h := startWith(t, cfg, true, mode.door, func(e *events) Handler { return &panicky{events: e} })
+			other := dialRaw(t, h.url, nil)
+			eo := h.next(t)
+			bad := dialRaw(t, h.url, nil)
+			eb := h.next(t)
+
+			bad.send(frame(true, rfc6455.OpText, []byte("hello"), true))
+			bad.expectText("hello")
+			bad.send(append(frame(true, rfc6455.OpText, []byte("boom"), true), frame(true, rfc6455.OpText, []byte("after"), true)...))
+			if code := bad.expectClose(); code != CloseInternal {
+				t.Fatalf("close code %d, want %d", code, CloseInternal)
 			}
+			bad.send(frame(true, rfc6455.OpClose, []byte{0x03, 0xf3}, true))
+			for ev := eb.wait(t); ev != "close"; ev = eb.wait(t) {
+				if ev != "text:hello" {
+					t.Fatalf("the broken connection's handler got %q", ev)
+				}
+			}
+			if n := h.srv.Panics(); n != 1 {
+				t.Fatalf("Panics() = %d, want 1", n)
+			}
+			if l := log.String(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "the handler broke on boom") || !strings.Contains(l, "panicky).OnText") {
+				t.Fatalf("the panic is not logged at error level with its stack:\n%s", l)
+			}
+
+			// The other connection, on the same loop, is untouched; so is one made afterwards.
+			other.send(frame(true, rfc6455.OpText, []byte("still here"), true))
+			other.expectText("still here")
+			if ev := eo.wait(t); ev != "text:still here" {
+				t.Fatalf("got %q", ev)
+			}
+			third := dialRaw(t, h.url, nil)
+			e3 := h.next(t)
+			third.send(frame(true, rfc6455.OpText, []byte("boom on close"), true))
+			third.expectText("boom on close")
+			third.send(frame(true, rfc6455.OpClose, []byte{0x03, 0xe8}, true))
+			if code := third.expectClose(); code != CloseNormal {
+				t.Fatalf("close code %d", code)
+			}
+			for ev := e3.wait(t); ev != "close"; ev = e3.wait(t) {
+			}
+			waitUntil(t, func() bool { return h.srv.Panics() == 2 })
+			other.send(frame(true, rfc6455.OpText, []byte("and still"), true))
+			other.expectText("and still")
+			if n := h.srv.Len(); n != 1 {
+				t.Fatalf("Len() = %d, want 1", n)
+			}
+		})
+	}
+}
+
+// waitUntil polls cond, for state the server reaches with no event a client could wait on (5 s at most).
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 5s")
 		}
-		_ = fmt.Sprint()
-	})
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestMessageTimeout: a frame, or a fragmented message, begun and never finished is not held for ever: the
+// connection is closed with 1008 once MessageTimeout has passed, and the bytes it held are let go.
+func TestMessageTimeout(t *testing.T) {
+	half := frame(true, rfc6455.OpText, []byte(strings.Repeat("h", 300)), true)[:150]
+	fragment := frame(false, rfc6455.OpText, []byte("first part"), true)
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, MessageTimeout: 300 * time.Millisecond, CloseTimeout: 200 * time.Millisecond}, true, mode.door)
+			for _, start := range [][]byte{half, fragment} {
+				c := dialRaw(t, h.url, nil)
+				e := h.next(t)
+				c.send(frame(true, rfc6455.OpText, []byte("whole"), true))
+				c.expectText("whole")
+				began := time.Now()
+				c.send(start)
+				op, p, err := c.read()
+				if err != nil || op != rfc6455.OpClose || binary.BigEndian.Uint16(p) != ClosePolicy || string(p[2:]) != "a message must arrive whole within 300ms" {
+					t.Fatalf("got op %d %q (%v), want a close 1008 saying why", op, p, err)
+				}
+				if d := time.Since(began); d < 300*time.Millisecond {
+					t.Fatalf("closed after %v, before the timeout", d)
+				}
+				c.send(frame(true, rfc6455.OpClose, []byte{0x03, 0xe8}, true))
+				for e.wait(t) != "close" {
+				}
+			}
+			waitUntil(t, func() bool { return h.srv.Partial() == 0 })
+		})
+	}
+}
+
+// TestTotalPartialBound: the bytes held for frames not yet whole, over all connections, are bounded: the
+// connection whose frame would take the total over TotalPartial is closed with 1013 (try again later), and the
+// others carry on.
+func TestTotalPartialBound(t *testing.T) {
+	msg := []byte(strings.Repeat("p", 3000))
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, TotalPartial: 4096, CloseTimeout: 200 * time.Millisecond}, true, mode.door)
+			a := dialRaw(t, h.url, nil)
+			ea := h.next(t)
+			b := dialRaw(t, h.url, nil)
+			h.next(t)
+			fa, fb := frame(true, rfc6455.OpText, msg, true), frame(true, rfc6455.OpText, msg, true)
+			a.send(fa[:2000])
+			waitUntil(t, func() bool { return h.srv.Partial() >= 2000 })
+			b.send(fb[:2500])
+			op, p, err := b.read()
+			if err != nil || op != rfc6455.OpClose || binary.BigEndian.Uint16(p) != CloseTryAgainLater {
+				t.Fatalf("got op %d %q (%v), want a close 1013", op, p, err)
+			}
+			if q := h.srv.Partial(); q > 4096 {
+				t.Fatalf("%d bytes held, over the 4096 bound", q)
+			}
+			a.send(fa[2000:])
+			a.expectText(string(msg))
+			if ev := ea.wait(t); ev != "text:"+string(msg) {
+				t.Fatalf("got %q", ev)
+			}
+			if n := h.srv.PartialDrops(); n != 1 {
+				t.Fatalf("PartialDrops() = %d", n)
+			}
+			waitUntil(t, func() bool { return h.srv.Partial() == 0 })
+		})
+	}
+}
+
+// TestConnectionCaps: past MaxConns, and past the per-address caps, a handshake is refused with an HTTP status
+// and a text saying why, whether the epoll loop or net/http read it; loopback clients are exempt from the
+// per-address caps unless LimitLoopback is set.
+func TestConnectionCaps(t *testing.T) {
+	handshake := func(h *harness) (int, string) {
+		nc, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		if _, err := io.WriteString(nc, handshakeRequest); err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Run("total", func(t *testing.T) {
+				h := startDoor(t, Config{NoEpoll: mode.noEpoll, MaxConns: 2, MaxUnlogged: 10, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
+				for range 2 {
+					if code, body := handshake(h); code != http.StatusSwitchingProtocols {
+						t.Fatalf("%d %q", code, body)
+					}
+				}
+				if code, body := handshake(h); code != http.StatusServiceUnavailable || !strings.Contains(body, "as many connections as it can take") {
+					t.Fatalf("over MaxConns: %d %q", code, body)
+				}
+				if n := h.srv.Refused(); n != 1 {
+					t.Fatalf("Refused() = %d", n)
+				}
+			})
+			t.Run("per address", func(t *testing.T) {
+				h := startDoor(t, Config{NoEpoll: mode.noEpoll, MaxConnsPerAddr: 3, MaxUnloggedPerAddr: 2, LimitLoopback: true, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
+				handshake(h)
+				first := h.next(t)
+				handshake(h)
+				h.next(t)
+				if code, body := handshake(h); code != http.StatusTooManyRequests || !strings.Contains(body, "not logged in") {
+					t.Fatalf("a third waiting to log in: %d %q", code, body)
+				}
+				first.c.LoggedIn()
+				if code, body := handshake(h); code != http.StatusSwitchingProtocols {
+					t.Fatalf("after a login: %d %q", code, body)
+				}
+				first.c.LoggedIn() // again: counted once
+				if code, body := handshake(h); code != http.StatusTooManyRequests || !strings.Contains(body, "too many connections from your address") {
+					t.Fatalf("a fourth: %d %q", code, body)
+				}
+			})
+			t.Run("loopback exempt", func(t *testing.T) {
+				h := startDoor(t, Config{NoEpoll: mode.noEpoll, MaxConnsPerAddr: 1, MaxUnloggedPerAddr: 1, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
+				for range 3 {
+					if code, body := handshake(h); code != http.StatusSwitchingProtocols {
+						t.Fatalf("%d %q", code, body)
+					}
+				}
+			})
+		})
+	}
 }
