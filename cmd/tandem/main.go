@@ -94,6 +94,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return fmt.Errorf("-echo-name: %w", err)
 		}
 		eopts.name = cfg.EchoName
+		if cfg.EchoToken, err = eopts.reserve(); err != nil {
+			return err
+		}
 	}
 	srv, err := server.New(cfg, logger)
 	if err != nil {
@@ -113,7 +116,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if d := splitList(nopts.acmeDomains); len(d) > 0 {
 			eopts.serverName = d[0]
 		}
-		stopEcho, err := startEcho(ctx, eopts, ln.Addr(), netw.tls, srv.Registry(), logger)
+		stopEcho, err := startEcho(ctx, eopts, ln.Addr(), netw, srv.Registry(), logger)
 		if err != nil {
 			_ = ln.Close()
 			return err
