@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -14,6 +15,9 @@ import (
 
 	"tandem/client"
 	"tandem/internal/echo"
+	"tandem/internal/server"
+	"tandem/internal/servertest"
+	"tandem/internal/turnserver"
 	"tandem/internal/webrtctest"
 	"tandem/protocol"
 )
@@ -128,4 +132,54 @@ func TestEchoSendsNothingToLoopbackCandidates(t *testing.T) {
 		t.Errorf("the echo peer sent to a loopback candidate: %s", got)
 	case <-time.After(300 * time.Millisecond):
 	}
+}
+
+// TestEchoReachesCallerThroughOwnRelay: with the default policy, which refuses loopback, a caller whose only
+// path is a relay of the server's own TURN server (here on 127.0.0.1, as a LAN's relay is on a private address)
+// still gets its test call: the echo peer may reach the server's own relays.
+func TestEchoReachesCallerThroughOwnRelay(t *testing.T) {
+	logger := testLogger(t)
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	var turn *turnserver.Server
+	cfg := server.DefaultConfig()
+	cfg.EchoName = "echo"
+	cfg.ICEServers = func(name, host, _ string) []protocol.ICEServer { return turn.ICEServers(name, host) }
+	srv, err := server.New(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	turn, err = turnserver.New(turnserver.Config{ListenAddr: "127.0.0.1:0", Secret: "a test secret of some length", Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := turn.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { turn.Close() }) // after the server and the echo peer have stopped
+	url := servertest.Serve(t, srv, nil).URL
+	_, reg := runEcho(t, echo.Config{URL: url, Relays: turn, SettingEngine: gatherOnLoopback})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	api, err := webrtctest.NewAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller := newRawCaller(ctx, t, api, url, "alice")
+	if len(caller.config.ICEServers) == 0 {
+		t.Fatal("no ICE servers in the login reply")
+	}
+	caller.config.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+	_, connected := caller.offer(ctx)
+	select {
+	case <-connected:
+	case m := <-caller.leaves:
+		t.Fatalf("the echo peer ended the call: %+v", m)
+	case <-ctx.Done():
+		t.Fatal("a caller behind the server's own relay could not reach the echo peer")
+	}
+	caller.close()
+	waitGauge(ctx, t, reg, "tandem_echo_peer_connections", 0)
 }

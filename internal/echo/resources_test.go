@@ -34,6 +34,10 @@ type rawCaller struct {
 	leaves chan *client.Message
 	done   chan struct{}
 
+	// config is the configuration of its peer connections: the ICE servers of its login reply, and whatever the
+	// test sets.
+	config webrtc.Configuration
+
 	mu  sync.Mutex
 	pc  *webrtc.PeerConnection
 	pcs []*webrtc.PeerConnection
@@ -45,11 +49,15 @@ func newRawCaller(ctx context.Context, t *testing.T, api *webrtc.API, url, name 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Login(ctx, name, ""); err != nil {
+	reply, err := c.Login(ctx, name, "")
+	if err != nil {
 		c.CloseNow()
 		t.Fatal(err)
 	}
 	r := &rawCaller{t: t, name: name, c: c, api: api, leaves: make(chan *client.Message, 16), done: make(chan struct{})}
+	for _, s := range reply.ICEServers {
+		r.config.ICEServers = append(r.config.ICEServers, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
 	go r.read()
 	t.Cleanup(r.close)
 	return r
@@ -90,7 +98,7 @@ func (r *rawCaller) read() {
 func (r *rawCaller) offer(ctx context.Context) (pc *webrtc.PeerConnection, connected chan struct{}) {
 	t := r.t
 	t.Helper()
-	pc, err := r.api.NewPeerConnection(webrtc.Configuration{})
+	pc, err := r.api.NewPeerConnection(r.config)
 	if err != nil {
 		t.Fatal(err)
 	}
