@@ -67,9 +67,10 @@ func (s *session) newCallLocked(name string) *call {
 		k.end(protocol.ReasonHangup)
 	})
 	k.connect = time.AfterFunc(e.connectTimeout, func() {
-		e.log.Info("no media connection in time; hanging up", "caller", name, "timeout", e.connectTimeout)
-		e.cut.WithLabelValues(cutNoMedia).Inc()
-		k.end(protocol.ReasonHangup)
+		if k.end(protocol.ReasonHangup) {
+			e.log.Info("no media connection in time; hung up", "caller", name, "timeout", e.connectTimeout)
+			e.cut.WithLabelValues(cutNoMedia).Inc()
+		}
 	})
 	go k.run()
 	return k
@@ -106,20 +107,22 @@ func (k *call) enqueue(m *client.Message) {
 // cut ends a call for flooding: the caller is told, and its offers are refused for a while.
 func (k *call) cut() {
 	s := k.s
-	s.echo.cut.WithLabelValues(cutFlood).Inc()
 	s.mu.Lock()
 	s.coolLocked(k.peer)
 	s.mu.Unlock()
-	k.end(protocol.ReasonHangup)
+	if k.end(protocol.ReasonHangup) {
+		s.echo.cut.WithLabelValues(cutFlood).Inc()
+	}
 }
 
 // end ends the call once, without waiting: the call's goroutine tells the caller (a leave with reason tell, unless
-// it is "") and releases the peer connection. The caller's next offer starts a new call.
-func (k *call) end(tell string) {
+// it is "") and releases the peer connection. The caller's next offer starts a new call. It reports whether this
+// was the call's end (false: it had ended already).
+func (k *call) end(tell string) bool {
 	k.mu.Lock()
 	if k.ended {
 		k.mu.Unlock()
-		return
+		return false
 	}
 	k.ended = true
 	k.tell = tell
@@ -135,6 +138,7 @@ func (k *call) end(tell string) {
 	k.connect.Stop()
 	close(k.done)
 	s.echo.log.Info("call ended", "caller", k.peer, "told", tell != "")
+	return true
 }
 
 // run handles the call's messages until it ends, then tells the caller and releases everything.
