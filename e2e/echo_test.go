@@ -11,17 +11,19 @@ import (
 	"time"
 
 	"tandem/internal/echo"
+	"tandem/internal/netaddr"
 	"tandem/internal/server"
 )
 
 // startEcho runs tandem's echo peer against srv until the test ends (before the server stops), as the tandem
-// command does, with its default settings: inside this loopback-only namespace it can only offer 127.0.0.1, which
-// is what a user on the same machine needs.
+// command does, with its default settings but for the address policy of -turn-allow-loopback: inside this
+// loopback-only namespace the browser's candidates, like the echo peer's, are on 127.0.0.1.
 func startEcho(t *testing.T, srv *tandem, limit time.Duration) {
 	t.Helper()
 	e, err := echo.New(echo.Config{
 		URL:        srv.wsURL,
 		Limit:      limit,
+		Peers:      netaddr.NewPeerPolicy(true, nil, nil),
 		Registerer: srv.server.Registry(),
 		Logger:     slog.New(slog.NewTextHandler(srv.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})

@@ -13,7 +13,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +25,7 @@ import (
 	"tandem/client"
 	"tandem/internal/cli"
 	"tandem/internal/echo"
+	"tandem/internal/netaddr"
 )
 
 func main() {
@@ -30,14 +33,18 @@ func main() {
 }
 
 type options struct {
-	server    string
-	name      string
-	limit     time.Duration
-	insecure  bool
-	ca        string
-	metrics   string
-	logFormat string
-	logLevel  string
+	server        string
+	name          string
+	token         string
+	limit         time.Duration
+	maxCalls      int
+	allowLoopback bool
+	allowPeers    string
+	insecure      bool
+	ca            string
+	metrics       string
+	logFormat     string
+	logLevel      string
 }
 
 // run is tandem-echo: it parses args (each flag may also come from a TANDEM_* environment variable) and runs the
@@ -49,7 +56,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.server, "server", "ws://localhost:9090/", "the tandem server's WebSocket URL (ws:// or wss://)")
 	fs.StringVar(&o.name, "name", "echo", "the name to log in as")
+	fs.StringVar(&o.token, "token", "", "the server's reservation token for -name, better given as TANDEM_TOKEN; empty: log in like any user")
 	fs.DurationVar(&o.limit, "limit", 2*time.Minute, "hang up a call after this long")
+	fs.IntVar(&o.maxCalls, "max-calls", echo.DefaultMaxCalls, "calls at once; more callers are refused")
+	fs.BoolVar(&o.allowLoopback, "allow-loopback", false, "send to callers' loopback addresses (a server and callers on this machine only)")
+	fs.StringVar(&o.allowPeers, "allow-peers", "", "networks of callers' addresses to send to although they are refused by default, e.g. 10.0.0.0/8 (comma-separated)")
 	fs.BoolVar(&o.insecure, "insecure", false, "accept any TLS certificate from a wss:// server (a self-signed one, for a test)")
 	fs.StringVar(&o.ca, "ca", "", "a PEM file of certificates to trust for a wss:// server, beside the system's")
 	fs.StringVar(&o.metrics, "metrics", "", "serve /metrics on this address, e.g. 127.0.0.1:9091 (empty: off)")
@@ -71,8 +82,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 
+	if o.maxCalls <= 0 {
+		return fmt.Errorf("-max-calls %d: must be at least 1", o.maxCalls)
+	}
+	var allowed []netip.Prefix
+	for _, p := range strings.Split(o.allowPeers, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			return fmt.Errorf("-allow-peers: %w", err)
+		}
+		allowed = append(allowed, prefix)
+	}
+
 	reg := prometheus.NewRegistry()
-	e, err := echo.New(echo.Config{URL: o.server, Client: copts, Name: o.name, Limit: o.limit, Registerer: reg, Logger: logger})
+	e, err := echo.New(echo.Config{URL: o.server, Client: copts, Name: o.name, Token: o.token, Limit: o.limit, MaxCalls: o.maxCalls,
+		Peers: netaddr.NewPeerPolicy(o.allowLoopback, allowed, nil), Registerer: reg, Logger: logger})
 	if err != nil {
 		return err
 	}

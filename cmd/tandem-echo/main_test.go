@@ -96,6 +96,8 @@ func TestFlagErrors(t *testing.T) {
 		{args: []string{"-ca", "/nonexistent.pem"}},
 		{args: []string{"-server", ""}},
 		{args: []string{"extra"}},
+		{args: []string{"-max-calls", "0"}},
+		{args: []string{"-allow-peers", "10.0.0.0"}},
 		{env: map[string]string{"TANDEM_INSECURE": "maybe"}},
 	} {
 		err := run(context.Background(), tc.args, func(k string) string { return tc.env[k] }, io.Discard, nil)

@@ -2,47 +2,98 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"flag"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tandem/client"
 	"tandem/internal/echo"
+	"tandem/internal/netaddr"
 )
 
 // echoOptions are the flags of the built-in echo test call (docs/echo.md).
 type echoOptions struct {
-	on    bool
-	name  string
-	limit time.Duration
+	on       bool
+	name     string
+	limit    time.Duration
+	maxCalls int
 
 	serverName string // the TLS server name to ask for: the first ACME domain, if any
+	token      string // the echo name's reservation: only the echo peer, which logs in with it, may take the name
 }
 
 func (o *echoOptions) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.on, "echo", true, "run the echo test call: a built-in user that sends each caller's audio and video back")
 	fs.StringVar(&o.name, "echo-name", "echo", "the name of the echo test user")
 	fs.DurationVar(&o.limit, "echo-limit", 2*time.Minute, "the longest echo test call")
+	fs.IntVar(&o.maxCalls, "echo-max-calls", echo.DefaultMaxCalls, "echo test calls at once; more callers are refused")
+}
+
+// reserve makes the random secret that reserves the echo name for this process's echo peer
+// (server.Config.EchoToken), new at each start.
+func (o *echoOptions) reserve() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("the echo name's reservation: %w", err)
+	}
+	o.token = base64.RawURLEncoding.EncodeToString(b)
+	return o.token, nil
+}
+
+// echoPeers is the address policy for the echo peer's remote candidates: the TURN relay's, from the operator's
+// switches (-turn-allow-loopback, -turn-allow-peers), also when there is no TURN server, so that a caller can no
+// more aim the echo peer at the server's networks than it can a relay.
+func echoPeers(n *network) (*netaddr.PeerPolicy, error) {
+	cf := n.turnCf
+	if !n.turnOn {
+		cf.AllowLoopback = n.opts.turnAllowLoopback
+		for _, p := range splitList(n.opts.turnAllowPeers) {
+			prefix, err := netip.ParsePrefix(p)
+			if err != nil {
+				return nil, fmt.Errorf("-turn-allow-peers: %w", err)
+			}
+			cf.AllowedPeers = append(cf.AllowedPeers, prefix)
+		}
+	}
+	return netaddr.NewPeerPolicy(cf.AllowLoopback, cf.AllowedPeers, cf.DeniedPeers), nil
 }
 
 // startEcho runs the echo peer in this process until ctx is done, connected to the server's own listener at addr
-// over a loopback WebSocket: wss when the server serves TLS (serverTLS not nil), with the certificate unchecked
-// since the other end is this process, and the first name the certificate is for as SNI (ACME needs one).
+// over a loopback WebSocket: wss when the server serves TLS, with the certificate unchecked since the other end is
+// this process, and the first name the certificate is for as SNI (ACME needs one). It logs in with the name's
+// reservation (o.token), applies the TURN relay's address policy to callers' candidates, and may reach the
+// relays of the built-in TURN server, which netw has started.
 // The returned stop ends it (each caller gets a leave) and waits until every peer connection is released.
-func startEcho(ctx context.Context, o echoOptions, addr net.Addr, serverTLS *tls.Config, reg prometheus.Registerer, logger *slog.Logger) (stop func(), err error) {
+func startEcho(ctx context.Context, o echoOptions, addr net.Addr, netw *network, reg prometheus.Registerer, logger *slog.Logger) (stop func(), err error) {
+	peers, err := echoPeers(netw)
+	if err != nil {
+		return nil, err
+	}
+	cfg := echo.Config{Name: o.name, Token: o.token, Limit: o.limit, MaxCalls: o.maxCalls, Peers: peers,
+		Registerer: reg, Logger: logger.With("component", "echo")}
+	if netw.turn != nil {
+		cfg.Relays = netw.turn
+	}
+	if o.maxCalls <= 0 {
+		return nil, fmt.Errorf("-echo-max-calls %d: must be at least 1", o.maxCalls)
+	}
 	url, opts := "ws://", (*client.Options)(nil)
-	if serverTLS != nil {
+	if netw.tls != nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12, ServerName: o.serverName}
 		url, opts = "wss://", &client.Options{HTTPClient: &http.Client{Transport: tr}}
 	}
-	url += selfHost(addr) + "/"
-	e, err := echo.New(echo.Config{URL: url, Client: opts, Name: o.name, Limit: o.limit, Registerer: reg, Logger: logger.With("component", "echo")})
+	cfg.URL, cfg.Client = url+selfHost(addr)+"/", opts
+	e, err := echo.New(cfg)
 	if err != nil {
 		return nil, err
 	}

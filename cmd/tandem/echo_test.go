@@ -7,11 +7,13 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"tandem/client"
 	"tandem/internal/servertest"
+	"tandem/internal/webrtctest"
 	"tandem/protocol"
 )
 
@@ -112,11 +114,60 @@ func TestEchoFlagErrors(t *testing.T) {
 		{"-echo-name", " "},
 		{"-echo-name", "a\tb"},
 		{"-echo-limit", "soon"},
+		{"-echo-max-calls", "0"},
+		{"-echo-max-calls", "many"},
 	} {
 		err := run(context.Background(), append([]string{"-addr", "127.0.0.1:0", "-turn-addr", "off", "-data-dir", t.TempDir()}, args...),
 			func(string) string { return "" }, io.Discard, io.Discard)
 		if err == nil {
 			t.Errorf("tandem %v: no error", args)
+		}
+	}
+}
+
+// TestEchoCallInServer makes a test call to the echo peer inside tandem, run as for a test on one machine
+// (-turn-allow-loopback lets the echo peer reach callers on 127.0.0.1, as it lets TURN relay to them), and gets
+// its own media back.
+func TestEchoCallInServer(t *testing.T) {
+	args := []string{"-addr", "127.0.0.1:0", "-turn-addr", "off", "-turn-allow-loopback", "-data-dir", t.TempDir(), "-log-level", "error"}
+	out := startRun(t, args, nil, "tandem: open http")
+	m := openURL.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no URL in:\n%s", out)
+	}
+	url := "ws://" + strings.Replace(m[2], "localhost", "127.0.0.1", 1) + "/"
+	findUser(t, url, nil, "echo", true)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	api, err := webrtctest.NewAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := webrtctest.NewPeer(ctx, api, url, "alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Call(ctx, "echo"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mediaCtx, stop := context.WithCancel(ctx)
+	var media sync.WaitGroup
+	media.Go(func() { p.SendNumbered(mediaCtx, "echo") })
+	defer media.Wait()
+	defer stop()
+	for got := 0; got < 20; {
+		select {
+		case pkt := <-p.Packets:
+			if strings.HasPrefix(string(pkt.Payload), "echo-") {
+				got++
+			}
+		case <-ctx.Done():
+			t.Fatal("no media came back from the echo peer")
 		}
 	}
 }

@@ -108,6 +108,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		eopts.name = cfg.EchoName
 		netw.turnCf.ServiceUser = eopts.name // the echo peer answers many calls with one login
+		if cfg.EchoToken, err = eopts.reserve(); err != nil {
+			return err
+		}
 	}
 	srv, err := server.New(cfg, logger)
 	if err != nil {
@@ -127,7 +130,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if d := splitList(nopts.acmeDomains); len(d) > 0 {
 			eopts.serverName = d[0]
 		}
-		stopEcho, err := startEcho(ctx, eopts, ln.Addr(), netw.tls, srv.Registry(), logger)
+		stopEcho, err := startEcho(ctx, eopts, ln.Addr(), netw, srv.Registry(), logger)
 		if err != nil {
 			_ = ln.Close()
 			return err

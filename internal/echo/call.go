@@ -6,34 +6,261 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 
+	"tandem/client"
 	"tandem/protocol"
 )
 
-// call is one caller's call: its own peer connection.
+// call is one caller's call, from its first offer until it is released. Its messages (offers, candidates) are
+// handled one by one by its own goroutine (run), which owns its peer connection; a new peer connection of the
+// caller (an offer of another SDP session: a reloaded page that resumed its session) replaces the old one.
 type call struct {
-	s    *session
-	peer string
-	pc   *webrtc.PeerConnection
+	s       *session
+	peer    string
+	queue   chan *client.Message // offers and candidates for run
+	queued  atomic.Int64         // bytes of the messages in queue
+	done    chan struct{}        // closed by end
+	told    chan struct{}        // closed by run once the caller is told (or is not to be)
+	limit   *time.Timer          // the call's time limit
+	connect *time.Timer          // ConnectTimeout, stopped when the media connection is up
+
+	// offer rate: a token bucket, used by the read loop only
+	offerTokens float64
+	offerAt     time.Time
+
+	mu    sync.Mutex
+	ended bool
+	tell  string // the reason of the leave to send the caller, "" for none
+
+	conn *peerConn // run's own
+}
+
+// newCallLocked registers a call for name and starts its goroutine; s.mu is held. No pion work is done here:
+// the call's goroutine makes the peer connection.
+func (s *session) newCallLocked(name string) *call {
+	e := s.echo
+	k := &call{
+		s:           s,
+		peer:        name,
+		queue:       make(chan *client.Message, callQueueMessages),
+		done:        make(chan struct{}),
+		told:        make(chan struct{}),
+		offerTokens: offerBurst,
+		offerAt:     time.Now(),
+	}
+	s.byName[name] = k
+	s.live++
+	s.calls.Add(1)
+	e.calls.Inc()
+	e.log.Info("answering a call", "caller", name)
+	k.limit = time.AfterFunc(e.limit, func() {
+		e.log.Info("time limit reached; hanging up", "caller", name, "limit", e.limit)
+		k.end(protocol.ReasonHangup)
+	})
+	k.connect = time.AfterFunc(e.connectTimeout, func() {
+		if k.end(protocol.ReasonHangup) {
+			e.log.Info("no media connection in time; hung up", "caller", name, "timeout", e.connectTimeout)
+			e.cut.WithLabelValues(cutNoMedia).Inc()
+		}
+	})
+	go k.run()
+	return k
+}
+
+// takeOffer takes one offer from the call's bucket, reporting false when the caller offers too fast.
+func (k *call) takeOffer() bool {
+	now := time.Now()
+	k.offerTokens = min(offerBurst, k.offerTokens+float64(now.Sub(k.offerAt))/float64(offerInterval))
+	k.offerAt = now
+	if k.offerTokens < 1 {
+		return false
+	}
+	k.offerTokens--
+	return true
+}
+
+// enqueue hands m to the call's goroutine without waiting; a call whose queue is full is ended.
+func (k *call) enqueue(m *client.Message) {
+	n := int64(len(m.Offer) + len(m.Candidate))
+	if k.queued.Add(n) > callQueueBytes {
+		k.s.echo.log.Info("too many messages waiting; hanging up", "caller", k.peer, "bytes", k.queued.Load())
+		k.cut()
+		return
+	}
+	select {
+	case k.queue <- m:
+	default:
+		k.s.echo.log.Info("too many messages waiting; hanging up", "caller", k.peer, "messages", len(k.queue))
+		k.cut()
+	}
+}
+
+// cut ends a call for flooding: the caller is told, and its offers are refused for a while.
+func (k *call) cut() {
+	s := k.s
+	s.mu.Lock()
+	s.coolLocked(k.peer)
+	s.mu.Unlock()
+	if k.end(protocol.ReasonHangup) {
+		s.echo.cut.WithLabelValues(cutFlood).Inc()
+	}
+}
+
+// end ends the call once, without waiting: the call's goroutine tells the caller (a leave with reason tell, unless
+// it is "") and releases the peer connection. The caller's next offer starts a new call. It reports whether this
+// was the call's end (false: it had ended already).
+func (k *call) end(tell string) bool {
+	k.mu.Lock()
+	if k.ended {
+		k.mu.Unlock()
+		return false
+	}
+	k.ended = true
+	k.tell = tell
+	k.mu.Unlock()
+
+	s := k.s
+	s.mu.Lock()
+	if s.byName[k.peer] == k {
+		delete(s.byName, k.peer)
+	}
+	s.mu.Unlock()
+	k.limit.Stop()
+	k.connect.Stop()
+	close(k.done)
+	s.echo.log.Info("call ended", "caller", k.peer, "told", tell != "")
+	return true
+}
+
+// run handles the call's messages until it ends, then tells the caller and releases everything.
+func (k *call) run() {
+	defer k.release()
+	for {
+		select {
+		case <-k.done:
+			return
+		case m := <-k.queue:
+			k.queued.Add(-int64(len(m.Offer) + len(m.Candidate)))
+			switch m.Type {
+			case protocol.TypeOffer:
+				k.onOffer(m.Offer)
+			case protocol.TypeCandidate:
+				k.onCandidate(m.Candidate)
+			}
+		}
+	}
+}
+
+// release tells the caller the call ended, if it is to be told, closes the peer connection and waits for the
+// call's goroutines.
+func (k *call) release() {
+	s := k.s
+	k.mu.Lock()
+	tell := k.tell
+	k.mu.Unlock()
+	if tell != "" {
+		s.send(func(ctx context.Context) error { return s.c.SendLeave(ctx, k.peer, tell) })
+	}
+	close(k.told)
+	if k.conn != nil {
+		k.conn.close()
+		k.conn = nil
+	}
+	for len(k.queue) > 0 { // messages that came after the end: nothing holds them but the queue
+		<-k.queue
+	}
+	s.mu.Lock()
+	s.live--
+	s.mu.Unlock()
+	s.calls.Done()
+}
+
+// onOffer applies an offer and answers it: on the call's peer connection, or on a new one if there is none yet
+// or the offer comes from a new peer connection of the caller.
+func (k *call) onOffer(raw json.RawMessage) {
+	log := k.s.echo.log.With("caller", k.peer)
+	var sd webrtc.SessionDescription
+	if err := json.Unmarshal(raw, &sd); err != nil || sd.Type != webrtc.SDPTypeOffer {
+		log.Info("refusing a malformed offer", "err", err)
+		k.end(protocol.ReasonDeclined)
+		return
+	}
+	id := sdpSessionID(sd.SDP)
+	if k.conn != nil && id != k.conn.sessionID {
+		log.Info("a new peer connection of the caller; replacing the call's")
+		k.conn.close()
+		k.conn = nil
+		k.connect.Reset(k.s.echo.connectTimeout)
+	}
+	if k.conn == nil {
+		c, err := k.newConn(id)
+		if err != nil {
+			log.Warn("cannot answer", "err", err)
+			k.end(protocol.ReasonDeclined)
+			return
+		}
+		k.conn = c
+	}
+	sd.SDP = k.conn.admitSDP(sd.SDP)
+	if err := k.conn.answer(sd); err != nil {
+		log.Warn("cannot answer", "err", err)
+		k.end(protocol.ReasonHangup)
+	}
+}
+
+// onCandidate adds a candidate from the caller, if the echo peer may send to it; null or an empty candidate is the
+// end of candidates.
+func (k *call) onCandidate(raw json.RawMessage) {
+	log := k.s.echo.log
+	if k.conn == nil || len(raw) == 0 || string(raw) == "null" {
+		return
+	}
+	var c webrtc.ICECandidateInit
+	if err := json.Unmarshal(raw, &c); err != nil {
+		log.Debug("malformed candidate", "caller", k.peer, "err", err)
+		return
+	}
+	if c.Candidate == "" {
+		return
+	}
+	if !k.conn.admit(c.Candidate) {
+		return
+	}
+	if err := k.conn.pc.AddICECandidate(c); err != nil {
+		log.Debug("candidate refused", "caller", k.peer, "err", err)
+	}
+}
+
+// peerConn is one peer connection of a call.
+type peerConn struct {
+	k         *call
+	pc        *webrtc.PeerConnection
+	sessionID string // the SDP session of the caller's peer connection (the o= line's)
+
+	// the call's goroutine's own
+	ufrag   string              // the caller's ICE username fragment: a new one is an ICE restart
+	remotes map[string]struct{} // the caller's candidates admitted in this ICE session
 
 	mu       sync.Mutex
 	answered bool              // the first answer is sent: candidates may follow it
 	pending  []json.RawMessage // local candidates gathered before that
-	ended    bool
-	limit    *time.Timer
-	loops    sync.WaitGroup // the call's own goroutines (RTP and RTCP loops)
+	closed   bool
+	loops    sync.WaitGroup // the peer connection's own goroutines (RTP and RTCP loops)
 	echoes   map[*webrtc.RTPReceiver]*echoTrack
 }
 
 // echoTrack sends one incoming track back.
 type echoTrack struct {
-	k      *call
+	c      *peerConn
 	sender *webrtc.RTPSender
 
 	mu     sync.Mutex
@@ -42,34 +269,8 @@ type echoTrack struct {
 	lastKF time.Time // the last keyframe request sent to the caller
 }
 
-// offer handles an offer from name: a new call, or a renegotiation of the call in progress.
-func (s *session) offer(name string, raw json.RawMessage) {
-	log := s.echo.log.With("caller", name)
-	var sd webrtc.SessionDescription
-	if err := json.Unmarshal(raw, &sd); err != nil || sd.Type != webrtc.SDPTypeOffer {
-		log.Info("refusing a malformed offer", "err", err)
-		s.send(func(ctx context.Context) error { return s.c.SendLeave(ctx, name, protocol.ReasonDeclined) })
-		return
-	}
-	s.mu.Lock()
-	k := s.byName[name]
-	s.mu.Unlock()
-	if k == nil {
-		var err error
-		if k, err = s.newCall(name); err != nil {
-			log.Warn("cannot answer", "err", err)
-			s.send(func(ctx context.Context) error { return s.c.SendLeave(ctx, name, protocol.ReasonDeclined) })
-			return
-		}
-		log.Info("answering a call")
-	}
-	if err := k.answer(sd); err != nil {
-		log.Warn("cannot answer", "err", err)
-		k.end(protocol.ReasonHangup, true)
-	}
-}
-
-func (s *session) newCall(name string) (*call, error) {
+func (k *call) newConn(sessionID string) (*peerConn, error) {
+	s := k.s
 	pc, err := s.echo.api.NewPeerConnection(webrtc.Configuration{ICEServers: s.iceServers})
 	if err != nil && len(s.iceServers) > 0 {
 		// A server URL pion cannot use must not stop the echo test: host candidates may still do.
@@ -80,26 +281,21 @@ func (s *session) newCall(name string) (*call, error) {
 		return nil, fmt.Errorf("echo: new peer connection: %w", err)
 	}
 	s.echo.open.Inc()
-	s.echo.calls.Inc()
-	s.calls.Add(1)
-	k := &call{s: s, peer: name, pc: pc, echoes: make(map[*webrtc.RTPReceiver]*echoTrack)}
-
-	s.mu.Lock()
-	s.byName[name] = k
-	s.mu.Unlock()
-
-	k.limit = time.AfterFunc(s.echo.limit, func() {
-		s.echo.log.Info("time limit reached; hanging up", "caller", name, "limit", s.echo.limit)
-		k.end(protocol.ReasonHangup, true)
-	})
-	pc.OnICECandidate(k.onCandidate)
+	c := &peerConn{k: k, pc: pc, sessionID: sessionID, remotes: make(map[string]struct{}), echoes: make(map[*webrtc.RTPReceiver]*echoTrack)}
+	pc.OnICECandidate(c.onLocalCandidate)
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
-		s.echo.log.Debug("connection state", "caller", name, "state", st)
-		if st == webrtc.PeerConnectionStateFailed {
-			k.end(protocol.ReasonHangup, true)
+		s.echo.log.Debug("connection state", "caller", k.peer, "state", st)
+		if c.isClosed() {
+			return // replaced
+		}
+		switch st {
+		case webrtc.PeerConnectionStateConnected:
+			k.connect.Stop()
+		case webrtc.PeerConnectionStateFailed:
+			k.end(protocol.ReasonHangup)
 		}
 	})
-	pc.OnTrack(k.onTrack)
+	pc.OnTrack(c.onTrack)
 	pc.OnDataChannel(func(dc *webrtc.DataChannel) {
 		dc.OnMessage(func(msg webrtc.DataChannelMessage) {
 			var err error
@@ -109,49 +305,138 @@ func (s *session) newCall(name string) (*call, error) {
 				err = dc.Send(msg.Data)
 			}
 			if err != nil {
-				s.echo.log.Debug("data channel echo failed", "caller", name, "err", err)
+				s.echo.log.Debug("data channel echo failed", "caller", k.peer, "err", err)
 			}
 		})
 	})
-	return k, nil
+	return c, nil
+}
+
+func (c *peerConn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// close closes the peer connection and waits for its goroutines. It must not be called from one of pion's
+// callbacks (GracefulClose waits for them): the call's goroutine calls it.
+func (c *peerConn) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.pending = nil
+	c.mu.Unlock()
+	if err := c.pc.GracefulClose(); err != nil {
+		c.k.s.echo.log.Debug("closing peer connection", "caller", c.k.peer, "err", err)
+	}
+	c.loops.Wait()
+	c.k.s.echo.open.Dec()
+}
+
+// sdpSessionID returns the session id of an SDP's o= line, which stays the same for the life of the peer
+// connection that made it (RFC 8866, RFC 9429).
+func sdpSessionID(sdp string) string {
+	for line := range strings.SplitSeq(sdp, "\n") {
+		if v, ok := strings.CutPrefix(line, "o="); ok {
+			if f := strings.Fields(v); len(f) > 1 {
+				return f[1]
+			}
+			return ""
+		}
+	}
+	return ""
+}
+
+// admitSDP returns the offer's SDP without the a=candidate lines the echo peer may not send to, and starts a new
+// ICE session (whose candidates are counted afresh) when the offer restarts ICE.
+func (c *peerConn) admitSDP(sdp string) string {
+	var out strings.Builder
+	out.Grow(len(sdp))
+	ufragSeen := false
+	for line := range strings.SplitAfterSeq(sdp, "\n") {
+		attr := strings.TrimRight(line, "\r\n")
+		if v, ok := strings.CutPrefix(attr, "a=ice-ufrag:"); ok && !ufragSeen {
+			ufragSeen = true
+			if v != c.ufrag {
+				c.ufrag = v
+				clear(c.remotes)
+			}
+		}
+		if v, ok := strings.CutPrefix(attr, "a="); ok && strings.HasPrefix(v, "candidate:") && !c.admit(v) {
+			continue
+		}
+		out.WriteString(line)
+	}
+	return out.String()
+}
+
+// admit reports whether the echo peer may send to a candidate of the caller (an a=candidate value, with or
+// without "candidate:"): its address must be an IP address the policy allows (or a relay of the server's TURN
+// server), and the ICE session must have room for it.
+func (c *peerConn) admit(candidate string) bool {
+	e := c.k.s.echo
+	cand, err := ice.UnmarshalCandidate(candidate)
+	if err != nil {
+		e.log.Debug("malformed candidate", "caller", c.k.peer, "err", err)
+		return false
+	}
+	ip, err := netip.ParseAddr(cand.Address())
+	if err != nil || cand.Port() <= 0 || cand.Port() > 65535 {
+		e.log.Debug("candidate without an IP address and port; ignored", "caller", c.k.peer, "address", cand.Address())
+		return false
+	}
+	addr := netip.AddrPortFrom(ip.Unmap(), uint16(cand.Port()))
+	if !e.allowsRemote(addr) {
+		e.log.Debug("candidate in a network the echo peer may not reach; ignored", "caller", c.k.peer, "address", addr)
+		return false
+	}
+	key := cand.NetworkType().String() + " " + addr.String()
+	if _, ok := c.remotes[key]; !ok {
+		if len(c.remotes) >= maxRemoteCandidates {
+			e.log.Debug("too many candidates; ignored", "caller", c.k.peer, "address", addr)
+			return false
+		}
+		c.remotes[key] = struct{}{}
+	}
+	return true
 }
 
 // answer applies an offer and sends the answer, first sending back a track for each one the caller sends.
-func (k *call) answer(offer webrtc.SessionDescription) error {
-	if err := k.pc.SetRemoteDescription(offer); err != nil {
+func (c *peerConn) answer(offer webrtc.SessionDescription) error {
+	k := c.k
+	if err := c.pc.SetRemoteDescription(offer); err != nil {
 		return fmt.Errorf("set offer: %w", err)
 	}
-	if err := k.addEchoTracks(); err != nil {
+	if err := c.addEchoTracks(); err != nil {
 		return err
 	}
-	answer, err := k.pc.CreateAnswer(nil)
+	answer, err := c.pc.CreateAnswer(nil)
 	if err != nil {
 		return fmt.Errorf("create answer: %w", err)
 	}
-	if err := k.pc.SetLocalDescription(answer); err != nil {
+	if err := c.pc.SetLocalDescription(answer); err != nil {
 		return fmt.Errorf("set answer: %w", err)
 	}
-	raw, err := json.Marshal(k.pc.LocalDescription())
+	raw, err := json.Marshal(c.pc.LocalDescription())
 	if err != nil {
 		return fmt.Errorf("encode answer: %w", err)
 	}
 	k.s.send(func(ctx context.Context) error { return k.s.c.SendAnswer(ctx, k.peer, raw) })
 
-	k.mu.Lock()
-	k.answered = true
-	pending := k.pending
-	k.pending = nil
-	k.mu.Unlock()
-	for _, c := range pending {
-		k.s.send(func(ctx context.Context) error { return k.s.c.SendCandidate(ctx, k.peer, c) })
+	c.mu.Lock()
+	c.answered = true
+	pending := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+	for _, cand := range pending {
+		k.s.send(func(ctx context.Context) error { return k.s.c.SendCandidate(ctx, k.peer, cand) })
 	}
 	return nil
 }
 
 // addEchoTracks gives each transceiver that receives media and has no sender yet a track to send it back on. The
 // track takes the first codec negotiated for the transceiver; onTrack switches it if the caller sends another.
-func (k *call) addEchoTracks() error {
-	for _, t := range k.pc.GetTransceivers() {
+func (c *peerConn) addEchoTracks() error {
+	for _, t := range c.pc.GetTransceivers() {
 		if t.Sender() != nil || t.Receiver() == nil {
 			continue
 		}
@@ -166,84 +451,67 @@ func (k *call) addEchoTracks() error {
 		if err != nil {
 			return fmt.Errorf("echo track: %w", err)
 		}
-		sender, err := k.pc.AddTrack(local)
+		sender, err := c.pc.AddTrack(local)
 		if err != nil {
 			return fmt.Errorf("add echo track: %w", err)
 		}
 		// AddTrack took the first free transceiver of the kind: find which, to know whose media goes back on it.
-		for _, t := range k.pc.GetTransceivers() {
+		for _, t := range c.pc.GetTransceivers() {
 			if t.Sender() == sender && t.Receiver() != nil {
-				et := &echoTrack{k: k, sender: sender, local: local}
-				k.mu.Lock()
-				k.echoes[t.Receiver()] = et
-				k.mu.Unlock()
-				k.goLoop(et.readRTCP)
+				et := &echoTrack{c: c, sender: sender, local: local}
+				c.mu.Lock()
+				c.echoes[t.Receiver()] = et
+				c.mu.Unlock()
+				c.goLoop(et.readRTCP)
 			}
 		}
 	}
 	return nil
 }
 
-// goLoop runs f in a goroutine that end waits for, unless the call has ended.
-func (k *call) goLoop(f func()) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if !k.ended {
-		k.loops.Go(f)
+// goLoop runs f in a goroutine that close waits for, unless the peer connection is closed.
+func (c *peerConn) goLoop(f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		c.loops.Go(f)
 	}
 }
 
-// onCandidate sends a local candidate to the caller, after the answer. The end of candidates is not sent: the
+// onLocalCandidate sends a local candidate to the caller, after the answer. The end of candidates is not sent: the
 // tutorial's client cannot take a null candidate.
-func (k *call) onCandidate(c *webrtc.ICECandidate) {
-	if c == nil {
+func (c *peerConn) onLocalCandidate(cand *webrtc.ICECandidate) {
+	if cand == nil {
 		return
 	}
-	raw, err := json.Marshal(c.ToJSON())
+	raw, err := json.Marshal(cand.ToJSON())
 	if err != nil {
 		return
 	}
-	k.mu.Lock()
-	if k.ended {
-		k.mu.Unlock()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
 		return
 	}
-	if !k.answered {
-		k.pending = append(k.pending, raw)
-		k.mu.Unlock()
+	if !c.answered {
+		c.pending = append(c.pending, raw)
+		c.mu.Unlock()
 		return
 	}
-	k.mu.Unlock()
+	c.mu.Unlock()
+	k := c.k
 	k.s.send(func(ctx context.Context) error { return k.s.c.SendCandidate(ctx, k.peer, raw) })
 }
 
-// addCandidate adds a candidate from the caller; null or an empty candidate is the end of candidates.
-func (k *call) addCandidate(raw json.RawMessage) {
-	var c webrtc.ICECandidateInit
-	if len(raw) == 0 || string(raw) == "null" {
-		return
-	}
-	if err := json.Unmarshal(raw, &c); err != nil {
-		k.s.echo.log.Debug("malformed candidate", "caller", k.peer, "err", err)
-		return
-	}
-	if c.Candidate == "" {
-		return
-	}
-	if err := k.pc.AddICECandidate(c); err != nil {
-		k.s.echo.log.Debug("candidate refused", "caller", k.peer, "err", err)
-	}
-}
-
 // onTrack sends an incoming track back to the caller, packet by packet.
-func (k *call) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver) {
-	k.mu.Lock()
-	et := k.echoes[receiver]
-	k.mu.Unlock()
-	log := k.s.echo.log.With("caller", k.peer, "kind", remote.Kind(), "codec", remote.Codec().MimeType)
+func (c *peerConn) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver) {
+	c.mu.Lock()
+	et := c.echoes[receiver]
+	c.mu.Unlock()
+	log := c.k.s.echo.log.With("caller", c.k.peer, "kind", remote.Kind(), "codec", remote.Codec().MimeType)
 	if et == nil {
 		log.Debug("a track with no way back; dropping it")
-		k.goLoop(func() { drain(remote) })
+		c.goLoop(func() { drain(remote) })
 		return
 	}
 	et.mu.Lock()
@@ -253,16 +521,16 @@ func (k *call) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver)
 		// A second stream on one transceiver (a simulcast layer): one stream goes back, the others are read and
 		// dropped, as mixing them on one track would garble the picture.
 		log.Debug("another stream of a track that is already echoed; dropping it", "rid", remote.RID())
-		k.goLoop(func() { drain(remote) })
+		c.goLoop(func() { drain(remote) })
 		return
 	}
 	if err := et.setRemote(remote); err != nil {
 		log.Warn("cannot echo the track", "err", err)
-		k.goLoop(func() { drain(remote) })
+		c.goLoop(func() { drain(remote) })
 		return
 	}
 	log.Debug("echoing a track")
-	k.goLoop(et.forward)
+	c.goLoop(et.forward)
 }
 
 // setRemote makes the echo track carry remote's codec, and asks for a keyframe so the caller's picture comes back
@@ -333,7 +601,7 @@ func (et *echoTrack) requestKeyframeLocked(force bool) {
 	}
 	et.lastKF = time.Now()
 	pli := &rtcp.PictureLossIndication{MediaSSRC: uint32(et.remote.SSRC())}
-	_ = et.k.pc.WriteRTCP([]rtcp.Packet{pli})
+	_ = et.c.pc.WriteRTCP([]rtcp.Packet{pli})
 }
 
 // drain reads a track nobody forwards, so that pion's buffers do not fill, until the call ends.
@@ -344,40 +612,4 @@ func drain(remote *webrtc.TrackRemote) {
 			return
 		}
 	}
-}
-
-// end ends the call once: it sends the caller a leave with reason if leave is set, and releases the peer
-// connection in the background (the echo peer's Run waits for it).
-func (k *call) end(reason string, leave bool) {
-	k.mu.Lock()
-	if k.ended {
-		k.mu.Unlock()
-		return
-	}
-	k.ended = true
-	k.pending = nil
-	k.mu.Unlock()
-
-	s := k.s
-	s.mu.Lock()
-	if s.byName[k.peer] == k {
-		delete(s.byName, k.peer)
-	}
-	s.mu.Unlock()
-	k.limit.Stop()
-	if leave {
-		s.send(func(ctx context.Context) error { return s.c.SendLeave(ctx, k.peer, reason) })
-	}
-	s.echo.log.Info("call ended", "caller", k.peer, "told", leave)
-
-	// GracefulClose waits for pion's goroutines, which must not be done from one of its callbacks (end may be
-	// called from one): close in a goroutine of its own. The session waits for it before it returns.
-	go func() {
-		defer s.calls.Done()
-		if err := k.pc.GracefulClose(); err != nil {
-			s.echo.log.Debug("closing peer connection", "caller", k.peer, "err", err)
-		}
-		k.loops.Wait()
-		s.echo.open.Dec()
-	}()
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"tandem/internal/echo"
+	"tandem/internal/netaddr"
 	"tandem/internal/server"
 	"tandem/internal/servertest"
 	"tandem/internal/webrtctest"
@@ -53,14 +54,19 @@ func listen(t *testing.T, addr string) net.Listener {
 // startEcho runs an echo peer against url until the test ends, and returns it with its metrics registry.
 func startEcho(t *testing.T, url string, limit time.Duration) (*echo.Echo, *prometheus.Registry) {
 	t.Helper()
+	return runEcho(t, echo.Config{URL: url, Limit: limit, Peers: allowLoopback, SettingEngine: webrtctest.LoopbackOnly})
+}
+
+// allowLoopback is the policy of tandem's -turn-allow-loopback: the tests' callers are on 127.0.0.1.
+var allowLoopback = netaddr.NewPeerPolicy(true, nil, nil)
+
+// runEcho runs an echo peer made with cfg (and a registry and the test logger) until the test ends, and returns
+// it with its metrics registry once it has logged in.
+func runEcho(t *testing.T, cfg echo.Config) (*echo.Echo, *prometheus.Registry) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	e, err := echo.New(echo.Config{
-		URL:           url,
-		Limit:         limit,
-		Registerer:    reg,
-		Logger:        testLogger(t),
-		SettingEngine: webrtctest.LoopbackOnly,
-	})
+	cfg.Registerer, cfg.Logger = reg, testLogger(t)
+	e, err := echo.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +300,7 @@ func waitGauge(ctx context.Context, t *testing.T, reg prometheus.Gatherer, name 
 func TestEchoReconnects(t *testing.T) {
 	srv := servertest.StartOn(t, listen(t, "127.0.0.1:0"), withEcho, testLogger(t))
 	addr, url := srv.Addr, srv.URL
-	e, err := echo.New(echo.Config{URL: url, Logger: testLogger(t), RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond})
+	e, err := echo.New(echo.Config{URL: url, Logger: testLogger(t), Peers: allowLoopback, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

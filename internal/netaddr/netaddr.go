@@ -1,5 +1,6 @@
-// Package netaddr lists this machine's own IP addresses, for the certificate that names them and for the TURN
-// server that listens on them.
+// Package netaddr knows about IP addresses for the rest of tandem: this machine's own (for the certificate that
+// names them and for the TURN server that listens on them), and the policy that decides which addresses tandem
+// may send packets to when a client names them (TURN peers, the echo test peer's ICE candidates).
 package netaddr
 
 import (
