@@ -46,11 +46,23 @@ type Config struct {
 	// EchoToken, if not empty, reserves EchoName for the built-in echo peer: a login as EchoName must carry it as
 	// its token.
 	EchoToken string
+	// EchoMaxCalls is how many calls the echo user may be in at once; default 16. An offer beyond it is refused
+	// as busy ("the test line is full").
+	EchoMaxCalls int
+	// CallCooldown is how long a caller whose call was declined, or who gave up with no_answer, must wait
+	// before calling the same user again; default 30 s, negative for none.
+	CallCooldown time.Duration
 	// Logger receives the hub's logs; default slog.Default().
 	Logger *slog.Logger
 	// Metrics, if not nil, is told about messages and errors.
 	Metrics *Metrics
 }
+
+// Defaults of Config.
+const (
+	DefaultEchoMaxCalls = 16
+	DefaultCallCooldown = 30 * time.Second
+)
 
 // Hub routes messages between the sessions of logged-in users.
 type Hub struct {
@@ -68,6 +80,12 @@ type Hub struct {
 func New(cfg Config) *Hub {
 	if cfg.Burst <= 0 {
 		cfg.Burst = 1000
+	}
+	if cfg.EchoMaxCalls <= 0 {
+		cfg.EchoMaxCalls = DefaultEchoMaxCalls
+	}
+	if cfg.CallCooldown == 0 {
+		cfg.CallCooldown = DefaultCallCooldown
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

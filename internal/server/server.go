@@ -48,6 +48,10 @@ type Config struct {
 	EchoName string
 	// EchoToken, if not empty, reserves EchoName for the built-in echo peer, which logs in with it (hub.Config).
 	EchoToken string
+	// EchoMaxCalls bounds the echo user's calls at once (hub.Config); 0: the hub's default.
+	EchoMaxCalls int
+	// CallCooldown is how long a declined caller waits before calling the same user again (hub.Config).
+	CallCooldown time.Duration
 	// AllowedOrigins, if not empty, limits which web pages may open the signaling WebSocket: a browser request
 	// whose Origin is neither one of these (e.g. "https://call.example.org") nor the server's own is refused.
 	// Empty allows every origin, as the tutorial does (its client may be a file:// page or on another port).
@@ -68,6 +72,8 @@ func DefaultConfig() Config {
 		PingInterval:    20 * time.Second,
 		IdleTimeout:     60 * time.Second,
 		ShutdownTimeout: 5 * time.Second,
+		EchoMaxCalls:    hub.DefaultEchoMaxCalls,
+		CallCooldown:    hub.DefaultCallCooldown,
 	}
 }
 
@@ -125,6 +131,9 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 			ICEServers:   cfg.ICEServers,
 			SessionEnded: cfg.SessionEnded,
 			EchoName:     cfg.EchoName,
+			EchoToken:    cfg.EchoToken,
+			EchoMaxCalls: cfg.EchoMaxCalls,
+			CallCooldown: cfg.CallCooldown,
 			Logger:       logger,
 			Metrics:      hub.NewMetrics(reg),
 		}),
