@@ -50,7 +50,8 @@ type Config struct {
 	EchoToken string
 	// EchoMaxCalls bounds the echo user's calls at once (hub.Config); 0: the hub's default.
 	EchoMaxCalls int
-	// CallCooldown is how long a declined caller waits before calling the same user again (hub.Config).
+	// CallCooldown is how long a declined caller waits before calling the same user again (hub.Config); 0: no
+	// wait.
 	CallCooldown time.Duration
 	// AllowedOrigins, if not empty, limits which web pages may open the signaling WebSocket: a browser request
 	// whose Origin is neither one of these (e.g. "https://call.example.org") nor the server's own is refused.
@@ -98,6 +99,10 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 5 * time.Second
 	}
+	cooldown := cfg.CallCooldown
+	if cooldown == 0 {
+		cooldown = -1 // the hub's zero is its default
+	}
 	wss, err := ws.NewServer(ws.Config{
 		MaxMessage:   cfg.MaxMessage,
 		SendQueue:    cfg.SendQueue,
@@ -133,7 +138,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 			EchoName:     cfg.EchoName,
 			EchoToken:    cfg.EchoToken,
 			EchoMaxCalls: cfg.EchoMaxCalls,
-			CallCooldown: cfg.CallCooldown,
+			CallCooldown: cooldown,
 			Logger:       logger,
 			Metrics:      hub.NewMetrics(reg),
 		}),
