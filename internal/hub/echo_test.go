@@ -215,3 +215,24 @@ func TestEchoMaxCalls(t *testing.T) {
 	callers[2].do(`{"type":"offer","name":"echo","offer":{}}`)
 	callers[2].expect(map[string]any{"type": "ringing"})
 }
+
+// TestEchoUserMakesNoCalls: the echo user's offer to one of its callers is a renegotiation of that call; to
+// anyone else it is refused (found by FuzzHub: it made the user its peer without being in its callers).
+func TestEchoUserMakesNoCalls(t *testing.T) {
+	h := New(Config{EchoName: "echo"})
+	echo := echoLogin(t, h, "echo", "")
+	alice := echoLogin(t, h, "alice", "")
+	bob := echoLogin(t, h, "bob", "")
+	echo.do(`{"type":"offer","name":"bob","offer":{}}`)
+	echo.expect(map[string]any{"type": "error", "code": "not_in_call", "name": "bob"})
+	if m := bob.c.next(); m != nil {
+		t.Fatalf("bob got %v", m)
+	}
+	alice.do(`{"type":"offer","name":"echo","offer":{}}`)
+	alice.expect(map[string]any{"type": "ringing"})
+	echo.expect(map[string]any{"type": "offer"})
+	echo.do(`{"type":"offer","name":"alice","offer":{}}`)
+	alice.expect(map[string]any{"type": "offer", "name": "echo"})
+	bob.do(`{"type":"offer","name":"alice","offer":{}}`)
+	bob.expect(map[string]any{"type": "error", "code": "busy"})
+}

@@ -230,7 +230,7 @@ func (r *fuzzRun) login(u *fuzzSlot, name, token string) {
 	if got != strings.TrimSpace(name) {
 		r.t.Fatalf("logged in as %q, asked for %q", got, name)
 	}
-	if strings.EqualFold(got, "echo") && (got != "echo" || token != fuzzEchoToken && token != r.tokens[got]) {
+	if strings.EqualFold(got, "echo") && u.name != got && (got != "echo" || token != fuzzEchoToken && token != r.tokens[got]) {
 		r.t.Fatalf("logged in as %q with token %q", got, token)
 	}
 	u.name, r.tokens[got] = got, reply["token"].(string)

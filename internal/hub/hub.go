@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/btree"
@@ -75,7 +76,7 @@ type Hub struct {
 	mu     sync.Mutex
 	users  map[string]*Session     // by name
 	index  *btree.BTreeG[*Session] // by folded name, for listing and searching
-	nextID uint64                  // the last Session.id given
+	nextID atomic.Uint64           // the last Session.id given
 	buf    sync.Pool               // *[]byte scratch buffers for outgoing messages
 
 	// now is the hub's clock, in nanoseconds since an arbitrary start (monotonic); tests replace it.
@@ -153,11 +154,7 @@ type Session struct {
 // Connect registers a new connection; host is the host the client reached tandem by (for ICE server URLs).
 func (h *Hub) Connect(c Conn, host string) *Session {
 	h.m.connections.Inc()
-	h.mu.Lock()
-	h.nextID++
-	id := h.nextID
-	h.mu.Unlock()
-	return &Session{hub: h, host: host, conn: c, id: id, allowance: float64(h.cfg.Burst), offers: offerBurst, offersAt: h.now()}
+	return &Session{hub: h, host: host, conn: c, id: h.nextID.Add(1), allowance: float64(h.cfg.Burst), offers: offerBurst, offersAt: h.now()}
 }
 
 // Online returns how many users are logged in.
@@ -528,10 +525,10 @@ func (s *Session) offer(m *protocol.Message) {
 	case code != "":
 	case t == s:
 		code = protocol.CodeSelfCall
-	case s.peer == t: // renegotiation, or glare (the callee offering back)
+	case s.peer == t, h.isEchoLocked(s) && t.peer == s: // renegotiation, or glare (the callee offering back)
 		now := h.now()
 		switch {
-		case !s.allowOfferLocked(now):
+		case !h.isEchoLocked(s) && !s.allowOfferLocked(now):
 			refused = refusal{protocol.CodeRateLimited, "too many offers in this call: at most " +
 				strconv.Itoa(offerBurst) + " in a row, then one every " + offerInterval.String() +
 				" (this one was not delivered)", -1}
@@ -543,6 +540,8 @@ func (s *Session) offer(m *protocol.Message) {
 			t.unanswered = false
 			s.forgetStrangerLocked(t.id)
 		}
+	case h.isEchoLocked(s): // it takes calls, each caller its own, and makes none
+		code = protocol.CodeNotInCall
 	case t.peer != nil:
 		code = protocol.CodeBusy
 	case h.isEchoLocked(t) && len(t.callers) >= h.cfg.EchoMaxCalls:

@@ -40,7 +40,8 @@ type Config struct {
 	// ShutdownTimeout bounds a graceful shutdown, after which remaining connections are dropped.
 	ShutdownTimeout time.Duration
 
-	// ICEServers, if not nil, gives each user its ICE servers in the login reply.
+	// ICEServers, if not nil, gives each user its ICE servers in the login reply, for the login session given
+	// (see hub.Config: it is called with the hub's lock held, so it must be quick and not call the server).
 	ICEServers func(name, host, session string) []protocol.ICEServer
 	// SessionEnded, if not nil, is told when a login given to ICEServers ends (see hub.Config).
 	SessionEnded func(session string)
