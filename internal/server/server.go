@@ -97,6 +97,9 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	if cfg.Rate < 0 || cfg.Burst < 0 {
 		return nil, errors.New("server: the rate limit must not be negative")
 	}
+	if cfg.EchoMaxCalls < 0 {
+		return nil, errors.New("server: the echo user's call limit must not be negative")
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 5 * time.Second
 	}
