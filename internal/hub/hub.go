@@ -52,7 +52,7 @@ type Config struct {
 	// EchoMaxCalls is how many calls the echo user may be in at once; default 16. An offer beyond it is refused
 	// as busy ("the test line is full").
 	EchoMaxCalls int
-	// CallCooldown is how long a caller whose call was declined, or who gave up with no_answer, must wait
+	// CallCooldown is how long a caller whose call was declined, or rang unanswered (no_answer), must wait
 	// before calling the same user again; default 30 s, negative for none.
 	CallCooldown time.Duration
 	// Logger receives the hub's logs; default slog.Default().
@@ -683,17 +683,17 @@ func (s *Session) leave(m *protocol.Message) {
 }
 
 // coolDownLocked starts the cooldown of Config.CallCooldown when s ends its call with t before it was accepted:
-// the callee declined it, or the caller gave up with no_answer.
+// the callee declined it, or either of them gave up on it ringing unanswered (no_answer).
 func (s *Session) coolDownLocked(t *Session, reason string) {
 	h := s.hub
-	if h.cfg.CallCooldown <= 0 {
+	if h.cfg.CallCooldown <= 0 || (reason != protocol.ReasonDeclined && reason != protocol.ReasonNoAnswer) {
 		return
 	}
 	var caller, callee *Session
 	switch {
-	case reason == protocol.ReasonDeclined && t.unanswered && t.peer == s:
+	case t.unanswered && t.peer == s: // from the callee
 		caller, callee = t, s
-	case reason == protocol.ReasonNoAnswer && s.unanswered && s.peer == t:
+	case s.unanswered && s.peer == t && reason == protocol.ReasonNoAnswer: // from the caller
 		caller, callee = s, t
 	default:
 		return

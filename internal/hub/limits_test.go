@@ -244,6 +244,15 @@ func TestCallCooldown(t *testing.T) {
 	a.send(`{"type":"offer","offer":{},"name":"b"}`)
 	a.expect(msg{"type": "ringing"})
 	b.expect(msg{"type": "offer", "name": "a"})
+	// The callee's page gives up ringing (no_answer from the callee): the same cooldown.
+	b.send(`{"type":"leave","name":"a","reason":"no_answer"}`)
+	a.expect(msg{"type": "leave", "reason": "no_answer"})
+	a.send(`{"type":"offer","offer":{},"name":"b"}`)
+	a.expect(msg{"code": "cooldown", "retryAfter": 30})
+	clk.advance(DefaultCallCooldown)
+	a.send(`{"type":"offer","offer":{},"name":"b"}`)
+	a.expect(msg{"type": "ringing"})
+	b.expect(msg{"type": "offer", "name": "a"})
 	// A decline by the caller, or a hangup, is no reason for a cooldown; nor is the end of an answered call.
 	a.send(`{"type":"leave","name":"b","reason":"declined"}`)
 	b.take()
