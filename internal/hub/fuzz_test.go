@@ -57,14 +57,19 @@ type fuzzConn struct {
 func (c *fuzzConn) LoggedIn() { c.loggedIn++ }
 
 func (c *fuzzConn) Send(msg []byte) bool {
-	var m map[string]any
-	if err := json.Unmarshal(msg, &m); err != nil {
-		c.t.Fatalf("the hub sent invalid JSON %s: %v", msg, err)
+	if !json.Valid(msg) {
+		c.t.Fatalf("the hub sent invalid JSON %.200s", msg)
 	}
 	if c.closed != 0 {
 		return false
 	}
-	c.msgs = append(c.msgs, m)
+	if len(msg) < 4<<10 { // the replies the run looks at are small; relayed payloads need not be decoded
+		var m map[string]any
+		if err := json.Unmarshal(msg, &m); err != nil {
+			c.t.Fatalf("the hub sent %s: %v", msg, err)
+		}
+		c.msgs = append(c.msgs, m)
+	}
 	return true
 }
 
@@ -153,12 +158,12 @@ func (r *fuzzRun) step(op []byte) {
 	case 3: // the echo peer (or, with the wrong case, an impostor with its token)
 		r.login(u, []string{"echo", "Echo"}[arg(2)%2], fuzzEchoToken)
 	case 4, 5: // offer, small or large
-		size := []int{2, 60 << 10}[arg(2)>>7]
+		size := []int{2, 20 << 10}[arg(2)>>7]
 		r.send(u, `{"type":"offer","offer":{"sdp":"`+strings.Repeat("o", size)+`"},"name":"`+target+`"}`)
 	case 6:
 		r.send(u, `{"type":"answer","answer":{},"name":"`+target+`"}`)
 	case 7, 8: // candidate, small or large
-		size := []int{2, 60 << 10}[arg(2)>>7]
+		size := []int{2, 20 << 10}[arg(2)>>7]
 		r.send(u, `{"type":"candidate","candidate":{"candidate":"`+strings.Repeat("c", size)+`"},"name":"`+target+`"}`)
 	case 9: // leave, to a name (bit 0x40) or to the peer, with a reason (bits 0x38) or none
 		reason := reasons[(arg(2)>>3&7)%len(reasons)]
