@@ -4,12 +4,14 @@ package server_test
 // real WebSocket clients, and checks what the users see.
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"tandem/client"
 	"tandem/internal/server"
@@ -82,7 +84,8 @@ func TestResumeKeepsOnlineList(t *testing.T) {
 func TestStrangerCannotFloodIdleUser(t *testing.T) {
 	t.Parallel()
 	r := startServer(t, nil) // the default limits: 1 MiB send queue, 200 messages a second in bursts of 1000
-	ctx := ctx5(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // 18 MB through a loaded machine
+	defer cancel()
 	stranger, idle := r.user("stranger", nil), r.user("idle", nil)
 	if err := stranger.SendOffer(ctx, "idle", json.RawMessage(offerSDP)); err != nil {
 		t.Fatal(err)
@@ -203,7 +206,7 @@ func TestRenegotiationIsBounded(t *testing.T) {
 				limited++
 			}
 		}
-		if relayed+limited != offers || relayed > 6 {
+		if relayed+limited != offers || relayed > 8 { // 5 at once, and one for every 2 s the test takes
 			t.Fatalf("%s: %d renegotiation offers relayed, %d refused, of %d", name, relayed, limited, offers)
 		}
 	}
@@ -235,7 +238,7 @@ func TestDeclinedCallerCoolsDown(t *testing.T) {
 	}
 	for range 3 {
 		m := ring(pest, "bob")
-		if m.Code != protocol.CodeCooldown || m.Name != "bob" || m.RetryAfter < 29 || m.RetryAfter > 30 ||
+		if m.Code != protocol.CodeCooldown || m.Name != "bob" || m.RetryAfter < 25 || m.RetryAfter > 30 ||
 			!strings.Contains(m.Message, "declined") {
 			t.Fatalf("call again after a decline: %+v, want a cooldown of 30 s", m)
 		}
