@@ -53,6 +53,8 @@ var (
 	ErrNotInCall          = &Error{Code: protocol.CodeNotInCall}
 	ErrInvalidName        = &Error{Code: protocol.CodeInvalidName}
 	ErrNameTaken          = &Error{Code: protocol.CodeNameTaken}
+	ErrNotAnswered        = &Error{Code: protocol.CodeNotAnswered}
+	ErrCooldown           = &Error{Code: protocol.CodeCooldown}
 	ErrInternal           = &Error{Code: protocol.CodeInternal}
 )
 

@@ -29,6 +29,7 @@ type Message struct {
 	Echo    string // login: the name of the echo test user, when it is online
 
 	ICEServers []protocol.ICEServer // login: the STUN/TURN servers to use
+	RetryAfter int                  // error (cooldown): how many seconds to wait before the request can succeed
 
 	Offer     json.RawMessage // offer
 	Answer    json.RawMessage // answer
@@ -124,6 +125,8 @@ func (d *decoder) decode(m *Message) error {
 			err = readString(dec, &m.Message, false)
 		case `"request"`:
 			err = readString(dec, &m.Request, false)
+		case `"retryAfter"`:
+			err = readInt(dec, &m.RetryAfter)
 		case `"reason"`:
 			err = readString(dec, &m.Reason, false)
 		case `"token"`:

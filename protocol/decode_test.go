@@ -141,6 +141,7 @@ func TestAppendMessagesAreJSON(t *testing.T) {
 		AppendRinging(nil, "bob"),
 		AppendError(nil, CodeNotOnline, "bob is not online", "offer", "bob"),
 		AppendError(nil, CodeInvalidJSON, "bad", "", ""),
+		AppendRetryError(nil, CodeCooldown, "wait", "offer", "bob", 12),
 		AppendLoginOK(nil, LoginOK{Name: "a", Token: "t", Peer: "b", ICEServers: []ICEServer{{URLs: []string{"stun:x"}}, {URLs: []string{"turn:x", "turns:y"}, Username: "u", Credential: "c"}}}),
 		AppendLoginFailed(nil, CodeNameTaken, "taken"),
 		AppendUsers(nil, "a", []User{{Name: "a", Busy: true}, {Name: "echo", Echo: true}}, true, 7),

@@ -45,6 +45,16 @@ func AppendRinging(dst []byte, callee string) []byte {
 // AppendError writes an error message. request (the type of the message refused) and name are left out when
 // empty.
 func AppendError(dst []byte, code, message, request, name string) []byte {
+	return appendError(dst, code, message, request, name, -1)
+}
+
+// AppendRetryError writes an error message that also says, in whole seconds, how long to wait before the request
+// can succeed: {"type":"error","code":code,...,"retryAfter":seconds}.
+func AppendRetryError(dst []byte, code, message, request, name string, retryAfter int) []byte {
+	return appendError(dst, code, message, request, name, max(retryAfter, 0))
+}
+
+func appendError(dst []byte, code, message, request, name string, retryAfter int) []byte {
 	dst = append(dst, `{"type":"error","code":"`...)
 	dst = append(dst, code...)
 	dst = append(dst, `","message":`...)
@@ -56,6 +66,10 @@ func AppendError(dst []byte, code, message, request, name string) []byte {
 	if name != "" {
 		dst = append(dst, `,"name":`...)
 		dst = AppendString(dst, name)
+	}
+	if retryAfter >= 0 {
+		dst = append(dst, `,"retryAfter":`...)
+		dst = strconv.AppendInt(dst, int64(retryAfter), 10)
 	}
 	return append(dst, '}')
 }

@@ -29,6 +29,8 @@ const (
 	CodeNotInCall          = "not_in_call"
 	CodeInvalidName        = "invalid_name"
 	CodeNameTaken          = "name_taken"
+	CodeNotAnswered        = "not_answered"
+	CodeCooldown           = "cooldown"
 	CodeInternal           = "internal"
 )
 

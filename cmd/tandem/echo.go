@@ -25,7 +25,7 @@ type echoOptions struct {
 	on       bool
 	name     string
 	limit    time.Duration
-	maxCalls int
+	maxCalls int // the server's -echo-max-calls: the echo peer holds itself to the same cap
 
 	serverName string // the TLS server name to ask for: the first ACME domain, if any
 	token      string // the echo name's reservation: only the echo peer, which logs in with it, may take the name
@@ -35,7 +35,6 @@ func (o *echoOptions) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.on, "echo", true, "run the echo test call: a built-in user that sends each caller's audio and video back")
 	fs.StringVar(&o.name, "echo-name", "echo", "the name of the echo test user")
 	fs.DurationVar(&o.limit, "echo-limit", 2*time.Minute, "the longest echo test call")
-	fs.IntVar(&o.maxCalls, "echo-max-calls", echo.DefaultMaxCalls, "echo test calls at once; more callers are refused")
 }
 
 // reserve makes the random secret that reserves the echo name for this process's echo peer

@@ -69,6 +69,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	nopts.register(fs, getenv)
 	var eopts echoOptions // the echo test call: echo.go
 	eopts.register(fs)
+	fs.IntVar(&cfg.EchoMaxCalls, "echo-max-calls", cfg.EchoMaxCalls, "echo test calls at once; a caller beyond them is told the test line is busy")
+	fs.DurationVar(&cfg.CallCooldown, "call-cooldown", cfg.CallCooldown, "how long a caller who was declined (or gave up unanswered) waits before calling the same user again (0: no wait)")
 	intro := "tandem is a self-hosted WebRTC calling server: it serves the web client, relays the signaling\nmessages that set calls up, and runs a STUN/TURN server and an echo test user."
 	if err := cli.Parse(fs, "TANDEM_", intro, args, getenv); err != nil {
 		return err
@@ -106,7 +108,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if cfg.EchoName, err = protocol.ValidateName([]byte(eopts.name)); err != nil {
 			return fmt.Errorf("-echo-name: %w", err)
 		}
-		eopts.name = cfg.EchoName
+		eopts.name, eopts.maxCalls = cfg.EchoName, cfg.EchoMaxCalls
 		netw.turnCf.ServiceUser = eopts.name // the echo peer answers many calls with one login
 		if cfg.EchoToken, err = eopts.reserve(); err != nil {
 			return err

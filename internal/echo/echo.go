@@ -32,7 +32,7 @@ import (
 const (
 	// DefaultMaxCalls is Config.MaxCalls when zero. Each call holds a peer connection (about 14 descriptors, 30
 	// goroutines and 0.4 to 1.6 MiB) and forwards its caller's media.
-	DefaultMaxCalls = 20
+	DefaultMaxCalls = 16
 
 	// DefaultConnectTimeout is Config.ConnectTimeout when zero.
 	DefaultConnectTimeout = 30 * time.Second

@@ -145,7 +145,7 @@ func TestEchoReachesCallerThroughOwnRelay(t *testing.T) {
 	var turn *turnserver.Server
 	cfg := server.DefaultConfig()
 	cfg.EchoName = "echo"
-	cfg.ICEServers = func(name, host, _ string) []protocol.ICEServer { return turn.ICEServers(name, host) }
+	cfg.ICEServers = func(name, host, session string) []protocol.ICEServer { return turn.ICEServers(name, host, session) }
 	srv, err := server.New(cfg, logger)
 	if err != nil {
 		t.Fatal(err)

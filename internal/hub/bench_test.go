@@ -27,7 +27,7 @@ func benchPayloads() map[string]string {
 	}
 }
 
-// BenchmarkRoute decodes one message from alice and routes it to bob, who is in a call with her: the decoder,
+// BenchmarkRoute decodes one message from alice and routes it to bob, who answered her call: the decoder,
 // the hub's lookup and call check under its lock, and the encoding of the relayed message (the payload copied
 // through as raw JSON), without the network.
 func BenchmarkRoute(b *testing.B) {
@@ -43,6 +43,10 @@ func BenchmarkRoute(b *testing.B) {
 			alice.OnText([]byte(msgs["offer"])) // the call starts
 			if bob.msgs != 2 {
 				b.Fatalf("bob got %d messages, want a login reply and an offer", bob.msgs)
+			}
+			callee.OnText([]byte(`{"type":"answer","answer":{"type":"answer","sdp":""},"name":"alice"}`))
+			if a.msgs != 3 {
+				b.Fatalf("alice got %d messages, want a login reply, ringing and the answer", a.msgs)
 			}
 			msg := []byte(msgs[typ])
 			b.SetBytes(int64(len(msg)))

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"encoding/json"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -152,4 +153,86 @@ func TestEchoUserResumes(t *testing.T) {
 	if m := alice.c.next(); m != nil {
 		t.Fatalf("alice got %v", m)
 	}
+}
+
+// TestEchoNameReserved: with an echo token, the echo name and its case variants are refused to anyone without
+// the token, also while the echo user is offline; the token logs in, and takes the name over from a lingering
+// connection with the echo user's calls.
+func TestEchoNameReserved(t *testing.T) {
+	h := New(Config{EchoName: "echo", EchoToken: "secret"})
+	thief := &echoUser{t: t, c: &echoConn{}}
+	thief.s = h.Connect(thief.c, "127.0.0.1")
+	refused := func() {
+		t.Helper()
+		for _, try := range []struct{ name, token string }{{"echo", ""}, {"echo", "secreT"}, {"Echo", "secret"}, {" ECHO ", ""}} {
+			thief.do(`{"type":"login","name":"` + try.name + `","token":"` + try.token + `"}`)
+			thief.expect(map[string]any{"type": "login", "success": false, "code": "name_taken",
+				"message": "the name " + strings.TrimSpace(try.name) + " is reserved for the echo test user: choose another"})
+		}
+	}
+	refused()
+	echo := echoLogin(t, h, "echo", "secret")
+	refused()
+	alice := echoLogin(t, h, "alice", "")
+	alice.do(`{"type":"offer","name":"echo","offer":{}}`)
+	alice.expect(map[string]any{"type": "ringing"})
+	echo.expect(map[string]any{"type": "offer", "name": "alice"})
+	// The echo peer reconnects while its old connection lingers: the token takes the name and the call over.
+	echo2 := echoLogin(t, h, "echo", "secret")
+	echo2.do(`{"type":"answer","name":"alice","answer":{}}`)
+	alice.expect(map[string]any{"type": "answer", "name": "echo"})
+	echo.s.OnClose()
+	if m := alice.c.next(); m != nil {
+		t.Fatalf("alice got %v", m)
+	}
+	echo2.s.OnClose()
+	alice.expect(map[string]any{"type": "leave", "name": "echo", "reason": "disconnected"})
+	refused()
+	thief.do(`{"type":"login","name":"echo2"}`)
+	thief.expect(map[string]any{"type": "login", "success": true})
+}
+
+// TestEchoMaxCalls: the echo user is in at most EchoMaxCalls calls; a caller beyond is told the line is full.
+func TestEchoMaxCalls(t *testing.T) {
+	h := New(Config{EchoName: "echo", EchoMaxCalls: 2})
+	echo := echoLogin(t, h, "echo", "")
+	var callers []*echoUser
+	for i := range 3 {
+		u := echoLogin(t, h, "u"+strings.Repeat("x", i), "")
+		callers = append(callers, u)
+		u.do(`{"type":"offer","name":"echo","offer":{}}`)
+	}
+	callers[0].expect(map[string]any{"type": "ringing"})
+	callers[1].expect(map[string]any{"type": "ringing"})
+	callers[2].expect(map[string]any{"type": "error", "code": "busy", "name": "echo",
+		"message": "the test line is full: 2 test calls are in progress, try again in a moment"})
+	// A renegotiation within a call is not a new call.
+	callers[1].do(`{"type":"offer","name":"echo","offer":{}}`)
+	if m := callers[1].c.next(); m != nil {
+		t.Fatalf("renegotiation: %v", m)
+	}
+	echo.do(`{"type":"leave","name":"u"}`)
+	callers[2].do(`{"type":"offer","name":"echo","offer":{}}`)
+	callers[2].expect(map[string]any{"type": "ringing"})
+}
+
+// TestEchoUserMakesNoCalls: the echo user's offer to one of its callers is a renegotiation of that call; to
+// anyone else it is refused (found by FuzzHub: it made the user its peer without being in its callers).
+func TestEchoUserMakesNoCalls(t *testing.T) {
+	h := New(Config{EchoName: "echo"})
+	echo := echoLogin(t, h, "echo", "")
+	alice := echoLogin(t, h, "alice", "")
+	bob := echoLogin(t, h, "bob", "")
+	echo.do(`{"type":"offer","name":"bob","offer":{}}`)
+	echo.expect(map[string]any{"type": "error", "code": "not_in_call", "name": "bob"})
+	if m := bob.c.next(); m != nil {
+		t.Fatalf("bob got %v", m)
+	}
+	alice.do(`{"type":"offer","name":"echo","offer":{}}`)
+	alice.expect(map[string]any{"type": "ringing"})
+	echo.expect(map[string]any{"type": "offer"})
+	echo.do(`{"type":"offer","name":"alice","offer":{}}`)
+	alice.expect(map[string]any{"type": "offer", "name": "echo"})
+	bob.do(`{"type":"offer","name":"alice","offer":{}}`)
+	bob.expect(map[string]any{"type": "error", "code": "busy"})
 }

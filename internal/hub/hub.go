@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/btree"
@@ -36,7 +37,9 @@ type Config struct {
 	// Burst is how many messages a connection may send at once above Rate; default 1000.
 	Burst int
 	// ICEServers, if not nil, gives the ICE servers handed to user name in the login reply; host is the host the
-	// client used to reach tandem, and session identifies this login (the credentials it mints are bound to it).
+	// client used to reach tandem, and session identifies this login (the credentials it mints are bound to it):
+	// an unguessable id, new for every login, rename and resume. It is called with the hub's lock held (so that
+	// SessionEnded for the same session cannot come first): it must be quick and must not call the Hub.
 	ICEServers func(name, host, session string) []protocol.ICEServer
 	// SessionEnded, if not nil, is told when a login whose id was given to ICEServers ends (the user logged out,
 	// renamed, was replaced by a resume, or disconnected), so credentials bound to it stop working.
@@ -46,11 +49,23 @@ type Config struct {
 	// EchoToken, if not empty, reserves EchoName for the built-in echo peer: a login as EchoName must carry it as
 	// its token.
 	EchoToken string
+	// EchoMaxCalls is how many calls the echo user may be in at once; default 16. An offer beyond it is refused
+	// as busy ("the test line is full").
+	EchoMaxCalls int
+	// CallCooldown is how long a caller whose call was declined, or rang unanswered (no_answer), must wait
+	// before calling the same user again; default 30 s, negative for none.
+	CallCooldown time.Duration
 	// Logger receives the hub's logs; default slog.Default().
 	Logger *slog.Logger
 	// Metrics, if not nil, is told about messages and errors.
 	Metrics *Metrics
 }
+
+// Defaults of Config.
+const (
+	DefaultEchoMaxCalls = 16
+	DefaultCallCooldown = 30 * time.Second
+)
 
 // Hub routes messages between the sessions of logged-in users.
 type Hub struct {
@@ -58,16 +73,26 @@ type Hub struct {
 	log *slog.Logger
 	m   *Metrics
 
-	mu    sync.Mutex
-	users map[string]*Session     // by name
-	index *btree.BTreeG[*Session] // by folded name, for listing and searching
-	buf   sync.Pool               // *[]byte scratch buffers for outgoing messages
+	mu     sync.Mutex
+	users  map[string]*Session     // by name
+	index  *btree.BTreeG[*Session] // by folded name, for listing and searching
+	nextID atomic.Uint64           // the last Session.id given
+	buf    sync.Pool               // *[]byte scratch buffers for outgoing messages
+
+	// now is the hub's clock, in nanoseconds since an arbitrary start (monotonic); tests replace it.
+	now func() int64
 }
 
 // New returns a Hub for cfg.
 func New(cfg Config) *Hub {
 	if cfg.Burst <= 0 {
 		cfg.Burst = 1000
+	}
+	if cfg.EchoMaxCalls <= 0 {
+		cfg.EchoMaxCalls = DefaultEchoMaxCalls
+	}
+	if cfg.CallCooldown == 0 {
+		cfg.CallCooldown = DefaultCallCooldown
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -88,6 +113,8 @@ func New(cfg Config) *Hub {
 		}),
 	}
 	h.buf.New = func() any { b := make([]byte, 0, 4096); return &b }
+	start := time.Now()
+	h.now = func() int64 { return int64(time.Since(start)) }
 	return h
 }
 
@@ -102,20 +129,33 @@ type Session struct {
 	name  string // "" until logged in
 	key   string // folded name, for the index
 	token string
+	sid   string // the login's session id (Config.ICEServers), "" when not logged in or already ended
 	peer  *Session
-	gone  bool
+	gone  bool // closed, or replaced by a resume: it will never log in again
 	// callers is the echo user's: the users in a call with it, any number at once (each has it as peer).
 	callers map[*Session]struct{}
+	// id identifies the caller behind this session to the users it calls (their strangers records): it is
+	// given at Connect and taken over by a resume, so that neither a rename nor a resume starts afresh.
+	id uint64
+	// unanswered says this session placed its call with peer and the callee has not accepted it yet (answered,
+	// or offered back): what it sends the callee is counted against the callee's strangers record for it.
+	unanswered bool
+	// strangers are this session's records of callers it has not accepted (strangers.go).
+	strangers []stranger
+	// Renegotiation offers within a call: a token bucket (see allowOfferLocked).
+	offers   float64
+	offersAt int64
 
 	// Rate limiting, touched only by the reading goroutine.
 	allowance float64
 	lastMsg   int64
+	unlimited bool // the echo peer's connection, which logged in with the echo token
 }
 
 // Connect registers a new connection; host is the host the client reached tandem by (for ICE server URLs).
 func (h *Hub) Connect(c Conn, host string) *Session {
 	h.m.connections.Inc()
-	return &Session{hub: h, host: host, conn: c, allowance: float64(h.cfg.Burst)}
+	return &Session{hub: h, host: host, conn: c, id: h.nextID.Add(1), allowance: float64(h.cfg.Burst), offers: offerBurst, offersAt: h.now()}
 }
 
 // Online returns how many users are logged in.
@@ -125,8 +165,8 @@ func (h *Hub) Online() int {
 	return len(h.users)
 }
 
-// Shutdown tells every user in a call that the call is over because the server is stopping. The connections
-// are closed by their owner afterwards.
+// Shutdown tells every user in a call that the call is over because the server is stopping, and ends every
+// login's session (Config.SessionEnded). The connections are closed by their owner afterwards.
 func (h *Hub) Shutdown() {
 	type note struct {
 		to   Conn
@@ -134,11 +174,16 @@ func (h *Hub) Shutdown() {
 	}
 	var notes []note
 	var ended []*Session
+	var sids []string
 	h.mu.Lock()
 	for _, s := range h.users {
 		if s.peer != nil {
 			notes = append(notes, note{s.conn, s.peer.name})
 			ended = append(ended, s)
+		}
+		if s.sid != "" {
+			sids = append(sids, s.sid)
+			s.sid = ""
 		}
 	}
 	// The calls are over: the connections closing next must not report them again as "disconnected".
@@ -148,8 +193,21 @@ func (h *Hub) Shutdown() {
 		}
 	}
 	h.mu.Unlock()
+	h.endSessions(sids...)
 	for _, n := range notes {
 		h.send(n.to, func(b []byte) []byte { return protocol.AppendLeave(b, n.from, protocol.ReasonShutdown) })
+	}
+}
+
+// endSessions tells Config.SessionEnded that these logins are over.
+func (h *Hub) endSessions(sids ...string) {
+	if h.cfg.SessionEnded == nil {
+		return
+	}
+	for _, sid := range sids {
+		if sid != "" {
+			h.cfg.SessionEnded(sid)
+		}
 	}
 }
 
@@ -217,9 +275,10 @@ func (s *Session) OnClose() {
 	h := s.hub
 	h.mu.Lock()
 	s.gone = true
-	peers, name := s.unregisterLocked()
+	peers, name, sid := s.unregisterLocked()
 	h.mu.Unlock()
 	h.m.connections.Dec()
+	h.endSessions(sid)
 	if name != "" {
 		h.log.Debug("user left", "name", name, "calls_ended", len(peers))
 	}
@@ -228,11 +287,12 @@ func (s *Session) OnClose() {
 	}
 }
 
-// unregisterLocked frees s's name and ends its call (the echo user's calls); it returns the connections to tell.
-func (s *Session) unregisterLocked() ([]Conn, string) {
-	name := s.name
+// unregisterLocked frees s's name, ends its call (the echo user's calls) and forgets the callers it had not
+// accepted; it returns the connections to tell, the name, and the session id to end.
+func (s *Session) unregisterLocked() (tell []Conn, name, sid string) {
+	name, sid = s.name, s.sid
 	if name == "" {
-		return nil, ""
+		return nil, "", ""
 	}
 	h := s.hub
 	if h.users[name] == s {
@@ -240,8 +300,7 @@ func (s *Session) unregisterLocked() ([]Conn, string) {
 		h.index.Delete(s)
 		h.m.online.Dec()
 	}
-	s.name, s.key, s.token = "", "", ""
-	var tell []Conn
+	s.name, s.key, s.token, s.sid, s.strangers = "", "", "", "", nil
 	if p := s.peer; p != nil {
 		endCallLocked(s, p)
 		tell = append(tell, p.conn)
@@ -250,7 +309,7 @@ func (s *Session) unregisterLocked() ([]Conn, string) {
 		endCallLocked(s, c)
 		tell = append(tell, c.conn)
 	}
-	return tell, name
+	return tell, name, sid
 }
 
 // The echo test user (Config.EchoName) may be in calls with any number of users at once: each caller has the
@@ -264,10 +323,10 @@ func inCallLocked(s, t *Session) bool { return s.peer == t || t.peer == s }
 // endCallLocked ends the call between s and t, whichever of them is the echo user.
 func endCallLocked(s, t *Session) {
 	if s.peer == t {
-		s.peer = nil
+		s.peer, s.unanswered = nil, false
 	}
 	if t.peer == s {
-		t.peer = nil
+		t.peer, t.unanswered = nil, false
 	}
 	delete(s.callers, t)
 	delete(t.callers, s)
@@ -276,7 +335,7 @@ func endCallLocked(s, t *Session) {
 // allow applies the token-bucket rate limit.
 func (s *Session) allow() bool {
 	rate := s.hub.cfg.Rate
-	if rate <= 0 {
+	if rate <= 0 || s.unlimited {
 		return true
 	}
 	now := time.Now().UnixNano()
@@ -310,39 +369,51 @@ func (s *Session) login(m *protocol.Message) {
 		tellName   string
 		tellReason string
 		replaced   Conn
+		ended      []string // session ids of logins that ended
 	)
+	// endOwnLocked ends the login s had under another name (a rename, or a resume of another session).
+	endOwnLocked := func() {
+		if s.name == "" {
+			return
+		}
+		ps, n, sid := s.unregisterLocked()
+		if len(ps) > 0 {
+			tell, tellName, tellReason = append(tell, ps...), n, protocol.ReasonRenamed
+		}
+		ended = append(ended, sid)
+	}
 	h.mu.Lock()
 	if s.gone {
 		h.mu.Unlock()
 		return
 	}
 	other := h.users[name]
+	resume := other != nil && other != s && len(m.Token) > 0 &&
+		subtle.ConstantTimeCompare(m.Token, []byte(other.token)) == 1
+	if other != s && h.reservedLocked(name) {
+		// Only the echo peer, which holds the echo token, may log in as the echo user (or resume it).
+		echoPeer := name == h.cfg.EchoName && subtle.ConstantTimeCompare(m.Token, []byte(h.cfg.EchoToken)) == 1
+		if !echoPeer && !resume {
+			h.mu.Unlock()
+			h.m.loginsFailed.Inc()
+			s.loginFailed(protocol.CodeNameTaken, "the name "+name+" is reserved for the echo test user: choose another")
+			return
+		}
+		resume = other != nil
+		// The echo peer answers every test call on one connection: the per-connection rate limit, made for one
+		// person, would refuse its answers when many call at once (each caller is limited on its own connection).
+		s.unlimited = echoPeer
+	}
 	switch {
-	case other == s: // the same name again: repeat the reply
-	case other != nil && len(m.Token) > 0 && subtle.ConstantTimeCompare(m.Token, []byte(other.token)) == 1:
+	case other == s: // the same name again: repeat the reply, same session
+	case resume:
 		// Resume: this connection takes the session over; the call, if any, goes on.
-		if s.name != "" {
-			if ps, n := s.unregisterLocked(); len(ps) > 0 {
-				tell, tellName, tellReason = append(tell, ps...), n, protocol.ReasonRenamed
-			}
-		}
+		endOwnLocked()
+		s.takeOverLocked(other)
+		ended = append(ended, other.sid)
+		other.sid = ""
 		replaced = other.conn
-		s.name, s.key, s.token, s.peer, s.callers = other.name, other.key, other.token, other.peer, other.callers
-		if p := s.peer; p != nil {
-			if p.peer == other {
-				p.peer = s
-			}
-			if _, ok := p.callers[other]; ok {
-				delete(p.callers, other)
-				p.callers[s] = struct{}{}
-			}
-		}
-		for c := range s.callers {
-			c.peer = s
-		}
-		other.name, other.key, other.token, other.peer, other.callers = "", "", "", nil, nil
-		h.users[name] = s
-		h.index.ReplaceOrInsert(s)
+		s.sid = newToken()
 	case other != nil:
 		h.mu.Unlock()
 		h.m.loginsFailed.Inc()
@@ -353,12 +424,8 @@ func (s *Session) login(m *protocol.Message) {
 		s.loginFailed(protocol.CodeNameTaken, msg)
 		return
 	default:
-		if s.name != "" { // rename: free the old name first
-			if ps, n := s.unregisterLocked(); len(ps) > 0 {
-				tell, tellName, tellReason = append(tell, ps...), n, protocol.ReasonRenamed
-			}
-		}
-		s.name, s.key, s.token = name, fold(name), newToken()
+		endOwnLocked() // a rename: the old name is freed first
+		s.name, s.key, s.token, s.sid = name, fold(name), newToken(), newToken()
 		h.users[name] = s
 		h.index.ReplaceOrInsert(s)
 		h.m.online.Inc()
@@ -370,21 +437,56 @@ func (s *Session) login(m *protocol.Message) {
 	if e := h.cfg.EchoName; e != "" && h.users[e] != nil {
 		reply.Echo = e
 	}
+	if h.cfg.ICEServers != nil {
+		// Under the lock: the session cannot end (and SessionEnded be called) before its credentials are made.
+		reply.ICEServers = h.cfg.ICEServers(reply.Name, s.host, s.sid)
+	}
 	h.mu.Unlock()
 
+	h.endSessions(ended...)
 	if replaced != nil {
 		replaced.Close(protocol.CloseReplaced, "replaced: this name logged in from another connection")
 	}
 	for _, p := range tell {
 		h.send(p, func(b []byte) []byte { return protocol.AppendLeave(b, tellName, tellReason) })
 	}
-	if h.cfg.ICEServers != nil {
-		reply.ICEServers = h.cfg.ICEServers(reply.Name, s.host, "")
-	}
 	s.conn.LoggedIn()
 	h.m.logins.Inc()
 	h.log.Debug("user logged in", "name", reply.Name, "resumed", replaced != nil, "host", s.host)
 	s.reply(func(b []byte) []byte { return protocol.AppendLoginOK(b, reply) })
+}
+
+// reservedLocked reports whether name is the echo user's, or differs from it only in case, while an echo token
+// reserves it.
+func (h *Hub) reservedLocked(name string) bool {
+	return h.cfg.EchoToken != "" && h.cfg.EchoName != "" && fold(name) == fold(h.cfg.EchoName)
+}
+
+// takeOverLocked makes s the session other was (a resume): s gets its name, token, call and records, and every
+// reference to other now points at s. other is left with nothing and never logs in again.
+func (s *Session) takeOverLocked(other *Session) {
+	h := s.hub
+	// Out of the index before other's key changes: the index is ordered by it.
+	h.index.Delete(other)
+	s.name, s.key, s.token = other.name, other.key, other.token
+	s.peer, s.callers, s.unanswered = other.peer, other.callers, other.unanswered
+	s.id, s.strangers, s.offers, s.offersAt = other.id, other.strangers, other.offers, other.offersAt
+	if p := s.peer; p != nil {
+		if p.peer == other {
+			p.peer = s
+		}
+		if _, ok := p.callers[other]; ok {
+			delete(p.callers, other)
+			p.callers[s] = struct{}{}
+		}
+	}
+	for c := range s.callers {
+		c.peer = s
+	}
+	other.name, other.key, other.token, other.peer, other.callers = "", "", "", nil, nil
+	other.unanswered, other.strangers, other.gone = false, nil, true
+	h.users[s.name] = s
+	h.index.ReplaceOrInsert(s)
 }
 
 func (s *Session) loginFailed(code, message string) {
@@ -418,17 +520,47 @@ func (s *Session) offer(m *protocol.Message) {
 		from    string
 		ended   Conn
 		newCall bool
+		refused refusal
 	)
+	callee := string(m.Name)
 	h.mu.Lock()
 	t, code := s.targetLocked(m)
 	switch {
 	case code != "":
 	case t == s:
 		code = protocol.CodeSelfCall
-	case s.peer == t: // renegotiation, or glare
+	case s.peer == t, h.isEchoLocked(s) && t.peer == s: // renegotiation, or glare (the callee offering back)
+		now := h.now()
+		switch {
+		case !h.isEchoLocked(s) && !s.allowOfferLocked(now):
+			refused = refusal{protocol.CodeRateLimited, "too many offers in this call: at most " +
+				strconv.Itoa(offerBurst) + " in a row, then one every " + offerInterval.String() +
+				" (this one was not delivered)", -1}
+		case s.unanswered:
+			if !t.strangerLocked(s.id, now, true).spend(len(m.Offer)) {
+				refused = notAnswered(callee)
+			}
+		case t.unanswered && t.peer == s: // the callee offers back: it accepts the call
+			t.unanswered = false
+			s.forgetStrangerLocked(t.id)
+		}
+	case h.isEchoLocked(s): // it takes calls, each caller its own, and makes none
+		code = protocol.CodeNotInCall
 	case t.peer != nil:
 		code = protocol.CodeBusy
+	case h.isEchoLocked(t) && len(t.callers) >= h.cfg.EchoMaxCalls:
+		refused = refusal{protocol.CodeBusy, "the test line is full: " + strconv.Itoa(h.cfg.EchoMaxCalls) +
+			" test calls are in progress, try again in a moment", -1}
 	default:
+		now := h.now()
+		if r := t.strangerLocked(s.id, now, false); r != nil && r.until > now {
+			refused = cooldown(callee, r.reason, time.Duration(r.until-now))
+			break
+		}
+		if r := t.strangerLocked(s.id, now, true); !r.spend(len(m.Offer)) {
+			refused = cooldown(callee, "", r.wait(len(m.Offer)))
+			break
+		}
 		if old := s.peer; old != nil {
 			endCallLocked(s, old)
 			ended = old.conn
@@ -441,15 +573,20 @@ func (s *Session) offer(m *protocol.Message) {
 		} else {
 			s.peer, t.peer = t, s
 		}
+		s.unanswered = true
 		newCall = true
 	}
-	if code == "" {
+	if code == "" && refused.code == "" {
 		to, from = t.conn, s.name
 	}
 	h.mu.Unlock()
 
-	if code != "" {
-		s.callFailed(code, protocol.TypeOffer, string(m.Name))
+	switch {
+	case code != "":
+		s.callFailed(code, protocol.TypeOffer, callee)
+		return
+	case refused.code != "":
+		s.refuse(refused, protocol.TypeOffer, callee)
 		return
 	}
 	if ended != nil {
@@ -458,7 +595,6 @@ func (s *Session) offer(m *protocol.Message) {
 	h.send(to, func(b []byte) []byte { return protocol.AppendRelay(b, protocol.TypeOffer, m.Offer, from) })
 	h.m.relayed(protocol.TypeOffer).Inc()
 	if newCall {
-		callee := string(m.Name)
 		s.reply(func(b []byte) []byte { return protocol.AppendRinging(b, callee) })
 	}
 }
@@ -480,11 +616,26 @@ func (s *Session) relay(typ string, m *protocol.Message, payload []byte) {
 	case code != "":
 	case !inCallLocked(s, t):
 		code = protocol.CodeNotInCall
+	case s.unanswered && s.peer == t: // a caller the callee has not accepted yet
+		if !t.strangerLocked(s.id, h.now(), true).spend(len(payload)) {
+			code = protocol.CodeNotAnswered
+			break
+		}
+		to, from = t.conn, s.name
 	default:
+		if t.unanswered && t.peer == s && typ == protocol.TypeAnswer { // the callee answers
+			t.unanswered = false
+			s.forgetStrangerLocked(t.id)
+		}
 		to, from = t.conn, s.name
 	}
 	h.mu.Unlock()
-	if code != "" {
+	switch code {
+	case "":
+	case protocol.CodeNotAnswered:
+		s.refuse(notAnswered(string(m.Name)), typ, string(m.Name))
+		return
+	default:
 		s.callFailed(code, typ, string(m.Name))
 		return
 	}
@@ -522,6 +673,7 @@ func (s *Session) leave(m *protocol.Message) {
 	case t == nil || !inCallLocked(s, t):
 		code = protocol.CodeNotInCall
 	default:
+		s.coolDownLocked(t, reason)
 		endCallLocked(s, t)
 		to, from = t.conn, s.name
 	}
@@ -532,6 +684,63 @@ func (s *Session) leave(m *protocol.Message) {
 	}
 	h.send(to, func(b []byte) []byte { return protocol.AppendLeave(b, from, reason) })
 	h.m.relayed(protocol.TypeLeave).Inc()
+}
+
+// coolDownLocked starts the cooldown of Config.CallCooldown when s ends its call with t before it was accepted:
+// the callee declined it, or either of them gave up on it ringing unanswered (no_answer).
+func (s *Session) coolDownLocked(t *Session, reason string) {
+	h := s.hub
+	if h.cfg.CallCooldown <= 0 || (reason != protocol.ReasonDeclined && reason != protocol.ReasonNoAnswer) {
+		return
+	}
+	var caller, callee *Session
+	switch {
+	case t.unanswered && t.peer == s: // from the callee
+		caller, callee = t, s
+	case s.unanswered && s.peer == t && reason == protocol.ReasonNoAnswer: // from the caller
+		caller, callee = s, t
+	default:
+		return
+	}
+	now := h.now()
+	r := callee.strangerLocked(caller.id, now, true)
+	r.until, r.reason = now+int64(h.cfg.CallCooldown), reason
+}
+
+// refusal is a refused request whose message is not one of callFailed's.
+type refusal struct {
+	code, message string
+	retryAfter    int // seconds; -1 when the error does not say
+}
+
+func notAnswered(callee string) refusal {
+	return refusal{protocol.CodeNotAnswered, callee + " has not answered yet: nothing more reaches " + callee +
+		" before the answer (at most " + strconv.Itoa(unansweredMessages) + " messages and " +
+		strconv.Itoa(unansweredBytes>>10) + " KiB; this one was not delivered)", -1}
+}
+
+func cooldown(callee, reason string, left time.Duration) refusal {
+	secs := seconds(left)
+	var why string
+	switch reason {
+	case protocol.ReasonDeclined:
+		why = callee + " declined your call"
+	case protocol.ReasonNoAnswer:
+		why = callee + " did not answer your call"
+	default:
+		why = callee + " has not answered your calls"
+	}
+	return refusal{protocol.CodeCooldown, why + ": you can call " + callee + " again in " + strconv.Itoa(secs) + " s", secs}
+}
+
+func (s *Session) refuse(r refusal, request, name string) {
+	s.hub.m.errors(r.code).Inc()
+	s.reply(func(b []byte) []byte {
+		if r.retryAfter >= 0 {
+			return protocol.AppendRetryError(b, r.code, r.message, request, name, r.retryAfter)
+		}
+		return protocol.AppendError(b, r.code, r.message, request, name)
+	})
 }
 
 // callFailed answers a call message that could not be acted on.

@@ -13,12 +13,17 @@ import (
 // conn is a Conn that keeps what it is sent. It is the only stand-in in tandem's tests: the hub's own unit tests
 // need no network; the server's tests drive the hub through real WebSockets.
 type conn struct {
-	mu     sync.Mutex
-	msgs   []map[string]any
-	closed int
+	mu       sync.Mutex
+	msgs     []map[string]any
+	closed   int
+	loggedIn int // LoggedIn calls
 }
 
-func (c *conn) LoggedIn() {}
+func (c *conn) LoggedIn() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.loggedIn++
+}
 
 func (c *conn) Send(msg []byte) bool {
 	var m map[string]any

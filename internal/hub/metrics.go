@@ -44,7 +44,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		protocol.CodeInvalidJSON, protocol.CodeInvalidMessage, protocol.CodeUnknownType,
 		protocol.CodeBinaryNotSupported, protocol.CodeTooLarge, protocol.CodeRateLimited, protocol.CodeNotLoggedIn,
 		protocol.CodeNotOnline, protocol.CodeBusy, protocol.CodeSelfCall, protocol.CodeNotInCall,
-		protocol.CodeInvalidName, protocol.CodeNameTaken, protocol.CodeInternal,
+		protocol.CodeInvalidName, protocol.CodeNameTaken, protocol.CodeNotAnswered, protocol.CodeCooldown,
+		protocol.CodeInternal,
 	} {
 		m.errorsBy[c] = m.errorsVec.WithLabelValues(c)
 	}

@@ -28,6 +28,12 @@ func BenchmarkRelay(b *testing.B) {
 	if m, err := bob.WaitFor(ctx, "offer"); err != nil || m.Type != "offer" {
 		b.Fatalf("bob: %v, %v", m, err)
 	}
+	if err := bob.SendAnswer(ctx, "alice", []byte(`{"type":"answer","sdp":"v=0\r\n"}`)); err != nil { // he takes it
+		b.Fatal(err)
+	}
+	if m, err := alice.WaitFor(ctx, "answer"); err != nil || m.Type != "answer" {
+		b.Fatalf("alice: %v, %v", m, err)
+	}
 	for _, c := range []struct {
 		name string
 		send func() error

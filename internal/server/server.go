@@ -50,7 +50,8 @@ type Config struct {
 	// ShutdownTimeout bounds a graceful shutdown, after which remaining connections are dropped.
 	ShutdownTimeout time.Duration
 
-	// ICEServers, if not nil, gives each user its ICE servers in the login reply.
+	// ICEServers, if not nil, gives each user its ICE servers in the login reply, for the login session given
+	// (see hub.Config: it is called with the hub's lock held, so it must be quick and not call the server).
 	ICEServers func(name, host, session string) []protocol.ICEServer
 	// SessionEnded, if not nil, is told when a login given to ICEServers ends (see hub.Config).
 	SessionEnded func(session string)
@@ -58,6 +59,11 @@ type Config struct {
 	EchoName string
 	// EchoToken, if not empty, reserves EchoName for the built-in echo peer, which logs in with it (hub.Config).
 	EchoToken string
+	// EchoMaxCalls bounds the echo user's calls at once (hub.Config); 0: the hub's default.
+	EchoMaxCalls int
+	// CallCooldown is how long a declined caller waits before calling the same user again (hub.Config); 0: no
+	// wait.
+	CallCooldown time.Duration
 	// AllowedOrigins, if not empty, limits which web pages may open the signaling WebSocket: a browser request
 	// whose Origin is neither one of these (e.g. "https://call.example.org") nor the server's own is refused.
 	// Empty allows every origin, as the tutorial does (its client may be a file:// page or on another port).
@@ -84,6 +90,8 @@ func DefaultConfig() Config {
 		MaxUnloggedPerAddr: 32,
 		MessageTimeout:     30 * time.Second,
 		MaxPartial:         64 << 20,
+		EchoMaxCalls:       hub.DefaultEchoMaxCalls,
+		CallCooldown:       hub.DefaultCallCooldown,
 	}
 }
 
@@ -105,8 +113,15 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	if cfg.Rate < 0 || cfg.Burst < 0 {
 		return nil, errors.New("server: the rate limit must not be negative")
 	}
+	if cfg.EchoMaxCalls < 0 {
+		return nil, errors.New("server: the echo user's call limit must not be negative")
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 5 * time.Second
+	}
+	cooldown := cfg.CallCooldown
+	if cooldown == 0 {
+		cooldown = -1 // the hub's zero is its default
 	}
 	wss, err := ws.NewServer(ws.Config{
 		MaxMessage:   cfg.MaxMessage,
@@ -166,6 +181,9 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 			ICEServers:   cfg.ICEServers,
 			SessionEnded: cfg.SessionEnded,
 			EchoName:     cfg.EchoName,
+			EchoToken:    cfg.EchoToken,
+			EchoMaxCalls: cfg.EchoMaxCalls,
+			CallCooldown: cooldown,
 			Logger:       logger,
 			Metrics:      hub.NewMetrics(reg),
 		}),

@@ -511,8 +511,16 @@ func TestSlowClientIsDropped(t *testing.T) {
 	if m := next(t, fast); m.Type != protocol.TypeRinging {
 		t.Fatalf("got %+v", m)
 	}
+	// slow answers (before that, the hub bounds what a caller may send: TestStrangerCannotFloodIdleUser).
+	next(t, slow)
+	if err := slow.SendAnswer(ctx, "fast", json.RawMessage(answerSDP)); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, fast); m.Type != protocol.TypeAnswer {
+		t.Fatalf("got %+v", m)
+	}
 	big := json.RawMessage(`{"candidate":"` + strings.Repeat("c", 60<<10) + `"}`)
-	// slow reads nothing. Send until the server gives up on it: fast then hears that slow has gone.
+	// slow reads nothing more. Send until the server gives up on it: fast then hears that slow has gone.
 	stopSending, sent := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(sent)
@@ -540,7 +548,6 @@ func TestSlowClientIsDropped(t *testing.T) {
 	if m := next(t, other); m.Type != protocol.TypeUsers {
 		t.Fatalf("got %+v", m)
 	}
-	_ = slow
 	body := r.get("/metrics")
 	if !strings.Contains(body, "tandem_slow_clients_dropped_total 1") {
 		t.Fatalf("metrics do not count the slow client")
