@@ -278,3 +278,153 @@ func (s *Server) channelPacketsRelayed() uint64 {
 	}
 	return n
 }
+
+// boundChannel allocates for a client of s over network, and binds channel 0x4000 to a new peer.
+func boundChannel(t *testing.T, s *Server, network string) (c *turnclient.Client, relay netip.AddrPort, peer *net.UDPConn) {
+	t.Helper()
+	user, pass := credential(t, s, "alice", "login-1")
+	c = dialTURN(t, s, network, user, pass)
+	relay, err := c.Allocate()
+	if err != nil {
+		t.Fatalf("Allocate: %v", err)
+	}
+	peer = udpPeer(t, "127.0.0.1")
+	if err := c.BindChannel(0x4000, addrOf(peer)); err != nil {
+		t.Fatalf("BindChannel: %v", err)
+	}
+	return c, relay, peer
+}
+
+// clientGets reads from c until it gets a ChannelData frame or a Data indication, and describes it.
+func clientGets(t *testing.T, c *turnclient.Client, within time.Duration) string {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(within))
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+	for {
+		f, err := c.Read()
+		if err != nil {
+			return "nothing"
+		}
+		switch {
+		case f.Message == nil:
+			return fmt.Sprintf("channel %#x %q", f.Channel, f.Data)
+		case f.Message.Type == stun.NewType(stun.MethodData, stun.ClassIndication):
+			data, _ := f.Message.Get(stun.AttrData)
+			return fmt.Sprintf("data indication %q", data)
+		}
+	}
+}
+
+func peerGets(t *testing.T, p *net.UDPConn, within time.Duration) string {
+	t.Helper()
+	buf := make([]byte, 2048)
+	_ = p.SetReadDeadline(time.Now().Add(within))
+	n, _, err := p.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		return "nothing"
+	}
+	return string(buf[:n])
+}
+
+// TestChannelExpires checks that once a channel binding expires (pion's timer), its data is relayed no more:
+// the peer's datagrams reach the client as Data indications while the permission lasts, as RFC 8656 says, and
+// the client's ChannelData on the old number goes nowhere.
+func TestChannelExpires(t *testing.T) {
+	t.Parallel()
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			t.Parallel()
+			s, _ := startServer(t, func(c *Config) { c.AllowLoopback = true }, func(s *Server) { s.channelLifetime = time.Second })
+			c, relay, peer := boundChannel(t, s, network)
+			if err := c.SendChannelData(0x4000, []byte("while bound")); err != nil {
+				t.Fatal(err)
+			}
+			if got := peerGets(t, peer, 5*time.Second); got != "while bound" {
+				t.Fatalf("the peer got %s, want the channel data", got)
+			}
+			if _, err := peer.WriteToUDPAddrPort([]byte("back while bound"), relay); err != nil {
+				t.Fatal(err)
+			}
+			if got := clientGets(t, c, 5*time.Second); got != `channel 0x4000 "back while bound"` {
+				t.Fatalf("the client got %s, want the channel data", got)
+			}
+
+			rc := s.relayAt(net.UDPAddrFromAddrPort(relay))
+			waitFor(t, "the channel to expire", func() bool { return len(rc.routes.Load().byNumber) == 0 })
+			if err := c.SendChannelData(0x4000, []byte("after expiry")); err != nil {
+				t.Fatal(err)
+			}
+			if got := peerGets(t, peer, 300*time.Millisecond); got != "nothing" {
+				t.Errorf("the peer got %q on an expired channel", got)
+			}
+			if _, err := peer.WriteToUDPAddrPort([]byte("back after expiry"), relay); err != nil {
+				t.Fatal(err)
+			}
+			if got := clientGets(t, c, 5*time.Second); got != `data indication "back after expiry"` {
+				t.Errorf("the client got %s, want a data indication (the permission lasts)", got)
+			}
+		})
+	}
+}
+
+// TestChannelWithoutPermissionDropped checks that data on a channel whose peer's permission has expired is
+// dropped both ways (RFC 8656, section 9), until the permission is made again. A permission lives 5 minutes in
+// pion, fixed, so the test delivers the event pion's timer fires (OnPermissionDeleted) itself; pion's own path
+// relayed such data.
+func TestChannelWithoutPermissionDropped(t *testing.T) {
+	t.Parallel()
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			t.Parallel()
+			s, _ := startServer(t, func(c *Config) { c.AllowLoopback = true })
+			c, relay, peer := boundChannel(t, s, network)
+			relayAddr := net.UDPAddrFromAddrPort(relay)
+			s.onPermissionDeleted(nil, nil, "", "", "", relayAddr, net.IPv4(127, 0, 0, 1))
+
+			if err := c.SendChannelData(0x4000, []byte("no permission")); err != nil {
+				t.Fatal(err)
+			}
+			if got := peerGets(t, peer, 300*time.Millisecond); got != "nothing" {
+				t.Errorf("the peer got %q without a permission", got)
+			}
+			if _, err := peer.WriteToUDPAddrPort([]byte("back without permission"), relay); err != nil {
+				t.Fatal(err)
+			}
+			if got := clientGets(t, c, 300*time.Millisecond); got != "nothing" {
+				t.Errorf("the client got %s without a permission", got)
+			}
+
+			s.onPermissionCreated(nil, nil, "", "", "", relayAddr, net.IPv4(127, 0, 0, 1))
+			if err := c.SendChannelData(0x4000, []byte("permitted again")); err != nil {
+				t.Fatal(err)
+			}
+			if got := peerGets(t, peer, 5*time.Second); got != "permitted again" {
+				t.Errorf("the peer got %s, want the data once permitted again", got)
+			}
+		})
+	}
+}
+
+// TestChannelPathAllocatesNothing checks that relaying a packet on a channel allocates no memory, either way.
+func TestChannelPathAllocatesNothing(t *testing.T) {
+	s, _ := startServer(t, func(c *Config) { c.AllowLoopback = true })
+	c, relay, peer := boundChannel(t, s, "udp")
+	rc := s.relayAt(net.UDPAddrFromAddrPort(relay))
+	frame := turnclient.AppendChannelData(nil, 0x4000, make([]byte, 1200), false)
+	buf := make([]byte, 1600)
+	drain := make([]byte, 2048)
+	allocs := testing.AllocsPerRun(200, func() {
+		if !rc.fromClient(frame) {
+			t.Fatal("the channel data path refused a frame on a bound channel")
+		}
+		if !rc.toClient(buf, 1200, 0x4000) {
+			t.Fatal("the channel data path has no client")
+		}
+		_, _, _ = peer.ReadFromUDPAddrPort(drain)
+		_ = c.Conn().SetReadDeadline(time.Now().Add(time.Second))
+		_, _ = c.Conn().Read(drain)
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per packet relayed both ways, want 0", allocs)
+	}
+}

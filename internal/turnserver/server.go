@@ -68,8 +68,10 @@ type Server struct {
 	// channelPath is set when tandem relays channel data itself (channels.go); tests clear it to compare with
 	// pion's own path.
 	channelPath bool
-	cmu         sync.RWMutex             // guards udpClients
-	udpClients  map[udpClient]*relayConn // the relays of UDP allocations, by their clients
+	// channelLifetime is the lifetime of a channel binding; zero means pion's (10 minutes). Tests shorten it.
+	channelLifetime time.Duration
+	cmu             sync.RWMutex             // guards udpClients
+	udpClients      map[udpClient]*relayConn // the relays of UDP allocations, by their clients
 
 	amu                  sync.Mutex // guards the allocation bookkeeping below (quota.go)
 	relays               map[netip.AddrPort]*relayConn
@@ -240,12 +242,13 @@ func (s *Server) Start() error {
 		})
 	}
 	srv, err := turn.NewServer(turn.ServerConfig{
-		PacketConnConfigs: pconfs,
-		ListenerConfigs:   lconfs,
-		LoggerFactory:     pionLogs{s.cfg.Logger.With("component", "turn")},
-		Realm:             s.cfg.Realm,
-		AuthHandler:       s.authenticate,
-		QuotaHandler:      s.quota,
+		PacketConnConfigs:  pconfs,
+		ListenerConfigs:    lconfs,
+		LoggerFactory:      pionLogs{s.cfg.Logger.With("component", "turn")},
+		Realm:              s.cfg.Realm,
+		ChannelBindTimeout: s.channelLifetime,
+		AuthHandler:        s.authenticate,
+		QuotaHandler:       s.quota,
 		EventHandler: turn.EventHandler{
 			OnAuth:              s.onAuth,
 			OnAllocationCreated: s.onAllocationCreated,
