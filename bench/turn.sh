@@ -12,7 +12,8 @@
 # the two figures of a ratio come from the same minute on the same machine. SETS (default "paced-udp max-udp
 # paced-tcp max-tcp memory") chooses the scenarios, ROUNDS (default 5) the rounds, DURATION (default 10s) each
 # measurement, after WARMUP (default 2s). Every result is a line of JSON in OUT_DIR/results.jsonl;
-# OUT_DIR/summary.md has the medians over the rounds of each round's tandem/coturn ratios.
+# OUT_DIR/summary.md has the medians over the rounds of each round's tandem/coturn ratios. TANDEM_BIN measures a
+# tandem binary built elsewhere (an older commit, say) instead of this checkout's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-$(mktemp -d "${TMPDIR:-/tmp}/tandem-turn-bench.XXXXXX")}
@@ -32,8 +33,14 @@ if [ ! -x /usr/bin/turnserver ]; then
 fi
 ulimit -n "$(ulimit -Hn)"
 echo "== building into $out/bin"
+mkdir -p "$out/bin"
 commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo "+changes")
-go build -o "$out/bin/tandem" ./cmd/tandem
+if [ -n "${TANDEM_BIN:-}" ]; then
+  cp "$TANDEM_BIN" "$out/bin/tandem"
+  commit="$commit (tandem: $TANDEM_BIN)"
+else
+  go build -o "$out/bin/tandem" ./cmd/tandem
+fi
 go build -o "$out/bin/tandem-turnload" ./cmd/tandem-turnload
 coturn_version=$(dpkg-query -W -f='${Version}' coturn 2>/dev/null || echo unknown)
 

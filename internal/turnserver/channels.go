@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 )
 
@@ -42,10 +43,29 @@ type channelRoute struct {
 	toClient channelVerdict
 }
 
-// channelTable is an immutable snapshot of one allocation's channels, replaced as a whole on every change.
+// channelTable is an immutable snapshot of one allocation's channels, replaced as a whole on every change. It is
+// a slice searched from the start: an allocation has a channel per remote candidate of its call, a handful (at
+// most a few hundred, paced by its permission bucket), and a slice costs far less memory than maps.
 type channelTable struct {
-	byNumber map[uint16]channelRoute
-	byPeer   map[netip.AddrPort]channelRoute
+	routes []channelRoute
+}
+
+func (t *channelTable) byNumber(number uint16) (channelRoute, bool) {
+	for _, r := range t.routes {
+		if r.number == number {
+			return r, true
+		}
+	}
+	return channelRoute{}, false
+}
+
+func (t *channelTable) byPeer(peer netip.AddrPort) (channelRoute, bool) {
+	for _, r := range t.routes {
+		if r.peer == peer {
+			return r, true
+		}
+	}
+	return channelRoute{}, false
 }
 
 // clientLink is how a relay reaches its allocation's client: a UDP listening socket and the client's address, or
@@ -64,45 +84,43 @@ type udpClient struct {
 // channelState is a relay socket's copy of its allocation's channels and permissions.
 type channelState struct {
 	mu       sync.Mutex // guards channels and perms, and the replacing of the table
-	channels map[uint16]netip.AddrPort
-	perms    map[netip.Addr]struct{} // the peer IPs with a permission
+	channels []boundChannel
+	perms    []netip.Addr // the peer IPs with a permission
+}
+
+type boundChannel struct {
+	number uint16
+	peer   netip.AddrPort
 }
 
 // publishLocked replaces the relay's channel table with one made from its channels and permissions.
 func (c *relayConn) publishLocked() {
-	t := &channelTable{
-		byNumber: make(map[uint16]channelRoute, len(c.ch.channels)),
-		byPeer:   make(map[netip.AddrPort]channelRoute, len(c.ch.channels)),
-	}
-	for number, peer := range c.ch.channels {
-		r := channelRoute{peer: peer, number: number}
+	t := &channelTable{routes: make([]channelRoute, 0, len(c.ch.channels))}
+	for _, b := range c.ch.channels {
+		r := channelRoute{peer: b.peer, number: b.number}
 		switch {
-		case !c.permittedLocked(peer.Addr()):
+		case !slices.Contains(c.ch.perms, b.peer.Addr()):
 			r.toPeer, r.toClient = dropNoPerm, dropNoPerm
-		case !c.s.filter.allows(peer.Addr()):
+		case !c.s.filter.allows(b.peer.Addr()):
 			r.toPeer = leaveToPion
 		}
-		t.byNumber[number] = r
-		t.byPeer[peer] = r
+		t.routes = append(t.routes, r)
 	}
 	c.routes.Store(t)
-}
-
-func (c *relayConn) permittedLocked(ip netip.Addr) bool {
-	_, ok := c.ch.perms[ip]
-	return ok
 }
 
 func (c *relayConn) bindChannel(number uint16, peer netip.AddrPort, bound bool) {
 	c.ch.mu.Lock()
 	defer c.ch.mu.Unlock()
-	if bound {
-		if c.ch.channels == nil {
-			c.ch.channels = make(map[uint16]netip.AddrPort)
-		}
-		c.ch.channels[number] = peer
-	} else if c.ch.channels[number] == peer {
-		delete(c.ch.channels, number)
+	b := boundChannel{number: number, peer: peer}
+	i := slices.IndexFunc(c.ch.channels, func(x boundChannel) bool { return x.number == number })
+	switch {
+	case bound && i < 0:
+		c.ch.channels = append(c.ch.channels, b)
+	case bound:
+		c.ch.channels[i] = b
+	case i >= 0 && c.ch.channels[i] == b:
+		c.ch.channels = slices.Delete(c.ch.channels, i, i+1)
 	}
 	c.publishLocked()
 }
@@ -110,19 +128,16 @@ func (c *relayConn) bindChannel(number uint16, peer netip.AddrPort, bound bool) 
 func (c *relayConn) permit(ip netip.Addr, permitted bool) {
 	c.ch.mu.Lock()
 	defer c.ch.mu.Unlock()
-	if permitted {
-		if c.ch.perms == nil {
-			c.ch.perms = make(map[netip.Addr]struct{})
-		}
-		c.ch.perms[ip] = struct{}{}
-	} else {
-		delete(c.ch.perms, ip)
+	i := slices.Index(c.ch.perms, ip)
+	switch {
+	case permitted && i < 0:
+		c.ch.perms = append(c.ch.perms, ip)
+	case !permitted && i >= 0:
+		c.ch.perms = slices.Delete(c.ch.perms, i, i+1)
 	}
 	c.publishLocked()
 }
 
-// fromClient relays the ChannelData frame b of the relay's client to the channel's peer. It reports false when
-// pion is to have the frame: no such channel, a length that does not fit, or a peer only pion's path may send to.
 func (c *relayConn) fromClient(b []byte) bool {
 	number := binary.BigEndian.Uint16(b)
 	length := int(binary.BigEndian.Uint16(b[2:]))
@@ -133,7 +148,7 @@ func (c *relayConn) fromClient(b []byte) bool {
 	if t == nil {
 		return false
 	}
-	r, ok := t.byNumber[number]
+	r, ok := t.byNumber(number)
 	if !ok {
 		return false
 	}
@@ -204,6 +219,7 @@ func (s *Server) linkClient(key allocKey, relay net.Addr) {
 	if rc == nil {
 		return
 	}
+	var link *clientLink
 	switch key.network {
 	case "udp":
 		s.mu.Lock()
@@ -213,39 +229,45 @@ func (s *Server) linkClient(key allocKey, relay net.Addr) {
 			return
 		}
 		// Any socket of the port reaches the client from the address it sent to; spread the relays over them.
-		rc.link.Store(&clientLink{udp: conns[int(rc.addr.Port())%len(conns)], addr: key.src})
-		k := udpClient{local: key.dst, client: key.src}
-		s.cmu.Lock()
-		s.udpClients[k] = rc
-		s.cmu.Unlock()
-		rc.clientKey = k
+		link = &clientLink{udp: conns[int(rc.addr.Port())%len(conns)], addr: key.src}
 	case "tcp":
 		s.tcpLimits.mu.Lock()
-		tc := s.tcpLimits.conns[connKey{remote: key.src, local: key.dst}]
+		link = &clientLink{tcp: s.tcpLimits.conns[connKey{remote: key.src, local: key.dst}]}
 		s.tcpLimits.mu.Unlock()
-		if tc == nil {
+		if link.tcp == nil {
 			return
 		}
-		rc.link.Store(&clientLink{tcp: tc})
-		tc.relay.Store(rc)
+	default:
+		return
 	}
+	// Under cmu, so that a relay closing meanwhile (unlinkClient) leaves nothing behind.
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	if rc.unlinked {
+		return
+	}
+	if link.tcp != nil {
+		link.tcp.relay.Store(rc)
+	} else {
+		rc.clientKey = udpClient{local: key.dst, client: key.src}
+		s.udpClients[rc.clientKey] = rc
+	}
+	rc.link.Store(link)
 }
 
-// unlinkClient undoes linkClient as the relay socket closes.
+// unlinkClient undoes linkClient as the relay socket closes, for good.
 func (s *Server) unlinkClient(rc *relayConn) {
-	l := rc.link.Swap(nil)
-	if l == nil {
-		return
-	}
-	if l.tcp != nil {
-		l.tcp.relay.CompareAndSwap(rc, nil)
-		return
-	}
 	s.cmu.Lock()
-	if s.udpClients[rc.clientKey] == rc {
+	defer s.cmu.Unlock()
+	rc.unlinked = true
+	l := rc.link.Swap(nil)
+	switch {
+	case l == nil:
+	case l.tcp != nil:
+		l.tcp.relay.CompareAndSwap(rc, nil)
+	case s.udpClients[rc.clientKey] == rc:
 		delete(s.udpClients, rc.clientKey)
 	}
-	s.cmu.Unlock()
 }
 
 // udpRelayOf returns the relay of the UDP client at client on the listening address local, or nil.

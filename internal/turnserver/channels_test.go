@@ -281,8 +281,8 @@ func (s *Server) channelPacketsRelayed() uint64 {
 	return n
 }
 
-// boundChannel allocates for a client of s over network, and binds channel 0x4000 to a new peer.
-func boundChannel(t *testing.T, s *Server, network string) (c *turnclient.Client, relay netip.AddrPort, peer *net.UDPConn) {
+// bindOne allocates for a client of s over network, and binds channel 0x4000 to a new peer.
+func bindOne(t *testing.T, s *Server, network string) (c *turnclient.Client, relay netip.AddrPort, peer *net.UDPConn) {
 	t.Helper()
 	user, pass := credential(t, s, "alice", "login-1")
 	c = dialTURN(t, s, network, user, pass)
@@ -337,7 +337,7 @@ func TestChannelExpires(t *testing.T) {
 		t.Run(network, func(t *testing.T) {
 			t.Parallel()
 			s, _ := startServer(t, func(c *Config) { c.AllowLoopback = true }, func(s *Server) { s.channelLifetime = time.Second })
-			c, relay, peer := boundChannel(t, s, network)
+			c, relay, peer := bindOne(t, s, network)
 			if err := c.SendChannelData(0x4000, []byte("while bound")); err != nil {
 				t.Fatal(err)
 			}
@@ -352,7 +352,7 @@ func TestChannelExpires(t *testing.T) {
 			}
 
 			rc := s.relayAt(net.UDPAddrFromAddrPort(relay))
-			waitFor(t, "the channel to expire", func() bool { return len(rc.routes.Load().byNumber) == 0 })
+			waitFor(t, "the channel to expire", func() bool { return len(rc.routes.Load().routes) == 0 })
 			if err := c.SendChannelData(0x4000, []byte("after expiry")); err != nil {
 				t.Fatal(err)
 			}
@@ -379,7 +379,7 @@ func TestChannelWithoutPermissionDropped(t *testing.T) {
 		t.Run(network, func(t *testing.T) {
 			t.Parallel()
 			s, _ := startServer(t, func(c *Config) { c.AllowLoopback = true })
-			c, relay, peer := boundChannel(t, s, network)
+			c, relay, peer := bindOne(t, s, network)
 			relayAddr := net.UDPAddrFromAddrPort(relay)
 			s.onPermissionDeleted(nil, nil, "", "", "", relayAddr, net.IPv4(127, 0, 0, 1))
 
@@ -410,7 +410,7 @@ func TestChannelWithoutPermissionDropped(t *testing.T) {
 // TestChannelPathAllocatesNothing checks that relaying a packet on a channel allocates no memory, either way.
 func TestChannelPathAllocatesNothing(t *testing.T) {
 	s, _ := startServer(t, func(c *Config) { c.AllowLoopback = true })
-	c, relay, peer := boundChannel(t, s, "udp")
+	c, relay, peer := bindOne(t, s, "udp")
 	rc := s.relayAt(net.UDPAddrFromAddrPort(relay))
 	frame := turnclient.AppendChannelData(nil, 0x4000, make([]byte, 1200), false)
 	buf := make([]byte, 1600)

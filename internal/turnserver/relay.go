@@ -105,7 +105,8 @@ type relayConn struct {
 	link      atomic.Pointer[clientLink]   // how to reach the client; nil until the allocation is made, and after
 	routes    atomic.Pointer[channelTable] // the allocation's channels; nil: none yet
 	ch        channelState
-	clientKey udpClient // set with link, for a UDP client
+	clientKey udpClient // set with link, for a UDP client; guarded by Server.cmu
+	unlinked  bool      // the relay has closed: link no more; guarded by Server.cmu
 
 	channelPackets atomic.Uint64 // packets relayed by the channel data path, both ways (for tests)
 }
@@ -146,7 +147,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		if t := c.routes.Load(); t != nil {
-			if r, ok := t.byPeer[from]; ok {
+			if r, ok := t.byPeer(from); ok {
 				if r.toClient == dropNoPerm || c.toClient(p, n, r.number) {
 					continue
 				}

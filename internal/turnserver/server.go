@@ -15,6 +15,12 @@
 // is gone (EndSession); permissions and channels per allocation; TCP connections in all, per client address, and
 // for how long one may stay without an allocation.
 //
+// # Relaying
+//
+// Media a client sends on a channel binding, and a bound peer's datagrams, are relayed by tandem itself as they
+// are read, without pion's per-packet allocations and goroutine handoffs (channels.go); the UDP port is served by
+// several sockets bound with SO_REUSEPORT, read in parallel. pion keeps everything else.
+//
 // # Not an open relay
 //
 // A TURN server sends UDP wherever its clients ask. Left open, it lets anyone who can log in reach what the server
@@ -70,7 +76,7 @@ type Server struct {
 	channelPath bool
 	// channelLifetime is the lifetime of a channel binding; zero means pion's (10 minutes). Tests shorten it.
 	channelLifetime time.Duration
-	cmu             sync.RWMutex             // guards udpClients
+	cmu             sync.RWMutex             // guards udpClients, and the linking of relays to their clients
 	udpClients      map[udpClient]*relayConn // the relays of UDP allocations, by their clients
 
 	amu                  sync.Mutex // guards the allocation bookkeeping below (quota.go)
