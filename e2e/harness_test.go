@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	cdppage "github.com/chromedp/cdproto/page"
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -144,6 +145,7 @@ type pageSetup struct {
 	scripts []string
 	width   int64
 	height  int64
+	scheme  string // the system's colour scheme, "light" or "dark"; the browser's own when empty
 }
 
 // withScript runs JavaScript in the page before any of the page's own scripts, on every load.
@@ -208,6 +210,13 @@ func openPage(t *testing.T, label, url string, opts ...pageOption) *page {
 	}
 	if setup.width > 0 {
 		if err := chromedp.Do(ctx, chromedp.EmulateViewport(setup.width, setup.height)); err != nil {
+			t.Fatalf("%s: %v", label, err)
+		}
+	}
+	if setup.scheme != "" {
+		if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: setup.scheme}},
+		}); err != nil {
 			t.Fatalf("%s: %v", label, err)
 		}
 	}

@@ -857,14 +857,16 @@ function renderUsers() {
     if (self) badges.push(el('span', { class: 'tag' }, 'You'));
     if (u.echo) badges.push(el('span', { class: 'tag tag-echo' }, 'Test line'));
     if (u.busy && !self) badges.push(el('span', { class: 'tag tag-busy' }, 'In a call'));
-    const label = self ? `${u.name} (you)` : `Call ${u.name}${u.busy ? ', in a call' : ''}${u.echo ? ', echo test line' : ''}`;
-    const button = el('button', {
-      type: 'button', class: 'person', 'data-name': u.name, 'aria-label': label, disabled: self,
-    }, avatar(el('span', { class: 'avatar', 'aria-hidden': 'true' }), u.name),
-    el('span', { class: 'person-text' },
-      el('span', { class: 'person-name' }, u.name),
-      badges.length ? el('span', { class: 'person-tags' }, ...badges) : null),
-    self ? null : el('span', { class: 'person-call', 'aria-hidden': 'true' }, callIcon()));
+    // The button is named by its words, as they are seen (WCAG's label in name), then what a press does: "bob,
+    // In a call: call". The punctuation and the last word are for screen readers only.
+    const spoken = (text) => el('span', { class: 'visually-hidden' }, text);
+    for (const tag of badges) tag.prepend(spoken(', '));
+    const button = el('button', { type: 'button', class: 'person', 'data-name': u.name, disabled: self },
+      avatar(el('span', { class: 'avatar', 'aria-hidden': 'true' }), u.name),
+      el('span', { class: 'person-text' },
+        el('span', { class: 'person-name' }, u.name),
+        badges.length ? el('span', { class: 'person-tags' }, ...badges) : null),
+      self ? null : el('span', { class: 'person-call' }, spoken(': call'), callIcon()));
     if (!self) button.addEventListener('click', () => startCall(u.name));
     list.append(el('li', {}, button));
   }
@@ -888,6 +890,7 @@ function renderUsers() {
 function callIcon() {
   const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
   svg.setAttribute('class', 'icon');
+  svg.setAttribute('aria-hidden', 'true');
   const use = document.createElementNS('http://www.w3.org/2000/svg', 'use');
   use.setAttribute('href', '#i-phone');
   svg.append(use);

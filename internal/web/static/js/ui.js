@@ -19,11 +19,15 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-/** Fills an avatar element with a name's initials on a colour derived from the name. */
+/**
+ * Fills an avatar element with a name's initials on a colour derived from the name. The initials are drawn by the
+ * stylesheet (from data-initials), not written into the page: they are a picture of the name next to them, and as
+ * text they would be read, and counted as words of the button they sit in.
+ */
 export function avatar(node, name) {
   const words = String(name || '?').trim().split(/\s+/u);
   const letters = words.length > 1 ? [...words[0]][0] + [...words[words.length - 1]][0] : [...words[0]][0];
-  node.textContent = (letters || '?').toUpperCase();
+  node.dataset.initials = (letters || '?').toUpperCase();
   let h = 0;
   for (const ch of String(name)) h = (h * 31 + ch.codePointAt(0)) % 360;
   node.style.setProperty('--hue', String(h));
