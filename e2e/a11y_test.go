@@ -200,6 +200,8 @@ func TestAccessibility(t *testing.T) {
 		alice.click("#chat-button")
 	}
 	alice.must(`document.querySelector('#chat-input').value = 'Hi'; document.querySelector('#chat-form').requestSubmit()`)
+	alice.click("#stats-button")
+	alice.waitFor("the quality readout", `!document.querySelector('#call-stats').hidden`)
 	alice.assertAccessible(t, "call")
 	for _, scheme := range []string{"light", "dark"} {
 		alice.setColorScheme(scheme)

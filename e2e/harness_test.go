@@ -614,3 +614,18 @@ func (p *page) keys(keys string) {
 		p.fatalf("typing %q: %v", keys, err)
 	}
 }
+
+// doubleClickAt double-clicks the middle of the element the CSS selector finds with the mouse.
+func (p *page) doubleClickAt(sel string) {
+	p.t.Helper()
+	type point struct{ X, Y float64 }
+	at := value[point](p, fmt.Sprintf(`(() => {
+		const r = document.querySelector(%s).getBoundingClientRect();
+		return { X: r.left + r.width / 2, Y: r.top + r.height / 2 };
+	})()`, jsString(sel)))
+	ctx, cancel := context.WithTimeout(p.ctx, wait)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.MouseClickXY(at.X, at.Y, chromedp.ClickCount(2))); err != nil {
+		p.fatalf("double-clicking %s: %v", sel, err)
+	}
+}

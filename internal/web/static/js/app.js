@@ -57,6 +57,7 @@ const state = {
   listTimer: 0,
   searchTimer: 0,
   unread: 0,
+  chatNotices: [], // the notices of chat messages that came while the chat was closed
 };
 
 /** A short history of what the page did, for whoever debugs it (window.tandem.history, and the console). */
@@ -593,6 +594,7 @@ function endCall(message, kind = 'info') {
   if (media.screen) {
     media.stopScreen();
   }
+  leaveCallView();
   const video = $('#remote-video');
   video.srcObject = null;
   const focusWasInCall = !document.activeElement || document.activeElement === document.body ||
@@ -746,10 +748,100 @@ function startClock() {
     }
   };
   $('#call-duration').hidden = false;
-  $('#call-stats').hidden = false;
+  renderView();
   tick();
   clearInterval(state.clock);
   state.clock = setInterval(tick, 1000);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// How the call is shown: the remote video fills the stage or fits in it, the quality readout on request, full
+// screen and picture-in-picture.
+
+const STATS_KEY = 'tandem.stats';
+// A phone's screen (either way up): there the remote video fills the stage unless asked to fit.
+const phoneScreen = window.matchMedia('(max-width: 760px), (max-height: 480px)');
+const view = {
+  fill: null, // true or false once the person chose; until then, fill on a phone and fit elsewhere
+  stats: readSetting(STATS_KEY) === '1',
+};
+
+function readSetting(key) {
+  try {
+    return localStorage.getItem(key);
+  } catch {
+    return null; // storage refused (private mode): settings last as long as the page
+  }
+}
+
+function writeSetting(key, value) {
+  try {
+    localStorage.setItem(key, value);
+  } catch { /* as above */ }
+}
+
+function filling() {
+  return view.fill === null ? phoneScreen.matches : view.fill;
+}
+
+function renderView() {
+  const active = state.phase === 'active';
+  $('#view-tools').hidden = !active;
+  const fill = filling();
+  $('#remote-video').classList.toggle('fill', fill);
+  const fillButton = $('#fill-button');
+  fillButton.setAttribute('aria-pressed', String(fill));
+  fillButton.title = fill ? 'Fit the whole video on the screen (double-click the video)' : 'Fill the screen with the video (double-click the video)';
+  const stats = $('#stats-button');
+  stats.setAttribute('aria-pressed', String(view.stats));
+  stats.title = view.stats ? 'Hide the call quality' : 'Show the call quality';
+  $('#call-stats').hidden = !(active && view.stats && state.connectedAt);
+  const pip = $('#pip-button');
+  pip.hidden = !document.pictureInPictureEnabled;
+  const inPip = !!document.pictureInPictureElement;
+  pip.setAttribute('aria-pressed', String(inPip));
+  pip.title = inPip ? 'Bring the video back into the page' : 'Picture in picture: keep the video on top of other windows';
+  const full = $('#fullscreen-button');
+  full.hidden = !document.fullscreenEnabled;
+  const isFull = !!document.fullscreenElement;
+  full.setAttribute('aria-pressed', String(isFull));
+  full.title = isFull ? 'Leave full screen (F)' : 'Full screen (F)';
+}
+
+function toggleFill() {
+  view.fill = !filling();
+  renderView();
+}
+
+function toggleStats() {
+  view.stats = !view.stats;
+  writeSetting(STATS_KEY, view.stats ? '1' : '0');
+  renderView();
+}
+
+async function toggleFullscreen() {
+  if (!document.fullscreenEnabled) return;
+  try {
+    if (document.fullscreenElement) await document.exitFullscreen();
+    else if (state.phase === 'active') await $('#call-view').requestFullscreen({ navigationUI: 'hide' });
+  } catch (err) {
+    toast(`Full screen is not available here: ${err.message || err}`, { kind: 'error' });
+  }
+}
+
+async function togglePictureInPicture() {
+  try {
+    if (document.pictureInPictureElement) await document.exitPictureInPicture();
+    else if (state.phase === 'active') await $('#remote-video').requestPictureInPicture();
+  } catch (err) {
+    toast(`Picture in picture is not available now: ${err.message || err}`, { kind: 'error' });
+  }
+}
+
+/** Leaves full screen and picture-in-picture when the call they show ends. */
+function leaveCallView() {
+  if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+  if (document.pictureInPictureElement) document.exitPictureInPicture().catch(() => {});
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -779,7 +871,8 @@ function addChat(who, text) {
     const badge = $('#chat-unread');
     badge.textContent = String(state.unread);
     badge.hidden = false;
-    toast(`${author}: ${text.length > 80 ? `${text.slice(0, 80)}…` : text}`, { timeout: 4000 });
+    state.chatNotices.push(toast(`${author}: ${text.length > 80 ? `${text.slice(0, 80)}…` : text}`, { timeout: 4000 }));
+    while (state.chatNotices.length > LIMITS.toasts) state.chatNotices.shift();
   }
 }
 
@@ -803,6 +896,9 @@ function toggleChat(open = $('#chat').hidden) {
   if (open) {
     state.unread = 0;
     $('#chat-unread').hidden = true;
+    // The messages are in view now: their notices have said what they had to.
+    for (const n of state.chatNotices) n.dismiss();
+    state.chatNotices = [];
     if (!$('#chat-input').disabled) $('#chat-input').focus();
   }
 }
@@ -928,7 +1024,6 @@ function setPhase(phase) {
     state.lastStats = null;
     state.ringing = false;
     $('#call-duration').hidden = true;
-    $('#call-stats').hidden = true;
     $('#call-state').hidden = true;
     for (const id of ['#stat-rtt', '#stat-in', '#stat-out', '#stat-loss']) $(id).textContent = '–';
     $('#chat-log').replaceChildren();
@@ -942,12 +1037,11 @@ function setPhase(phase) {
     const focus = document.activeElement;
     if (focus && (focus.id === 'people-search' || focus.id === 'dial-name')) focusSoftly($('#main'));
     $('#chat-button').disabled = phase !== 'active';
-    if (phase === 'active') {
-      showCallState('connecting', 'Connecting…');
-      if (window.matchMedia('(min-width: 1100px)').matches) toggleChat(true);
-    }
+    // The chat stays closed until asked for: a message that comes shows on its button as a badge.
+    if (phase === 'active') showCallState('connecting', 'Connecting…');
   }
   renderStage();
+  renderView();
 }
 
 function renderStage() {
@@ -1144,6 +1238,15 @@ function wire() {
   $('#chat-button').addEventListener('click', () => toggleChat());
   $('#chat-close').addEventListener('click', () => toggleChat(false));
   $('#chat-form').addEventListener('submit', sendChat);
+  $('#stats-button').addEventListener('click', toggleStats);
+  $('#fill-button').addEventListener('click', toggleFill);
+  $('#pip-button').addEventListener('click', togglePictureInPicture);
+  $('#fullscreen-button').addEventListener('click', toggleFullscreen);
+  $('#remote-video').addEventListener('dblclick', toggleFill);
+  $('#remote-video').addEventListener('enterpictureinpicture', renderView);
+  $('#remote-video').addEventListener('leavepictureinpicture', renderView);
+  document.addEventListener('fullscreenchange', renderView);
+  phoneScreen.addEventListener('change', renderView);
   $('#remote-video').addEventListener('resize', renderStage);
   $('#remote-video').addEventListener('loadedmetadata', renderStage);
   document.addEventListener('visibilitychange', () => {
@@ -1163,6 +1266,7 @@ function wire() {
     if (typing || ev.ctrlKey || ev.metaKey || ev.altKey) return;
     if (ev.key === 'm' || ev.key === 'M') toggleMic();
     else if (ev.key === 'v' || ev.key === 'V') toggleCamera();
+    else if ((ev.key === 'f' || ev.key === 'F') && state.phase === 'active') toggleFullscreen();
   });
   window.addEventListener('pagehide', () => tone.stop());
   window.addEventListener('resize', placeNotices);
