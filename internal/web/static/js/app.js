@@ -11,7 +11,7 @@
 
 import { Signaling, LoginError, serverURL } from './signaling.js';
 import { LocalMedia } from './media.js';
-import { Call } from './call.js';
+import { Call, sdpHasVideo } from './call.js';
 import { CandidateQueue, LIMITS, drop, dropped } from './limits.js';
 import { StatsMeter, formatRate } from './stats.js';
 import { Tone } from './tone.js';
@@ -246,6 +246,10 @@ function toggleMic() {
 }
 
 function toggleCamera() {
+  if (state.call && state.call.audioOnly) {
+    toast('This is an audio call: no video is sent.', { timeout: 2500 });
+    return;
+  }
   if (!media.camera) {
     toast('No camera is available. Check the browser’s permissions, then reload.', { kind: 'error' });
     return;
@@ -355,10 +359,10 @@ function toggleDevices(open = $('#devices').hidden) {
  * any case: when nobody online has the name as typed, and exactly one person has it in another case (the server's
  * case-insensitive match, as in search), that person is called. With several, the page asks which one.
  */
-async function dial(rawName) {
+async function dial(rawName, options = {}) {
   const { name, error } = validateName(rawName);
   if (error || state.phase !== 'idle' || signaling.state !== 'online') {
-    await startCall(rawName); // says what is wrong
+    await startCall(rawName, options); // says what is wrong
     return;
   }
   const users = await lookUp(name);
@@ -371,11 +375,11 @@ async function dial(rawName) {
       return;
     }
     if (same.length === 1) {
-      await startCall(same[0].name);
+      await startCall(same[0].name, options);
       return;
     }
   }
-  await startCall(name);
+  await startCall(name, options);
 }
 
 /** Whether two names are the same but for case, as the server compares them in search (docs/protocol.md). */
@@ -401,7 +405,8 @@ function finishLookUp(query, users) {
   for (const resolve of waiting) resolve(users);
 }
 
-async function startCall(rawName) {
+/** Calls a name; with audioOnly the call has no video, either way. */
+async function startCall(rawName, { audioOnly = false } = {}) {
   const { name, error } = validateName(rawName);
   if (error) {
     toast(error, { kind: 'error' });
@@ -412,7 +417,7 @@ async function startCall(rawName) {
     return;
   }
   if (state.phase === 'incoming' && state.incoming.from === name) {
-    await accept(); // they called us first: pick up rather than call back
+    await accept({ audioOnly }); // they called us first: pick up rather than call back
     return;
   }
   if (state.phase !== 'idle') {
@@ -424,7 +429,7 @@ async function startCall(rawName) {
     return;
   }
   tone.unlock();
-  const call = newCall(name, 'caller');
+  const call = newCall(name, 'caller', { audioOnly });
   state.ringing = false;
   setPhase('outgoing');
   await mediaReady;
@@ -445,7 +450,7 @@ async function startCall(rawName) {
   }, config.ringTimeoutMs);
 }
 
-function newCall(peer, role) {
+function newCall(peer, role, { audioOnly = false } = {}) {
   const call = new Call({
     self: state.name,
     peer,
@@ -453,6 +458,18 @@ function newCall(peer, role) {
     iceServers: state.iceServers,
     media,
     send: (msg) => signaling.send(msg),
+    audioOnly,
+  });
+  call.addEventListener('described', () => {
+    if (state.call !== call) return;
+    if (call.audioOnly && !call.wantsAudioOnly && !call.toldAudioOnly) {
+      // The other side answered, or called, without video.
+      call.toldAudioOnly = true;
+      if (call.role === 'caller') toast(`${peer} answered without video: this is an audio call.`, { timeout: 4000 });
+    }
+    renderStage();
+    renderControls();
+    renderView();
   });
   state.call = call;
   state.peerMedia = { audio: true, video: true, screen: false };
@@ -483,7 +500,7 @@ function onOffer(msg) {
       if (state.name < from) return; // ours wins; they will answer it
       const early = call.pendingCandidates.take(); // their candidates, for the offer we answer now
       call.close();
-      answerCall(from, msg.offer, early);
+      answerCall(from, msg.offer, early, { audioOnly: call.wantsAudioOnly });
       return;
     }
     call.handleOffer(msg.offer).catch((err) => console.warn('tandem: renegotiation failed:', err));
@@ -501,6 +518,10 @@ function onOffer(msg) {
 
 function ring(from) {
   $('#incoming-title').textContent = from;
+  // A call without video is answered without video: the choice is the caller's.
+  const video = sdpHasVideo(state.incoming.offer && state.incoming.offer.sdp);
+  $('#incoming-detail').textContent = video ? 'is calling you' : 'is calling you, audio only';
+  $('#accept-audio-button').hidden = !video;
   avatar($('#incoming-avatar'), from);
   $('#incoming').hidden = false;
   placeNotices();
@@ -537,15 +558,17 @@ function stopRinging() {
   document.title = 'tandem';
 }
 
-async function accept() {
+/** Answers the ringing call; with audioOnly, without video either way. */
+async function accept({ audioOnly = false } = {}) {
   if (state.phase !== 'incoming') return;
   const { from, offer, candidates } = state.incoming;
   stopRinging();
-  await answerCall(from, offer, candidates.take());
+  await answerCall(from, offer, candidates.take(), { audioOnly });
 }
 
-async function answerCall(from, offer, candidates) {
-  const call = newCall(from, 'callee');
+async function answerCall(from, offer, candidates, { audioOnly = false } = {}) {
+  // An offer without video makes an audio call on this side too.
+  const call = newCall(from, 'callee', { audioOnly: audioOnly || !sdpHasVideo(offer && offer.sdp) });
   setPhase('active');
   await mediaReady;
   if (state.call !== call) return;
@@ -796,8 +819,11 @@ function renderView() {
   stats.setAttribute('aria-pressed', String(view.stats));
   stats.title = view.stats ? 'Hide the call quality' : 'Show the call quality';
   $('#call-stats').hidden = !(active && view.stats && state.connectedAt);
+  // An audio call has no picture to fill the screen with or to float.
+  const audioCall = !!(state.call && state.call.audioOnly);
+  fillButton.hidden = audioCall;
   const pip = $('#pip-button');
-  pip.hidden = !document.pictureInPictureEnabled;
+  pip.hidden = !document.pictureInPictureEnabled || audioCall;
   const inPip = !!document.pictureInPictureElement;
   pip.setAttribute('aria-pressed', String(inPip));
   pip.title = inPip ? 'Bring the video back into the page' : 'Picture in picture: keep the video on top of other windows';
@@ -962,9 +988,19 @@ function renderUsers() {
       el('span', { class: 'person-text' },
         el('span', { class: 'person-name' }, u.name),
         badges.length ? el('span', { class: 'person-tags' }, ...badges) : null),
-      self ? null : el('span', { class: 'person-call' }, spoken(': call'), callIcon()));
-    if (!self) button.addEventListener('click', () => startCall(u.name));
-    list.append(el('li', {}, button));
+      self ? null : el('span', { class: 'person-call' }, spoken(': video call'), icon('i-cam')));
+    const row = el('li', { class: 'person-row' }, button);
+    if (!self) {
+      button.addEventListener('click', () => startCall(u.name));
+      // Beside each person, a call without video.
+      const audio = el('button', {
+        type: 'button', class: 'person-audio', 'data-name': u.name, 'aria-label': `Audio call: ${u.name}`,
+        title: `Call ${u.name} without video`,
+      }, icon('i-phone'));
+      audio.addEventListener('click', () => startCall(u.name, { audioOnly: true }));
+      row.append(audio);
+    }
+    list.append(row);
   }
   // The count is of the people you could call: the server's total less you and the echo test line.
   const people = Math.max(0, total - 1 - (state.echoName ? 1 : 0));
@@ -983,12 +1019,13 @@ function renderUsers() {
   $('#test-call').hidden = !state.echoName;
 }
 
-function callIcon() {
+/** One of the page's icons (a symbol of index.html), hidden from screen readers. */
+function icon(id) {
   const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
   svg.setAttribute('class', 'icon');
   svg.setAttribute('aria-hidden', 'true');
   const use = document.createElementNS('http://www.w3.org/2000/svg', 'use');
-  use.setAttribute('href', '#i-phone');
+  use.setAttribute('href', `#${id}`);
   svg.append(use);
   return svg;
 }
@@ -1015,6 +1052,7 @@ function setPhase(phase) {
   document.body.dataset.call = phase;
   $('#hangup-button').disabled = phase === 'idle' || phase === 'incoming';
   $('#dial-button').disabled = phase !== 'idle';
+  $('#dial-audio-button').disabled = phase !== 'idle';
   $('#test-call-button').disabled = phase !== 'idle';
   if (phase === 'idle') {
     clearInterval(state.clock);
@@ -1041,6 +1079,7 @@ function setPhase(phase) {
     if (phase === 'active') showCallState('connecting', 'Connecting…');
   }
   renderStage();
+  renderControls();
   renderView();
 }
 
@@ -1053,6 +1092,8 @@ function renderStage() {
   let showOverlay = true;
   // In a test call the echo line mirrors our own media state: words about "the other person" would be about us.
   const echo = !!(call && state.echoName && call.peer === state.echoName);
+  const audioCall = !!(call && call.audioOnly);
+  document.body.toggleAttribute('data-audio-call', audioCall);
   const sending = {
     audio: !!(media.mic && media.micOn),
     video: !!(media.screen || (media.camera && media.cameraOn)),
@@ -1065,10 +1106,12 @@ function renderStage() {
     case 'outgoing':
       title = state.ringing ? `Ringing ${peer}…` : `Calling ${peer}…`;
       detail = state.ringing ? 'Waiting for them to answer.' : 'Reaching their device.';
+      if (audioCall) detail = `Audio call. ${detail}`;
       break;
     case 'incoming':
       title = `${peer} is calling`;
-      detail = 'Answer with Accept or Decline.';
+      detail = $('#accept-audio-button').hidden ? 'An audio call. Answer with Accept or Decline.'
+        : 'Answer with Accept, or Audio only to answer without video, or Decline.';
       break;
     case 'active': {
       const connected = call && call.pc && call.pc.connectionState === 'connected';
@@ -1076,6 +1119,9 @@ function renderStage() {
       if (!connected && !state.connectedAt) {
         title = `Connecting to ${peer}…`;
         detail = 'Setting up a direct connection.';
+      } else if (audioCall) {
+        title = peer;
+        detail = 'Audio call: no video either way.';
       } else if (echo && !sending.video) {
         // The echo line sends back what it gets: no video from it means none from us.
         title = peer;
@@ -1116,14 +1162,18 @@ function renderControls() {
   mic.title = micOff ? 'Unmute your microphone (M)' : 'Mute your microphone (M)';
   mic.classList.toggle('ctl-off', micOff);
 
+  // In an audio call no video is sent: the camera and the screen have nothing to do.
+  const audioCall = !!(state.call && state.call.audioOnly);
   const cam = $('#cam-button');
-  const camOff = !media.camera || !media.cameraOn;
+  const camOff = !media.camera || !media.cameraOn || audioCall;
   cam.setAttribute('aria-pressed', String(camOff));
-  cam.title = camOff ? 'Turn your camera on (V)' : 'Turn your camera off (V)';
+  cam.title = audioCall ? 'No video in an audio call' : camOff ? 'Turn your camera on (V)' : 'Turn your camera off (V)';
   cam.classList.toggle('ctl-off', camOff);
+  cam.disabled = audioCall;
   $('#local-off').hidden = !!media.screen || !camOff;
 
   const screen = $('#screen-button');
+  screen.disabled = audioCall;
   screen.setAttribute('aria-pressed', String(!!media.screen));
   screen.title = media.screen ? 'Stop sharing your screen' : 'Share your screen';
   screen.classList.toggle('ctl-active', !!media.screen);
@@ -1223,10 +1273,11 @@ function wire() {
   $('#people-search').addEventListener('input', onSearch);
   $('#dial-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
-    dial($('#dial-name').value);
+    dial($('#dial-name').value, { audioOnly: !!(ev.submitter && ev.submitter.id === 'dial-audio-button') });
   });
   $('#test-call-button').addEventListener('click', startTestCall);
-  $('#accept-button').addEventListener('click', accept);
+  $('#accept-button').addEventListener('click', () => accept());
+  $('#accept-audio-button').addEventListener('click', () => accept({ audioOnly: true }));
   $('#decline-button').addEventListener('click', decline);
   $('#hangup-button').addEventListener('click', hangUp);
   $('#mic-button').addEventListener('click', toggleMic);
