@@ -216,4 +216,16 @@ func TestAccessibility(t *testing.T) {
 	carol := openTandem(t, srv, "carol", "")
 	carol.waitFor("alice and bob marked in a call", `document.querySelectorAll('.person .tag-busy').length === 2`)
 	carol.assertAccessible(t, "idle-busy")
+
+	// The recent calls, with a missed one.
+	alice.click("#hangup-button")
+	alice.waitPhase("idle")
+	carol.callFromList("alice")
+	alice.waitIncoming("carol")
+	carol.click("#hangup-button")
+	alice.waitPhase("idle")
+	alice.waitFor("a missed call counted", `!document.querySelector('#missed-count').hidden`)
+	alice.assertAccessible(t, "missed")
+	alice.showRecent()
+	alice.assertAccessible(t, "recent")
 }

@@ -398,10 +398,13 @@ func (p *page) click(sel string) {
 	p.must(fmt.Sprintf(`document.querySelector(%s).click()`, jsString(sel)))
 }
 
-// search types text into the search box of the online list.
+// search types text into the search box of the online list (showing the list first, if the page shows its recent
+// calls).
 func (p *page) search(text string) {
 	p.t.Helper()
 	p.must(fmt.Sprintf(`(() => {
+		const tab = document.querySelector('#tab-people');
+		if (tab && tab.getAttribute('aria-selected') !== 'true') tab.click();
 		const box = document.querySelector('#people-search');
 		box.value = %s;
 		box.dispatchEvent(new Event('input', { bubbles: true }));
@@ -628,4 +631,32 @@ func (p *page) doubleClickAt(sel string) {
 	if err := chromedp.Do(ctx, chromedp.MouseClickXY(at.X, at.Y, chromedp.ClickCount(2))); err != nil {
 		p.fatalf("double-clicking %s: %v", sel, err)
 	}
+}
+
+// gateJS holds back the incoming signaling messages of the given types while window.tandemGate.closed is true, and
+// delivers them, in order, when window.tandemGate.open() is called. It wraps the page's WebSocket before the
+// page's scripts run. The gate starts open.
+func gateJS(types ...string) string {
+	list, _ := json.Marshal(types)
+	return fmt.Sprintf(`(() => {
+		const Native = window.WebSocket;
+		const held = new Set(%s);
+		const queue = [];
+		window.tandemGate = {
+			closed: false,
+			held: () => queue.length,
+			open() { this.closed = false; while (queue.length) { const [fn, ws, ev] = queue.shift(); fn.call(ws, ev); } },
+		};
+		window.WebSocket = class extends Native {
+			set onmessage(fn) {
+				super.onmessage = (ev) => {
+					let type = '';
+					try { type = JSON.parse(ev.data).type; } catch {}
+					if (window.tandemGate.closed && held.has(type)) queue.push([fn, this, ev]);
+					else fn.call(this, ev);
+				};
+			}
+			get onmessage() { return super.onmessage; }
+		};
+	})()`, list)
 }

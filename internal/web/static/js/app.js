@@ -13,9 +13,10 @@ import { Signaling, LoginError, serverURL } from './signaling.js';
 import { LocalMedia } from './media.js';
 import { Call, sdpHasVideo } from './call.js';
 import { CandidateQueue, LIMITS, drop, dropped } from './limits.js';
+import { RecentCalls, isMissed } from './recent.js';
 import { StatsMeter, formatRate } from './stats.js';
 import { Tone } from './tone.js';
-import { $, avatar, el, focusSoftly, formatDuration, toast, validateName } from './ui.js';
+import { $, avatar, el, focusSoftly, formatDuration, formatWhen, toast, validateName } from './ui.js';
 
 const params = new URLSearchParams(window.location.search);
 
@@ -58,7 +59,11 @@ const state = {
   searchTimer: 0,
   unread: 0,
   chatNotices: [], // the notices of chat messages that came while the chat was closed
+  missedWhileBusy: [], // names of people whose calls came while this page was in another call (bounded)
+  ringStartedAt: 0,
 };
+
+const recent = new RecentCalls();
 
 /** A short history of what the page did, for whoever debugs it (window.tandem.history, and the console). */
 const history = [];
@@ -164,6 +169,8 @@ function enterCallView(reply) {
   avatar($('#me-avatar'), state.name);
   setConnection('online');
   setPhase('idle');
+  recent.load(state.name);
+  renderRecent();
   mediaReady = startMedia();
   if (reply.peer) {
     // A reloaded page whose old connection still held a call: that call cannot carry on from here.
@@ -446,11 +453,11 @@ async function startCall(rawName, { audioOnly = false } = {}) {
   state.ringTimer = setTimeout(() => {
     if (state.call !== call || state.phase !== 'outgoing') return;
     signaling.send({ type: 'leave', name, reason: 'no_answer' });
-    endCall(`${name} didn’t answer.`);
+    endCall(`${name} didn’t answer.`, 'info', 'no_answer');
   }, config.ringTimeoutMs);
 }
 
-function newCall(peer, role, { audioOnly = false } = {}) {
+function newCall(peer, role, { audioOnly = false, startedAt = Date.now() } = {}) {
   const call = new Call({
     self: state.name,
     peer,
@@ -460,6 +467,7 @@ function newCall(peer, role, { audioOnly = false } = {}) {
     send: (msg) => signaling.send(msg),
     audioOnly,
   });
+  call.startedAt = startedAt;
   call.addEventListener('described', () => {
     if (state.call !== call) return;
     if (call.audioOnly && !call.wantsAudioOnly && !call.toldAudioOnly) {
@@ -510,13 +518,22 @@ function onOffer(msg) {
     state.incoming.offer = msg.offer; // the caller sent a fresh offer: answer that one
     return;
   }
-  if (state.phase !== 'idle') return; // the server answers `busy` for us
+  if (state.phase !== 'idle') {
+    // The server answers `busy` for us while we are in a call, and we never hear of it; but an offer can cross our
+    // own (we started calling someone else as it came). It never rang here: say so once this call is over.
+    rememberCall({ peer: from, dir: 'in', outcome: 'missed_busy', audio: !sdpHasVideo(msg.offer.sdp) });
+    if (!state.missedWhileBusy.includes(from) && state.missedWhileBusy.length < LIMITS.missedWhileBusy) {
+      state.missedWhileBusy.push(from);
+    }
+    return;
+  }
   state.incoming = { from, offer: msg.offer, candidates: new CandidateQueue(from) };
   setPhase('incoming');
   ring(from);
 }
 
 function ring(from) {
+  state.ringStartedAt = Date.now();
   $('#incoming-title').textContent = from;
   // A call without video is answered without video: the choice is the caller's.
   const video = sdpHasVideo(state.incoming.offer && state.incoming.offer.sdp);
@@ -532,8 +549,7 @@ function ring(from) {
   state.ringTimer = setTimeout(() => {
     if (state.phase !== 'incoming' || state.incoming.from !== from) return;
     signaling.send({ type: 'leave', name: from, reason: 'no_answer' });
-    stopRinging();
-    setPhase('idle');
+    missedCall('missed');
     toast(`Missed call from ${from}.`);
   }, config.incomingTimeoutMs);
 }
@@ -568,7 +584,9 @@ async function accept({ audioOnly = false } = {}) {
 
 async function answerCall(from, offer, candidates, { audioOnly = false } = {}) {
   // An offer without video makes an audio call on this side too.
-  const call = newCall(from, 'callee', { audioOnly: audioOnly || !sdpHasVideo(offer && offer.sdp) });
+  const call = newCall(from, 'callee', {
+    audioOnly: audioOnly || !sdpHasVideo(offer && offer.sdp), startedAt: state.ringStartedAt || Date.now(),
+  });
   setPhase('active');
   await mediaReady;
   if (state.call !== call) return;
@@ -581,12 +599,19 @@ async function answerCall(from, offer, candidates, { audioOnly = false } = {}) {
   }
 }
 
+/** Ends the ringing call, which was not answered here (missed, or declined), and puts it in the recent calls. */
+function missedCall(outcome) {
+  const { from, offer } = state.incoming;
+  rememberCall({ peer: from, dir: 'in', outcome, audio: !sdpHasVideo(offer && offer.sdp), at: state.ringStartedAt });
+  stopRinging();
+  setPhase('idle');
+}
+
 function decline() {
   if (state.phase !== 'incoming') return;
   const from = state.incoming.from;
   signaling.send({ type: 'leave', name: from, reason: 'declined' });
-  stopRinging();
-  setPhase('idle');
+  missedCall('declined');
   toast(`You declined the call from ${from}.`, { timeout: 2500 });
 }
 
@@ -599,7 +624,7 @@ function hangUp() {
   if (!call) return;
   const cancelled = state.phase === 'outgoing';
   signaling.send({ type: 'leave', name: call.peer, reason: cancelled ? 'cancelled' : 'hangup' });
-  endCall(cancelled ? 'Call cancelled.' : callSummary(call.peer));
+  endCall(cancelled ? 'Call cancelled.' : callSummary(call.peer), 'info', 'cancelled');
 }
 
 function callSummary(peer) {
@@ -607,10 +632,20 @@ function callSummary(peer) {
   return `Call with ${peer} ended${d}.`;
 }
 
-/** Ends the call on this side (whoever ended it has already told the other side) and says why. */
-function endCall(message, kind = 'info') {
+/**
+ * Ends the call on this side (whoever ended it has already told the other side) and says why. The call goes into
+ * the recent calls: answered if it was ever connected, else with the given outcome (see recent.js).
+ */
+function endCall(message, kind = 'info', outcome = 'failed') {
   const call = state.call;
   state.call = null;
+  if (call) {
+    rememberCall({
+      peer: call.peer, dir: call.role === 'caller' ? 'out' : 'in', audio: call.audioOnly,
+      outcome: state.connectedAt ? 'answered' : outcome,
+      at: call.startedAt, dur: state.connectedAt ? Date.now() - state.connectedAt : undefined,
+    });
+  }
   if (call) call.close();
   clearTimeout(state.ringTimer);
   tone.stop();
@@ -625,6 +660,7 @@ function endCall(message, kind = 'info') {
   setPhase('idle');
   if (focusWasInCall) focusSoftly($('#main')); // the hang-up button it was on is disabled now
   if (message) toast(message, { kind });
+  tellMissedWhileBusy();
   requestUsers();
 }
 
@@ -676,8 +712,7 @@ function onLeave(msg) {
   const reason = msg.reason || 'hangup';
   if (state.phase === 'incoming' && (!msg.name || msg.name === state.incoming.from)) {
     const from = state.incoming.from;
-    stopRinging();
-    setPhase('idle');
+    missedCall('missed');
     toast(reason === 'shutdown' ? leaveWords.shutdown() : `Missed call from ${from}.`);
     return;
   }
@@ -685,15 +720,17 @@ function onLeave(msg) {
   if (!call || (msg.name && msg.name !== call.peer)) return;
   const peer = call.peer;
   let words;
+  let outcome = 'failed';
   if (state.phase === 'outgoing') {
     // A tutorial client that refuses a call just sends a bare leave.
     words = reason === 'hangup' ? leaveWords.declined(peer) : (leaveWords[reason] || leaveWords.declined)(peer);
+    outcome = reason === 'no_answer' ? 'no_answer' : reason === 'hangup' || reason === 'declined' ? 'declined' : 'failed';
   } else if (reason === 'hangup') {
     words = `${peer} hung up. ${callSummary(peer)}`;
   } else {
     words = `${(leaveWords[reason] || leaveWords.renamed)(peer)} ${callSummary(peer)}`;
   }
-  endCall(words);
+  endCall(words, 'info', outcome);
 }
 
 const errorWords = {
@@ -707,7 +744,8 @@ function onError(msg) {
   const aboutCall = call && (!msg.name || msg.name === call.peer);
   if (msg.request === 'offer' && aboutCall && state.phase === 'outgoing') {
     const words = errorWords[msg.code];
-    endCall(words ? words(call.peer) : `The call could not be placed: ${msg.message || msg.code}.`, 'error');
+    const outcome = msg.code === 'busy' || msg.code === 'not_online' ? msg.code : 'failed';
+    endCall(words ? words(call.peer) : `The call could not be placed: ${msg.message || msg.code}.`, 'error', outcome);
     return;
   }
   if (msg.request === 'offer' && aboutCall && state.phase === 'active') {
@@ -927,6 +965,81 @@ function toggleChat(open = $('#chat').hidden) {
     state.chatNotices = [];
     if (!$('#chat-input').disabled) $('#chat-input').focus();
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Recent calls: kept on this device (recent.js), shown in the second tab of the side bar
+
+function rememberCall(entry) {
+  if (!state.name) return;
+  recent.add(entry);
+  renderRecent();
+}
+
+/** After a call: who tried to call while it went on (their calls never rang here). */
+function tellMissedWhileBusy() {
+  if (!state.missedWhileBusy.length) return;
+  const names = state.missedWhileBusy.map((n) => `“${n}”`).join(', ');
+  state.missedWhileBusy = [];
+  toast(`While you were in a call, ${names} tried to call you. See Recent to call back.`, { timeout: 12000 });
+}
+
+const recentWords = {
+  answered: (e) => (e.dir === 'in' ? 'Incoming' : 'Outgoing'),
+  missed: () => 'Missed call',
+  missed_busy: () => 'Missed: you were in a call',
+  declined: (e) => (e.dir === 'in' ? 'You declined' : 'Declined'),
+  no_answer: () => 'No answer',
+  busy: () => 'Busy in another call',
+  not_online: () => 'Not online',
+  cancelled: () => 'Cancelled',
+  failed: () => 'Could not connect',
+};
+
+function renderRecent() {
+  const list = $('#recent-list');
+  if (!list) return;
+  const entries = recent.entries;
+  list.replaceChildren();
+  const showing = !$('#panel-recent').hidden;
+  if (showing) recent.markSeen();
+  for (const e of entries) {
+    const missed = isMissed(e);
+    const what = [recentWords[e.outcome](e)];
+    if (e.audio) what.push('audio');
+    if (e.outcome === 'answered' && e.dur !== undefined) what.push(formatDuration(e.dur));
+    what.push(formatWhen(e.at));
+    const callBack = el('button', {
+      type: 'button', class: 'person recent-call', 'data-peer': e.peer, title: `Call ${e.peer} back`,
+    }, avatar(el('span', { class: 'avatar', 'aria-hidden': 'true' }), e.peer),
+    el('span', { class: 'person-text' },
+      el('span', { class: 'person-name' }, e.peer),
+      el('span', { class: 'recent-what' }, icon(missed ? 'i-missed' : e.dir === 'in' ? 'i-in' : 'i-out'),
+        el('span', {}, what.join(' · ')))),
+    el('span', { class: 'person-call' }, el('span', { class: 'visually-hidden' }, ': call back'),
+      icon(e.audio ? 'i-phone' : 'i-cam')));
+    callBack.addEventListener('click', () => startCall(e.peer, { audioOnly: e.audio }));
+    list.append(el('li', { class: `person-row recent-row${missed ? ' recent-missed' : ''}`, 'data-outcome': e.outcome }, callBack));
+  }
+  if (!entries.length) list.append(el('li', { class: 'people-empty muted' }, 'No calls yet.'));
+  const unseen = showing ? 0 : recent.unseenMissed();
+  const badge = $('#missed-count');
+  badge.textContent = unseen ? String(unseen) : '';
+  badge.hidden = !unseen;
+  $('#tab-recent').setAttribute('aria-label', unseen ? `Recent, ${unseen} missed` : 'Recent');
+}
+
+/** Shows one of the side bar's lists: "people" or "recent". */
+function showList(which, focus = false) {
+  for (const name of ['people', 'recent']) {
+    const on = name === which;
+    const tab = $(`#tab-${name}`);
+    tab.setAttribute('aria-selected', String(on));
+    tab.tabIndex = on ? 0 : -1;
+    $(`#panel-${name}`).hidden = !on;
+    if (on && focus) tab.focus();
+  }
+  renderRecent();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1235,8 +1348,7 @@ signaling.addEventListener('resumed', (ev) => {
     endCall(`The call to ${call.peer} was lost while the server was unreachable. Try again.`, 'error');
   } else if (state.phase === 'incoming') {
     const from = state.incoming.from;
-    stopRinging();
-    setPhase('idle');
+    missedCall('missed');
     toast(`Missed call from ${from} while the server was unreachable.`);
   }
   if (!reply.peer && state.phase === 'active' && call) {
@@ -1249,7 +1361,7 @@ signaling.addEventListener('resumed', (ev) => {
 signaling.addEventListener('lost', (ev) => {
   const { reason } = ev.detail;
   const had = state.call;
-  state.incoming = null;
+  if (state.incoming) missedCall('missed');
   if (had) {
     // With "replaced" the call moved to the other tab with the session; say nothing to the peer.
     endCall('');
@@ -1276,6 +1388,17 @@ function wire() {
     dial($('#dial-name').value, { audioOnly: !!(ev.submitter && ev.submitter.id === 'dial-audio-button') });
   });
   $('#test-call-button').addEventListener('click', startTestCall);
+  $('#tab-people').addEventListener('click', () => showList('people'));
+  $('#tab-recent').addEventListener('click', () => showList('recent'));
+  $('.tabs').addEventListener('keydown', (ev) => {
+    // The tabs' keys: the arrows move between them, Home and End go to the first and the last.
+    const order = ['people', 'recent'];
+    const now = order.indexOf($('#tab-recent').getAttribute('aria-selected') === 'true' ? 'recent' : 'people');
+    const next = { ArrowLeft: now - 1, ArrowRight: now + 1, Home: 0, End: order.length - 1 }[ev.key];
+    if (next === undefined) return;
+    ev.preventDefault();
+    showList(order[(next + order.length) % order.length], true);
+  });
   $('#accept-button').addEventListener('click', () => accept());
   $('#accept-audio-button').addEventListener('click', () => accept({ audioOnly: true }));
   $('#decline-button').addEventListener('click', decline);

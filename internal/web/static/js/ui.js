@@ -82,3 +82,22 @@ export function formatDuration(ms) {
   const s = String(total % 60).padStart(2, '0');
   return h ? `${h}:${String(m).padStart(2, '0')}:${s}` : `${m}:${s}`;
 }
+
+/**
+ * Says when something happened, for a list of recent calls: the time today, "yesterday" and the time, the weekday
+ * and the time within a week, else the date and the time; in the page's language.
+ */
+export function formatWhen(at, now = Date.now(), locale = undefined) {
+  const then = new Date(at);
+  const today = new Date(now);
+  today.setHours(0, 0, 0, 0);
+  const days = Math.ceil((today.getTime() - then.getTime()) / 86400000);
+  const time = new Intl.DateTimeFormat(locale, { hour: 'numeric', minute: '2-digit' }).format(then);
+  if (days <= 0) return time;
+  if (days === 1) {
+    const yesterday = new Intl.RelativeTimeFormat(locale, { numeric: 'auto' }).format(-1, 'day');
+    return `${yesterday} ${time}`;
+  }
+  if (days < 7) return new Intl.DateTimeFormat(locale, { weekday: 'short', hour: 'numeric', minute: '2-digit' }).format(then);
+  return new Intl.DateTimeFormat(locale, { dateStyle: 'medium', timeStyle: 'short' }).format(then);
+}
