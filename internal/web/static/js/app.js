@@ -60,6 +60,8 @@ const state = {
   unread: 0,
   chatNotices: [], // the notices of chat messages that came while the chat was closed
   missedWhileBusy: [], // names of people whose calls came while this page was in another call (bounded)
+  titleTimer: 0,
+  callNotice: null, // the notification of the call that rings, while the page is in the background
   ringStartedAt: 0,
 };
 
@@ -97,6 +99,9 @@ window.tandem = {
   },
   dropped,
   history,
+  // The ring tone now playing ('' when none), and how loud what the page plays is.
+  get tone() { return tone.playing; },
+  toneLevel: () => tone.level(),
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -171,6 +176,7 @@ function enterCallView(reply) {
   setPhase('idle');
   recent.load(state.name);
   renderRecent();
+  renderNotifyCard();
   mediaReady = startMedia();
   if (reply.peer) {
     // A reloaded page whose old connection still held a call: that call cannot carry on from here.
@@ -543,8 +549,8 @@ function ring(from) {
   $('#incoming').hidden = false;
   placeNotices();
   $('#accept-button').focus();
-  tone.play('ring');
-  document.title = `${from} is calling… · tandem`;
+  tone.play('ring', config.incomingTimeoutMs / 1000);
+  attract();
   clearTimeout(state.ringTimer);
   state.ringTimer = setTimeout(() => {
     if (state.phase !== 'incoming' || state.incoming.from !== from) return;
@@ -571,7 +577,7 @@ function stopRinging() {
   placeNotices();
   tone.stop();
   state.incoming = null;
-  document.title = 'tandem';
+  stopAttracting();
 }
 
 /** Answers the ringing call; with audioOnly, without video either way. */
@@ -602,6 +608,7 @@ async function answerCall(from, offer, candidates, { audioOnly = false } = {}) {
 /** Ends the ringing call, which was not answered here (missed, or declined), and puts it in the recent calls. */
 function missedCall(outcome) {
   const { from, offer } = state.incoming;
+  if (outcome === 'missed') notifyMissed(from);
   rememberCall({ peer: from, dir: 'in', outcome, audio: !sdpHasVideo(offer && offer.sdp), at: state.ringStartedAt });
   stopRinging();
   setPhase('idle');
@@ -695,7 +702,7 @@ function onCandidate(msg) {
 function onRinging(msg) {
   if (state.phase !== 'outgoing' || !state.call || msg.name !== state.call.peer) return;
   state.ringing = true;
-  tone.play('ringback');
+  tone.play('ringback', config.ringTimeoutMs / 1000);
   renderStage();
 }
 
@@ -965,6 +972,96 @@ function toggleChat(open = $('#chat').hidden) {
     state.chatNotices = [];
     if (!$('#chat-input').disabled) $('#chat-input').focus();
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A call that rings while the page is in the background: a notification (the person allows them when they choose,
+// from the card in the side bar, never asked on page load), the tab's title, and the ring tone (scheduled on the
+// audio clock, which a background tab does not slow down).
+
+const NOTIFY_ASKED_KEY = 'tandem.notifyAsked';
+
+/** Whether this browser can show a notification from the page itself (Android's Chrome needs a service worker). */
+function canNotify() {
+  return 'Notification' in window && !/Android/i.test(navigator.userAgent);
+}
+
+/** Whether the person may not be looking at this page: another tab, another window, or another application. */
+function inBackground() {
+  return document.visibilityState === 'hidden' || !document.hasFocus();
+}
+
+function renderNotifyCard() {
+  $('#notify-card').hidden = !(canNotify() && Notification.permission === 'default' && !readSetting(NOTIFY_ASKED_KEY));
+}
+
+async function askToNotify() {
+  writeSetting(NOTIFY_ASKED_KEY, '1');
+  let answer = 'default';
+  try {
+    answer = await Notification.requestPermission();
+  } catch { /* an old browser with the callback form only: treated as not answered */ }
+  renderNotifyCard();
+  if (answer === 'granted') toast('You will be notified of calls while this tab is in the background.', { timeout: 4000 });
+  else if (answer === 'denied') toast('Notifications are blocked for this page. Allow them in the browser’s site settings to be told of calls in other tabs.', { timeout: 8000 });
+}
+
+/** Draws the person's attention to the call that rings: the tab's title, and a notification in the background. */
+function attract() {
+  const { from } = state.incoming;
+  const ringing = `${from} is calling…`;
+  document.title = `☎ ${ringing}`;
+  clearInterval(state.titleTimer);
+  // In the background the title blinks, so that the tab stands out in a row of tabs.
+  let on = true;
+  state.titleTimer = setInterval(() => {
+    on = !on || !inBackground();
+    document.title = on ? `☎ ${ringing}` : '☎ Incoming call · tandem';
+  }, 1000);
+  if (inBackground()) notifyRinging();
+}
+
+function notifyRinging() {
+  if (!state.incoming || state.callNotice || !canNotify() || Notification.permission !== 'granted') return;
+  const { from, offer } = state.incoming;
+  const audio = !sdpHasVideo(offer && offer.sdp);
+  try {
+    const n = new Notification(`${from} is calling`, {
+      body: audio ? 'Audio call. Click to answer.' : 'Click to answer.',
+      tag: 'tandem-call', requireInteraction: true, icon: '/favicon.svg', lang: document.documentElement.lang,
+    });
+    n.onclick = () => {
+      window.focus();
+      n.close();
+      if (state.incoming && state.incoming.from === from) accept();
+    };
+    state.callNotice = n;
+  } catch (err) {
+    log(`no notification: ${err.message || err}`);
+  }
+}
+
+function notifyMissed(from) {
+  if (!inBackground() || !canNotify() || Notification.permission !== 'granted') return;
+  try {
+    const n = new Notification(`Missed call from ${from}`, {
+      body: 'Click to see your recent calls.', tag: 'tandem-missed', icon: '/favicon.svg',
+      lang: document.documentElement.lang,
+    });
+    n.onclick = () => {
+      window.focus();
+      n.close();
+      showList('recent');
+    };
+  } catch { /* as above */ }
+}
+
+function stopAttracting() {
+  clearInterval(state.titleTimer);
+  state.titleTimer = 0;
+  document.title = 'tandem';
+  if (state.callNotice) state.callNotice.close();
+  state.callNotice = null;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1388,6 +1485,17 @@ function wire() {
     dial($('#dial-name').value, { audioOnly: !!(ev.submitter && ev.submitter.id === 'dial-audio-button') });
   });
   $('#test-call-button').addEventListener('click', startTestCall);
+  $('#notify-button').addEventListener('click', askToNotify);
+  $('#notify-dismiss').addEventListener('click', () => {
+    writeSetting(NOTIFY_ASKED_KEY, '1');
+    renderNotifyCard();
+  });
+  // A call that started ringing while the page was in front, and is left ringing as the person turns away.
+  const turnedAway = () => { if (state.phase === 'incoming' && inBackground()) notifyRinging(); };
+  document.addEventListener('visibilitychange', turnedAway);
+  window.addEventListener('blur', turnedAway);
+  // Any click or key on the page lets it play sound from then on (after a reload nothing was clicked yet).
+  for (const type of ['pointerdown', 'keydown']) document.addEventListener(type, () => tone.unlock(), { capture: true });
   $('#tab-people').addEventListener('click', () => showList('people'));
   $('#tab-recent').addEventListener('click', () => showList('recent'));
   $('.tabs').addEventListener('keydown', (ev) => {
