@@ -146,6 +146,13 @@ type pageSetup struct {
 	width   int64
 	height  int64
 	scheme  string // the system's colour scheme, "light" or "dark"; the browser's own when empty
+	langs   string // the browser's languages, as in Accept-Language ("zh-CN,zh"); the browser's own when empty
+}
+
+// withLanguages opens the page in a browser whose languages are langs, as an Accept-Language header lists them
+// ("zh-CN,zh;q=0.9"): navigator.languages says them, and the requests send them.
+func withLanguages(langs string) pageOption {
+	return func(s *pageSetup) { s.langs = langs }
 }
 
 // withScript runs JavaScript in the page before any of the page's own scripts, on every load.
@@ -211,6 +218,17 @@ func openPage(t *testing.T, label, url string, opts ...pageOption) *page {
 	if setup.width > 0 {
 		if err := chromedp.Do(ctx, chromedp.EmulateViewport(setup.width, setup.height)); err != nil {
 			t.Fatalf("%s: %v", label, err)
+		}
+	}
+	if setup.langs != "" {
+		ua, err := chromedp.Run(ctx, chromedp.Evaluate[string](`navigator.userAgent`))
+		if err == nil {
+			_, err = chromedp.Call(ctx, emulation.SetUserAgentOverride, emulation.SetUserAgentOverrideParams{
+				UserAgent: ua, AcceptLanguage: setup.langs,
+			})
+		}
+		if err != nil {
+			t.Fatalf("%s: setting the browser's languages: %v", label, err)
 		}
 	}
 	if setup.scheme != "" {
@@ -659,4 +677,17 @@ func gateJS(types ...string) string {
 			get onmessage() { return super.onmessage; }
 		};
 	})()`, list)
+}
+
+// signInAs types a name into the login form and submits it, and leaves the page wherever the server's answer
+// takes it (the login page with an error, say).
+func (p *page) signInAs(name string) {
+	p.t.Helper()
+	p.waitFor("the login form", `document.body.dataset.view === 'login' && !document.querySelector('#login-view').hidden && !document.querySelector('#login-button').disabled`)
+	p.must(`document.querySelector('#login-name').value = ''`)
+	ctx, cancel := context.WithTimeout(p.ctx, wait)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.ID("login-name"), name+"\r")); err != nil {
+		p.fatalf("typing the name: %v", err)
+	}
 }

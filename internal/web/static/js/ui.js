@@ -1,6 +1,7 @@
-// Small DOM helpers shared by the page: element lookup and creation, avatars, notices, names and durations.
+// Small DOM helpers shared by the page: element lookup and creation, avatars, notices, names.
 
 import { LIMITS } from './limits.js';
+import { t } from './i18n.js';
 
 /** Returns the first element matching a CSS selector. */
 export const $ = (sel) => document.querySelector(sel);
@@ -45,7 +46,7 @@ export function toast(message, { kind = 'info', timeout = 6000 } = {}) {
   // The container is a polite live region; an error interrupts as an alert.
   const item = el('div', { class: `toast toast-${kind}`, role: kind === 'error' ? 'alert' : null },
     el('span', { class: 'toast-text' }, text));
-  const close = el('button', { type: 'button', class: 'toast-close', 'aria-label': 'Dismiss' }, '×');
+  const close = el('button', { type: 'button', class: 'toast-close', 'aria-label': t('notices.dismiss') }, '×');
   const timer = setTimeout(() => item.remove(), timeout);
   item.dismiss = () => {
     clearTimeout(timer);
@@ -59,12 +60,12 @@ export function toast(message, { kind = 'info', timeout = 6000 } = {}) {
   return item;
 }
 
-/** Checks a name as the server will (docs/protocol.md, Names): returns {name} or {error} in words. */
+/** Checks a name as the server will (docs/protocol.md, Names): returns {name} or {error}, the key of its words. */
 export function validateName(raw) {
   const name = String(raw || '').trim();
-  if (!name) return { error: 'Type a name first.' };
-  if ([...name].length > 64) return { error: 'That name is too long: 64 characters at most.' };
-  if (/[\p{Cc}\p{Cf}]/u.test(name)) return { error: 'That name has invisible or control characters in it.' };
+  if (!name) return { error: 'name.empty' };
+  if ([...name].length > 64) return { error: 'name.long' };
+  if (/[\p{Cc}\p{Cf}]/u.test(name)) return { error: 'name.invisible' };
   return { name };
 }
 
@@ -72,32 +73,4 @@ export function validateName(raw) {
 export function focusSoftly(node) {
   if (!node || window.matchMedia('(pointer: coarse)').matches) return;
   node.focus();
-}
-
-/** Formats a duration in milliseconds as m:ss or h:mm:ss. */
-export function formatDuration(ms) {
-  const total = Math.max(0, Math.floor(ms / 1000));
-  const h = Math.floor(total / 3600);
-  const m = Math.floor((total % 3600) / 60);
-  const s = String(total % 60).padStart(2, '0');
-  return h ? `${h}:${String(m).padStart(2, '0')}:${s}` : `${m}:${s}`;
-}
-
-/**
- * Says when something happened, for a list of recent calls: the time today, "yesterday" and the time, the weekday
- * and the time within a week, else the date and the time; in the page's language.
- */
-export function formatWhen(at, now = Date.now(), locale = undefined) {
-  const then = new Date(at);
-  const today = new Date(now);
-  today.setHours(0, 0, 0, 0);
-  const days = Math.ceil((today.getTime() - then.getTime()) / 86400000);
-  const time = new Intl.DateTimeFormat(locale, { hour: 'numeric', minute: '2-digit' }).format(then);
-  if (days <= 0) return time;
-  if (days === 1) {
-    const yesterday = new Intl.RelativeTimeFormat(locale, { numeric: 'auto' }).format(-1, 'day');
-    return `${yesterday} ${time}`;
-  }
-  if (days < 7) return new Intl.DateTimeFormat(locale, { weekday: 'short', hour: 'numeric', minute: '2-digit' }).format(then);
-  return new Intl.DateTimeFormat(locale, { dateStyle: 'medium', timeStyle: 'short' }).format(then);
 }
