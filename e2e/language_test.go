@@ -148,6 +148,7 @@ func TestLanguages(t *testing.T) {
 	alice.waitNotice("nobody不在线")
 	alice.assertTranslated(t, "idle", "alice", "bob", "echo", "nobody")
 	alice.shoot("idle")
+	alice.assertAccessible(t, "zh-idle")
 	bob.search("")
 	bob.waitFor("alice in bob's list", `document.querySelector('.person[data-name="alice"]')`)
 	bob.assertTranslated(t, "idle-phone", "alice", "bob", "echo")
@@ -177,6 +178,7 @@ func TestLanguages(t *testing.T) {
 	alice.waitNotice("麦克风已静音")
 	alice.assertTranslated(t, "call", "alice", "bob", "echo", "nobody")
 	alice.shoot("call")
+	alice.assertAccessible(t, "zh-call")
 	alice.click("#devices-button")
 	alice.assertTranslated(t, "call-devices", "alice", "bob", "echo", "nobody")
 	alice.shoot("call-devices")
@@ -189,6 +191,9 @@ func TestLanguages(t *testing.T) {
 	alice.click("#hangup-button")
 	alice.waitPhase("idle")
 	bob.waitPhase("idle")
+	if value[bool](bob, `!document.querySelector('#chat-unread').hidden`) {
+		t.Error("bob's Chat button still counts the unread message of the call that ended")
+	}
 	// The call's length, in words of the language (Intl): "时长 5秒".
 	alice.waitNotice("通话已结束，时长")
 	if n := alice.notices(); !strings.Contains(n, "秒") {
@@ -205,6 +210,14 @@ func TestLanguages(t *testing.T) {
 	bob.assertTranslated(t, "audio-call-phone", "alice", "bob", "echo")
 	bob.shoot("audio-call")
 	bob.click("#hangup-button")
+	alice.waitPhase("idle")
+
+	// A call ringing on the phone.
+	alice.callFromList("bob")
+	bob.waitIncoming("alice")
+	bob.assertTranslated(t, "ringing-phone", "alice", "bob", "echo")
+	bob.shoot("ringing")
+	bob.click("#decline-button")
 	alice.waitPhase("idle")
 
 	// The recent calls, with a missed one, with times and durations in Chinese.

@@ -1345,6 +1345,8 @@ function setPhase(phase) {
     chatReady(false);
     renderChatNote();
     toggleChat(false);
+    state.unread = 0; // the messages of a call that ended are not waiting to be read in the next one
+    $('#chat-unread').hidden = true;
     $('#chat-button').disabled = true;
     restartListTimer();
   } else {
