@@ -131,6 +131,9 @@ type Local interface {
 	// Evict closes a session whose name another session holds now (a conflict settled after the shared state was
 	// lost): the client is told, its call ends.
 	Evict(name, session string)
+	// Undelivered says that e, sent by this node, could not be delivered (its node was unreachable): the sender
+	// is told.
+	Undelivered(e *Envelope)
 }
 
 // Registration is one local user, as the shared state should have it.
@@ -149,6 +152,8 @@ type Backend interface {
 	Send(node string, e *Envelope) bool
 	// Start joins the cluster: from then on envelopes for this node go to l.
 	Start(l Local) error
+	// Alive reports whether node is in the cluster, as far as this node knows.
+	Alive(node string) bool
 	// Ready says whether the node can serve new users (nil) or why not.
 	Ready() error
 	// Close leaves the cluster; with release, this node's users' names are freed at once (a clean shutdown);

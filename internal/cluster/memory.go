@@ -262,6 +262,13 @@ func (n *MemoryNode) run() {
 	}
 }
 
+// Alive implements Backend.
+func (n *MemoryNode) Alive(node string) bool {
+	n.m.mu.Lock()
+	defer n.m.mu.Unlock()
+	return n.m.nodes[node] != nil
+}
+
 // Ready implements Backend.
 func (n *MemoryNode) Ready() error { return n.alive() }
 

@@ -762,6 +762,9 @@ func (h *Hub) NodeDown(node string) {
 		}
 		delete(c.timers, t)
 		c.timersMu.Unlock()
+		if c.b.Alive(node) {
+			return // it came back (Redis had lost its data, and the node registered again)
+		}
 		for _, s := range affected {
 			h.mu.Lock()
 			p := s.peer
@@ -813,4 +816,18 @@ func (h *Hub) Evict(name, session string) {
 	h.mu.Unlock()
 	h.log.Warn("cluster: name conflict after the shared state was lost; this node's session gives way", "name", name)
 	s.conn.Close(protocol.CloseNameConflict, "name conflict: another connection holds the name "+name)
+}
+
+// Undelivered implements cluster.Local: the sender of a message that could not reach its recipient's node is told.
+func (h *Hub) Undelivered(e *cluster.Envelope) {
+	if e.Kind != cluster.Message {
+		return // a Call's caller hears of it when its wait ends; replies and notices have no one to tell
+	}
+	h.mu.Lock()
+	s := h.users[e.From]
+	h.mu.Unlock()
+	if s != nil {
+		s.fail(protocol.CodeUnavailable, "your "+frameType(e.Frame)+" did not reach "+e.To+": the server "+e.To+
+			" is on could not be reached", frameType(e.Frame), e.To)
+	}
 }
