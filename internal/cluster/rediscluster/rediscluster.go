@@ -86,10 +86,10 @@ type Backend struct {
 	mu       sync.Mutex
 	local    cluster.Local
 	outboxes map[string]*outbox
-	epoch    string    // the shared state's epoch as last seen; "" before the first heartbeat
-	beatOK   time.Time // the last successful heartbeat
-	subOK    bool      // subscribed
-	regsDue  bool      // this node's users must be registered again
+	epoch    string               // the shared state's epoch as last seen; "" before the first heartbeat
+	beatOK   time.Time            // the last successful heartbeat
+	subOK    bool                 // subscribed
+	regsDue  bool                 // this node's users must be registered again
 	live     map[string]bool      // nodes whose lease was current at the last sweep
 	missing  map[string]time.Time // nodes once live, and since when the sweeps have not found them
 	closing  bool
