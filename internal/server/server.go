@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"tandem/internal/certs"
+	"tandem/internal/cluster"
 	"tandem/internal/hub"
 	"tandem/internal/web"
 	"tandem/internal/ws"
@@ -71,6 +72,11 @@ type Config struct {
 	// TLS, if not nil, makes Serve speak HTTPS and WSS; a plain HTTP request on the same port is redirected to
 	// https (see the certs package). Nil means plain HTTP.
 	TLS *tls.Config
+
+	// Cluster, if not nil, makes this server one node of a cluster (hub.Config.Cluster, docs/cluster.md);
+	// ResumeGrace is how long a call with a user of a node that died waits for that user to come back.
+	Cluster     cluster.Backend
+	ResumeGrace time.Duration
 }
 
 // DefaultConfig returns tandem's defaults: port 9090, as the tutorial, and the limits of docs/protocol.md.
@@ -186,9 +192,14 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 			CallCooldown: cooldown,
 			Logger:       logger,
 			Metrics:      hub.NewMetrics(reg),
+			Cluster:      cfg.Cluster,
+			ResumeGrace:  cfg.ResumeGrace,
 		}),
 		ws:       wss,
 		registry: reg,
+	}
+	if c, ok := cfg.Cluster.(interface{ Register(prometheus.Registerer) }); ok {
+		c.Register(reg)
 	}
 	s.handler = s.routes()
 	return s, nil
@@ -217,6 +228,18 @@ func (s *Server) routes() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	// /readyz tells a load balancer whether to send this node new users: always on a single node; in a cluster,
+	// while its Redis is reachable (/healthz, liveness, never depends on Redis).
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if err := s.hub.Ready(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready:", err)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
 	return mux
 }
 
@@ -266,6 +289,9 @@ func (s *Server) originAllowed(origin, host string) bool {
 // Serve serves on ln until ctx is done, then shuts down gracefully: it stops accepting, tells every user in a
 // call that the call is over, closes connections with 1001 (going away) and returns within ShutdownTimeout.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if err := s.hub.Start(); err != nil { // joins the cluster, if any
+		return fmt.Errorf("server: %w", err)
+	}
 	if err := s.ws.Start(); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}

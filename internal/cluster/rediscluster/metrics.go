@@ -9,7 +9,7 @@ type metrics struct {
 	subscriptions, probeFailures, conflicts    prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, b *Backend) *metrics {
+func newMetrics(b *Backend) *metrics {
 	c := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_cluster_" + name, Help: help})
 	}
@@ -24,7 +24,11 @@ func newMetrics(reg prometheus.Registerer, b *Backend) *metrics {
 		probeFailures:     c("probe_failures_total", "Times the subscription delivered nothing, not even this node's probe, and was made again."),
 		conflicts:         c("name_conflicts_total", "Users of this node closed (4001) because their name was held by another after Redis lost its data."),
 	}
-	if reg != nil {
+	return m
+}
+
+func (m *metrics) register(reg prometheus.Registerer, b *Backend) {
+	{
 		reg.MustRegister(m.sent, m.received, m.undelivered, m.heartbeatFailures, m.epochChanges, m.nodesDown,
 			m.subscriptions, m.probeFailures, m.conflicts,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tandem_cluster_ready",
@@ -36,5 +40,4 @@ func newMetrics(reg prometheus.Registerer, b *Backend) *metrics {
 					return 0
 				}))
 	}
-	return m
 }

@@ -58,8 +58,6 @@ type Config struct {
 	Timeout time.Duration
 	// Logger receives the backend's logs; default slog.Default().
 	Logger *slog.Logger
-	// Registerer, if not nil, gets the backend's metrics.
-	Registerer prometheus.Registerer
 }
 
 // Defaults of Config.
@@ -159,9 +157,12 @@ func New(cfg Config) (*Backend, error) {
 		outboxes: make(map[string]*outbox), live: make(map[string]bool), missing: make(map[string]time.Time),
 		stop: make(chan struct{}),
 	}
-	b.m = newMetrics(cfg.Registerer, b)
+	b.m = newMetrics(b)
 	return b, nil
 }
+
+// Register adds the backend's metrics to reg.
+func (b *Backend) Register(reg prometheus.Registerer) { b.m.register(reg, b) }
 
 // DefaultNodeID is a node id unique per process start: the host name and a random suffix.
 func DefaultNodeID() string {
