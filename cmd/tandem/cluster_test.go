@@ -147,7 +147,9 @@ func next(t *testing.T, ctx context.Context, c *client.Client, typ string) *clie
 	return m
 }
 
-func cand(n int) json.RawMessage { return json.RawMessage(fmt.Sprintf(`{"candidate":"c%d","sdpMid":"0"}`, n)) }
+func cand(n int) json.RawMessage {
+	return json.RawMessage(fmt.Sprintf(`{"candidate":"c%d","sdpMid":"0"}`, n))
+}
 
 // TestClusterProcesses runs three tandem processes on one real Redis, with real WebSocket clients: a call across
 // nodes (every step of the protocol, ordering, busy, the list), a resume on another node, kill -9 of a node, and
