@@ -506,7 +506,11 @@ func (c *busConn) Send(msg []byte) bool {
 			e.Kind, e.Accepted = cluster.Verdict, typ == protocol.TypeRinging
 		}
 	}
-	return c.h.cl.b.Send(c.node(), e)
+	if !c.h.cl.b.Send(c.node(), e) {
+		c.h.Undelivered(e) // its sender is told
+		return false
+	}
+	return true
 }
 
 // frameType is the type of a message the hub built ({"type":"...).

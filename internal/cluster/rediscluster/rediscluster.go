@@ -44,9 +44,10 @@ type Config struct {
 	Node string
 	// Prefix is put before every key and channel; default "tandem:". Clusters sharing a Redis need their own.
 	Prefix string
-	// Heartbeat is how often the node renews its lease and sweeps for dead nodes; default 2 s.
+	// Heartbeat is how often the node renews its lease and sweeps for dead nodes; default 1 s.
 	Heartbeat time.Duration
-	// Lease is how long a node counts as alive after its last heartbeat; default 6 s (three heartbeats).
+	// Lease is how long a node counts as alive after its last heartbeat; default 3 s (three heartbeats). A node
+	// that died is found within the lease and four heartbeats (its absence is confirmed by two sweeps).
 	Lease time.Duration
 	// ResumeGrace is how long a dead node's users' names wait for a resume on another node; default
 	// cluster.DefaultResumeGrace (10 s).
@@ -63,8 +64,8 @@ type Config struct {
 // Defaults of Config.
 const (
 	DefaultPrefix    = "tandem:"
-	DefaultHeartbeat = 2 * time.Second
-	DefaultLease     = 6 * time.Second
+	DefaultHeartbeat = time.Second
+	DefaultLease     = 3 * time.Second
 	DefaultProbe     = time.Second
 	DefaultTimeout   = 3 * time.Second
 	// outboxSize bounds the envelopes waiting for one destination node.
@@ -84,13 +85,16 @@ type Backend struct {
 	mu       sync.Mutex
 	local    cluster.Local
 	outboxes map[string]*outbox
-	epoch    string               // the shared state's epoch as last seen; "" before the first heartbeat
-	beatOK   time.Time            // the last successful heartbeat
-	subOK    bool                 // subscribed
-	regsDue  bool                 // this node's users must be registered again
-	live     map[string]bool      // nodes whose lease was current at the last sweep
-	missing  map[string]time.Time // nodes once live, and since when the sweeps have not found them
-	closing  bool
+	epoch    string    // the shared state's epoch as last seen; "" before the first heartbeat
+	beatOK   time.Time // the last successful heartbeat
+	subOK    bool      // subscribed
+	regsDue  bool      // this node's users must be registered again
+	// suspect: the connection to Redis was lost (Redis may have restarted empty): no claims until a heartbeat has
+	// checked the epoch (and the users are registered again if it changed).
+	suspect bool
+	live    map[string]bool      // nodes whose lease was current at the last sweep
+	missing map[string]time.Time // nodes once live, and since when the sweeps have not found them
+	closing bool
 
 	lastRecv atomic.Int64 // unix nanoseconds of the last message on the node's channel
 	stop     chan struct{}
@@ -235,7 +239,7 @@ func (b *Backend) canClaim() error {
 		return fmt.Errorf("node %s is leaving the cluster: %w", b.cfg.Node, cluster.ErrUnavailable)
 	case b.epoch == "" || time.Since(b.beatOK) > b.cfg.Lease:
 		return fmt.Errorf("node %s has no lease in Redis: %w", b.cfg.Node, cluster.ErrUnavailable)
-	case b.regsDue:
+	case b.regsDue || b.suspect:
 		return fmt.Errorf("node %s is registering its users again: %w", b.cfg.Node, cluster.ErrUnavailable)
 	}
 	return nil
@@ -358,7 +362,7 @@ func (b *Backend) heartbeatLoop() {
 func (b *Backend) needsBeat() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.regsDue || b.epoch == ""
+	return b.regsDue || b.suspect || b.epoch == ""
 }
 
 func (b *Backend) beat() {
@@ -369,6 +373,9 @@ func (b *Backend) beat() {
 	if err != nil || len(vals) != 2 {
 		b.m.heartbeatFailures.Inc()
 		b.log.Warn("cluster: Redis heartbeat failed", "err", err)
+		b.mu.Lock()
+		b.suspect = true // Redis may restart empty: its epoch is checked before the next claim
+		b.mu.Unlock()
 		return
 	}
 	epoch, _ := vals[0].ToString()
@@ -390,10 +397,13 @@ func (b *Backend) beat() {
 	}
 	b.epoch, b.beatOK = epoch, time.Now()
 	due := b.regsDue
+	if !due {
+		b.suspect = false
+	}
 	b.mu.Unlock()
 	if due && b.register(ctx) {
 		b.mu.Lock()
-		b.regsDue = false
+		b.regsDue, b.suspect = false, false
 		b.mu.Unlock()
 	}
 	b.sweep(ctx)
@@ -452,7 +462,7 @@ func (b *Backend) sweep(ctx context.Context) {
 		switch {
 		case live[id]:
 			delete(b.missing, id)
-		case now.Sub(since) >= b.cfg.Lease: // missing for a whole lease of sweeps: gone
+		case now.Sub(since) >= 2*b.cfg.Heartbeat: // missing from the sweeps of two heartbeats: gone
 			delete(b.missing, id)
 			gone = append(gone, id)
 		default:
@@ -542,6 +552,9 @@ func (b *Backend) subscribeOnce() bool {
 			return true
 		case err := <-errs:
 			b.log.Warn("cluster: the subscription's connection to Redis was lost; subscribing again", "err", err)
+			b.mu.Lock()
+			b.suspect = true // Redis may have restarted: its epoch is checked before the next claim
+			b.mu.Unlock()
 			return true
 		case <-probe.C:
 			idle := time.Since(time.Unix(0, b.lastRecv.Load()))
