@@ -72,6 +72,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var eopts echoOptions // the echo test call: echo.go
 	eopts.register(fs)
 	fs.IntVar(&cfg.EchoMaxCalls, "echo-max-calls", cfg.EchoMaxCalls, "echo test calls at once; a caller beyond them is told the test line is busy")
+	var copts clusterOptions // cluster mode: cluster.go
+	copts.register(fs)
 	fs.DurationVar(&cfg.CallCooldown, "call-cooldown", cfg.CallCooldown, "how long a caller who was declined (or gave up unanswered) waits before calling the same user again (0: no wait)")
 	intro := "tandem is a self-hosted WebRTC calling server: it serves the web client, relays the signaling\nmessages that set calls up, and runs a STUN/TURN server and an echo test user."
 	if err := cli.Parse(fs, "TANDEM_", intro, args, getenv); err != nil {
@@ -116,6 +118,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if cfg.EchoToken, err = eopts.reserve(); err != nil {
 			return err
 		}
+	}
+	if err := copts.configure(&cfg, logger); err != nil {
+		return err
 	}
 	srv, err := server.New(cfg, logger)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"tandem/internal/certs"
+	"tandem/internal/cluster"
 	"tandem/internal/hub"
 	"tandem/internal/web"
 	"tandem/internal/ws"
@@ -90,6 +91,11 @@ type Config struct {
 	// TLS, if not nil, makes Serve speak HTTPS and WSS; a plain HTTP request on the same port is redirected to
 	// https (see the certs package). Nil means plain HTTP.
 	TLS *tls.Config
+
+	// Cluster, if not nil, makes this server one node of a cluster (hub.Config.Cluster, docs/cluster.md);
+	// ResumeGrace is how long a call with a user of a node that died waits for that user to come back.
+	Cluster     cluster.Backend
+	ResumeGrace time.Duration
 }
 
 // DefaultConfig returns tandem's defaults: port 9090, as the tutorial, and the limits of docs/protocol.md.
@@ -242,8 +248,13 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		CallCooldown: cooldown,
 		Logger:       logger,
 		Metrics:      hub.NewMetrics(reg),
+		Cluster:      cfg.Cluster,
+		ResumeGrace:  cfg.ResumeGrace,
 	})
 	s.registry = reg
+	if c, ok := cfg.Cluster.(interface{ Register(prometheus.Registerer) }); ok {
+		c.Register(reg)
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -271,6 +282,18 @@ func (s *Server) routes() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	// /readyz tells a load balancer whether to send this node new users: always on a single node; in a cluster,
+	// while its Redis is reachable (/healthz, liveness, never depends on Redis).
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if err := s.hub.Ready(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready:", err)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
 	return mux
 }
 
@@ -309,6 +332,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	if tcp, ok := ln.Addr().(*net.TCPAddr); ok {
 		s.origins.serve(scheme, tcp.Port)
+	}
+	if err := s.hub.Start(); err != nil { // joins the cluster, if any
+		return fmt.Errorf("server: %w", err)
 	}
 	if err := s.ws.Start(); err != nil {
 		return fmt.Errorf("server: %w", err)
