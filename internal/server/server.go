@@ -90,6 +90,9 @@ type Config struct {
 	// TLS, if not nil, makes Serve speak HTTPS and WSS; a plain HTTP request on the same port is redirected to
 	// https (see the certs package). Nil means plain HTTP.
 	TLS *tls.Config
+	// TURNOverTLS, if not nil (and TLS is set), shares the HTTPS port with TURN over TLS: a TLS connection that
+	// carries STUN rather than HTTP is given to it (certs.ListenerConfig.TURN), e.g. turnserver.Server.HandOff.
+	TURNOverTLS func(net.Conn)
 }
 
 // DefaultConfig returns tandem's defaults: port 9090, as the tutorial, and the limits of docs/protocol.md.
@@ -319,6 +322,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			FirstRequest: s.cfg.RequestTimeout,
 			MaxPending:   s.cfg.MaxHTTPConns,
 			Logger:       s.log,
+			TURN:         s.cfg.TURNOverTLS,
 		})
 		handler = certs.RedirectPlain(handler)
 	} else {
