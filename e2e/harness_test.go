@@ -144,6 +144,12 @@ type pageSetup struct {
 	scripts []string
 	width   int64
 	height  int64
+	browser context.Context // nil: the shared browser
+}
+
+// inBrowser opens the page in another browser than the shared one (one started with other flags).
+func inBrowser(ctx context.Context) pageOption {
+	return func(s *pageSetup) { s.browser = ctx }
 }
 
 // withScript runs JavaScript in the page before any of the page's own scripts, on every load.
@@ -164,7 +170,11 @@ func openPage(t *testing.T, label, url string, opts ...pageOption) *page {
 	for _, o := range opts {
 		o(&setup)
 	}
-	ctx, cancel := chromedp.NewContext(browser(t))
+	parent := setup.browser
+	if parent == nil {
+		parent = browser(t)
+	}
+	ctx, cancel := chromedp.NewContext(parent)
 	p := &page{t: t, label: label, ctx: ctx, logs: &syncBuffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {
