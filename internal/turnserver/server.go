@@ -3,7 +3,8 @@
 // coturn.
 //
 // Browsers behind symmetric NATs, mobile carriers and corporate firewalls often cannot reach each other directly;
-// a TURN server relays their media. A Server listens on UDP and TCP on one port (3478 by default). Clients get
+// a TURN server relays their media. A Server listens on UDP and TCP on one port (3478 by default), on IPv4 and
+// IPv6, and with a certificate also over TLS, on a port of its own and on the HTTPS port (tls.go). Clients get
 // their ICE servers from ICEServers, called for each login: a STUN URL, and TURN URLs with a credential in the
 // TURN REST API scheme (username "<expiry>:<session tag>:<user>", password base64(HMAC-SHA1(secret, username))),
 // valid for a few hours. Expired, malformed and forged credentials are refused.
