@@ -79,7 +79,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := cli.Parse(fs, "TANDEM_", intro, args, getenv); err != nil {
 		return err
 	}
-	fs.Visit(func(f *flag.Flag) { nopts.turnAddrExplicit = nopts.turnAddrExplicit || f.Name == "turn-addr" })
+	fs.Visit(func(f *flag.Flag) {
+		nopts.turnAddrExplicit = nopts.turnAddrExplicit || f.Name == "turn-addr"
+		nopts.turnTLSExplicit = nopts.turnTLSExplicit || f.Name == "turn-tls-port"
+	})
 	logger, err := cli.NewLogger(stderr, opts.logFormat, opts.logLevel)
 	if err != nil {
 		return err
@@ -108,6 +111,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	cfg.TLS, cfg.ICEServers, cfg.SessionEnded = netw.tls, netw.iceServers, netw.sessionEnded
+	cfg.TURNOverTLS = netw.turnOverTLS()
 	cfg.Hosts = netw.ownHosts(cfg.Addr)
 	if eopts.on {
 		if cfg.EchoName, err = protocol.ValidateName([]byte(eopts.name)); err != nil {

@@ -96,6 +96,10 @@ type Config struct {
 	// ResumeGrace is how long a call with a user of a node that died waits for that user to come back.
 	Cluster     cluster.Backend
 	ResumeGrace time.Duration
+
+	// TURNOverTLS, if not nil (and TLS is set), shares the HTTPS port with TURN over TLS: a TLS connection that
+	// carries STUN rather than HTTP is given to it (certs.ListenerConfig.TURN), e.g. turnserver.Server.HandOff.
+	TURNOverTLS func(net.Conn)
 }
 
 // DefaultConfig returns tandem's defaults: port 9090, as the tutorial, and the limits of docs/protocol.md.
@@ -345,6 +349,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			FirstRequest: s.cfg.RequestTimeout,
 			MaxPending:   s.cfg.MaxHTTPConns,
 			Logger:       s.log,
+			TURN:         s.cfg.TURNOverTLS,
 		})
 		handler = certs.RedirectPlain(handler)
 	} else {
