@@ -19,6 +19,7 @@ type clusterOptions struct {
 	heartbeat time.Duration
 	lease     time.Duration
 	grace     time.Duration
+	drain     time.Duration
 }
 
 func (o *clusterOptions) register(fs *flag.FlagSet) {
@@ -28,6 +29,7 @@ func (o *clusterOptions) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.heartbeat, "cluster-heartbeat", rediscluster.DefaultHeartbeat, "how often a node renews its lease in Redis and looks for nodes that died")
 	fs.DurationVar(&o.lease, "cluster-lease", rediscluster.DefaultLease, "how long a node counts as alive after its last heartbeat (at least two heartbeats)")
 	fs.DurationVar(&o.grace, "resume-grace", cluster.DefaultResumeGrace, "how long the name and calls of a user of a node that died wait for the user to resume on another node")
+	fs.DurationVar(&o.drain, "drain-window", server.DefaultDrainWindow, "on SIGTERM, how long a cluster node spreads its users' reconnects (1012, service restart) to other nodes over; their calls go on (0: all at once)")
 }
 
 // configure makes cfg a cluster node when -redis is set.
@@ -38,12 +40,15 @@ func (o *clusterOptions) configure(cfg *server.Config, logger *slog.Logger) erro
 	if o.grace <= 0 {
 		return fmt.Errorf("-resume-grace must be positive")
 	}
+	if o.drain < 0 {
+		return fmt.Errorf("-drain-window must not be negative")
+	}
 	b, err := rediscluster.New(rediscluster.Config{URL: o.redis, Node: o.node, Prefix: o.prefix,
 		Heartbeat: o.heartbeat, Lease: o.lease, ResumeGrace: o.grace, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("-redis: %w", err)
 	}
-	cfg.Cluster, cfg.ResumeGrace = b, o.grace
+	cfg.Cluster, cfg.ResumeGrace, cfg.DrainWindow = b, o.grace, o.drain
 	logger.Info("cluster mode", "node", b.Node(), "lease", o.lease, "resume_grace", o.grace)
 	return nil
 }

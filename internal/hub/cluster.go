@@ -50,6 +50,7 @@ type clusterState struct {
 	stopped  chan struct{}
 	stopOnce sync.Once
 	dropped  atomic.Uint64 // writes dropped because the queue was full
+	draining bool          // guarded by the hub's mu: a drain has begun (drain.go)
 
 	timersMu sync.Mutex
 	timers   map[*time.Timer]struct{} // resume graces running (NodeDown)
@@ -132,8 +133,9 @@ func (c *clusterState) write(w func(context.Context)) bool {
 	}
 }
 
-// closeCluster ends cluster mode at shutdown: the queued writes go out, and the node leaves the cluster.
-func (h *Hub) closeCluster() {
+// closeCluster ends cluster mode at shutdown: the queued writes go out, and the node leaves the cluster; with
+// release its users' names are freed at once, without (a drain) they wait the resume grace.
+func (h *Hub) closeCluster(release bool) {
 	c := h.cl
 	c.stopOnce.Do(func() {
 		c.timersMu.Lock()
@@ -144,7 +146,7 @@ func (h *Hub) closeCluster() {
 		c.timersMu.Unlock()
 		close(c.stop)
 		<-c.stopped
-		_ = c.b.Close(true)
+		_ = c.b.Close(release)
 	})
 }
 

@@ -149,6 +149,9 @@ type Session struct {
 	sid   string // the login's session id (Config.ICEServers), "" when not logged in or already ended
 	peer  *Session
 	gone  bool // closed, or replaced by a resume: it will never log in again
+	// drained: its connection was closed by a drain (drain.go), which keeps its name and call for its resume
+	// on another node.
+	drained bool
 	// callers is the echo user's: the users in a call with it, any number at once (each has it as peer).
 	callers map[*Session]struct{}
 	// id identifies the caller behind this session to the users it calls (their strangers records): it is
@@ -196,6 +199,13 @@ func (h *Hub) Online() int {
 // Shutdown tells every user in a call that the call is over because the server is stopping, and ends every
 // login's session (Config.SessionEnded). The connections are closed by their owner afterwards.
 func (h *Hub) Shutdown() {
+	h.mu.Lock()
+	draining := h.drainingLocked()
+	h.mu.Unlock()
+	if draining {
+		h.shutdownDrained() // the calls go on from other nodes
+		return
+	}
 	type note struct {
 		to   Conn
 		from string
@@ -229,7 +239,7 @@ func (h *Hub) Shutdown() {
 		h.send(n.to, func(b []byte) []byte { return protocol.AppendLeave(b, n.from, protocol.ReasonShutdown) })
 	}
 	if h.cl != nil {
-		h.closeCluster()
+		h.closeCluster(true)
 	}
 }
 
@@ -309,6 +319,13 @@ func (s *Session) OnClose() {
 	h := s.hub
 	h.mu.Lock()
 	s.gone = true
+	if s.name != "" && (s.drained || h.drainingLocked()) && !h.localOnly(s.name) {
+		// A drain: the name and the call stay, for the user's resume on another node (drain.go).
+		s.drained = true
+		h.mu.Unlock()
+		h.m.connections.Dec()
+		return
+	}
 	peers, name, sid := s.unregisterLocked()
 	h.mu.Unlock()
 	h.m.connections.Dec()

@@ -96,6 +96,10 @@ type Config struct {
 	// ResumeGrace is how long a call with a user of a node that died waits for that user to come back.
 	Cluster     cluster.Backend
 	ResumeGrace time.Duration
+	// DrainWindow is, in a cluster, how long a shutdown spreads the reconnects of this node's users over: each
+	// user's connection is closed with 1012 (service restart) in turn, keeping its name and call for its resume
+	// on another node (docs/cluster.md). Zero closes them all at once; a single node does not drain.
+	DrainWindow time.Duration
 
 	// TURNOverTLS, if not nil (and TLS is set), shares the HTTPS port with TURN over TLS: a TLS connection that
 	// carries STUN rather than HTTP is given to it (certs.ListenerConfig.TURN), e.g. turnserver.Server.HandOff.
@@ -124,8 +128,12 @@ func DefaultConfig() Config {
 		RequestTimeout:     DefaultRequestTimeout,
 		ResponseTimeout:    DefaultResponseTimeout,
 		MaxHTTPConns:       DefaultMaxHTTPConns,
+		DrainWindow:        DefaultDrainWindow,
 	}
 }
+
+// DefaultDrainWindow is Config.DrainWindow's default.
+const DefaultDrainWindow = 5 * time.Second
 
 // Server is a tandem server.
 type Server struct {
@@ -137,6 +145,7 @@ type Server struct {
 	handler  http.Handler
 	origins  *originRule
 	http     atomic.Pointer[HTTPServer] // the one Serve runs, for the metrics
+	draining atomic.Bool                // a cluster node's shutdown has begun: /readyz says so
 }
 
 // New checks cfg and builds a Server. It starts nothing: Serve does.
@@ -291,6 +300,11 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
+		if s.draining.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready: draining (shutting down)")
+			return
+		}
 		if err := s.hub.Ready(); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintln(w, "not ready:", err)
@@ -329,6 +343,9 @@ func (s *Server) acceptWebSocket(r *ws.Request) func(*ws.Conn) ws.Handler {
 
 // Serve serves on ln until ctx is done, then shuts down gracefully: it stops accepting, tells every user in a
 // call that the call is over, closes connections with 1001 (going away) and returns within ShutdownTimeout.
+// A cluster node drains instead: it stops accepting, answers /readyz with 503, closes its users' connections with
+// 1012 (service restart) spread over DrainWindow, keeping their names and calls for their resume on other nodes,
+// then leaves the cluster and closes what is left with 1012 within ShutdownTimeout.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	scheme := "http"
 	if s.cfg.TLS != nil {
@@ -376,11 +393,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case err = <-serveErr:
 		err = fmt.Errorf("server: %w", err)
 	}
+	closeCode, closeReason := ws.CloseGoingAway, "the server is shutting down"
+	if s.cfg.Cluster != nil {
+		// A rolling restart: the users reconnect to the other nodes, a few at a time, and keep their calls.
+		s.draining.Store(true)
+		s.hub.Drain(context.Background(), s.cfg.DrainWindow)
+		closeCode, closeReason = protocol.CloseServiceRestart, "service restart: reconnect and resume"
+	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	_ = hs.Shutdown(shutCtx) // waits for requests in flight; hijacked WebSockets are closed below
 	s.hub.Shutdown()
-	if werr := s.ws.Shutdown(shutCtx, ws.CloseGoingAway, "the server is shutting down"); werr != nil {
+	if werr := s.ws.Shutdown(shutCtx, closeCode, closeReason); werr != nil {
 		s.log.Warn("connections dropped at shutdown", "err", werr)
 	}
 	return err
