@@ -84,6 +84,8 @@ var churnMix = []churnKind{
 	{"cancel", 4, (*episode).epCancel},
 	{"busy", 3, (*episode).epBusy},
 	{"drop-in-call", 5, (*episode).epDropInCall},
+	{"offer-flood", 3, (*episode).epOfferFlood},
+	{"stranger-flood", 3, (*episode).epStrangerFlood},
 	{"reset-burst-out", 6, (*episode).epResetBurstOut},
 	{"reset-burst-in", 6, (*episode).epResetBurstIn},
 	{"mid-frame", 6, (*episode).epMidFrame},
