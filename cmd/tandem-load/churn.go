@@ -112,6 +112,7 @@ type churner struct {
 	kinds   []int // the indexes in churnMix of the kinds played
 	total   int
 	weights []int // running sums of their weights
+	picked  int   // episodes picked so far, up to len(kinds)
 }
 
 // churnKinds lists the kinds of episode.
@@ -273,8 +274,13 @@ loop:
 	return nil
 }
 
-// pick chooses a kind of episode by weight; it returns its index in churnMix.
+// pick chooses a kind of episode: each kind once at first, so that even a short run plays every one, then by
+// weight. It returns its index in churnMix.
 func (ch *churner) pick() int {
+	if ch.picked < len(ch.kinds) {
+		ch.picked++
+		return ch.kinds[ch.picked-1]
+	}
 	n := rand.IntN(ch.total)
 	i, _ := slices.BinarySearch(ch.weights, n+1)
 	return ch.kinds[i]
