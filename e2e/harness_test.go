@@ -410,12 +410,7 @@ func openTandem(t *testing.T, srv *tandem, name string, q query, opts ...pageOpt
 func (p *page) signIn(name string) {
 	p.t.Helper()
 	p.waitFor("the login form", `document.body.dataset.view === 'login' && !document.querySelector('#login-view').hidden`)
-	p.must(`document.querySelector('#login-name').value = ''`)
-	ctx, cancel := context.WithTimeout(p.ctx, wait)
-	defer cancel()
-	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.ID("login-name"), name+"\r")); err != nil {
-		p.fatalf("typing the name: %v", err)
-	}
+	p.typeName(name)
 	p.waitFor("the call page", fmt.Sprintf(`document.body.dataset.view === 'call' && tandem.name === %s && tandem.signaling === 'online'`, jsString(name)))
 }
 
@@ -689,15 +684,23 @@ func gateJS(types ...string) string {
 	})()`, list)
 }
 
+// typeName types name and Enter into the login form's name field, as a person would: keys sent to the focused
+// field. (chromedp's SendKeys reads the field's node while its DOM events update it, a data race inside chromedp
+// that -race reports when the page changes the field's attributes, as its translations do.)
+func (p *page) typeName(name string) {
+	p.t.Helper()
+	p.must(`(() => { const e = document.querySelector('#login-name'); e.value = ''; e.focus(); return document.activeElement === e; })()`)
+	ctx, cancel := context.WithTimeout(p.ctx, wait)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.KeyEvent(name+"\r")); err != nil {
+		p.fatalf("typing the name: %v", err)
+	}
+}
+
 // signInAs types a name into the login form and submits it, and leaves the page wherever the server's answer
 // takes it (the login page with an error, say).
 func (p *page) signInAs(name string) {
 	p.t.Helper()
 	p.waitFor("the login form", `document.body.dataset.view === 'login' && !document.querySelector('#login-view').hidden && !document.querySelector('#login-button').disabled`)
-	p.must(`document.querySelector('#login-name').value = ''`)
-	ctx, cancel := context.WithTimeout(p.ctx, wait)
-	defer cancel()
-	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.ID("login-name"), name+"\r")); err != nil {
-		p.fatalf("typing the name: %v", err)
-	}
+	p.typeName(name)
 }

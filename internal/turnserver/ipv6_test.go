@@ -95,6 +95,16 @@ func TestRelayOverIPv6(t *testing.T) {
 			if ip := relay.LocalAddr().(*net.UDPAddr).IP; !ip.Equal(net.IPv6loopback) {
 				t.Errorf("relay on %v, want ::1", ip)
 			}
+			// pion's client binds a channel after its first packets (sent as Send indications) and then uses it:
+			// keep relaying until the channel carries them, or give up.
+			peer, err := net.ListenPacket("udp6", "[::1]:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer peer.Close()
+			for deadline := time.Now().Add(5 * time.Second); s.channelPacketsRelayed() == before && time.Now().Before(deadline); {
+				sendUntilReceived(t, relay, peer, peer.LocalAddr(), "to the peer")
+			}
 			if s.channelPacketsRelayed() == before {
 				t.Error("nothing went by tandem's channel data path")
 			}
