@@ -672,6 +672,9 @@ func (s *Session) offer(m *protocol.Message) {
 		}
 		s.unanswered = true
 		newCall = true
+		// Ringing t is s's word that t may reach it: a cooldown or spent budget s keeps for calls from t (s
+		// declined t a moment ago, say) must not stop t from calling back.
+		s.forgetStrangerLocked(t.id)
 		if h.cl != nil {
 			h.notePeerLocked(s)
 			h.notePeerLocked(t)

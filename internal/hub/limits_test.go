@@ -279,6 +279,29 @@ func TestCallCooldown(t *testing.T) {
 	a.expect(msg{"type": "ringing"})
 }
 
+// TestCallBackAfterDecline: b declines a, then rings a itself (and gives up): a may call b back at once, since
+// b's own call says b wants to hear from a; the cooldown is b's protection from a, not a's from b.
+func TestCallBackAfterDecline(t *testing.T) {
+	h := New(Config{})
+	fakeClock(h)
+	a, b := connect(t, h), connect(t, h)
+	a.login("a")
+	b.login("b")
+	a.send(`{"type":"offer","offer":{},"name":"b"}`)
+	a.take()
+	b.take()
+	b.send(`{"type":"leave","name":"a","reason":"declined"}`)
+	a.expect(msg{"type": "leave", "reason": "declined"})
+	b.send(`{"type":"offer","offer":{},"name":"a"}`)
+	b.expect(msg{"type": "ringing"})
+	a.expect(msg{"type": "offer", "name": "b"})
+	b.send(`{"type":"leave","name":"a","reason":"no_answer"}`)
+	a.expect(msg{"type": "leave", "reason": "no_answer"})
+	a.send(`{"type":"offer","offer":{},"name":"b"}`)
+	a.expect(msg{"type": "ringing"})
+	b.expect(msg{"type": "offer", "name": "a"})
+}
+
 // TestStrangersAreBounded: a user keeps records of at most maxStrangers callers; the oldest goes first.
 func TestStrangersAreBounded(t *testing.T) {
 	h := New(Config{})
