@@ -14,6 +14,7 @@ import (
 
 	"tandem/internal/cli"
 	"tandem/internal/server"
+	"tandem/internal/version"
 	"tandem/internal/ws"
 	"tandem/protocol"
 )
@@ -27,6 +28,7 @@ type options struct {
 	logFormat string
 	logLevel  string
 	pprof     string
+	version   bool
 }
 
 // run is tandem: it parses args (each flag may also come from a TANDEM_* environment variable), listens, and
@@ -65,6 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&opts.pprof, "pprof", "", "serve Go's profiler on this loopback address, e.g. 127.0.0.1:6060 (for measuring; empty: off)")
+	fs.BoolVar(&opts.version, "version", false, "print tandem's version and exit")
 	var nopts netOptions
 	nopts.register(fs, getenv)
 	var eopts echoOptions // the echo test call: echo.go
@@ -74,6 +77,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	intro := "tandem is a self-hosted WebRTC calling server: it serves the web client, relays the signaling\nmessages that set calls up, and runs a STUN/TURN server and an echo test user."
 	if err := cli.Parse(fs, "TANDEM_", intro, args, getenv); err != nil {
 		return err
+	}
+	if opts.version {
+		fmt.Fprintln(stdout, version.Long("tandem"))
+		return nil
 	}
 	fs.Visit(func(f *flag.Flag) { nopts.turnAddrExplicit = nopts.turnAddrExplicit || f.Name == "turn-addr" })
 	logger, err := cli.NewLogger(stderr, opts.logFormat, opts.logLevel)
@@ -118,6 +125,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	srv.Registry().MustRegister(version.Collector())
 	// Listen first, so that "address in use" comes back at once.
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -139,7 +147,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		defer stopEcho()
 	}
-	logger.Info("tandem is listening", "addr", ln.Addr().String(), "https", netw.tls != nil)
+	logger.Info("tandem is listening", "addr", ln.Addr().String(), "https", netw.tls != nil, "version", version.String())
 	netw.printURLs(stdout, ln.Addr())
 	start := time.Now()
 	err = srv.Serve(ctx, ln)
