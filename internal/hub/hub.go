@@ -59,6 +59,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics, if not nil, is told about messages and errors.
 	Metrics *Metrics
+	// Calls, if not nil, is told when calls ring, are answered and end, and takes quality reports (calls.go).
+	Calls CallEvents
 }
 
 // Defaults of Config.
@@ -150,6 +152,8 @@ type Session struct {
 	allowance float64
 	lastMsg   int64
 	unlimited bool // the echo peer's connection, which logged in with the echo token
+	// call is the CallEvents record of this session's call, or of its last one (calls.go); guarded by hub.mu.
+	call Call
 }
 
 // Connect registers a new connection; host is the host the client reached tandem by (for ICE server URLs).
@@ -189,6 +193,7 @@ func (h *Hub) Shutdown() {
 	// The calls are over: the connections closing next must not report them again as "disconnected".
 	for _, s := range ended {
 		if s.peer != nil {
+			s.callEndedLocked(s.peer, "", protocol.ReasonShutdown)
 			endCallLocked(s, s.peer)
 		}
 	}
@@ -255,6 +260,8 @@ func (s *Session) OnText(data []byte) {
 		s.leave(&m)
 	case protocol.TypeUsers:
 		s.users(&m)
+	case protocol.TypeQuality:
+		s.quality(&m)
 	default:
 		s.fail(protocol.CodeUnknownType, "Command not found: "+string(m.Type), string(m.Type), "")
 	}
@@ -302,10 +309,12 @@ func (s *Session) unregisterLocked() (tell []Conn, name, sid string) {
 	}
 	s.name, s.key, s.token, s.sid, s.strangers = "", "", "", "", nil
 	if p := s.peer; p != nil {
+		s.callEndedLocked(p, name, s.closeReasonLocked())
 		endCallLocked(s, p)
 		tell = append(tell, p.conn)
 	}
 	for c := range s.callers {
+		s.callEndedLocked(c, name, s.closeReasonLocked())
 		endCallLocked(s, c)
 		tell = append(tell, c.conn)
 	}
@@ -471,6 +480,7 @@ func (s *Session) takeOverLocked(other *Session) {
 	s.name, s.key, s.token = other.name, other.key, other.token
 	s.peer, s.callers, s.unanswered = other.peer, other.callers, other.unanswered
 	s.id, s.strangers, s.offers, s.offersAt = other.id, other.strangers, other.offers, other.offersAt
+	s.call = other.call
 	if p := s.peer; p != nil {
 		if p.peer == other {
 			p.peer = s
@@ -541,6 +551,7 @@ func (s *Session) offer(m *protocol.Message) {
 				refused = notAnswered(callee)
 			}
 		case t.unanswered && t.peer == s: // the callee offers back: it accepts the call
+			s.callAnsweredLocked(t)
 			t.unanswered = false
 			s.forgetStrangerLocked(t.id)
 		}
@@ -562,6 +573,7 @@ func (s *Session) offer(m *protocol.Message) {
 			break
 		}
 		if old := s.peer; old != nil {
+			s.callEndedLocked(old, s.name, protocol.ReasonHangup)
 			endCallLocked(s, old)
 			ended = old.conn
 		}
@@ -575,10 +587,12 @@ func (s *Session) offer(m *protocol.Message) {
 		}
 		s.unanswered = true
 		newCall = true
+		s.callStartedLocked(t)
 	}
 	if code == "" && refused.code == "" {
 		to, from = t.conn, s.name
 	}
+	s.callRefusedLocked(t, code, refused.code)
 	h.mu.Unlock()
 
 	switch {
@@ -624,6 +638,7 @@ func (s *Session) relay(typ string, m *protocol.Message, payload []byte) {
 		to, from = t.conn, s.name
 	default:
 		if t.unanswered && t.peer == s && typ == protocol.TypeAnswer { // the callee answers
+			s.callAnsweredLocked(t)
 			t.unanswered = false
 			s.forgetStrangerLocked(t.id)
 		}
@@ -674,6 +689,7 @@ func (s *Session) leave(m *protocol.Message) {
 		code = protocol.CodeNotInCall
 	default:
 		s.coolDownLocked(t, reason)
+		s.callEndedLocked(t, s.name, reason)
 		endCallLocked(s, t)
 		to, from = t.conn, s.name
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"tandem/internal/calllog"
 	"tandem/internal/certs"
 	"tandem/internal/hub"
 	"tandem/internal/web"
@@ -71,6 +72,9 @@ type Config struct {
 	// TLS, if not nil, makes Serve speak HTTPS and WSS; a plain HTTP request on the same port is redirected to
 	// https (see the certs package). Nil means plain HTTP.
 	TLS *tls.Config
+	// Node names this server in the call log; default the host name. CallLogNames is how users appear in it:
+	// calllog.NamesPlain (default) or calllog.NamesHash.
+	Node, CallLogNames string
 }
 
 // DefaultConfig returns tandem's defaults: port 9090, as the tutorial, and the limits of docs/protocol.md.
@@ -101,6 +105,7 @@ type Server struct {
 	log      *slog.Logger
 	hub      *hub.Hub
 	ws       *ws.Server
+	calls    *calllog.Log
 	registry *prometheus.Registry
 	handler  http.Handler
 }
@@ -172,6 +177,10 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 			Help: "Bytes held for messages and handshakes that have not arrived whole, over all connections.",
 		}, func() float64 { return float64(wss.Partial()) }),
 	)
+	calls, err := calllog.New(calllog.Config{Node: cfg.Node, Names: cfg.CallLogNames, Logger: logger, Registerer: reg})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	s := &Server{
 		cfg: cfg,
 		log: logger,
@@ -186,7 +195,9 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 			CallCooldown: cooldown,
 			Logger:       logger,
 			Metrics:      hub.NewMetrics(reg),
+			Calls:        calls,
 		}),
+		calls:    calls,
 		ws:       wss,
 		registry: reg,
 	}
@@ -269,6 +280,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := s.ws.Start(); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
+	defer s.calls.Start()() // the call log's writer, stopped once the calls have ended
 	handler := s.handler
 	if s.cfg.TLS != nil {
 		ln = certs.NewListener(ln, s.cfg.TLS)
