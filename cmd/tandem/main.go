@@ -29,6 +29,7 @@ type options struct {
 	logLevel  string
 	pprof     string
 	version   bool
+	metrics   string
 }
 
 // run is tandem: it parses args (each flag may also come from a TANDEM_* environment variable), listens, and
@@ -70,6 +71,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.StringVar(&cfg.Node, "node", "", "this server's name in the call log; empty: the host name")
 	fs.StringVar(&opts.pprof, "pprof", "", "serve Go's profiler on this loopback address, e.g. 127.0.0.1:6060 (for measuring; empty: off)")
 	fs.BoolVar(&opts.version, "version", false, "print tandem's version and exit")
+	fs.StringVar(&opts.metrics, "metrics-addr", "", "serve /metrics, /healthz, /readyz and the profiler on this address instead (e.g. 127.0.0.1:9100), keeping /metrics off the public port; empty: /metrics on -addr")
 	var nopts netOptions
 	nopts.register(fs, getenv)
 	var eopts echoOptions // the echo test call: echo.go
@@ -123,11 +125,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 	}
+	cfg.PrivateMetrics = opts.metrics != ""
 	srv, err := server.New(cfg, logger)
 	if err != nil {
 		return err
 	}
 	srv.Registry().MustRegister(version.Collector())
+	if opts.metrics != "" {
+		opsAddr, stopOps, err := startOps(opts.metrics, srv.OpsHandler(), logger)
+		if err != nil {
+			return err
+		}
+		defer stopOps()
+		fmt.Fprintf(stdout, "tandem: metrics, health and profiler on http://%s/ (/metrics, /healthz, /readyz, /debug/pprof/)\n", opsAddr)
+	}
 	// Listen first, so that "address in use" comes back at once.
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {

@@ -1,5 +1,5 @@
-// Package server puts tandem together: the HTTP routes (the web client, the signaling WebSocket, /healthz and
-// /metrics), the WebSocket transport and the hub, with a graceful shutdown.
+// Package server puts tandem together: the HTTP routes (the web client, the signaling WebSocket, /healthz,
+// /readyz and /metrics), the WebSocket transport and the hub, with a graceful shutdown.
 package server
 
 import (
@@ -16,7 +16,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"tandem/internal/calllog"
 	"tandem/internal/certs"
@@ -72,6 +71,8 @@ type Config struct {
 	// TLS, if not nil, makes Serve speak HTTPS and WSS; a plain HTTP request on the same port is redirected to
 	// https (see the certs package). Nil means plain HTTP.
 	TLS *tls.Config
+	// PrivateMetrics leaves /metrics off the main listener, for OpsHandler to serve on another (-metrics-addr).
+	PrivateMetrics bool
 	// Node names this server in the call log; default the host name. CallLogNames is how users appear in it:
 	// calllog.NamesPlain (default) or calllog.NamesHash.
 	Node, CallLogNames string
@@ -108,6 +109,7 @@ type Server struct {
 	calls    *calllog.Log
 	registry *prometheus.Registry
 	handler  http.Handler
+	ready    readiness
 }
 
 // New checks cfg and builds a Server. It starts nothing: Serve does.
@@ -222,12 +224,11 @@ func (s *Server) routes() http.Handler {
 		client.ServeHTTP(w, r)
 	})
 	mux.HandleFunc("/ws", s.serveWebSocket)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("Cache-Control", "no-store")
-		fmt.Fprintln(w, "ok")
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", serveHealth)
+	mux.HandleFunc("GET /readyz", s.serveReady)
+	if !s.cfg.PrivateMetrics {
+		mux.Handle("GET /metrics", s.metricsHandler())
+	}
 	return mux
 }
 
@@ -281,6 +282,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("server: %w", err)
 	}
 	defer s.calls.Start()() // the call log's writer, stopped once the calls have ended
+	s.ready.state.Store(stateServing)
 	handler := s.handler
 	if s.cfg.TLS != nil {
 		ln = certs.NewListener(ln, s.cfg.TLS)
@@ -308,6 +310,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var err error
 	select {
 	case <-ctx.Done():
+		s.ready.state.Store(stateStopping)
 		// Close the listener ourselves and let Serve return before Shutdown runs: Shutdown closing a listener
 		// that Serve is still starting to use is a data race inside net/http.
 		_ = ln.Close()
@@ -315,6 +318,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case err = <-serveErr:
 		err = fmt.Errorf("server: %w", err)
 	}
+	s.ready.state.Store(stateStopping)
 	shutCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	_ = hs.Shutdown(shutCtx) // waits for requests in flight; hijacked WebSockets are closed below
