@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.IntVar(&cfg.EchoMaxCalls, "echo-max-calls", cfg.EchoMaxCalls, "echo test calls at once; a caller beyond them is told the test line is busy")
 	fs.DurationVar(&cfg.CallCooldown, "call-cooldown", cfg.CallCooldown, "how long a caller who was declined (or gave up unanswered) waits before calling the same user again (0: no wait)")
 	intro := "tandem is a self-hosted WebRTC calling server: it serves the web client, relays the signaling\nmessages that set calls up, and runs a STUN/TURN server and an echo test user."
-	if err := cli.Parse(fs, "TANDEM_", intro, args, getenv); err != nil {
+	if err := cli.ParseSections(fs, "TANDEM_", intro, usageSections, args, getenv); err != nil {
 		return err
 	}
 	if opts.version {

@@ -30,6 +30,11 @@ func Parse(fs *flag.FlagSet, envPrefix, intro string, args []string, getenv func
 			fmt.Fprintf(w, "  -%s (%s)\n    \t%s (default %q)\n", f.Name, EnvName(envPrefix, f.Name), f.Usage, f.DefValue)
 		})
 	}
+	return parse(fs, envPrefix, args, getenv)
+}
+
+// parse sets each flag of fs from its environment variable, then parses args.
+func parse(fs *flag.FlagSet, envPrefix string, args []string, getenv func(string) string) error {
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		name := EnvName(envPrefix, f.Name)
