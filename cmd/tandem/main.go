@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	})
 	fs.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&opts.logLevel, "log-level", "info", "log level: debug (tandem's decisions), info (a line per call), warn or error; trace adds the libraries' debug lines")
 	fs.StringVar(&cfg.CallLogNames, "log-names", "plain", "users in the call log: plain (their names) or hash (a keyed hash of each name, the same while tandem runs)")
 	fs.StringVar(&cfg.Node, "node", "", "this server's name in the call log; empty: the host name")
 	fs.StringVar(&opts.pprof, "pprof", "", "serve Go's profiler on this loopback address, e.g. 127.0.0.1:6060 (for measuring; empty: off)")
