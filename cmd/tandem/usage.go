@@ -6,7 +6,7 @@ import "tandem/internal/cli"
 // to the one with the longest prefix of it ("turn-*"). Registering a flag that no section takes fails
 // TestUsageSections: add it here.
 var usageSections = []cli.Section{
-	{Title: "Basics", Flags: []string{"addr", "data-dir", "echo", "echo-name", "echo-limit"}},
+	{Title: "Basics", Flags: []string{"addr", "public-url", "data-dir", "echo", "echo-name", "echo-limit"}},
 	{Title: "HTTPS", Flags: []string{"tls-*", "acme-*", "http-redirect"}},
 	{Title: "TURN (STUN/TURN server; docs/networks.md)", Flags: []string{"turn-*"}},
 	{Title: "Limits (docs/limits.md)", Flags: []string{
