@@ -122,6 +122,9 @@ func TestRingingCandidateFlood(t *testing.T) {
 		t.Fatal("mallory's candidates were not gathered")
 	}
 	bob.waitIncoming("mallory")
+	// mallory's real candidates reach bob before the flood starts (they are sent from pion's callbacks, which may
+	// run after gathering completes): a flood spends the budget a caller has before the callee answers.
+	bob.waitFor("mallory's real candidates held", `tandem.heldCandidates >= 1`)
 	before := bob.heapAfterGC()
 	relayedBefore := relayed(t, srv, "candidate")
 	refused := func() float64 { return counter(t, srv, "tandem_errors_total", "code", "not_answered") }
