@@ -145,14 +145,20 @@ type pageSetup struct {
 	scripts []string
 	width   int64
 	height  int64
-	scheme  string // the system's colour scheme, "light" or "dark"; the browser's own when empty
-	langs   string // the browser's languages, as in Accept-Language ("zh-CN,zh"); the browser's own when empty
+	scheme  string          // the system's colour scheme, "light" or "dark"; the browser's own when empty
+	langs   string          // the browser's languages, as in Accept-Language ("zh-CN,zh"); the browser's own when empty
+	browser context.Context // nil: the shared browser
 }
 
 // withLanguages opens the page in a browser whose languages are langs, as an Accept-Language header lists them
 // ("zh-CN,zh;q=0.9"): navigator.languages says them, and the requests send them.
 func withLanguages(langs string) pageOption {
 	return func(s *pageSetup) { s.langs = langs }
+}
+
+// inBrowser opens the page in another browser than the shared one (one started with other flags).
+func inBrowser(ctx context.Context) pageOption {
+	return func(s *pageSetup) { s.browser = ctx }
 }
 
 // withScript runs JavaScript in the page before any of the page's own scripts, on every load.
@@ -173,7 +179,11 @@ func openPage(t *testing.T, label, url string, opts ...pageOption) *page {
 	for _, o := range opts {
 		o(&setup)
 	}
-	ctx, cancel := chromedp.NewContext(browser(t))
+	parent := setup.browser
+	if parent == nil {
+		parent = browser(t)
+	}
+	ctx, cancel := chromedp.NewContext(parent)
 	p := &page{t: t, label: label, ctx: ctx, logs: &syncBuffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -98,7 +98,7 @@ func TestDashboardMetrics(t *testing.T) {
 	}
 
 	out, logs, _ := runTandem(t, "-addr", "127.0.0.1:0", "-metrics-addr", "127.0.0.1:0", "-turn-addr", "127.0.0.1:0",
-		"-turn-allow-loopback", "-data-dir", t.TempDir(), "-log-level", "info", "-node", "dashboard-test")
+		"-turn-allow-loopback", "-data-dir", t.TempDir(), "-log-level", "info", "-node-id", "dashboard-test")
 	ops := regexp.MustCompile(`profiler on (http://\S+)/ `).FindStringSubmatch(out.String())
 	if ops == nil {
 		t.Fatalf("no metrics address in:\n%s", out)

@@ -70,7 +70,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&opts.logLevel, "log-level", "info", "log level: debug (tandem's decisions), info (a line per call), warn or error; trace adds the libraries' debug lines")
 	fs.StringVar(&cfg.CallLogNames, "log-names", "plain", "users in the call log: plain (their names) or hash (a keyed hash of each name, the same while tandem runs)")
-	fs.StringVar(&cfg.Node, "node", "", "this server's name in the call log; empty: the host name")
 	fs.StringVar(&opts.pprof, "pprof", "", "serve Go's profiler on this loopback address, e.g. 127.0.0.1:6060 (for measuring; empty: off)")
 	fs.BoolVar(&opts.version, "version", false, "print tandem's version and exit")
 	fs.StringVar(&opts.metrics, "metrics-addr", "", "serve /metrics, /healthz, /readyz and the profiler on this address instead (e.g. 127.0.0.1:9100), keeping /metrics off the public port; empty: /metrics on -addr")
@@ -79,6 +78,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var eopts echoOptions // the echo test call: echo.go
 	eopts.register(fs)
 	fs.IntVar(&cfg.EchoMaxCalls, "echo-max-calls", cfg.EchoMaxCalls, "echo test calls at once; a caller beyond them is told the test line is busy")
+	var copts clusterOptions // cluster mode: cluster.go
+	copts.register(fs)
 	fs.DurationVar(&cfg.CallCooldown, "call-cooldown", cfg.CallCooldown, "how long a caller who was declined (or gave up unanswered) waits before calling the same user again (0: no wait)")
 	intro := "tandem is a self-hosted WebRTC calling server: it serves the web client, relays the signaling\nmessages that set calls up, and runs a STUN/TURN server and an echo test user."
 	if err := cli.ParseSections(fs, "TANDEM_", intro, usageSections, args, getenv); err != nil {
@@ -88,7 +89,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, version.Long("tandem"))
 		return nil
 	}
-	fs.Visit(func(f *flag.Flag) { nopts.turnAddrExplicit = nopts.turnAddrExplicit || f.Name == "turn-addr" })
+	fs.Visit(func(f *flag.Flag) {
+		nopts.turnAddrExplicit = nopts.turnAddrExplicit || f.Name == "turn-addr"
+		nopts.turnTLSExplicit = nopts.turnTLSExplicit || f.Name == "turn-tls-port"
+	})
 	logger, err := cli.NewLogger(stderr, opts.logFormat, opts.logLevel)
 	if err != nil {
 		return err
@@ -117,6 +121,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	cfg.TLS, cfg.ICEServers, cfg.SessionEnded = netw.tls, netw.iceServers, netw.sessionEnded
+	cfg.TURNOverTLS = netw.turnOverTLS()
 	cfg.Hosts = netw.ownHosts(cfg.Addr)
 	if eopts.on {
 		if cfg.EchoName, err = protocol.ValidateName([]byte(eopts.name)); err != nil {
@@ -129,6 +134,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	cfg.PrivateMetrics = opts.metrics != ""
+	cfg.Node = copts.node // the call log's node: -node-id, or the host name (a cluster node's own id with -redis)
+	if err := copts.configure(&cfg, logger); err != nil {
+		return err
+	}
 	srv, err := server.New(cfg, logger)
 	if err != nil {
 		return err

@@ -13,7 +13,7 @@ var usageSections = []cli.Section{
 		"max-*", "rate", "burst", "send-queue", "pollers", "ping-interval", "idle-timeout", "login-timeout",
 		"message-timeout", "limit-loopback", "shutdown-timeout", "echo-max-calls", "call-cooldown", "http-*",
 	}},
-	{Title: "Cluster", Flags: []string{"cluster-*", "node", "node-*", "redis-*", "peers"}},
+	{Title: "Cluster (docs/cluster.md)", Flags: []string{"redis", "redis-*", "node-id", "cluster-*", "resume-grace", "drain-window"}},
 	{Title: "Access", Flags: []string{"allowed-origins", "access-*", "auth-*", "invite-*", "password*", "users-file"}},
 	{Title: "Observability (docs/deploy.md)", Flags: []string{"log-*", "metrics-addr", "pprof", "version"}},
 }

@@ -51,7 +51,7 @@ func TestUsageSections(t *testing.T) {
 			t.Errorf("-%s is in no section: add it to usageSections", name)
 		}
 	}
-	for _, name := range []string{"addr", "tls-cert", "turn-secret", "max-conns", "node", "allowed-origins", "metrics-addr", "version"} {
+	for _, name := range []string{"addr", "tls-cert", "turn-secret", "max-conns", "node-id", "redis", "allowed-origins", "metrics-addr", "version"} {
 		if seen[name] == "" {
 			t.Errorf("-%s is not listed:\n%s", name, text)
 		}

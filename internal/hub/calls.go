@@ -46,9 +46,9 @@ func (e *ReportError) Error() string { return e.Message }
 // callOfLocked returns the Call of the call between s and t (see endCallLocked), or nil.
 func callOfLocked(s, t *Session) Call {
 	if s.peer == t {
-		return s.call
+		return s.record
 	}
-	return t.call
+	return t.record
 }
 
 // callStartedLocked: s's offer started a call with t.
@@ -58,9 +58,9 @@ func (s *Session) callStartedLocked(t *Session) {
 		return
 	}
 	echo := h.isEchoLocked(t)
-	s.call = h.cfg.Calls.Started(s.name, t.name, echo)
+	s.record = h.cfg.Calls.Started(s.name, t.name, echo)
 	if !echo {
-		t.call = s.call
+		t.record = s.record
 	}
 }
 
@@ -115,7 +115,7 @@ func (s *Session) quality(m *protocol.Message) {
 		return
 	}
 	h.mu.Lock()
-	name, c := s.name, s.call
+	name, c := s.name, s.record
 	h.mu.Unlock()
 	peer := string(m.Name)
 	switch {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/btree"
 
+	"tandem/internal/cluster"
 	"tandem/protocol"
 )
 
@@ -61,6 +62,17 @@ type Config struct {
 	Metrics *Metrics
 	// Calls, if not nil, is told when calls ring, are answered and end, and takes quality reports (calls.go).
 	Calls CallEvents
+
+	// Cluster, if not nil, makes the hub one node of several that act as one server (cluster.go): names, the
+	// user list and calls with users on other nodes go through it. Nil: a single node, everything in memory.
+	// The Conns of a cluster node must also be able to pause their reading (PauseReading, ResumeReading).
+	Cluster cluster.Backend
+	// ClusterTimeout bounds a round trip to the cluster's shared state or another node (a login, a list, a call
+	// to a user on another node); default 5 s. What times out is answered with the error code unavailable.
+	ClusterTimeout time.Duration
+	// ResumeGrace is how long a call with a user of a node that died waits for that user to resume on another
+	// node before it ends; default cluster.DefaultResumeGrace. (Single node: a call ends when a connection closes.)
+	ResumeGrace time.Duration
 }
 
 // Defaults of Config.
@@ -83,6 +95,8 @@ type Hub struct {
 
 	// now is the hub's clock, in nanoseconds since an arbitrary start (monotonic); tests replace it.
 	now func() int64
+
+	cl *clusterState // nil on a single node
 }
 
 // New returns a Hub for cfg.
@@ -117,6 +131,9 @@ func New(cfg Config) *Hub {
 	h.buf.New = func() any { b := make([]byte, 0, 4096); return &b }
 	start := time.Now()
 	h.now = func() int64 { return int64(time.Since(start)) }
+	if cfg.Cluster != nil {
+		h.startCluster()
+	}
 	return h
 }
 
@@ -134,6 +151,9 @@ type Session struct {
 	sid   string // the login's session id (Config.ICEServers), "" when not logged in or already ended
 	peer  *Session
 	gone  bool // closed, or replaced by a resume: it will never log in again
+	// drained: its connection was closed by a drain (drain.go), which keeps its name and call for its resume
+	// on another node.
+	drained bool
 	// callers is the echo user's: the users in a call with it, any number at once (each has it as peer).
 	callers map[*Session]struct{}
 	// id identifies the caller behind this session to the users it calls (their strangers records): it is
@@ -152,14 +172,25 @@ type Session struct {
 	allowance float64
 	lastMsg   int64
 	unlimited bool // the echo peer's connection, which logged in with the echo token
-	// call is the CallEvents record of this session's call, or of its last one (calls.go); guarded by hub.mu.
-	call Call
+	// record is the CallEvents record of this session's call, or of its last one (calls.go); guarded by hub.mu.
+	record Call
+
+	// Cluster mode (cluster.go): remote is set on the stand-in of a user of another node in a call with a user
+	// of this one (its conn is remote); call is an offer of this session's waiting for the verdict of the
+	// callee's node; pauser pauses this connection's reading while it waits on the cluster.
+	remote *busConn
+	call   *pendingCall
+	pauser pauser
 }
 
 // Connect registers a new connection; host is the host the client reached tandem by (for ICE server URLs).
 func (h *Hub) Connect(c Conn, host string) *Session {
 	h.m.connections.Inc()
-	return &Session{hub: h, host: host, conn: c, id: h.nextID.Add(1), allowance: float64(h.cfg.Burst), offers: offerBurst, offersAt: h.now()}
+	s := &Session{hub: h, host: host, conn: c, id: h.nextID.Add(1), allowance: float64(h.cfg.Burst), offers: offerBurst, offersAt: h.now()}
+	if h.cl != nil {
+		h.connectCluster(s)
+	}
+	return s
 }
 
 // Online returns how many users are logged in.
@@ -172,6 +203,13 @@ func (h *Hub) Online() int {
 // Shutdown tells every user in a call that the call is over because the server is stopping, and ends every
 // login's session (Config.SessionEnded). The connections are closed by their owner afterwards.
 func (h *Hub) Shutdown() {
+	h.mu.Lock()
+	draining := h.drainingLocked()
+	h.mu.Unlock()
+	if draining {
+		h.shutdownDrained() // the calls go on from other nodes
+		return
+	}
 	type note struct {
 		to   Conn
 		from string
@@ -183,6 +221,9 @@ func (h *Hub) Shutdown() {
 	for _, s := range h.users {
 		if s.peer != nil {
 			notes = append(notes, note{s.conn, s.peer.name})
+			if s.peer.remote != nil { // a user of another node: its node tells it
+				notes = append(notes, note{s.peer.conn, s.name})
+			}
 			ended = append(ended, s)
 		}
 		if s.sid != "" {
@@ -201,6 +242,9 @@ func (h *Hub) Shutdown() {
 	h.endSessions(sids...)
 	for _, n := range notes {
 		h.send(n.to, func(b []byte) []byte { return protocol.AppendLeave(b, n.from, protocol.ReasonShutdown) })
+	}
+	if h.cl != nil {
+		h.closeCluster(true)
 	}
 }
 
@@ -282,6 +326,13 @@ func (s *Session) OnClose() {
 	h := s.hub
 	h.mu.Lock()
 	s.gone = true
+	if s.name != "" && (s.drained || h.drainingLocked()) && !h.localOnly(s.name) {
+		// A drain: the name and the call stay, for the user's resume on another node (drain.go).
+		s.drained = true
+		h.mu.Unlock()
+		h.m.connections.Dec()
+		return
+	}
 	peers, name, sid := s.unregisterLocked()
 	h.mu.Unlock()
 	h.m.connections.Dec()
@@ -289,9 +340,16 @@ func (s *Session) OnClose() {
 	if name != "" {
 		h.log.Debug("user left", "name", name, "calls_ended", len(peers))
 	}
-	for _, peer := range peers {
-		h.send(peer, func(b []byte) []byte { return protocol.AppendLeave(b, name, protocol.ReasonDisconnected) })
+	tell := func() {
+		for _, peer := range peers {
+			h.send(peer, func(b []byte) []byte { return protocol.AppendLeave(b, name, protocol.ReasonDisconnected) })
+		}
 	}
+	if h.cl != nil && name != "" {
+		h.released(name, sid, tell) // the peers hear of it once the name is free in the cluster
+		return
+	}
+	tell()
 }
 
 // unregisterLocked frees s's name, ends its call (the echo user's calls) and forgets the callers it had not
@@ -339,6 +397,10 @@ func endCallLocked(s, t *Session) {
 	}
 	delete(s.callers, t)
 	delete(t.callers, s)
+	if h := s.hub; h.cl != nil {
+		h.notePeerLocked(s)
+		h.notePeerLocked(t)
+	}
 }
 
 // allow applies the token-bucket rate limit.
@@ -390,6 +452,10 @@ func (s *Session) login(m *protocol.Message) {
 			tell, tellName, tellReason = append(tell, ps...), n, protocol.ReasonRenamed
 		}
 		ended = append(ended, sid)
+	}
+	if h.cl != nil && !h.localOnly(name) && !s.holds(name) {
+		s.loginCluster(name, m.Token)
+		return
 	}
 	h.mu.Lock()
 	if s.gone {
@@ -480,7 +546,7 @@ func (s *Session) takeOverLocked(other *Session) {
 	s.name, s.key, s.token = other.name, other.key, other.token
 	s.peer, s.callers, s.unanswered = other.peer, other.callers, other.unanswered
 	s.id, s.strangers, s.offers, s.offersAt = other.id, other.strangers, other.offers, other.offersAt
-	s.call = other.call
+	s.record = other.record
 	if p := s.peer; p != nil {
 		if p.peer == other {
 			p.peer = s
@@ -514,6 +580,9 @@ func (s *Session) targetLocked(m *protocol.Message) (*Session, string) {
 	}
 	t := s.hub.users[string(m.Name)]
 	if t == nil {
+		if p := s.peer; p != nil && p.remote != nil && p.name == string(m.Name) { // a user of another node
+			return p, ""
+		}
 		return nil, protocol.CodeNotOnline
 	}
 	return t, ""
@@ -587,6 +656,10 @@ func (s *Session) offer(m *protocol.Message) {
 		}
 		s.unanswered = true
 		newCall = true
+		if h.cl != nil {
+			h.notePeerLocked(s)
+			h.notePeerLocked(t)
+		}
 		s.callStartedLocked(t)
 	}
 	if code == "" && refused.code == "" {
@@ -596,6 +669,9 @@ func (s *Session) offer(m *protocol.Message) {
 	h.mu.Unlock()
 
 	switch {
+	case code == protocol.CodeNotOnline && h.cl != nil && s.remote == nil:
+		s.callRemote(m) // perhaps a user of another node
+		return
 	case code != "":
 		s.callFailed(code, protocol.TypeOffer, callee)
 		return
@@ -605,6 +681,11 @@ func (s *Session) offer(m *protocol.Message) {
 	}
 	if ended != nil {
 		h.send(ended, func(b []byte) []byte { return protocol.AppendLeave(b, from, protocol.ReasonHangup) })
+	}
+	if newCall && s.remote != nil {
+		// A caller of another node hears first that its call is taken (the verdict its node waits for).
+		s.reply(func(b []byte) []byte { return protocol.AppendRinging(b, callee) })
+		newCall = false
 	}
 	h.send(to, func(b []byte) []byte { return protocol.AppendRelay(b, protocol.TypeOffer, m.Offer, from) })
 	h.m.relayed(protocol.TypeOffer).Inc()
@@ -647,6 +728,13 @@ func (s *Session) relay(typ string, m *protocol.Message, payload []byte) {
 	h.mu.Unlock()
 	switch code {
 	case "":
+	case protocol.CodeNotOnline:
+		if h.cl != nil && s.remote == nil {
+			s.refuseRemote(typ, string(m.Name)) // perhaps a user of another node
+			return
+		}
+		s.callFailed(code, typ, string(m.Name))
+		return
 	case protocol.CodeNotAnswered:
 		s.refuse(notAnswered(string(m.Name)), typ, string(m.Name))
 		return
@@ -665,6 +753,12 @@ func (s *Session) leave(m *protocol.Message) {
 		switch r := string(m.Reason); r {
 		case protocol.ReasonHangup, protocol.ReasonDeclined, protocol.ReasonNoAnswer, protocol.ReasonCancelled:
 			reason = r
+		case protocol.ReasonDisconnected, protocol.ReasonRenamed, protocol.ReasonShutdown:
+			if s.remote == nil {
+				s.fail(protocol.CodeInvalidMessage, "unknown leave reason "+strconv.Quote(r)+": use hangup, declined, no_answer or cancelled", protocol.TypeLeave, "")
+				return
+			}
+			reason = r // the server of a user of another node says why its call ended
 		default:
 			s.fail(protocol.CodeInvalidMessage, "unknown leave reason "+strconv.Quote(r)+": use hangup, declined, no_answer or cancelled", protocol.TypeLeave, "")
 			return
@@ -679,6 +773,9 @@ func (s *Session) leave(m *protocol.Message) {
 	t := s.peer
 	if m.HasName {
 		t = h.users[string(m.Name)]
+		if p := s.peer; t == nil && p != nil && p.remote != nil && p.name == string(m.Name) {
+			t = p // a user of another node
+		}
 	}
 	switch {
 	case s.name == "":
@@ -694,6 +791,10 @@ func (s *Session) leave(m *protocol.Message) {
 		to, from = t.conn, s.name
 	}
 	h.mu.Unlock()
+	if code == protocol.CodeNotOnline && h.cl != nil && s.remote == nil {
+		s.refuseRemote(protocol.TypeLeave, string(m.Name)) // perhaps a user of another node
+		return
+	}
 	if code != "" {
 		s.callFailed(code, protocol.TypeLeave, string(m.Name))
 		return
@@ -790,6 +891,10 @@ const (
 
 func (s *Session) users(m *protocol.Message) {
 	h := s.hub
+	if h.cl != nil {
+		s.usersCluster(m)
+		return
+	}
 	limit := m.Limit
 	if limit <= 0 {
 		limit = defaultListLimit

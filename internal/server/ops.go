@@ -43,7 +43,13 @@ func (s *Server) notReady() string {
 	case stateNew:
 		return "not serving yet"
 	case stateStopping:
+		if s.draining.Load() {
+			return "draining (shutting down)"
+		}
 		return "shutting down"
+	}
+	if err := s.hub.Ready(); err != nil { // a cluster node that cannot take new users (Redis, its lease)
+		return err.Error()
 	}
 	s.ready.mu.Lock()
 	checks := s.ready.checks

@@ -18,6 +18,7 @@ import (
 
 	"tandem/internal/calllog"
 	"tandem/internal/certs"
+	"tandem/internal/cluster"
 	"tandem/internal/hub"
 	"tandem/internal/web"
 	"tandem/internal/ws"
@@ -92,9 +93,22 @@ type Config struct {
 	TLS *tls.Config
 	// PrivateMetrics leaves /metrics off the main listener, for OpsHandler to serve on another (-metrics-addr).
 	PrivateMetrics bool
-	// Node names this server in the call log; default the host name. CallLogNames is how users appear in it:
-	// calllog.NamesPlain (default) or calllog.NamesHash.
+	// Node names this server in the call log (a cluster node's id, when Cluster is set); default the host name.
+	// CallLogNames is how users appear in it: calllog.NamesPlain (default) or calllog.NamesHash.
 	Node, CallLogNames string
+
+	// Cluster, if not nil, makes this server one node of a cluster (hub.Config.Cluster, docs/cluster.md);
+	// ResumeGrace is how long a call with a user of a node that died waits for that user to come back.
+	Cluster     cluster.Backend
+	ResumeGrace time.Duration
+	// DrainWindow is, in a cluster, how long a shutdown spreads the reconnects of this node's users over: each
+	// user's connection is closed with 1012 (service restart) in turn, keeping its name and call for its resume
+	// on another node (docs/cluster.md). Zero closes them all at once; a single node does not drain.
+	DrainWindow time.Duration
+
+	// TURNOverTLS, if not nil (and TLS is set), shares the HTTPS port with TURN over TLS: a TLS connection that
+	// carries STUN rather than HTTP is given to it (certs.ListenerConfig.TURN), e.g. turnserver.Server.HandOff.
+	TURNOverTLS func(net.Conn)
 }
 
 // DefaultConfig returns tandem's defaults: port 9090, as the tutorial, and the limits of docs/protocol.md.
@@ -119,8 +133,12 @@ func DefaultConfig() Config {
 		RequestTimeout:     DefaultRequestTimeout,
 		ResponseTimeout:    DefaultResponseTimeout,
 		MaxHTTPConns:       DefaultMaxHTTPConns,
+		DrainWindow:        DefaultDrainWindow,
 	}
 }
+
+// DefaultDrainWindow is Config.DrainWindow's default.
+const DefaultDrainWindow = 5 * time.Second
 
 // Server is a tandem server.
 type Server struct {
@@ -132,6 +150,7 @@ type Server struct {
 	handler  http.Handler
 	origins  *originRule
 	http     atomic.Pointer[HTTPServer] // the one Serve runs, for the metrics
+	draining atomic.Bool                // a cluster node's shutdown has begun: /readyz says so
 	calls    *calllog.Log
 	ready    readiness
 }
@@ -238,7 +257,11 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 			return 0
 		}),
 	)
-	calls, err := calllog.New(calllog.Config{Node: cfg.Node, Names: cfg.CallLogNames, Logger: logger, Registerer: reg})
+	node := cfg.Node
+	if cfg.Cluster != nil {
+		node = cfg.Cluster.Node()
+	}
+	calls, err := calllog.New(calllog.Config{Node: node, Names: cfg.CallLogNames, Logger: logger, Registerer: reg})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
@@ -255,8 +278,13 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		Logger:       logger,
 		Metrics:      hub.NewMetrics(reg),
 		Calls:        calls,
+		Cluster:      cfg.Cluster,
+		ResumeGrace:  cfg.ResumeGrace,
 	})
 	s.registry = reg
+	if c, ok := cfg.Cluster.(interface{ Register(prometheus.Registerer) }); ok {
+		c.Register(reg)
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -279,6 +307,8 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("/ws", s.serveWebSocket)
 	mux.HandleFunc("GET /healthz", serveHealth)
+	// /readyz tells a load balancer whether to send this node new users (ops.go); /healthz, liveness, never
+	// depends on Redis.
 	mux.HandleFunc("GET /readyz", s.serveReady)
 	if !s.cfg.PrivateMetrics {
 		mux.Handle("GET /metrics", s.metricsHandler())
@@ -314,6 +344,9 @@ func (s *Server) acceptWebSocket(r *ws.Request) func(*ws.Conn) ws.Handler {
 
 // Serve serves on ln until ctx is done, then shuts down gracefully: it stops accepting, tells every user in a
 // call that the call is over, closes connections with 1001 (going away) and returns within ShutdownTimeout.
+// A cluster node drains instead: it stops accepting, answers /readyz with 503, closes its users' connections with
+// 1012 (service restart) spread over DrainWindow, keeping their names and calls for their resume on other nodes,
+// then leaves the cluster and closes what is left with 1012 within ShutdownTimeout.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	scheme := "http"
 	if s.cfg.TLS != nil {
@@ -321,6 +354,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	if tcp, ok := ln.Addr().(*net.TCPAddr); ok {
 		s.origins.serve(scheme, tcp.Port)
+	}
+	if err := s.hub.Start(); err != nil { // joins the cluster, if any
+		return fmt.Errorf("server: %w", err)
 	}
 	if err := s.ws.Start(); err != nil {
 		return fmt.Errorf("server: %w", err)
@@ -333,6 +369,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			FirstRequest: s.cfg.RequestTimeout,
 			MaxPending:   s.cfg.MaxHTTPConns,
 			Logger:       s.log,
+			TURN:         s.cfg.TURNOverTLS,
 		})
 		handler = certs.RedirectPlain(handler)
 	} else {
@@ -361,11 +398,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		err = fmt.Errorf("server: %w", err)
 	}
 	s.ready.state.Store(stateStopping)
+	closeCode, closeReason := ws.CloseGoingAway, "the server is shutting down"
+	if s.cfg.Cluster != nil {
+		// A rolling restart: the users reconnect to the other nodes, a few at a time, and keep their calls.
+		s.draining.Store(true)
+		s.hub.Drain(context.Background(), s.cfg.DrainWindow)
+		closeCode, closeReason = protocol.CloseServiceRestart, "service restart: reconnect and resume"
+	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	_ = hs.Shutdown(shutCtx) // waits for requests in flight; hijacked WebSockets are closed below
 	s.hub.Shutdown()
-	if werr := s.ws.Shutdown(shutCtx, ws.CloseGoingAway, "the server is shutting down"); werr != nil {
+	if werr := s.ws.Shutdown(shutCtx, closeCode, closeReason); werr != nil {
 		s.log.Warn("connections dropped at shutdown", "err", werr)
 	}
 	return err
