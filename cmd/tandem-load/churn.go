@@ -43,6 +43,7 @@ const (
 // ChurnReport is the churn scenario's part of the report.
 type ChurnReport struct {
 	Rate            float64                  `json:"episodes_per_second"`
+	Achieved        float64                  `json:"episodes_per_second_played"` // started over the run's time
 	Episodes        int64                    `json:"episodes"`
 	Failed          int64                    `json:"episodes_failed"`
 	Skipped         int64                    `json:"episodes_skipped"` // not started: -concurrency episodes were running
@@ -84,6 +85,8 @@ var churnMix = []churnKind{
 	{"cancel", 4, (*episode).epCancel},
 	{"busy", 3, (*episode).epBusy},
 	{"drop-in-call", 5, (*episode).epDropInCall},
+	{"offer-flood", 3, (*episode).epOfferFlood},
+	{"stranger-flood", 3, (*episode).epStrangerFlood},
 	{"reset-burst-out", 6, (*episode).epResetBurstOut},
 	{"reset-burst-in", 6, (*episode).epResetBurstIn},
 	{"mid-frame", 6, (*episode).epMidFrame},
@@ -109,6 +112,7 @@ type churner struct {
 	kinds   []int // the indexes in churnMix of the kinds played
 	total   int
 	weights []int // running sums of their weights
+	picked  int   // episodes picked so far, up to len(kinds)
 }
 
 // churnKinds lists the kinds of episode.
@@ -214,22 +218,27 @@ loop:
 			continue
 		case <-tick.C:
 		}
-		select {
-		case running <- struct{}{}:
-		default:
-			rep.Skipped++
-			continue
+		// The episodes due by now: a ticker drops the ticks of a receiver that is late (a busy machine), and
+		// the run would quietly play fewer episodes than -rate says; those missed are started now.
+		due := int64(time.Since(start).Seconds()*rate) - rep.Episodes - rep.Skipped
+		for range due {
+			select {
+			case running <- struct{}{}:
+			default:
+				rep.Skipped++
+				continue
+			}
+			kind := ch.pick()
+			ch.mu.Lock()
+			rep.Episodes++
+			ch.mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-running }()
+				ch.run(episodes, kind)
+			}()
 		}
-		kind := ch.pick()
-		ch.mu.Lock()
-		rep.Episodes++
-		ch.mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-running }()
-			ch.run(episodes, kind)
-		}()
 	}
 	elapsed := time.Since(start)
 	cutOff()
@@ -258,14 +267,20 @@ loop:
 	} else {
 		rep.Leaks = leaks(before, after, g.cfg.memoryTolerance)
 	}
+	rep.Achieved = float64(rep.Episodes) / elapsed.Seconds()
 	rep.Connections = ch.opened.Load()
 	rep.Failed = ch.failed
 	res.Errors = ch.failed
 	return nil
 }
 
-// pick chooses a kind of episode by weight; it returns its index in churnMix.
+// pick chooses a kind of episode: each kind once at first, so that even a short run plays every one, then by
+// weight. It returns its index in churnMix.
 func (ch *churner) pick() int {
+	if ch.picked < len(ch.kinds) {
+		ch.picked++
+		return ch.kinds[ch.picked-1]
+	}
 	n := rand.IntN(ch.total)
 	i, _ := slices.BinarySearch(ch.weights, n+1)
 	return ch.kinds[i]

@@ -264,6 +264,17 @@ func (e *episode) epCall() error {
 	if err := e.expect(to, tn, listedBusy(fn, false)); err != nil { // the call ended before the leave was relayed
 		return err
 	}
+	if rand.IntN(3) == 0 { // a call that was answered can be made again at once (no cooldown); this one is cancelled
+		if err := e.ring(a, b, an, bn); err != nil {
+			return fmt.Errorf("calling again after a hang-up: %w", err)
+		}
+		if err := a.SendLeave(e.ctx, bn, protocol.ReasonCancelled); err != nil {
+			return err
+		}
+		if err := e.expect(b, bn, leaveFrom(an, protocol.ReasonCancelled)); err != nil {
+			return err
+		}
+	}
 	closeWith(a, rand.IntN(closeWays))
 	closeWith(b, rand.IntN(closeWays))
 	return nil
@@ -281,7 +292,8 @@ func (e *episode) ring(a, b *client.Client, an, bn string) error {
 	return e.expect(a, an, relayed(protocol.TypeRinging, bn))
 }
 
-// epDecline: the callee declines.
+// epDecline: the callee declines. The caller cannot ring it again at once (cooldown), and the callee hears
+// nothing of it; anyone else can call the callee at once.
 func (e *episode) epDecline() error {
 	a, b, an, bn, err := e.pair()
 	if err != nil {
@@ -299,12 +311,53 @@ func (e *episode) epDecline() error {
 	if err := e.search(a, an, bn, 1); err != nil {
 		return err
 	}
+	if err := e.ringRefused(a, b, an, bn); err != nil {
+		return err
+	}
+	if rand.IntN(3) == 0 { // somebody else rings at once, and gives up
+		cn := e.name()
+		c, _, err := e.connect(cn)
+		if err != nil {
+			return err
+		}
+		if err := e.ring(c, b, cn, bn); err != nil {
+			return err
+		}
+		if err := c.SendLeave(e.ctx, bn, protocol.ReasonCancelled); err != nil {
+			return err
+		}
+		if err := e.expect(b, bn, leaveFrom(cn, protocol.ReasonCancelled)); err != nil {
+			return err
+		}
+		closeWith(c, rand.IntN(closeWays))
+	}
 	closeWith(a, rand.IntN(closeWays))
 	closeWith(b, rand.IntN(closeWays))
 	return nil
 }
 
-// epNoAnswer: the caller gives up after ringing.
+// cooldownFor wants the refusal of an offer to name with cooldown, and how long to wait.
+func cooldownFor(name string) want {
+	return want{"error cooldown (offer to " + name + ", with retryAfter)", func(m *client.Message) bool {
+		return m.Type == protocol.TypeError && m.Code == protocol.CodeCooldown && m.Request == protocol.TypeOffer &&
+			m.Name == name && m.RetryAfter >= 1
+	}}
+}
+
+// ringRefused: a rings b again right after a call that b declined or that rang unanswered: the offer is refused
+// with cooldown, and b gets nothing (the next message it reads is the answer to a request of its own).
+func (e *episode) ringRefused(a, b *client.Client, an, bn string) error {
+	if err := a.SendOffer(e.ctx, bn, e.ch.g.pl.offer); err != nil {
+		return err
+	}
+	if err := e.expect(a, an, cooldownFor(bn)); err != nil {
+		return fmt.Errorf("ringing again at once: %w", err)
+	}
+	return e.search(b, bn, an, 1)
+}
+
+// epNoAnswer: the call rings unanswered, and one side gives up (the caller, or the callee's ring timing out);
+// the caller cannot ring again at once.
 func (e *episode) epNoAnswer() error {
 	a, b, an, bn, err := e.pair()
 	if err != nil {
@@ -313,10 +366,17 @@ func (e *episode) epNoAnswer() error {
 	if err := e.ring(a, b, an, bn); err != nil {
 		return err
 	}
-	if err := a.SendLeave(e.ctx, bn, protocol.ReasonNoAnswer); err != nil {
+	from, to, fn, tn := a, b, an, bn
+	if rand.IntN(2) == 0 {
+		from, to, fn, tn = b, a, bn, an
+	}
+	if err := from.SendLeave(e.ctx, tn, protocol.ReasonNoAnswer); err != nil {
 		return err
 	}
-	if err := e.expect(b, bn, leaveFrom(an, protocol.ReasonNoAnswer)); err != nil {
+	if err := e.expect(to, tn, leaveFrom(fn, protocol.ReasonNoAnswer)); err != nil {
+		return err
+	}
+	if err := e.ringRefused(a, b, an, bn); err != nil {
 		return err
 	}
 	closeWith(a, rand.IntN(closeWays))
@@ -430,33 +490,26 @@ func (e *episode) epDropInCall() error {
 	return nil
 }
 
-// burst sends n offers (renegotiations, 2.7 kB each) and candidates from c to the user to, and stops at the
-// first error.
+// burst sends n candidates from c to the user to, in a call to has accepted (the trickle of a browser with many
+// interfaces and a TURN server), and stops at the first error. A browser sends no offers in a burst: the server
+// takes 5 renegotiation offers in a row and then one every 2 s (epOfferFlood checks that).
 func (e *episode) burst(c *client.Client, to string, n int) error {
 	pl := &e.ch.g.pl
-	for i := range n {
-		var err error
-		if i%3 == 0 {
-			err = c.SendOffer(e.ctx, to, pl.offer)
-		} else {
-			err = c.SendCandidate(e.ctx, to, pl.candidate)
-		}
-		if err != nil {
+	for range n {
+		if err := c.SendCandidate(e.ctx, to, pl.candidate); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// isRelayFrom matches offers and candidates from name: the messages of a burst.
+// isRelayFrom matches candidates from name: the messages of a burst.
 func isRelayFrom(name string) func(*client.Message) bool {
-	return func(m *client.Message) bool {
-		return (m.Type == protocol.TypeOffer || m.Type == protocol.TypeCandidate) && m.Name == name
-	}
+	return func(m *client.Message) bool { return m.Type == protocol.TypeCandidate && m.Name == name }
 }
 
-// epResetBurstOut: in a call, a sends a burst (up to about 100 kB, more than the server reads at once) and is
-// dropped or reset in the middle of it; b gets what came through, then leave "disconnected".
+// epResetBurstOut: in a call, a sends a burst of candidates (up to 300, about 78 kB: more than the server reads
+// at once) and is dropped or reset in the middle of it; b gets what came through, then leave "disconnected".
 func (e *episode) epResetBurstOut() error {
 	a, b, an, bn, err := e.pair()
 	if err != nil {
@@ -465,7 +518,7 @@ func (e *episode) epResetBurstOut() error {
 	if err := e.call(a, b, an, bn); err != nil {
 		return err
 	}
-	n := 20 + rand.IntN(100)
+	n := 20 + rand.IntN(280)
 	if err := e.burst(a, bn, rand.IntN(n)+1); err != nil {
 		return err
 	}
@@ -484,9 +537,9 @@ func (e *episode) epResetBurstOut() error {
 	return nil
 }
 
-// epResetBurstIn: in a call, b sends a burst to a, which reads a little of it (or nothing) and is reset or
-// dropped while the server is still writing to it; b gets leave "disconnected" (and errors for what it sent
-// after a was gone).
+// epResetBurstIn: in a call, b sends a burst of candidates to a, which reads a little of it (or nothing) and is
+// reset or dropped while the server is still writing to it; b gets leave "disconnected" (and errors for what it
+// sent after a was gone).
 func (e *episode) epResetBurstIn() error {
 	a, b, an, bn, err := e.pair()
 	if err != nil {
@@ -495,7 +548,7 @@ func (e *episode) epResetBurstIn() error {
 	if err := e.call(a, b, an, bn); err != nil {
 		return err
 	}
-	n := 20 + rand.IntN(100)
+	n := 20 + rand.IntN(280)
 	if err := e.burst(b, an, n); err != nil {
 		return err
 	}
@@ -687,10 +740,13 @@ func (e *episode) epRefused() error {
 	}
 	n := e.name()
 	loggedIn := rand.IntN(3) > 0
+	echo := ""
 	if loggedIn {
-		if _, err := e.loginAs(c, n, ""); err != nil {
+		r, err := e.loginAs(c, n, "")
+		if err != nil {
 			return err
 		}
+		echo = r.Echo
 	}
 	nobody := e.name()
 	type probe struct {
@@ -721,6 +777,11 @@ func (e *episode) epRefused() error {
 			probe{`{"type":"leave","name":"` + nobody + `"}`, errorCode(protocol.CodeNotOnline)},
 			probe{`{"type":"leave","reason":"bored"}`, errorCode(protocol.CodeInvalidMessage)},
 		)
+		if echo != "" { // the echo test user's name is reserved, in any case, while it is online as well
+			for _, name := range []string{echo, strings.ToUpper(echo)} {
+				probes = append(probes, probe{`{"type":"login","name":"` + name + `"}`, loginRefused(protocol.CodeNameTaken)})
+			}
+		}
 	} else {
 		probes = append(probes,
 			probe{`{"type":"offer","name":"` + nobody + `","offer":{}}`, errorCode(protocol.CodeNotLoggedIn)},
@@ -756,5 +817,218 @@ func (e *episode) epRefused() error {
 		closeWith(c2, rand.IntN(closeWays))
 	}
 	closeWith(c, rand.IntN(closeWays))
+	return nil
+}
+
+// What tandem lets through before it refuses (docs/limits.md): the flood episodes check the refusals against
+// these, allowing for what refills while an episode runs.
+const (
+	renegotiationBurst    = 5               // offers in a row within a call
+	renegotiationInterval = 2 * time.Second // then one every interval
+	unansweredMessages    = 64              // what a caller may send a callee who has not accepted it: messages
+	unansweredBytes       = 128 << 10       // and bytes of payload,
+	unansweredRefill      = time.Minute     // refilled over a minute
+)
+
+// epOfferFlood: in a call, one side sends more renegotiation offers in a row than the server takes (abusive on
+// purpose): the first ones reach the peer, the rest are refused with rate_limited and not delivered, and the
+// call goes on (the peer answers the last offer it got, candidates still flow, and either side hangs up).
+func (e *episode) epOfferFlood() error {
+	a, b, an, bn, err := e.pair()
+	if err != nil {
+		return err
+	}
+	if err := e.call(a, b, an, bn); err != nil {
+		return err
+	}
+	if rand.IntN(2) == 0 { // the callee floods
+		a, b, an, bn = b, a, bn, an
+	}
+	pl := &e.ch.g.pl
+	n := renegotiationBurst + 3 + rand.IntN(6)
+	start := time.Now()
+	for range n {
+		if err := a.SendOffer(e.ctx, bn, pl.offer); err != nil {
+			return err
+		}
+	}
+	// A candidate after them, which the server never limits within a call, tells b that the offers are over.
+	if err := a.SendCandidate(e.ctx, bn, pl.candidate); err != nil {
+		return err
+	}
+	delivered := 0
+	for {
+		m, err := b.Read(e.ctx)
+		if err != nil {
+			return fmt.Errorf("%s reading the offers: %w", bn, err)
+		}
+		if relayedPayload(protocol.TypeCandidate, an, pl.candidate).match(m) {
+			break
+		}
+		if !relayedPayload(protocol.TypeOffer, an, pl.offer).match(m) {
+			return fmt.Errorf("%s got %s while reading offers from %s", bn, describe(m), an)
+		}
+		delivered++
+	}
+	// a's own request after them tells a that its refusals are all in.
+	if err := a.SendUsers(e.ctx, an, 1); err != nil {
+		return err
+	}
+	refused := 0
+	for {
+		m, err := a.Read(e.ctx)
+		if err != nil {
+			return fmt.Errorf("%s reading its refusals: %w", an, err)
+		}
+		if m.Type == protocol.TypeUsers {
+			break
+		}
+		if m.Type != protocol.TypeError || m.Code != protocol.CodeRateLimited || m.Request != protocol.TypeOffer || m.Name != bn {
+			return fmt.Errorf("%s got %s while waiting for rate_limited (offer to %s)", an, describe(m), bn)
+		}
+		refused++
+	}
+	refills := int(time.Since(start)/renegotiationInterval) + 1
+	switch {
+	case delivered+refused != n:
+		return fmt.Errorf("%s sent %d offers in a row: %d delivered, %d refused", an, n, delivered, refused)
+	case delivered < renegotiationBurst || delivered > renegotiationBurst+refills:
+		return fmt.Errorf("%s sent %d offers in a row: %d delivered, want %d (and at most %d more in %v)", an, n,
+			delivered, renegotiationBurst, refills, time.Since(start).Round(time.Millisecond))
+	}
+	// The call goes on.
+	if err := b.SendAnswer(e.ctx, an, pl.answer); err != nil {
+		return err
+	}
+	if err := e.expect(a, an, relayedPayload(protocol.TypeAnswer, bn, pl.answer)); err != nil {
+		return err
+	}
+	if err := b.SendCandidate(e.ctx, an, pl.candidate); err != nil {
+		return err
+	}
+	if err := e.expect(a, an, relayedPayload(protocol.TypeCandidate, bn, pl.candidate)); err != nil {
+		return err
+	}
+	if err := b.SendLeave(e.ctx, an, protocol.ReasonHangup); err != nil {
+		return err
+	}
+	if err := e.expect(a, an, leaveFrom(bn, protocol.ReasonHangup)); err != nil {
+		return err
+	}
+	closeWith(a, rand.IntN(closeWays))
+	closeWith(b, rand.IntN(closeWays))
+	return nil
+}
+
+// bigCandidate is a candidate of about 16 KiB (a long usernameFragment): nothing a browser sends, but what a
+// stranger who wants to fill a callee's send queue would.
+var bigCandidate = json.RawMessage(`{"candidate":"candidate:1 1 udp 2122260223 203.0.113.9 49152 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"` +
+	strings.Repeat("u", 16<<10) + `"}`)
+
+// admitted is how many of n messages of size bytes a callee who has not accepted the call takes after an offer
+// of offer bytes, with extra messages and bytes of refill: the budget's rule (a full budget takes any message).
+func admitted(offer, size, n int, extra float64) int {
+	messages := unansweredMessages + extra*unansweredMessages - 1
+	bytes := unansweredBytes + extra*unansweredBytes - float64(offer)
+	taken := 0
+	for range n {
+		if messages < 1 || bytes < float64(size) {
+			break
+		}
+		messages--
+		bytes -= float64(size)
+		taken++
+	}
+	return taken
+}
+
+// epStrangerFlood: a rings b and, before b answers, pushes candidates at it beyond what a caller may send a
+// callee who has not accepted it (abusive on purpose: small candidates past 64 messages, or 16 KiB ones past
+// 128 KiB). b gets what fits in that budget and no more, stays connected, and can still take the call (then a's
+// candidates reach it again) or decline it (then a cannot ring again at once).
+func (e *episode) epStrangerFlood() error {
+	a, b, an, bn, err := e.pair()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := e.ring(a, b, an, bn); err != nil {
+		return err
+	}
+	pl := &e.ch.g.pl
+	cand, n := pl.candidate, unansweredMessages+4+rand.IntN(20)
+	if rand.IntN(2) == 0 {
+		cand, n = bigCandidate, unansweredBytes/len(bigCandidate)+2+rand.IntN(8)
+	}
+	for range n {
+		if err := a.SendCandidate(e.ctx, bn, cand); err != nil {
+			return err
+		}
+	}
+	if err := a.SendUsers(e.ctx, an, 1); err != nil { // its answer comes after every refusal
+		return err
+	}
+	refused := 0
+	for {
+		m, err := a.Read(e.ctx)
+		if err != nil {
+			return fmt.Errorf("%s reading its refusals: %w", an, err)
+		}
+		if m.Type == protocol.TypeUsers {
+			break
+		}
+		if m.Type != protocol.TypeError || m.Code != protocol.CodeNotAnswered || m.Request != protocol.TypeCandidate || m.Name != bn {
+			return fmt.Errorf("%s got %s while waiting for not_answered (candidate to %s)", an, describe(m), bn)
+		}
+		refused++
+	}
+	delivered := n - refused
+	refill := float64(time.Since(start)) / float64(unansweredRefill)
+	if least, most := admitted(len(pl.offer), len(cand), n, 0), admitted(len(pl.offer), len(cand), n, refill)+1; delivered < least || delivered > most {
+		return fmt.Errorf("%s sent %d candidates of %d bytes to %s, who had not answered: %d delivered, want %d to %d",
+			an, n, len(cand), bn, delivered, least, most)
+	}
+	for i := range delivered {
+		if err := e.expect(b, bn, relayedPayload(protocol.TypeCandidate, an, cand)); err != nil {
+			return fmt.Errorf("candidate %d of %d delivered: %w", i+1, delivered, err)
+		}
+	}
+	if rand.IntN(2) == 0 {
+		// b declines: nothing more reached it meanwhile, and a cannot ring again at once.
+		if err := b.SendLeave(e.ctx, an, protocol.ReasonDeclined); err != nil {
+			return err
+		}
+		if err := e.expect(a, an, leaveFrom(bn, protocol.ReasonDeclined)); err != nil {
+			return err
+		}
+		if err := e.ringRefused(a, b, an, bn); err != nil {
+			return err
+		}
+	} else {
+		// b answers: nothing more reached it meanwhile (a's next candidate is the next thing it reads), and a's
+		// candidates are no longer counted.
+		if err := b.SendAnswer(e.ctx, an, pl.answer); err != nil {
+			return err
+		}
+		if err := e.expect(a, an, relayedPayload(protocol.TypeAnswer, bn, pl.answer)); err != nil {
+			return err
+		}
+		for range 3 {
+			if err := a.SendCandidate(e.ctx, bn, cand); err != nil {
+				return err
+			}
+			if err := e.expect(b, bn, relayedPayload(protocol.TypeCandidate, an, cand)); err != nil {
+				return fmt.Errorf("after the answer: %w", err)
+			}
+		}
+		if err := a.SendLeave(e.ctx, bn, protocol.ReasonHangup); err != nil {
+			return err
+		}
+		if err := e.expect(b, bn, leaveFrom(an, protocol.ReasonHangup)); err != nil {
+			return err
+		}
+	}
+	closeWith(a, rand.IntN(closeWays))
+	closeWith(b, rand.IntN(closeWays))
 	return nil
 }

@@ -79,8 +79,8 @@ func (r *Result) print(w io.Writer) {
 
 // print writes the churn scenario's figures.
 func (c *ChurnReport) print(w io.Writer) {
-	fmt.Fprintf(w, "  episodes     %d, %d failed, %d skipped (-concurrency reached); %d connections opened\n",
-		c.Episodes, c.Failed, c.Skipped, c.Connections)
+	fmt.Fprintf(w, "  episodes     %d (%.1f a second), %d failed, %d skipped (-concurrency reached); %d connections opened\n",
+		c.Episodes, c.Achieved, c.Failed, c.Skipped, c.Connections)
 	kinds := make([]string, 0, len(c.ByKind))
 	for k := range c.ByKind {
 		kinds = append(kinds, k)

@@ -88,6 +88,7 @@ type Hub struct {
 	m   *Metrics
 
 	mu     sync.Mutex
+	holder atomic.Pointer[Session] // the session whose message mu is held for (lockHub), for releaseOnPanic
 	users  map[string]*Session     // by name
 	index  *btree.BTreeG[*Session] // by folded name, for listing and searching
 	nextID atomic.Uint64           // the last Session.id given
@@ -279,8 +280,34 @@ func (s *Session) fail(code, message, request, name string) {
 	s.reply(func(b []byte) []byte { return protocol.AppendError(b, code, message, request, name) })
 }
 
+// lockHub takes the hub's lock to handle one of s's messages, and notes that it is held for s.
+func (s *Session) lockHub() {
+	s.hub.mu.Lock()
+	s.hub.holder.Store(s)
+}
+
+func (s *Session) unlockHub() {
+	s.hub.holder.Store(nil)
+	s.hub.mu.Unlock()
+}
+
+// releaseOnPanic, deferred where the transport calls the session, gives back the hub's lock if a panic (a bug)
+// left it held for s, and panics on: the transport closes this connection alone (1011) and logs the panic, and
+// everyone else goes on instead of waiting for the lock forever. What the panic left half done in the hub's state
+// stays so; the hub's fuzz target checks that no input gets there.
+func (s *Session) releaseOnPanic() {
+	if v := recover(); v != nil {
+		if s.hub.holder.Load() == s {
+			s.hub.holder.Store(nil)
+			s.hub.mu.Unlock()
+		}
+		panic(v)
+	}
+}
+
 // OnText handles one message from the client.
 func (s *Session) OnText(data []byte) {
+	defer s.releaseOnPanic()
 	if !s.allow() {
 		s.fail(protocol.CodeRateLimited, "too many messages: slow down (this one was not delivered)", "", "")
 		return
@@ -323,18 +350,19 @@ func (s *Session) OnTooLarge(limit int) {
 
 // OnClose frees the session's name and ends its call.
 func (s *Session) OnClose() {
+	defer s.releaseOnPanic()
 	h := s.hub
-	h.mu.Lock()
+	s.lockHub()
 	s.gone = true
 	if s.name != "" && (s.drained || h.drainingLocked()) && !h.localOnly(s.name) {
 		// A drain: the name and the call stay, for the user's resume on another node (drain.go).
 		s.drained = true
-		h.mu.Unlock()
+		s.unlockHub()
 		h.m.connections.Dec()
 		return
 	}
 	peers, name, sid := s.unregisterLocked()
-	h.mu.Unlock()
+	s.unlockHub()
 	h.m.connections.Dec()
 	h.endSessions(sid)
 	if name != "" {
@@ -457,9 +485,9 @@ func (s *Session) login(m *protocol.Message) {
 		s.loginCluster(name, m.Token)
 		return
 	}
-	h.mu.Lock()
+	s.lockHub()
 	if s.gone {
-		h.mu.Unlock()
+		s.unlockHub()
 		return
 	}
 	other := h.users[name]
@@ -469,7 +497,7 @@ func (s *Session) login(m *protocol.Message) {
 		// Only the echo peer, which holds the echo token, may log in as the echo user (or resume it).
 		echoPeer := name == h.cfg.EchoName && subtle.ConstantTimeCompare(m.Token, []byte(h.cfg.EchoToken)) == 1
 		if !echoPeer && !resume {
-			h.mu.Unlock()
+			s.unlockHub()
 			h.m.loginsFailed.Inc()
 			s.loginFailed(protocol.CodeNameTaken, "the name "+name+" is reserved for the echo test user: choose another")
 			return
@@ -490,7 +518,7 @@ func (s *Session) login(m *protocol.Message) {
 		replaced = other.conn
 		s.sid = newToken()
 	case other != nil:
-		h.mu.Unlock()
+		s.unlockHub()
 		h.m.loginsFailed.Inc()
 		msg := "the name " + name + " is taken: choose another"
 		if len(m.Token) > 0 {
@@ -516,7 +544,7 @@ func (s *Session) login(m *protocol.Message) {
 		// Under the lock: the session cannot end (and SessionEnded be called) before its credentials are made.
 		reply.ICEServers = h.cfg.ICEServers(reply.Name, s.host, s.sid)
 	}
-	h.mu.Unlock()
+	s.unlockHub()
 
 	h.endSessions(ended...)
 	if replaced != nil {
@@ -602,7 +630,7 @@ func (s *Session) offer(m *protocol.Message) {
 		refused refusal
 	)
 	callee := string(m.Name)
-	h.mu.Lock()
+	s.lockHub()
 	t, code := s.targetLocked(m)
 	switch {
 	case code != "":
@@ -666,7 +694,7 @@ func (s *Session) offer(m *protocol.Message) {
 		to, from = t.conn, s.name
 	}
 	s.callRefusedLocked(t, code, refused.code)
-	h.mu.Unlock()
+	s.unlockHub()
 
 	switch {
 	case code == protocol.CodeNotOnline && h.cl != nil && s.remote == nil:
@@ -705,7 +733,7 @@ func (s *Session) relay(typ string, m *protocol.Message, payload []byte) {
 		to   Conn
 		from string
 	)
-	h.mu.Lock()
+	s.lockHub()
 	t, code := s.targetLocked(m)
 	switch {
 	case code != "":
@@ -725,7 +753,7 @@ func (s *Session) relay(typ string, m *protocol.Message, payload []byte) {
 		}
 		to, from = t.conn, s.name
 	}
-	h.mu.Unlock()
+	s.unlockHub()
 	switch code {
 	case "":
 	case protocol.CodeNotOnline:
@@ -769,7 +797,7 @@ func (s *Session) leave(m *protocol.Message) {
 		from string
 		code string
 	)
-	h.mu.Lock()
+	s.lockHub()
 	t := s.peer
 	if m.HasName {
 		t = h.users[string(m.Name)]
@@ -790,7 +818,7 @@ func (s *Session) leave(m *protocol.Message) {
 		endCallLocked(s, t)
 		to, from = t.conn, s.name
 	}
-	h.mu.Unlock()
+	s.unlockHub()
 	if code == protocol.CodeNotOnline && h.cl != nil && s.remote == nil {
 		s.refuseRemote(protocol.TypeLeave, string(m.Name)) // perhaps a user of another node
 		return
@@ -906,7 +934,7 @@ func (s *Session) users(m *protocol.Message) {
 	prefix := fold(query)
 	list := make([]protocol.User, 0, 8)
 	more := false
-	h.mu.Lock()
+	s.lockHub()
 	total := len(h.users)
 	h.index.AscendGreaterOrEqual(&Session{key: prefix}, func(u *Session) bool {
 		if !strings.HasPrefix(u.key, prefix) {
@@ -919,7 +947,7 @@ func (s *Session) users(m *protocol.Message) {
 		list = append(list, protocol.User{Name: u.name, Busy: u.peer != nil, Echo: u.name == h.cfg.EchoName})
 		return true
 	})
-	h.mu.Unlock()
+	s.unlockHub()
 	s.reply(func(b []byte) []byte { return protocol.AppendUsers(b, query, list, more, total) })
 }
 

@@ -94,6 +94,7 @@ type Conn struct {
 	skip     int    // bytes of an oversized or refused frame still to be thrown away
 	ignore   bool   // closing after a client error: data frames are dropped, a close frame is still answered
 	discard  bool   // the framing was lost: everything the peer sends is dropped until it hangs up
+	peerGone bool   // epoll mode: the loop saw the peer close or reset its end (EPOLLRDHUP, EPOLLHUP, EPOLLERR)
 	// closeAfterFlush: the peer's close frame was answered; drop the connection once the answer is written.
 	closeAfterFlush bool
 	// paused: the Handler asked that no more messages be read for now (PauseReading); what was read already

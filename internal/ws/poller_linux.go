@@ -256,6 +256,9 @@ func (p *poller) serve(c *Conn, events uint32, buf []byte) (more bool) {
 	if events&unix.EPOLLOUT != 0 {
 		c.flush()
 	}
+	if events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		c.peerGone = true
+	}
 	return events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && p.read(c, buf)
 }
 
@@ -276,7 +279,9 @@ func (p *poller) wait(events []unix.EpollEvent, block bool) (int, error) {
 
 // read reads what c's peer sent, once, and reports whether that filled buf: then there may be more to read. The
 // events are edge-triggered, so a read that fills less than buf has emptied the socket (bytes that arrive after
-// it raise a new event).
+// it raise a new event). Once the peer has closed or reset its end (c.peerGone), no event will come again: then c
+// is read on until the read that finds the end of the stream (or the reset), and is torn down at once, rather
+// than sitting in CLOSE_WAIT until a ping meets the peer's reset.
 func (p *poller) read(c *Conn, buf []byte) bool {
 	for !c.paused {
 		n, err := readRaw(c.fd, buf)
@@ -291,6 +296,8 @@ func (p *poller) read(c *Conn, buf []byte) bool {
 		case !c.onData(buf[:n]):
 			c.teardown()
 			return false
+		case n < len(buf) && c.peerGone && c.h != nil:
+			continue // the end of the stream is next
 		}
 		return n == len(buf)
 	}
