@@ -3,8 +3,9 @@
 #
 #   bench/compare.sh [OUT_DIR]
 #
-# Needs Go, Node.js and npm. The tutorial's server is copied from ../shared/reference/server.js to a directory
-# outside the repo (TUTORIAL_DIR, default $TMPDIR/tandem-bench-tutorial), where `npm install ws` is run once; its
+# Needs Go, Node.js and npm, and the tutorial's server.js, which is not part of tandem: TUTORIAL_SERVER names your
+# copy of it. It is copied to a directory outside the repo (TUTORIAL_DIR, default $TMPDIR/tandem-bench-tutorial),
+# where `npm install ws` is run once (later runs reuse that directory and need no TUTORIAL_SERVER); its
 # port is changed to 9292 and its console.log calls are commented out (the "console.log off" figures; one relay
 # figure is also taken with them on, printing to /dev/null). tandem listens on 127.0.0.1:9191 with -rate 0 (no
 # per-connection rate limit: a pair relays thousands of messages a second) and -log-level warn.
@@ -42,7 +43,11 @@ go build -o "$out/bin/tandem-load" ./cmd/tandem-load
 if [ ! -d "$tutorial_dir/node_modules/ws" ]; then
   echo "== the tutorial's server in $tutorial_dir"
   mkdir -p "$tutorial_dir"
-  sed "s/9090/$tutorial_port/" "$repo/../shared/reference/server.js" >"$tutorial_dir/server-log.js"
+  if [ ! -f "${TUTORIAL_SERVER:-}" ]; then
+    echo "set TUTORIAL_SERVER to the tutorial's server.js (BENCHMARKS.md, \"Reproducing\")" >&2
+    exit 1
+  fi
+  sed "s/9090/$tutorial_port/" "$TUTORIAL_SERVER" >"$tutorial_dir/server-log.js"
   sed 's/console\.log(/\/\/ console.log(/' "$tutorial_dir/server-log.js" >"$tutorial_dir/server.js"
   (cd "$tutorial_dir" && npm install --no-audit --no-fund ws >/dev/null)
 fi

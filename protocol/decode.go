@@ -21,6 +21,7 @@ type Message struct {
 	Offer     []byte
 	Answer    []byte
 	Candidate []byte
+	Quality   []byte // quality: the report object, raw (ParseQuality reads it)
 }
 
 // DecodeError says why a frame is not a usable message. Code is CodeInvalidJSON or CodeInvalidMessage.
@@ -148,6 +149,11 @@ func (m *Message) field(key []byte, escaped bool, raw []byte, kind byte) *Decode
 		} else {
 			m.Answer = raw
 		}
+	case "quality":
+		if kind != '{' {
+			return wrong("an object (a call quality report)")
+		}
+		m.Quality = raw
 	case "candidate":
 		if kind != '{' && kind != 'n' {
 			return wrong("an object (an RTCIceCandidate) or null")

@@ -12,6 +12,7 @@ const (
 	TypeError     = "error"
 	TypeUsers     = "users"
 	TypeRinging   = "ringing"
+	TypeQuality   = "quality" // a client's report on how its call connected (quality.go); never relayed
 )
 
 // Error codes, carried in the code field of error messages and failed login replies.

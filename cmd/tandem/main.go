@@ -14,6 +14,7 @@ import (
 
 	"tandem/internal/cli"
 	"tandem/internal/server"
+	"tandem/internal/version"
 	"tandem/internal/ws"
 	"tandem/protocol"
 )
@@ -27,6 +28,8 @@ type options struct {
 	logFormat string
 	logLevel  string
 	pprof     string
+	version   bool
+	metrics   string
 }
 
 // run is tandem: it parses args (each flag may also come from a TANDEM_* environment variable), listens, and
@@ -65,8 +68,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.StringVar(&cfg.PublicURL, "public-url", "", "the address users open tandem by, if not what tandem sees (behind a reverse proxy or a port forward), e.g. https://call.example.org/; its pages count as tandem's own for -allowed-origins")
 	fs.IntVar(&cfg.MaxHTTPConns, "max-http-conns", cfg.MaxHTTPConns, "connections served over HTTP at once (page loads, /metrics; with TLS also WebSocket handshakes); idle ones make room, more are answered 503")
 	fs.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&opts.logLevel, "log-level", "info", "log level: debug (tandem's decisions), info (a line per call), warn or error; trace adds the libraries' debug lines")
+	fs.StringVar(&cfg.CallLogNames, "log-names", "plain", "users in the call log: plain (their names) or hash (a keyed hash of each name, the same while tandem runs)")
 	fs.StringVar(&opts.pprof, "pprof", "", "serve Go's profiler on this loopback address, e.g. 127.0.0.1:6060 (for measuring; empty: off)")
+	fs.BoolVar(&opts.version, "version", false, "print tandem's version and exit")
+	fs.StringVar(&opts.metrics, "metrics-addr", "", "serve /metrics, /healthz, /readyz and the profiler on this address instead (e.g. 127.0.0.1:9100), keeping /metrics off the public port; empty: /metrics on -addr")
 	var nopts netOptions
 	nopts.register(fs, getenv)
 	var eopts echoOptions // the echo test call: echo.go
@@ -76,8 +82,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	copts.register(fs)
 	fs.DurationVar(&cfg.CallCooldown, "call-cooldown", cfg.CallCooldown, "how long a caller who was declined (or gave up unanswered) waits before calling the same user again (0: no wait)")
 	intro := "tandem is a self-hosted WebRTC calling server: it serves the web client, relays the signaling\nmessages that set calls up, and runs a STUN/TURN server and an echo test user."
-	if err := cli.Parse(fs, "TANDEM_", intro, args, getenv); err != nil {
+	if err := cli.ParseSections(fs, "TANDEM_", intro, usageSections, args, getenv); err != nil {
 		return err
+	}
+	if opts.version {
+		fmt.Fprintln(stdout, version.Long("tandem"))
+		return nil
 	}
 	fs.Visit(func(f *flag.Flag) {
 		nopts.turnAddrExplicit = nopts.turnAddrExplicit || f.Name == "turn-addr"
@@ -123,12 +133,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 	}
+	cfg.PrivateMetrics = opts.metrics != ""
+	cfg.Node = copts.node // the call log's node: -node-id, or the host name (a cluster node's own id with -redis)
 	if err := copts.configure(&cfg, logger); err != nil {
 		return err
 	}
 	srv, err := server.New(cfg, logger)
 	if err != nil {
 		return err
+	}
+	srv.Registry().MustRegister(version.Collector())
+	if opts.metrics != "" {
+		opsAddr, stopOps, err := startOps(opts.metrics, srv.OpsHandler(), logger)
+		if err != nil {
+			return err
+		}
+		defer stopOps()
+		fmt.Fprintf(stdout, "tandem: metrics, health and profiler on http://%s/ (/metrics, /healthz, /readyz, /debug/pprof/)\n", opsAddr)
 	}
 	// Listen first, so that "address in use" comes back at once.
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -151,7 +172,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		defer stopEcho()
 	}
-	logger.Info("tandem is listening", "addr", ln.Addr().String(), "https", netw.tls != nil)
+	logger.Info("tandem is listening", "addr", ln.Addr().String(), "https", netw.tls != nil, "version", version.String())
 	netw.printURLs(stdout, ln.Addr())
 	start := time.Now()
 	err = srv.Serve(ctx, ln)

@@ -25,13 +25,19 @@ func startPprof(addr string, logger *slog.Logger) (net.Addr, func(), error) {
 		return nil, nil, fmt.Errorf("-pprof: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	addPprof(mux)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
 	logger.Info("profiler listening", "addr", "http://"+ln.Addr().String()+"/debug/pprof/")
 	return ln.Addr(), func() { _ = hs.Close() }, nil
+}
+
+// addPprof adds Go's profiler to mux under /debug/pprof/, but for /debug/pprof/cmdline, which shows the command
+// line (secrets given as flags included).
+func addPprof(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }

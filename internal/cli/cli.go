@@ -30,6 +30,11 @@ func Parse(fs *flag.FlagSet, envPrefix, intro string, args []string, getenv func
 			fmt.Fprintf(w, "  -%s (%s)\n    \t%s (default %q)\n", f.Name, EnvName(envPrefix, f.Name), f.Usage, f.DefValue)
 		})
 	}
+	return parse(fs, envPrefix, args, getenv)
+}
+
+// parse sets each flag of fs from its environment variable, then parses args.
+func parse(fs *flag.FlagSet, envPrefix string, args []string, getenv func(string) string) error {
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		name := EnvName(envPrefix, f.Name)
@@ -45,14 +50,25 @@ func Parse(fs *flag.FlagSet, envPrefix, intro string, args []string, getenv func
 	return fs.Parse(args)
 }
 
-// NewLogger returns a logger writing to w in format ("text" or "json") at level ("debug", "info", "warn",
-// "error").
+// LevelTrace is the level below debug, for the libraries' own debug lines (pion's, see turnserver.LevelLibrary):
+// -log-level debug shows tandem's decisions without them, -log-level trace with them. Lines at it say TRACE.
+const LevelTrace = slog.LevelDebug - 4
+
+// NewLogger returns a logger writing to w in format ("text" or "json") at level ("trace", "debug", "info",
+// "warn", "error").
 func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
+	if strings.EqualFold(level, "trace") {
+		l = LevelTrace
+	} else if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("-log-level: %w", err)
 	}
-	opts := &slog.HandlerOptions{Level: l}
+	opts := &slog.HandlerOptions{Level: l, ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.LevelKey && len(groups) == 0 && a.Value.Any() == LevelTrace {
+			a.Value = slog.StringValue("TRACE")
+		}
+		return a
+	}}
 	switch format {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil

@@ -51,3 +51,51 @@ func TestNewLogger(t *testing.T) {
 		}
 	}
 }
+
+func TestUsageSections(t *testing.T) {
+	fs := flag.NewFlagSet("tandem", flag.ContinueOnError)
+	fs.String("addr", ":9090", "address to listen on")
+	fs.Bool("tls-self-signed", false, "LAN mode")
+	fs.Int("turn-max-allocations", 8, "allocations")
+	fs.Duration("turn-ttl", 0, "how long")
+	fs.Int("surprise", 0, "a flag no section names")
+	sections := []Section{
+		{Title: "Basics", Flags: []string{"addr"}},
+		{Title: "HTTPS", Flags: []string{"tls-*"}},
+		{Title: "Limits", Flags: []string{"turn-max-*"}},
+		{Title: "TURN", Flags: []string{"turn-*"}},
+	}
+	for name, want := range map[string]string{"addr": "Basics", "tls-self-signed": "HTTPS", "turn-max-allocations": "Limits",
+		"turn-ttl": "TURN", "surprise": OtherTitle} {
+		if got := SectionOf(sections, name); got != want {
+			t.Errorf("SectionOf(%q) = %q, want %q", name, got, want)
+		}
+	}
+	var b bytes.Buffer
+	Usage(&b, fs, "TANDEM_", "tandem is a test.", sections)
+	want := `Usage: tandem [flags]
+
+tandem is a test.
+
+Every flag can also be set with the environment variable beside it; a flag on the command line
+wins.
+
+Basics:
+  -addr string  TANDEM_ADDR  address to listen on (default ":9090")
+
+HTTPS:
+  -tls-self-signed  TANDEM_TLS_SELF_SIGNED  LAN mode
+
+Limits:
+  -turn-max-allocations int  TANDEM_TURN_MAX_ALLOCATIONS  allocations (default 8)
+
+TURN:
+  -turn-ttl duration  TANDEM_TURN_TTL  how long (default 0s)
+
+Other:
+  -surprise int  TANDEM_SURPRISE  a flag no section names (default 0)
+`
+	if b.String() != want {
+		t.Errorf("usage:\n%s\nwant:\n%s", b.String(), want)
+	}
+}

@@ -60,6 +60,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics, if not nil, is told about messages and errors.
 	Metrics *Metrics
+	// Calls, if not nil, is told when calls ring, are answered and end, and takes quality reports (calls.go).
+	Calls CallEvents
 
 	// Cluster, if not nil, makes the hub one node of several that act as one server (cluster.go): names, the
 	// user list and calls with users on other nodes go through it. Nil: a single node, everything in memory.
@@ -171,6 +173,8 @@ type Session struct {
 	allowance float64
 	lastMsg   int64
 	unlimited bool // the echo peer's connection, which logged in with the echo token
+	// record is the CallEvents record of this session's call, or of its last one (calls.go); guarded by hub.mu.
+	record Call
 
 	// Cluster mode (cluster.go): remote is set on the stand-in of a user of another node in a call with a user
 	// of this one (its conn is remote); call is an offer of this session's waiting for the verdict of the
@@ -231,6 +235,7 @@ func (h *Hub) Shutdown() {
 	// The calls are over: the connections closing next must not report them again as "disconnected".
 	for _, s := range ended {
 		if s.peer != nil {
+			s.callEndedLocked(s.peer, "", protocol.ReasonShutdown)
 			endCallLocked(s, s.peer)
 		}
 	}
@@ -326,6 +331,8 @@ func (s *Session) OnText(data []byte) {
 		s.leave(&m)
 	case protocol.TypeUsers:
 		s.users(&m)
+	case protocol.TypeQuality:
+		s.quality(&m)
 	default:
 		s.fail(protocol.CodeUnknownType, "Command not found: "+string(m.Type), string(m.Type), "")
 	}
@@ -388,10 +395,12 @@ func (s *Session) unregisterLocked() (tell []Conn, name, sid string) {
 	}
 	s.name, s.key, s.token, s.sid, s.strangers = "", "", "", "", nil
 	if p := s.peer; p != nil {
+		s.callEndedLocked(p, name, s.closeReasonLocked())
 		endCallLocked(s, p)
 		tell = append(tell, p.conn)
 	}
 	for c := range s.callers {
+		s.callEndedLocked(c, name, s.closeReasonLocked())
 		endCallLocked(s, c)
 		tell = append(tell, c.conn)
 	}
@@ -565,6 +574,7 @@ func (s *Session) takeOverLocked(other *Session) {
 	s.name, s.key, s.token = other.name, other.key, other.token
 	s.peer, s.callers, s.unanswered = other.peer, other.callers, other.unanswered
 	s.id, s.strangers, s.offers, s.offersAt = other.id, other.strangers, other.offers, other.offersAt
+	s.record = other.record
 	if p := s.peer; p != nil {
 		if p.peer == other {
 			p.peer = s
@@ -638,6 +648,7 @@ func (s *Session) offer(m *protocol.Message) {
 				refused = notAnswered(callee)
 			}
 		case t.unanswered && t.peer == s: // the callee offers back: it accepts the call
+			s.callAnsweredLocked(t)
 			t.unanswered = false
 			s.forgetStrangerLocked(t.id)
 		}
@@ -659,6 +670,7 @@ func (s *Session) offer(m *protocol.Message) {
 			break
 		}
 		if old := s.peer; old != nil {
+			s.callEndedLocked(old, s.name, protocol.ReasonHangup)
 			endCallLocked(s, old)
 			ended = old.conn
 		}
@@ -679,10 +691,12 @@ func (s *Session) offer(m *protocol.Message) {
 			h.notePeerLocked(s)
 			h.notePeerLocked(t)
 		}
+		s.callStartedLocked(t)
 	}
 	if code == "" && refused.code == "" {
 		to, from = t.conn, s.name
 	}
+	s.callRefusedLocked(t, code, refused.code)
 	s.unlockHub()
 
 	switch {
@@ -736,6 +750,7 @@ func (s *Session) relay(typ string, m *protocol.Message, payload []byte) {
 		to, from = t.conn, s.name
 	default:
 		if t.unanswered && t.peer == s && typ == protocol.TypeAnswer { // the callee answers
+			s.callAnsweredLocked(t)
 			t.unanswered = false
 			s.forgetStrangerLocked(t.id)
 		}
@@ -802,6 +817,7 @@ func (s *Session) leave(m *protocol.Message) {
 		code = protocol.CodeNotInCall
 	default:
 		s.coolDownLocked(t, reason)
+		s.callEndedLocked(t, s.name, reason)
 		endCallLocked(s, t)
 		to, from = t.conn, s.name
 	}

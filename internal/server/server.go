@@ -1,5 +1,5 @@
-// Package server puts tandem together: the HTTP routes (the web client, the signaling WebSocket, /healthz and
-// /metrics), the WebSocket transport and the hub, with a graceful shutdown.
+// Package server puts tandem together: the HTTP routes (the web client, the signaling WebSocket, /healthz,
+// /readyz and /metrics), the WebSocket transport and the hub, with a graceful shutdown.
 package server
 
 import (
@@ -15,8 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"tandem/internal/calllog"
 	"tandem/internal/certs"
 	"tandem/internal/cluster"
 	"tandem/internal/hub"
@@ -91,6 +91,11 @@ type Config struct {
 	// TLS, if not nil, makes Serve speak HTTPS and WSS; a plain HTTP request on the same port is redirected to
 	// https (see the certs package). Nil means plain HTTP.
 	TLS *tls.Config
+	// PrivateMetrics leaves /metrics off the main listener, for OpsHandler to serve on another (-metrics-addr).
+	PrivateMetrics bool
+	// Node names this server in the call log (a cluster node's id, when Cluster is set); default the host name.
+	// CallLogNames is how users appear in it: calllog.NamesPlain (default) or calllog.NamesHash.
+	Node, CallLogNames string
 
 	// Cluster, if not nil, makes this server one node of a cluster (hub.Config.Cluster, docs/cluster.md);
 	// ResumeGrace is how long a call with a user of a node that died waits for that user to come back.
@@ -146,6 +151,8 @@ type Server struct {
 	origins  *originRule
 	http     atomic.Pointer[HTTPServer] // the one Serve runs, for the metrics
 	draining atomic.Bool                // a cluster node's shutdown has begun: /readyz says so
+	calls    *calllog.Log
+	ready    readiness
 }
 
 // New checks cfg and builds a Server. It starts nothing: Serve does.
@@ -250,6 +257,15 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 			return 0
 		}),
 	)
+	node := cfg.Node
+	if cfg.Cluster != nil {
+		node = cfg.Cluster.Node()
+	}
+	calls, err := calllog.New(calllog.Config{Node: node, Names: cfg.CallLogNames, Logger: logger, Registerer: reg})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	s.calls = calls
 	s.hub = hub.New(hub.Config{
 		Rate:         cfg.Rate,
 		Burst:        cfg.Burst,
@@ -261,6 +277,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		CallCooldown: cooldown,
 		Logger:       logger,
 		Metrics:      hub.NewMetrics(reg),
+		Calls:        calls,
 		Cluster:      cfg.Cluster,
 		ResumeGrace:  cfg.ResumeGrace,
 	})
@@ -289,29 +306,13 @@ func (s *Server) routes() http.Handler {
 		client.ServeHTTP(w, r)
 	})
 	mux.HandleFunc("/ws", s.serveWebSocket)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("Cache-Control", "no-store")
-		fmt.Fprintln(w, "ok")
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
-	// /readyz tells a load balancer whether to send this node new users: always on a single node; in a cluster,
-	// while its Redis is reachable (/healthz, liveness, never depends on Redis).
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("Cache-Control", "no-store")
-		if s.draining.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintln(w, "not ready: draining (shutting down)")
-			return
-		}
-		if err := s.hub.Ready(); err != nil {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintln(w, "not ready:", err)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
+	mux.HandleFunc("GET /healthz", serveHealth)
+	// /readyz tells a load balancer whether to send this node new users (ops.go); /healthz, liveness, never
+	// depends on Redis.
+	mux.HandleFunc("GET /readyz", s.serveReady)
+	if !s.cfg.PrivateMetrics {
+		mux.Handle("GET /metrics", s.metricsHandler())
+	}
 	return mux
 }
 
@@ -360,6 +361,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := s.ws.Start(); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
+	defer s.calls.Start()() // the call log's writer, stopped once the calls have ended
+	s.ready.state.Store(stateServing)
 	handler := s.handler
 	if s.cfg.TLS != nil {
 		ln = certs.NewListener(ln, s.cfg.TLS, certs.ListenerConfig{
@@ -386,6 +389,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var err error
 	select {
 	case <-ctx.Done():
+		s.ready.state.Store(stateStopping)
 		// Close the listener ourselves and let Serve return before Shutdown runs: Shutdown closing a listener
 		// that Serve is still starting to use is a data race inside net/http.
 		_ = ln.Close()
@@ -393,6 +397,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case err = <-serveErr:
 		err = fmt.Errorf("server: %w", err)
 	}
+	s.ready.state.Store(stateStopping)
 	closeCode, closeReason := ws.CloseGoingAway, "the server is shutting down"
 	if s.cfg.Cluster != nil {
 		// A rolling restart: the users reconnect to the other nodes, a few at a time, and keep their calls.

@@ -8,8 +8,14 @@ import (
 	"github.com/pion/logging"
 )
 
+// LevelLibrary is the level of pion's debug and info lines: below slog's debug, so that -log-level debug shows
+// tandem's own decisions (allocations, refusals, limits) without pion's line for every packet and permission;
+// -log-level trace shows them too. pion's trace lines are dropped.
+const LevelLibrary = slog.LevelDebug - 4
+
 // pionLogs adapts an slog.Logger to pion's logging interfaces. pion's errors are mostly about single packets
-// (a client that went away, a refused permission), so they are logged as warnings; info and below as debug.
+// (a client that went away, a refused permission), so they are logged as warnings; info and debug at
+// LevelLibrary.
 type pionLogs struct{ log *slog.Logger }
 
 func (p pionLogs) NewLogger(scope string) logging.LeveledLogger {
@@ -24,12 +30,12 @@ func (l pionLogger) logf(level slog.Level, format string, args ...any) {
 	}
 }
 
-func (l pionLogger) Trace(msg string)                  { l.logf(slog.LevelDebug-4, "%s", msg) }
-func (l pionLogger) Tracef(format string, args ...any) { l.logf(slog.LevelDebug-4, format, args...) }
-func (l pionLogger) Debug(msg string)                  { l.logf(slog.LevelDebug, "%s", msg) }
-func (l pionLogger) Debugf(format string, args ...any) { l.logf(slog.LevelDebug, format, args...) }
-func (l pionLogger) Info(msg string)                   { l.logf(slog.LevelDebug, "%s", msg) }
-func (l pionLogger) Infof(format string, args ...any)  { l.logf(slog.LevelDebug, format, args...) }
+func (l pionLogger) Trace(string)                      {}
+func (l pionLogger) Tracef(string, ...any)             {}
+func (l pionLogger) Debug(msg string)                  { l.logf(LevelLibrary, "%s", msg) }
+func (l pionLogger) Debugf(format string, args ...any) { l.logf(LevelLibrary, format, args...) }
+func (l pionLogger) Info(msg string)                   { l.logf(LevelLibrary, "%s", msg) }
+func (l pionLogger) Infof(format string, args ...any)  { l.logf(LevelLibrary, format, args...) }
 func (l pionLogger) Warn(msg string)                   { l.logf(slog.LevelWarn, "%s", msg) }
 func (l pionLogger) Warnf(format string, args ...any)  { l.logf(slog.LevelWarn, format, args...) }
 func (l pionLogger) Error(msg string)                  { l.logf(slog.LevelWarn, "%s", msg) }

@@ -14,7 +14,7 @@ import { LocalMedia } from './media.js';
 import { Call, sdpHasVideo } from './call.js';
 import { CandidateQueue, LIMITS, drop, dropped } from './limits.js';
 import { RecentCalls, isMissed } from './recent.js';
-import { StatsMeter } from './stats.js';
+import { StatsMeter, watchQuality } from './stats.js';
 import { Tone } from './tone.js';
 import { $, avatar, el, focusSoftly, toast, validateName } from './ui.js';
 import {
@@ -482,6 +482,7 @@ function newCall(peer, role, { audioOnly = false, startedAt = Date.now() } = {})
     audioOnly,
   });
   call.startedAt = startedAt;
+  call.quality = watchQuality(call, (msg) => signaling.send(msg)); // reports for the operator's metrics
   call.addEventListener('described', () => {
     if (state.call !== call) return;
     if (call.audioOnly && !call.wantsAudioOnly && !call.toldAudioOnly) {
@@ -662,6 +663,7 @@ function endCall(message, kind = 'info', outcome = 'failed') {
       at: call.startedAt, dur: state.connectedAt ? Date.now() - state.connectedAt : undefined,
     });
   }
+  if (call) call.quality.ended();
   if (call) call.close();
   clearTimeout(state.ringTimer);
   tone.stop();
@@ -756,6 +758,7 @@ const errorWords = {
 };
 
 function onError(msg) {
+  if (msg.request === 'quality') return; // a quality report refused: it was for the operator's metrics only
   const call = state.call;
   const aboutCall = call && (!msg.name || msg.name === call.peer);
   if (msg.request === 'offer' && aboutCall && state.phase === 'outgoing') {
