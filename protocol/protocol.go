@@ -32,6 +32,12 @@ const (
 	CodeNotAnswered        = "not_answered"
 	CodeCooldown           = "cooldown"
 	CodeInternal           = "internal"
+	// Access control (docs/access.md): a login refused for its credentials, or because the server is too busy
+	// checking others'.
+	CodeAuthRequired = "auth_required"
+	CodeUnauthorized = "unauthorized"
+	CodeExpired      = "expired"
+	CodeServerBusy   = "server_busy"
 )
 
 // Leave reasons. Clients may send the first four; the server sends the others.

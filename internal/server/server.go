@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"tandem/internal/auth"
 	"tandem/internal/certs"
 	"tandem/internal/hub"
 	"tandem/internal/web"
@@ -68,6 +69,9 @@ type Config struct {
 	// whose Origin is neither one of these (e.g. "https://call.example.org") nor the server's own is refused.
 	// Empty allows every origin, as the tutorial does (its client may be a file:// page or on another port).
 	AllowedOrigins []string
+	// Auth, if not nil, decides who may log in (docs/access.md); nil is the open mode. The caller closes it after
+	// Serve returns.
+	Auth *auth.Auth
 	// TLS, if not nil, makes Serve speak HTTPS and WSS; a plain HTTP request on the same port is redirected to
 	// https (see the certs package). Nil means plain HTTP.
 	TLS *tls.Config
@@ -172,6 +176,10 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 			Help: "Bytes held for messages and handshakes that have not arrived whole, over all connections.",
 		}, func() float64 { return float64(wss.Partial()) }),
 	)
+	var authn hub.Authenticator
+	if cfg.Auth != nil && cfg.Auth.Mode() != auth.Open {
+		authn = cfg.Auth
+	}
 	s := &Server{
 		cfg: cfg,
 		log: logger,
@@ -184,6 +192,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 			EchoToken:    cfg.EchoToken,
 			EchoMaxCalls: cfg.EchoMaxCalls,
 			CallCooldown: cooldown,
+			Auth:         authn,
 			Logger:       logger,
 			Metrics:      hub.NewMetrics(reg),
 		}),
@@ -217,6 +226,7 @@ func (s *Server) routes() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /auth.json", auth.InfoHandler(s.cfg.Auth)) // the access mode, for clients before they log in
 	return mux
 }
 
@@ -243,7 +253,7 @@ func (s *Server) acceptWebSocket(r *ws.Request) func(*ws.Conn) ws.Handler {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	return func(c *ws.Conn) ws.Handler { return s.hub.Connect(c, host) }
+	return func(c *ws.Conn) ws.Handler { return s.cfg.Auth.Connect(s.hub, c, host) }
 }
 
 // originAllowed applies AllowedOrigins. Requests without an Origin header come from programs, not web pages,
