@@ -108,7 +108,7 @@ type Auth struct {
 	throttle *throttle
 	key      deviceKey
 	jwt      *verifier
-	now      func() time.Time
+	clock    atomic.Pointer[func() time.Time] // time.Now; tests replace it
 
 	passwordMAC  []byte // of a plain server password
 	passwordHash *phc   // of a hashed one
@@ -164,13 +164,15 @@ func New(cfg Config) (*Auth, error) {
 	if cfg.HeldBytes <= 0 {
 		cfg.HeldBytes = DefaultHeldBytes
 	}
-	a := &Auth{cfg: cfg, log: cfg.Logger, key: deviceKey(cfg.Key), now: time.Now,
+	a := &Auth{cfg: cfg, log: cfg.Logger, key: deviceKey(cfg.Key),
 		stop: make(chan struct{}), done: make(chan struct{}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tandem_auth_logins_total",
 			Help: "Logins checked by the access mode, by result: ok, refused (wrong or missing credentials), throttled (per-address limits), busy (the check queue was full).",
 		}, []string{"result"}),
 	}
+	now := time.Now
+	a.clock.Store(&now)
 	switch cfg.Mode {
 	case Open:
 		close(a.done)
@@ -224,6 +226,8 @@ func New(cfg Config) (*Auth, error) {
 	go a.watch()
 	return a, nil
 }
+
+func (a *Auth) now() time.Time { return (*a.clock.Load())() }
 
 // Mode returns the mode.
 func (a *Auth) Mode() Mode { return a.cfg.Mode }

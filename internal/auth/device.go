@@ -69,12 +69,18 @@ func (k deviceKey) open(s string, now time.Time) (deviceClaims, error) {
 		return c, errDeviceInvalid
 	}
 	i := strings.LastIndexByte(s, '.')
+	if i <= len(devicePrefix) {
+		return c, errDeviceInvalid
+	}
 	payload, sig := s[:i], s[i+1:]
-	got, err := base64.RawURLEncoding.DecodeString(sig)
+	// Strict: otherwise the unused low bits of the last character could vary, and one credential have many
+	// spellings.
+	b64 := base64.RawURLEncoding.Strict()
+	got, err := b64.DecodeString(sig)
 	if err != nil || !hmac.Equal(got, k.mac(payload)) {
 		return c, errDeviceInvalid
 	}
-	body, err := base64.RawURLEncoding.DecodeString(payload[len(devicePrefix):])
+	body, err := b64.DecodeString(payload[len(devicePrefix):])
 	if err != nil || json.Unmarshal(body, &c) != nil {
 		return c, errDeviceInvalid
 	}
