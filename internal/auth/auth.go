@@ -114,6 +114,7 @@ type Auth struct {
 	passwordHash *phc   // of a hashed one
 	passwordGen  string
 
+	reloadMu   sync.Mutex // held while the files are re-read
 	users      atomic.Pointer[map[string]userEntry]
 	usersStamp stamp
 	invites    atomic.Pointer[map[string]Invite] // by id
@@ -734,6 +735,8 @@ func (a *Auth) watch() {
 
 // reload re-reads what changed; a file that cannot be read is logged, and what was read before stays in force.
 func (a *Auth) reload() {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
 	if a.cfg.Mode == Accounts {
 		if st, err := stampOf(a.cfg.UsersFile); err == nil && st != a.usersStamp {
 			if err := a.loadUsers(); err != nil {
