@@ -533,6 +533,7 @@ func (a *Auth) checkInvite(req *hub.LoginRequest) outcome {
 		a.log.Error("invite links: cannot update the invites file", "err", err)
 		return refuse(protocol.CodeInternal, "the invite could not be checked: try again later")
 	}
+	a.rememberInvite(inv)
 	gr := grant{kind: kindInvite, fixed: inv.Name}
 	var o outcome
 	if inv.Name != "" {
@@ -710,6 +711,23 @@ func (a *Auth) loadInvites() error {
 	a.invites.Store(&m)
 	a.invStamp = st
 	return nil
+}
+
+// rememberInvite adds an invite just used to the invites known, if the watcher has not read it yet, so that the
+// device credential it gives works at once.
+func (a *Auth) rememberInvite(inv Invite) {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	old := *a.invites.Load()
+	if _, ok := old[inv.ID]; ok {
+		return
+	}
+	m := make(map[string]Invite, len(old)+1)
+	for id, i := range old {
+		m[id] = i
+	}
+	m[inv.ID] = inv
+	a.invites.Store(&m)
 }
 
 // reloadEvery is how often the files are looked at for changes.

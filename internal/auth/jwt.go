@@ -63,6 +63,7 @@ type verifier struct {
 	mu      sync.Mutex
 	jwks    []verifyKey
 	fetched time.Time // last fetch of a JWKS URL (tried)
+	unknown time.Time // last fetch for a token naming an unknown key
 	stamp   stamp     // of a JWKS file
 	used    map[string]time.Time
 }
@@ -152,10 +153,13 @@ var (
 // check verifies a token and returns the user's name and the token's id (jti, "" for none) and expiry. It may
 // fetch a JWKS: call it on the pool.
 func (v *verifier) check(token string, now time.Time) (name, jti string, exp time.Time, err error) {
+	// The algorithm first, for a precise refusal (the parser calls any algorithm it does not accept a bad
+	// signature).
+	if t, _, err := jwt.NewParser().ParseUnverified(token, jwt.MapClaims{}); err == nil && !slices.Contains(v.algs, t.Method.Alg()) {
+		return "", "", exp, fmt.Errorf("the token is signed with the algorithm %q, which this server does not accept", t.Method.Alg())
+	}
 	claims := jwt.MapClaims{}
-	parser := v.parser
-	_, err = parser.ParseWithClaims(token, claims, v.keyFunc)
-	if err != nil {
+	if _, err = v.parser.ParseWithClaims(token, claims, v.keyFunc); err != nil {
 		return "", "", exp, describeJWTError(err)
 	}
 	raw, _ := claims[v.cfg.Claim].(string)
@@ -172,11 +176,18 @@ func (v *verifier) check(token string, now time.Time) (name, jti string, exp tim
 
 // describeJWTError turns the parser's error into what the login reply says.
 func describeJWTError(err error) error {
+	msg := err.Error()
 	switch {
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing) && strings.Contains(msg, "exp claim"):
+		return errors.New("the token must have an expiry (exp)")
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing) && strings.Contains(msg, "aud claim"):
+		return errors.New("the token must name this server's audience (aud)")
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing) && strings.Contains(msg, "iss claim"):
+		return errors.New("the token must name its issuer (iss)")
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return errors.New("the token lacks a required claim")
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return errTokenExpired
-	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return errors.New("the token must have an expiry (exp)")
 	case errors.Is(err, jwt.ErrTokenNotValidYet):
 		return errors.New("the token is not valid yet (nbf)")
 	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
@@ -242,7 +253,10 @@ func (v *verifier) refreshForUnknownKey() bool {
 		return false
 	}
 	v.mu.Lock()
-	recent := time.Since(v.fetched) < jwksUnknownKidWait
+	recent := time.Since(v.unknown) < jwksUnknownKidWait
+	if !recent {
+		v.unknown = time.Now()
+	}
 	v.mu.Unlock()
 	if recent {
 		return false
