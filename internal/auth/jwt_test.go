@@ -109,7 +109,7 @@ func TestJWTModeSecret(t *testing.T) {
 }
 
 func with(c jwt.MapClaims, k string, v any) jwt.MapClaims { c[k] = v; return c }
-func without(c jwt.MapClaims, k string) jwt.MapClaims  { delete(c, k); return c }
+func without(c jwt.MapClaims, k string) jwt.MapClaims     { delete(c, k); return c }
 
 // tamper changes one claim of a signed token and keeps the old signature.
 func tamper(t *testing.T, token, k, v string) string {
