@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"tandem/internal/auth"
 	"tandem/internal/cli"
 	"tandem/internal/server"
 	"tandem/internal/ws"
@@ -32,6 +33,9 @@ type options struct {
 // run is tandem: it parses args (each flag may also come from a TANDEM_* environment variable), listens, and
 // serves until ctx is done.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if cmd := subcommand(args); cmd != nil { // tandem user ..., tandem invite ...: usercmd.go
+		return cmd(args, getenv, os.Stdin, stdout, stderr)
+	}
 	cfg := server.DefaultConfig()
 	var opts options
 	fs := flag.NewFlagSet("tandem", flag.ContinueOnError)
@@ -62,6 +66,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return nil
 	})
+	var aopts accessOptions // who may log in: access.go
+	aopts.register(fs)
 	fs.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&opts.pprof, "pprof", "", "serve Go's profiler on this loopback address, e.g. 127.0.0.1:6060 (for measuring; empty: off)")
@@ -114,9 +120,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 	}
+	authn, err := aopts.open(nopts.dataDir, getenv, cfg.LimitLoopback, logger)
+	if err != nil {
+		return err
+	}
+	defer authn.Close() // after the server has stopped
+	cfg.Auth = authn
 	srv, err := server.New(cfg, logger)
 	if err != nil {
 		return err
+	}
+	if authn.Mode() != auth.Open {
+		srv.Registry().MustRegister(authn.Collectors()...)
 	}
 	// Listen first, so that "address in use" comes back at once.
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -139,7 +154,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		defer stopEcho()
 	}
-	logger.Info("tandem is listening", "addr", ln.Addr().String(), "https", netw.tls != nil)
+	logger.Info("tandem is listening", "addr", ln.Addr().String(), "https", netw.tls != nil, "auth", string(authn.Mode()))
+	warnIfOpen(authn, ln.Addr(), &nopts, logger)
 	netw.printURLs(stdout, ln.Addr())
 	start := time.Now()
 	err = srv.Serve(ctx, ln)
