@@ -30,7 +30,7 @@ func TestCall(t *testing.T) {
 		p.waitFor("the call state shown as connected", `document.querySelector('#call-state').textContent === 'Connected'`)
 		p.waitFor("the duration ticking", `/^0:0[1-9]$/.test(document.querySelector('#call-duration').textContent)`)
 		p.waitFor("a round-trip time and bitrates in the quality readout",
-			`/ms$/.test(document.querySelector('#stat-rtt').textContent) && /bps$/.test(document.querySelector('#stat-in').textContent)`)
+			`/ms$/.test(document.querySelector('#stat-rtt').textContent) && /b\/s$/.test(document.querySelector('#stat-in').textContent)`)
 		p.waitFor("the remote video in view", `document.querySelector('#remote-overlay').hidden`)
 	}
 	if got := value[string](bob, `document.querySelector('#call-peer').textContent`); got != "alice" {

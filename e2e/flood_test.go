@@ -48,18 +48,23 @@ func (p *page) heapAfterGC() heap {
 
 // relayed reads tandem_messages_relayed_total for one message type from the server's registry.
 func relayed(t *testing.T, srv *tandem, typ string) float64 {
+	return counter(t, srv, "tandem_messages_relayed_total", "type", typ)
+}
+
+// counter reads the counter name with label=value from the server's registry.
+func counter(t *testing.T, srv *tandem, name, label, value string) float64 {
 	t.Helper()
 	mfs, err := srv.server.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "tandem_messages_relayed_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "type" && l.GetValue() == typ {
+				if l.GetName() == label && l.GetValue() == value {
 					return m.GetCounter().GetValue()
 				}
 			}
@@ -117,8 +122,13 @@ func TestRingingCandidateFlood(t *testing.T) {
 		t.Fatal("mallory's candidates were not gathered")
 	}
 	bob.waitIncoming("mallory")
+	// mallory's real candidates reach bob before the flood starts (they are sent from pion's callbacks, which may
+	// run after gathering completes): a flood spends the budget a caller has before the callee answers.
+	bob.waitFor("mallory's real candidates held", `tandem.heldCandidates >= 1`)
 	before := bob.heapAfterGC()
 	relayedBefore := relayed(t, srv, "candidate")
+	refused := func() float64 { return counter(t, srv, "tandem_errors_total", "code", "not_answered") }
+	refusedBefore := refused()
 
 	// The flood: candidates at the server's rate, in tens every 50 ms, from another goroutine; meanwhile the page is asked
 	// something every 200 ms, and must answer promptly.
@@ -156,13 +166,19 @@ func TestRingingCandidateFlood(t *testing.T) {
 		}
 	}
 	deadline := time.Now().Add(wait)
-	for relayed(t, srv, "candidate")-relayedBefore < float64(sent) && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond) // the server relays the last of them
+	for relayed(t, srv, "candidate")-relayedBefore+refused()-refusedBefore < float64(sent) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond) // the server relays or refuses the last of them
 	}
 	got := relayed(t, srv, "candidate") - relayedBefore
 	t.Logf("mallory sent %d candidates of ~60 KB in %s; the server relayed %.0f to bob", sent, floodFor, got)
-	if got < float64(sent)*0.9 || sent < rate*int(floodFor/time.Second) {
-		t.Fatalf("only %.0f of %d candidates were relayed: the flood did not happen", got, sent)
+	if sent < rate*int(floodFor/time.Second) {
+		t.Fatalf("mallory sent only %d candidates: the flood did not happen", sent)
+	}
+	// The server lets a caller whom bob has not accepted push him only a small budget (docs/limits.md: 64
+	// messages and 128 KiB before the answer), so most of the flood is refused there; the page's own bounds are
+	// for what gets through, and for servers without that budget.
+	if got > 64 {
+		t.Errorf("the server relayed %.0f of mallory's candidates to bob, who has not answered: more than a stranger's budget", got)
 	}
 	// The answer to a search bob makes now comes after every candidate relayed to him: once the page shows it, it
 	// has handled them all.
@@ -185,8 +201,10 @@ func TestRingingCandidateFlood(t *testing.T) {
 	}
 	// The page says what it dropped, at debug level, and counts it.
 	dropped := value[float64](bob, `tandem.dropped.candidates`)
-	if dropped < got-100 {
-		t.Errorf("bob's page counts %.0f dropped candidates, want at least %.0f", dropped, got-100)
+	// The flood's first candidate (an even one, over the page's size bound) fits in a stranger's budget: the page
+	// gets it, and must drop it.
+	if got >= 1 && dropped < 1 {
+		t.Errorf("bob's page counts %.0f dropped candidates, want the oversized ones relayed to it dropped", dropped)
 	}
 	if logs := bob.logs.String(); !strings.Contains(logs, `console.debug: "tandem: dropped`) {
 		t.Errorf("no debug message in bob's console about dropped candidates:\n%s", lastLines(logs, 20))

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	cdppage "github.com/chromedp/cdproto/page"
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -144,6 +145,14 @@ type pageSetup struct {
 	scripts []string
 	width   int64
 	height  int64
+	scheme  string // the system's colour scheme, "light" or "dark"; the browser's own when empty
+	langs   string // the browser's languages, as in Accept-Language ("zh-CN,zh"); the browser's own when empty
+}
+
+// withLanguages opens the page in a browser whose languages are langs, as an Accept-Language header lists them
+// ("zh-CN,zh;q=0.9"): navigator.languages says them, and the requests send them.
+func withLanguages(langs string) pageOption {
+	return func(s *pageSetup) { s.langs = langs }
 }
 
 // withScript runs JavaScript in the page before any of the page's own scripts, on every load.
@@ -208,6 +217,24 @@ func openPage(t *testing.T, label, url string, opts ...pageOption) *page {
 	}
 	if setup.width > 0 {
 		if err := chromedp.Do(ctx, chromedp.EmulateViewport(setup.width, setup.height)); err != nil {
+			t.Fatalf("%s: %v", label, err)
+		}
+	}
+	if setup.langs != "" {
+		ua, err := chromedp.Run(ctx, chromedp.Evaluate[string](`navigator.userAgent`))
+		if err == nil {
+			_, err = chromedp.Call(ctx, emulation.SetUserAgentOverride, emulation.SetUserAgentOverrideParams{
+				UserAgent: ua, AcceptLanguage: setup.langs,
+			})
+		}
+		if err != nil {
+			t.Fatalf("%s: setting the browser's languages: %v", label, err)
+		}
+	}
+	if setup.scheme != "" {
+		if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: setup.scheme}},
+		}); err != nil {
 			t.Fatalf("%s: %v", label, err)
 		}
 	}
@@ -389,10 +416,13 @@ func (p *page) click(sel string) {
 	p.must(fmt.Sprintf(`document.querySelector(%s).click()`, jsString(sel)))
 }
 
-// search types text into the search box of the online list.
+// search types text into the search box of the online list (showing the list first, if the page shows its recent
+// calls).
 func (p *page) search(text string) {
 	p.t.Helper()
 	p.must(fmt.Sprintf(`(() => {
+		const tab = document.querySelector('#tab-people');
+		if (tab && tab.getAttribute('aria-selected') !== 'true') tab.click();
 		const box = document.querySelector('#people-search');
 		box.value = %s;
 		box.dispatchEvent(new Event('input', { bubbles: true }));
@@ -603,5 +633,61 @@ func (p *page) keys(keys string) {
 	defer cancel()
 	if err := chromedp.Do(ctx, chromedp.KeyEvent(keys)); err != nil {
 		p.fatalf("typing %q: %v", keys, err)
+	}
+}
+
+// doubleClickAt double-clicks the middle of the element the CSS selector finds with the mouse.
+func (p *page) doubleClickAt(sel string) {
+	p.t.Helper()
+	type point struct{ X, Y float64 }
+	at := value[point](p, fmt.Sprintf(`(() => {
+		const r = document.querySelector(%s).getBoundingClientRect();
+		return { X: r.left + r.width / 2, Y: r.top + r.height / 2 };
+	})()`, jsString(sel)))
+	ctx, cancel := context.WithTimeout(p.ctx, wait)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.MouseClickXY(at.X, at.Y, chromedp.ClickCount(2))); err != nil {
+		p.fatalf("double-clicking %s: %v", sel, err)
+	}
+}
+
+// gateJS holds back the incoming signaling messages of the given types while window.tandemGate.closed is true, and
+// delivers them, in order, when window.tandemGate.open() is called. It wraps the page's WebSocket before the
+// page's scripts run. The gate starts open.
+func gateJS(types ...string) string {
+	list, _ := json.Marshal(types)
+	return fmt.Sprintf(`(() => {
+		const Native = window.WebSocket;
+		const held = new Set(%s);
+		const queue = [];
+		window.tandemGate = {
+			closed: false,
+			held: () => queue.length,
+			open() { this.closed = false; while (queue.length) { const [fn, ws, ev] = queue.shift(); fn.call(ws, ev); } },
+		};
+		window.WebSocket = class extends Native {
+			set onmessage(fn) {
+				super.onmessage = (ev) => {
+					let type = '';
+					try { type = JSON.parse(ev.data).type; } catch {}
+					if (window.tandemGate.closed && held.has(type)) queue.push([fn, this, ev]);
+					else fn.call(this, ev);
+				};
+			}
+			get onmessage() { return super.onmessage; }
+		};
+	})()`, list)
+}
+
+// signInAs types a name into the login form and submits it, and leaves the page wherever the server's answer
+// takes it (the login page with an error, say).
+func (p *page) signInAs(name string) {
+	p.t.Helper()
+	p.waitFor("the login form", `document.body.dataset.view === 'login' && !document.querySelector('#login-view').hidden && !document.querySelector('#login-button').disabled`)
+	p.must(`document.querySelector('#login-name').value = ''`)
+	ctx, cancel := context.WithTimeout(p.ctx, wait)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.ID("login-name"), name+"\r")); err != nil {
+		p.fatalf("typing the name: %v", err)
 	}
 }

@@ -88,7 +88,7 @@ func TestInviteCommand(t *testing.T) {
 	dir := t.TempDir()
 	env := map[string]string{"TANDEM_AUTH": "password", "TANDEM_AUTH_PASSWORD": "family pw"}
 	var out, info bytes.Buffer
-	err := run(context.Background(), []string{"invite", "-data-dir", dir, "-name", "grandma", "-url", "https://call.example.org", "-note", "for grandma"},
+	err := run(context.Background(), []string{"invite", "-data-dir", dir, "-name", "grandma", "-public-url", "https://call.example.org", "-note", "for grandma"},
 		func(k string) string { return env[k] }, &out, &info)
 	if err != nil {
 		t.Fatal(err)

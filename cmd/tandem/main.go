@@ -68,6 +68,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 	var aopts accessOptions // who may log in: access.go
 	aopts.register(fs)
+	fs.StringVar(&cfg.PublicURL, "public-url", "", "the address users open tandem by, if not what tandem sees (behind a reverse proxy or a port forward), e.g. https://call.example.org/; its pages count as tandem's own for -allowed-origins")
+	fs.IntVar(&cfg.MaxHTTPConns, "max-http-conns", cfg.MaxHTTPConns, "connections served over HTTP at once (page loads, /metrics; with TLS also WebSocket handshakes); idle ones make room, more are answered 503")
 	fs.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&opts.pprof, "pprof", "", "serve Go's profiler on this loopback address, e.g. 127.0.0.1:6060 (for measuring; empty: off)")
@@ -110,6 +112,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	cfg.TLS, cfg.ICEServers, cfg.SessionEnded = netw.tls, netw.iceServers, netw.sessionEnded
+	cfg.Hosts = netw.ownHosts(cfg.Addr)
 	if eopts.on {
 		if cfg.EchoName, err = protocol.ValidateName([]byte(eopts.name)); err != nil {
 			return fmt.Errorf("-echo-name: %w", err)
@@ -138,7 +141,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	if err := netw.start(srv.Registry(), ln.Addr()); err != nil {
+	if err := netw.start(srv, ln.Addr()); err != nil {
 		_ = ln.Close()
 		return err
 	}

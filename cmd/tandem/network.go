@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tandem/internal/certs"
+	"tandem/internal/server"
 	"tandem/internal/turnserver"
 	"tandem/protocol"
 )
@@ -113,7 +114,7 @@ type network struct {
 	turnOn bool // the built-in or an external TURN server is configured
 	turnCf turnserver.Config
 
-	redirect     *http.Server
+	redirect     *server.HTTPServer
 	redirectAddr net.Addr
 	redirectDone chan error
 }
@@ -240,6 +241,34 @@ func newNetwork(o *netOptions, logger *slog.Logger) (*network, error) {
 	return n, nil
 }
 
+// ownHosts are the names and addresses tandem's page is opened by (server.Config.Hosts, for -allowed-origins): the
+// certificate's, the ACME domains, or over plain HTTP the host of addr, or the machine's own names and addresses
+// when addr names none.
+func (n *network) ownHosts(addr string) []string {
+	switch {
+	case n.self != nil:
+		return n.hosts.Strings()
+	case n.acme != nil:
+		return splitList(n.opts.acmeDomains)
+	case n.tls != nil:
+		h, err := certs.CertificateHosts(n.opts.tlsCert)
+		if err != nil {
+			n.log.Warn("could not read the certificate's names: only -public-url and localhost count as tandem's own origins", "err", err)
+		}
+		return h.Strings()
+	}
+	if host, _, err := net.SplitHostPort(addr); err == nil && host != "" {
+		if ip, err := netip.ParseAddr(host); err != nil || !ip.IsUnspecified() {
+			return []string{host}
+		}
+	}
+	h, err := certs.LocalHosts()
+	if err != nil {
+		n.log.Debug("could not list every address of this machine", "err", err)
+	}
+	return h.Strings()
+}
+
 // iceServers is the hub's hook: the ICE servers of a user who opened the page at host, with TURN credentials
 // bound to the login session.
 func (n *network) iceServers(user, host, session string) []protocol.ICEServer {
@@ -257,9 +286,11 @@ func (n *network) sessionEnded(session string) {
 	}
 }
 
-// start starts TURN, with its metrics in reg, and the plain-HTTP listener of -http-redirect; addr is where HTTPS
-// is served. A built-in TURN server that cannot listen on the default port is only a warning.
-func (n *network) start(reg prometheus.Registerer, addr net.Addr) error {
+// start starts TURN, with its metrics in srv's registry, and the plain-HTTP listener of -http-redirect, with srv's
+// HTTP bounds; addr is where HTTPS is served. A built-in TURN server that cannot listen on the default port is
+// only a warning.
+func (n *network) start(srv *server.Server, addr net.Addr) error {
+	var reg prometheus.Registerer = srv.Registry()
 	if n.turnOn {
 		cfg := n.turnCf
 		cfg.Registerer = reg
@@ -291,7 +322,7 @@ func (n *network) start(reg prometheus.Registerer, addr net.Addr) error {
 			n.close()
 			return fmt.Errorf("-http-redirect: %w", err)
 		}
-		n.redirect = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		n.redirect = srv.NewHTTPServer(h)
 		n.redirectAddr = ln.Addr()
 		n.redirectDone = make(chan error, 1)
 		go func() { n.redirectDone <- n.redirect.Serve(ln) }()

@@ -5,8 +5,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,6 +20,7 @@ import (
 	"time"
 
 	"tandem/client"
+	"tandem/internal/certs"
 )
 
 // lockedBuffer is a bytes.Buffer safe for a writer and a reader in two goroutines.
@@ -211,5 +216,125 @@ func TestNetworkFlagErrors(t *testing.T) {
 		if err == nil {
 			t.Errorf("run %v succeeded", args)
 		}
+	}
+}
+
+// TestRedirectListenerUnfinishedRequest sends the -http-redirect listener a request that declares a body and never
+// sends it: the connection is closed within the documented 10 s.
+func TestRedirectListenerUnfinishedRequest(t *testing.T) {
+	t.Parallel()
+	args := []string{"-addr", "127.0.0.1:0", "-tls-self-signed", "-http-redirect", "127.0.0.1:0",
+		"-turn-addr", "off", "-data-dir", t.TempDir(), "-log-level", "error"}
+	out := startRun(t, args, nil, "redirects to https")
+	r := regexp.MustCompile(`plain HTTP on (\S+) answers`).FindStringSubmatch(out)
+	if r == nil {
+		t.Fatalf("unexpected output:\n%s", out)
+	}
+	c, err := net.Dial("tcp", r[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	const limit = 12 * time.Second // 10 s and some slack
+	_ = c.SetReadDeadline(start.Add(limit))
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("the connection is still open %v after the request started", limit)
+		}
+	}
+}
+
+// TestOwnOriginsWithAllowedOrigins runs tandem with -allowed-origins in each mode of README.md and
+// docs/networks.md and opens the WebSocket as tandem's own page does, from each address tandem prints (and, with
+// a certificate, each name it is for), over a connection to 127.0.0.1; a page elsewhere, on a name of its own
+// pointed at tandem (DNS rebinding), is refused with 403.
+func TestOwnOriginsWithAllowedOrigins(t *testing.T) {
+	t.Parallel()
+	certDir := t.TempDir()
+	files, err := certs.LoadOrCreateSelfSigned(certDir, certs.Hosts{
+		Names: []string{"call.example.test"}, IPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")},
+	}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []struct {
+		name  string
+		args  []string
+		extra []string // origins (with PORT for the port) tandem does not print but serves
+	}{
+		{"localhost", nil, nil},
+		{"LAN", []string{"-tls-self-signed"}, nil},
+		{"certificate files", []string{"-tls-cert", files.CertFile, "-tls-key", files.KeyFile}, []string{"https://call.example.test:PORT"}},
+		{"public URL", []string{"-public-url", "https://call.example.test/"}, []string{"https://call.example.test"}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			args := append([]string{"-addr", "127.0.0.1:0", "-turn-addr", "off", "-data-dir", dir, "-log-level", "error",
+				"-allowed-origins", "https://friend.example.test"}, mode.args...)
+			out := startRun(t, args, nil, "tandem: open")
+			urls := regexp.MustCompile(`(https?)://(\S+?):(\d+)/`).FindAllStringSubmatch(out, -1)
+			if len(urls) == 0 {
+				t.Fatalf("no URL printed:\n%s", out)
+			}
+			scheme, port := urls[0][1], urls[0][3]
+			httpc := http.DefaultClient
+			if scheme == "https" {
+				pemFile := files.CertFile
+				if mode.name == "LAN" {
+					pemFile = filepath.Join(dir, "tls", "selfsigned-cert.pem")
+				}
+				pemBytes, err := os.ReadFile(pemFile)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pool := x509.NewCertPool()
+				pool.AppendCertsFromPEM(pemBytes)
+				tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+				defer tr.CloseIdleConnections()
+				httpc = &http.Client{Transport: tr}
+			}
+			wsURL := strings.Replace(scheme, "http", "ws", 1) + "://127.0.0.1:" + port + "/"
+			dial := func(origin string) error {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				c, err := client.Dial(ctx, wsURL, &client.Options{HTTPClient: httpc, Header: http.Header{"Origin": {origin}}})
+				if err == nil {
+					_ = c.CloseNow()
+				}
+				return err
+			}
+			own := mode.extra
+			for _, u := range urls {
+				own = append(own, u[1]+"://"+u[2]+":"+u[3])
+			}
+			for _, o := range append(own, "https://friend.example.test") {
+				if err := dial(strings.ReplaceAll(o, "PORT", port)); err != nil {
+					t.Errorf("origin %s: %v", o, err)
+				}
+			}
+			for _, o := range []string{scheme + "://evil.example.test:" + port, "https://evil.example.test", "null"} {
+				if err := dial(o); err == nil || !strings.Contains(err.Error(), "403") {
+					t.Errorf("origin %s: %v, want a 403", o, err)
+				}
+			}
+		})
+	}
+}
+
+// TestOwnHostsACME checks the names an ACME-mode tandem takes for its own (its domains), without asking any
+// certificate authority.
+func TestOwnHostsACME(t *testing.T) {
+	n, err := newNetwork(&netOptions{acmeDomains: "call.example.com, meet.example.com", dataDir: t.TempDir(), turnAddr: "off"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(n.ownHosts(":443"), " "); got != "call.example.com meet.example.com" {
+		t.Errorf("own hosts %q", got)
 	}
 }

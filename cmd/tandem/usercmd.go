@@ -130,7 +130,7 @@ func runUser(args []string, getenv func(string) string, stdin io.Reader, stdout,
 const inviteUsage = `tandem invite makes invite links for the password and accounts modes: a link lets one person in (or
 -uses people) until it expires, without the password, under the name it fixes (-name) or one they choose.
 
-  tandem invite [-name NAME] [-for 168h] [-uses 1] [-note TEXT] [-url https://call.example.org/]
+  tandem invite [-name NAME] [-for 168h] [-uses 1] [-note TEXT] [-public-url https://call.example.org/]
   tandem invite list
   tandem invite revoke ID   the link lets nobody in any more, and those who came by it must sign in again`
 
@@ -142,7 +142,7 @@ func runInvite(args []string, getenv func(string) string, _ io.Reader, stdout, s
 		fs.StringVar(&o.Note, "note", "", "who the link is for, for tandem invite list")
 		fs.DurationVar(&o.Valid, "for", auth.DefaultInviteValid, "how long the link works")
 		fs.IntVar(&o.Uses, "uses", auth.DefaultInviteUses, "how many logins the link allows")
-		fs.StringVar(&base, "url", "http://localhost:9090/", "the server's address as the guest opens it")
+		fs.StringVar(&base, "public-url", "http://localhost:9090/", "the server's address as the guest opens it (as tandem's -public-url)")
 	})
 	if err != nil {
 		return err

@@ -170,7 +170,7 @@ func serve(t *testing.T, cfg *tls.Config, h http.Handler) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := NewListener(raw, cfg)
+	l := NewListener(raw, cfg, ListenerConfig{})
 	srv := &http.Server{Handler: RedirectPlain(h), ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {
@@ -246,7 +246,7 @@ func TestListenerCloseWithSilentConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := NewListener(raw, s.TLSConfig())
+	l := NewListener(raw, s.TLSConfig(), ListenerConfig{})
 	accepted := make(chan error, 1)
 	go func() {
 		_, err := l.Accept()

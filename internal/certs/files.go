@@ -2,7 +2,10 @@ package certs
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -78,4 +81,42 @@ func (r *fileReloader) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, e
 		}
 	}
 	return old, nil
+}
+
+// CertificateHosts returns the DNS names (wildcards included, as "*.example.org") and IP addresses the first
+// certificate of the PEM file certFile is for.
+func CertificateHosts(certFile string) (Hosts, error) {
+	data, err := os.ReadFile(certFile)
+	if err != nil {
+		return Hosts{}, fmt.Errorf("certs: %w", err)
+	}
+	var block *pem.Block
+	for rest := data; ; {
+		if block, rest = pem.Decode(rest); block == nil {
+			return Hosts{}, fmt.Errorf("certs: no certificate in %s", certFile)
+		}
+		if block.Type == "CERTIFICATE" {
+			break
+		}
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return Hosts{}, fmt.Errorf("certs: %s: %w", certFile, err)
+	}
+	h := Hosts{Names: append([]string(nil), leaf.DNSNames...)}
+	for _, ip := range leaf.IPAddresses {
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			h.IPs = append(h.IPs, a.Unmap())
+		}
+	}
+	return h, nil
+}
+
+// Strings returns the names and then the addresses.
+func (h Hosts) Strings() []string {
+	out := append([]string(nil), h.Names...)
+	for _, ip := range h.IPs {
+		out = append(out, ip.String())
+	}
+	return out
 }

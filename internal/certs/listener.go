@@ -4,29 +4,48 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
-
-// sniffTimeout is how long a new connection may take to send its first byte.
-const sniffTimeout = 10 * time.Second
 
 // tlsRecordHandshake is the first byte of a TLS connection: a handshake record.
 const tlsRecordHandshake = 0x16
 
+// ListenerConfig bounds what NewListener's listener holds. Zero values mean the defaults.
+type ListenerConfig struct {
+	// FirstRequest bounds the time from a connection's start to the first response written to it: its first
+	// byte, its TLS handshake and its whole first request (headers and body) must arrive within it, or the
+	// connection is closed. Later requests on the connection are the HTTP server's to bound. Default 10 s.
+	FirstRequest time.Duration
+	// MaxPending bounds the connections still sending their first byte or their TLS handshake; a connection
+	// beyond it is closed at once. Default 1024.
+	MaxPending int
+	// Logger gets failed TLS handshakes, at debug level. Nil: none are logged.
+	Logger *slog.Logger
+}
+
 // NewListener returns a listener that serves TLS with cfg on l, and lets plain HTTP through on the same port: a
-// connection whose first byte starts a TLS handshake is returned as a *tls.Conn, any other as it is. Serve it
-// with http.Server.Serve (not ServeTLS) and wrap the handler in RedirectPlain, so that someone who types
-// http://host:port/ is sent to https://host:port/ rather than shown an error.
+// connection whose first byte starts a TLS handshake is returned as a *tls.Conn, its handshake done, any other as
+// it is. Serve it with http.Server.Serve (not ServeTLS) and wrap the handler in RedirectPlain, so that someone who
+// types http://host:port/ is sent to https://host:port/ rather than shown an error.
 //
 // The listener starts its goroutines on the first Accept; Close stops them and closes the connections that have
-// not sent their first byte yet.
-func NewListener(l net.Listener, cfg *tls.Config) net.Listener {
+// not finished their TLS handshake yet.
+func NewListener(l net.Listener, cfg *tls.Config, lc ListenerConfig) net.Listener {
+	if lc.FirstRequest <= 0 {
+		lc.FirstRequest = 10 * time.Second
+	}
+	if lc.MaxPending <= 0 {
+		lc.MaxPending = 1024
+	}
 	return &sniffListener{
 		Listener: l,
 		cfg:      cfg,
+		lc:       lc,
 		conns:    make(chan net.Conn),
 		errs:     make(chan error),
 		done:     make(chan struct{}),
@@ -37,6 +56,7 @@ func NewListener(l net.Listener, cfg *tls.Config) net.Listener {
 type sniffListener struct {
 	net.Listener
 	cfg   *tls.Config
+	lc    ListenerConfig
 	conns chan net.Conn
 	errs  chan error
 	done  chan struct{}
@@ -80,36 +100,50 @@ func (l *sniffListener) acceptLoop() {
 			}
 			continue
 		}
+		start := time.Now()
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
 			_ = c.Close()
 			return
 		}
+		if len(l.pending) >= l.lc.MaxPending {
+			l.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
 		l.pending[c] = struct{}{}
 		l.wg.Add(1)
 		l.mu.Unlock()
-		go l.sniff(c)
+		go l.sniff(c, start.Add(l.lc.FirstRequest))
 	}
 }
 
-// sniff waits for the first byte of c and hands c to Accept, as TLS or as plain.
-func (l *sniffListener) sniff(c net.Conn) {
+// sniff waits for the first byte of c and hands c to Accept, as TLS (once its handshake is done) or as plain.
+// Until the first response is written, c's read deadline stays at or before firstBy, whatever the HTTP server
+// sets.
+func (l *sniffListener) sniff(c net.Conn, firstBy time.Time) {
 	defer l.wg.Done()
-	br := bufio.NewReader(c)
-	_ = c.SetReadDeadline(time.Now().Add(sniffTimeout))
-	first, err := br.Peek(1)
-	_ = c.SetReadDeadline(time.Time{})
+	pc := &peekedConn{Conn: c, r: bufio.NewReader(c), firstBy: firstBy}
+	pc.state.Store(firstClamped)
+	_ = c.SetDeadline(firstBy)
+	var out net.Conn = pc
+	first, err := pc.r.Peek(1)
+	if err == nil && first[0] == tlsRecordHandshake {
+		tc := tls.Server(pc, l.cfg)
+		if err = tc.Handshake(); err != nil && l.lc.Logger != nil {
+			l.lc.Logger.Debug("TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+		}
+		out = tc
+	}
+	_ = c.SetWriteDeadline(time.Time{})
+	pc.state.Store(firstArmed)
 	l.mu.Lock()
 	delete(l.pending, c)
 	l.mu.Unlock()
 	if err != nil {
 		_ = c.Close()
 		return
-	}
-	var out net.Conn = &peekedConn{Conn: c, r: br}
-	if first[0] == tlsRecordHandshake {
-		out = tls.Server(out, l.cfg)
 	}
 	select {
 	case l.conns <- out:
@@ -135,13 +169,46 @@ func (l *sniffListener) Close() error {
 	return err
 }
 
-// peekedConn is a connection whose first bytes were read into r.
+// peekedConn is a connection whose first bytes were read into r. Until the first response is written to it, its
+// read deadline is never later than firstBy.
 type peekedConn struct {
 	net.Conn
-	r *bufio.Reader
+	r       *bufio.Reader
+	firstBy time.Time
+	state   atomic.Int32 // firstClamped, firstArmed or firstDone
 }
 
+// The states of a peekedConn's first request.
+const (
+	firstClamped int32 = iota // read deadlines are kept at or before firstBy
+	firstArmed                // the same; the next write is the first response and lifts the bound
+	firstDone                 // deadlines are the HTTP server's
+)
+
 func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *peekedConn) Write(p []byte) (int, error) {
+	if c.state.Load() == firstArmed {
+		c.state.Store(firstDone)
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *peekedConn) clamp(t time.Time) time.Time {
+	if c.state.Load() != firstDone && (t.IsZero() || t.After(c.firstBy)) {
+		return c.firstBy
+	}
+	return t
+}
+
+func (c *peekedConn) SetReadDeadline(t time.Time) error { return c.Conn.SetReadDeadline(c.clamp(t)) }
+
+func (c *peekedConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetReadDeadline(c.clamp(t))
+}
 
 // RedirectPlain passes requests that came over TLS to next, and redirects the others to the same URL over https
 // on the same port.

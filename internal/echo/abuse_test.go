@@ -15,6 +15,8 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"tandem/client"
+	"tandem/internal/server"
+	"tandem/internal/servertest"
 	"tandem/internal/webrtctest"
 	"tandem/protocol"
 )
@@ -60,12 +62,13 @@ func iceRestart(offer json.RawMessage, i int) json.RawMessage {
 
 var iceCreds = regexp.MustCompile(`a=ice-ufrag:[^\\]*(\\r\\n)a=ice-pwd:[^\\]*`)
 
-// TestEchoSurvivesOfferFlood: a caller in a test call floods the echo peer with large renegotiation offers, as
-// fast as the server lets it (its default rate and message size). The echo peer must stay logged in all along
-// (nobody else can take its name, so nobody else receives the test calls), end the flooder's call only, and
-// answer another caller's test call meanwhile.
+// TestEchoSurvivesOfferFlood: a caller in a test call floods the echo peer with large renegotiation offers. tandem's
+// hub limits renegotiation offers, but only while its message rate limit is on, and the echo peer also runs against
+// other servers: the server here has no limits (-rate 0), so the whole flood, 200 offers a second of the largest
+// size, reaches the echo peer. The echo peer must stay logged in all along (nobody else can take its name, so nobody
+// else receives the test calls), end the flooder's call only, and answer another caller's test call meanwhile.
 func TestEchoSurvivesOfferFlood(t *testing.T) {
-	url := startServer(t)
+	url := servertest.StartOn(t, listen(t, "127.0.0.1:0"), func(c *server.Config) { withEcho(c); c.Rate = 0 }, testLogger(t)).URL
 	startEcho(t, url, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -10,8 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
-	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,12 +65,32 @@ type Config struct {
 	// wait.
 	CallCooldown time.Duration
 	// AllowedOrigins, if not empty, limits which web pages may open the signaling WebSocket: a browser request
-	// whose Origin is neither one of these (e.g. "https://call.example.org") nor the server's own is refused.
-	// Empty allows every origin, as the tutorial does (its client may be a file:// page or on another port).
+	// whose Origin is neither one of these (e.g. "https://call.example.org") nor one of tandem's own is refused.
+	// tandem's own origins are PublicURL's, and those of Hosts and of localhost, 127.0.0.1 and ::1 with the
+	// scheme tandem serves (https with TLS) and the port it listens on; the Host header a client sends plays no
+	// part (a page on a name of its own, pointed at tandem, must not pass for tandem's). Empty allows every
+	// origin, as the tutorial does (its client may be a file:// page or on another port).
 	AllowedOrigins []string
 	// Auth, if not nil, decides who may log in (docs/access.md); nil is the open mode. The caller closes it after
 	// Serve returns.
 	Auth *auth.Auth
+	// Hosts are the names and IP addresses tandem's page is opened by: the certificate's names, the ACME domains,
+	// the machine's own names and addresses. A name may be a wildcard of one label, "*.example.org".
+	Hosts []string
+	// PublicURL, if not empty, is the address users open tandem by when it differs from what tandem sees (a
+	// reverse proxy, a port forward), e.g. "https://call.example.org/"; its origin is tandem's own.
+	PublicURL string
+
+	// RequestTimeout bounds how long a client may take to send a whole HTTP request, headers and body (with TLS,
+	// the first request counts from the connection's start, TLS handshake included). Zero: 10 s.
+	RequestTimeout time.Duration
+	// ResponseTimeout bounds how long an HTTP response may take, writing included (a client that does not read
+	// cannot hold it longer). Zero: 30 s.
+	ResponseTimeout time.Duration
+	// MaxHTTPConns bounds the connections net/http serves at once (with TLS, also those still in their TLS
+	// handshake). Idle keep-alive connections are closed to make room; beyond that a new connection is answered
+	// 503. Zero: 1024.
+	MaxHTTPConns int
 	// TLS, if not nil, makes Serve speak HTTPS and WSS; a plain HTTP request on the same port is redirected to
 	// https (see the certs package). Nil means plain HTTP.
 	TLS *tls.Config
@@ -96,6 +115,9 @@ func DefaultConfig() Config {
 		MaxPartial:         64 << 20,
 		EchoMaxCalls:       hub.DefaultEchoMaxCalls,
 		CallCooldown:       hub.DefaultCallCooldown,
+		RequestTimeout:     DefaultRequestTimeout,
+		ResponseTimeout:    DefaultResponseTimeout,
+		MaxHTTPConns:       DefaultMaxHTTPConns,
 	}
 }
 
@@ -107,6 +129,8 @@ type Server struct {
 	ws       *ws.Server
 	registry *prometheus.Registry
 	handler  http.Handler
+	origins  *originRule
+	http     atomic.Pointer[HTTPServer] // the one Serve runs, for the metrics
 }
 
 // New checks cfg and builds a Server. It starts nothing: Serve does.
@@ -126,6 +150,22 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	cooldown := cfg.CallCooldown
 	if cooldown == 0 {
 		cooldown = -1 // the hub's zero is its default
+	}
+	if cfg.RequestTimeout < 0 || cfg.ResponseTimeout < 0 || cfg.MaxHTTPConns < 0 {
+		return nil, errors.New("server: the HTTP timeouts and connection limit must not be negative")
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	if cfg.ResponseTimeout == 0 {
+		cfg.ResponseTimeout = DefaultResponseTimeout
+	}
+	if cfg.MaxHTTPConns == 0 {
+		cfg.MaxHTTPConns = DefaultMaxHTTPConns
+	}
+	origins, err := newOriginRule(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
 	}
 	wss, err := ws.NewServer(ws.Config{
 		MaxMessage:   cfg.MaxMessage,
@@ -147,6 +187,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	s := &Server{cfg: cfg, log: logger, origins: origins, ws: wss}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -175,30 +216,43 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 			Name: "tandem_partial_message_bytes",
 			Help: "Bytes held for messages and handshakes that have not arrived whole, over all connections.",
 		}, func() float64 { return float64(wss.Partial()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tandem_http_connections",
+			Help: "Connections net/http serves (page loads, /metrics; with TLS also WebSocket handshakes).",
+		}, func() float64 {
+			if h := s.http.Load(); h != nil {
+				return float64(h.Conns())
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tandem_http_connections_refused_total",
+			Help: "Connections answered 503 because -max-http-conns connections were busy.",
+		}, func() float64 {
+			if h := s.http.Load(); h != nil {
+				return float64(h.Refused())
+			}
+			return 0
+		}),
 	)
 	var authn hub.Authenticator
 	if cfg.Auth != nil && cfg.Auth.Mode() != auth.Open {
 		authn = cfg.Auth
 	}
-	s := &Server{
-		cfg: cfg,
-		log: logger,
-		hub: hub.New(hub.Config{
-			Rate:         cfg.Rate,
-			Burst:        cfg.Burst,
-			ICEServers:   cfg.ICEServers,
-			SessionEnded: cfg.SessionEnded,
-			EchoName:     cfg.EchoName,
-			EchoToken:    cfg.EchoToken,
-			EchoMaxCalls: cfg.EchoMaxCalls,
-			CallCooldown: cooldown,
-			Auth:         authn,
-			Logger:       logger,
-			Metrics:      hub.NewMetrics(reg),
-		}),
-		ws:       wss,
-		registry: reg,
-	}
+	s.hub = hub.New(hub.Config{
+		Rate:         cfg.Rate,
+		Burst:        cfg.Burst,
+		ICEServers:   cfg.ICEServers,
+		SessionEnded: cfg.SessionEnded,
+		EchoName:     cfg.EchoName,
+		EchoToken:    cfg.EchoToken,
+		EchoMaxCalls: cfg.EchoMaxCalls,
+		CallCooldown: cooldown,
+		Auth:         authn,
+		Logger:       logger,
+		Metrics:      hub.NewMetrics(reg),
+	})
+	s.registry = reg
 	s.handler = s.routes()
 	return s, nil
 }
@@ -246,7 +300,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 // The epoll loops ask it of the handshakes they read themselves (see ws.Server.Listen), serveWebSocket of those
 // that came through net/http; a handshake it refuses on a loop is left to net/http, which answers 403.
 func (s *Server) acceptWebSocket(r *ws.Request) func(*ws.Conn) ws.Handler {
-	if (r.Path != "/" && r.Path != "/ws") || !s.originAllowed(r.Origin, r.Host) {
+	if (r.Path != "/" && r.Path != "/ws") || !s.origins.allows(r.Origin) {
 		return nil
 	}
 	host := r.Host
@@ -256,32 +310,26 @@ func (s *Server) acceptWebSocket(r *ws.Request) func(*ws.Conn) ws.Handler {
 	return func(c *ws.Conn) ws.Handler { return s.cfg.Auth.Connect(s.hub, c, host) }
 }
 
-// originAllowed applies AllowedOrigins. Requests without an Origin header come from programs, not web pages,
-// and are allowed.
-func (s *Server) originAllowed(origin, host string) bool {
-	if len(s.cfg.AllowedOrigins) == 0 || origin == "" {
-		return true
-	}
-	if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, host) {
-		return true
-	}
-	for _, o := range s.cfg.AllowedOrigins {
-		if strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
-			return true
-		}
-	}
-	return false
-}
-
 // Serve serves on ln until ctx is done, then shuts down gracefully: it stops accepting, tells every user in a
 // call that the call is over, closes connections with 1001 (going away) and returns within ShutdownTimeout.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	scheme := "http"
+	if s.cfg.TLS != nil {
+		scheme = "https"
+	}
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok {
+		s.origins.serve(scheme, tcp.Port)
+	}
 	if err := s.ws.Start(); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
 	handler := s.handler
 	if s.cfg.TLS != nil {
-		ln = certs.NewListener(ln, s.cfg.TLS)
+		ln = certs.NewListener(ln, s.cfg.TLS, certs.ListenerConfig{
+			FirstRequest: s.cfg.RequestTimeout,
+			MaxPending:   s.cfg.MaxHTTPConns,
+			Logger:       s.log,
+		})
 		handler = certs.RedirectPlain(handler)
 	} else {
 		// The epoll loops accept, and answer WebSocket handshakes themselves; net/http gets the rest.
@@ -292,14 +340,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		ln = wsln
 	}
-	hs := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
+	hs := newHTTPServer(handler, s.cfg, s.log, func(net.Listener) context.Context { return ctx })
+	s.http.Store(hs)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 

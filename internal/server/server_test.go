@@ -1,11 +1,13 @@
 package server_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -503,7 +505,10 @@ func TestRateLimit(t *testing.T) {
 func TestSlowClientIsDropped(t *testing.T) {
 	t.Parallel()
 	r := startServer(t, func(c *server.Config) { c.SendQueue, c.Rate = 256<<10, 0 })
-	ctx := ctx5(t)
+	// The kernel's socket buffers take several MiB before the server's queue starts to fill: on a loaded machine
+	// that takes longer than the other tests' 5 s.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
 	fast, slow, other := r.user("fast", nil), r.user("slow", nil), r.user("other", nil)
 	if err := fast.SendOffer(ctx, "slow", json.RawMessage(offerSDP)); err != nil {
 		t.Fatal(err)
@@ -674,31 +679,86 @@ func TestHTTPRoutes(t *testing.T) {
 	_ = bytes.MinRead
 }
 
+// handshakeStatus sends c a WebSocket handshake with host and origin (none if empty) and returns the status code
+// of the answer.
+func handshakeStatus(t *testing.T, c net.Conn, host, origin string) int {
+	t.Helper()
+	req := "GET / HTTP/1.1\r\nHost: " + host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+	if origin != "" {
+		req += "Origin: " + origin + "\r\n"
+	}
+	if _, err := io.WriteString(c, req+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("handshake with Host %s and Origin %s: %v", host, origin, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestAllowedOrigins checks which pages may open the WebSocket when -allowed-origins is set: the listed ones, and
+// tandem's own (judged by the names tandem serves and the port it listens on, never by the Host header the client
+// chose), over the epoll loops' handshakes (plain mode) and net/http's (TLS mode).
 func TestAllowedOrigins(t *testing.T) {
 	t.Parallel()
-	r := startServer(t, func(c *server.Config) { c.AllowedOrigins = []string{"https://call.example.org"} })
-	for _, tt := range []struct {
-		origin string
-		ok     bool
+	allowed := func(c *server.Config) {
+		c.AllowedOrigins = []string{"https://call.example.org"}
+		c.Hosts = []string{"mybox.local", "192.168.1.5", "*.lan.example"}
+		c.PublicURL = "https://call.example.net/"
+	}
+	plain := startServer(t, allowed)
+	secure := startTLSServer(t, allowed)
+	for _, mode := range []struct {
+		name, scheme, addr string
+		dial               func(t *testing.T) net.Conn
 	}{
-		{"", true}, // a program, not a page
-		{"https://call.example.org", true},
-		{"http://" + r.Addr, true}, // tandem's own page
-		{"https://evil.example.com", false},
-		{"null", false}, // a file:// page
+		{"plain", "http", plain.Addr, func(t *testing.T) net.Conn { return dialTCP(t, plain.Addr) }},
+		{"TLS", "https", secure.Addr, secure.dialTLS},
 	} {
-		h := http.Header{}
-		if tt.origin != "" {
-			h.Set("Origin", tt.origin)
+		_, port, _ := net.SplitHostPort(mode.addr)
+		other := "1" + port
+		if len(other) > 5 {
+			other = "1"
 		}
-		c, resp, err := websocket.Dial(ctx5(t), r.URL, &websocket.DialOptions{HTTPHeader: h})
-		if tt.ok != (err == nil) {
-			t.Errorf("origin %q: %v, want allowed=%v", tt.origin, err, tt.ok)
-		}
-		if err == nil {
-			c.CloseNow()
-		} else if resp == nil || resp.StatusCode != http.StatusForbidden {
-			t.Errorf("origin %q: refused without a 403", tt.origin)
+		for _, tt := range []struct {
+			host, origin string
+			ok           bool
+		}{
+			{mode.addr, "", true}, // a program, not a page
+			{mode.addr, "https://call.example.org", true},
+			{mode.addr, "https://CALL.example.org/", true},
+			{mode.addr, "https://call.example.net", true}, // the public URL
+			{"call.example.net", "https://call.example.net:443", true},
+			{mode.addr, mode.scheme + "://" + mode.addr, true}, // tandem's own page, by address
+			{"localhost:" + port, mode.scheme + "://localhost:" + port, true},
+			{"[::1]:" + port, mode.scheme + "://[::1]:" + port, true},
+			{"mybox.local:" + port, mode.scheme + "://mybox.local:" + port, true},
+			{"192.168.1.5:" + port, mode.scheme + "://192.168.1.5:" + port, true},
+			{"a.lan.example:" + port, mode.scheme + "://a.lan.example:" + port, true},
+			{mode.addr, "https://evil.example.com", false},
+			{mode.addr, "null", false}, // a file:// page
+			// DNS rebinding: the page's own name, pointed at tandem, in the Host header too.
+			{"evil.example:9090", "http://evil.example:9090", false},
+			{"evil.example:" + port, mode.scheme + "://evil.example:" + port, false},
+			{"evil.example:" + port, "https://evil.example", false},
+			// tandem's names, but another port or scheme: another page.
+			{"localhost:" + other, mode.scheme + "://localhost:" + other, false},
+			{"mybox.local:" + port, map[string]string{"http": "https", "https": "http"}[mode.scheme] + "://mybox.local:" + port, false},
+			{"a.b.lan.example:" + port, mode.scheme + "://a.b.lan.example:" + port, false},
+			{"call.example.net:" + port, "http://call.example.net", false},
+		} {
+			got := handshakeStatus(t, mode.dial(t), tt.host, tt.origin)
+			want := http.StatusForbidden
+			if tt.ok {
+				want = http.StatusSwitchingProtocols
+			}
+			if got != want {
+				t.Errorf("%s: Host %s, Origin %q: %d, want %d", mode.name, tt.host, tt.origin, got, want)
+			}
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +39,9 @@ const (
 	DefaultTCPIdleTimeout = 15 * time.Second
 )
 
+// maxUDPSockets bounds Config.UDPSockets.
+const maxUDPSockets = 16
+
 // Config configures a Server. The zero value of every field is usable except Secret.
 type Config struct {
 	// ListenAddr is the host:port to serve STUN and TURN on, UDP and TCP alike. Empty means ":3478".
@@ -47,6 +51,11 @@ type Config struct {
 	// address its client reached: right for a LAN, where the machine has no single public address.
 	// Otherwise it listens once on the given host.
 	ListenAddr string
+
+	// UDPSockets is the number of UDP sockets listening on the port of each listening address, bound together
+	// with SO_REUSEPORT: the kernel spreads the clients over them, and each is read by its own goroutine, so that
+	// relaying goes past one core. Zero means GOMAXPROCS (at most 16); outside Linux there is always one.
+	UDPSockets int
 
 	// Realm is the TURN realm. Empty means "tandem".
 	Realm string
@@ -207,6 +216,12 @@ func (c *Config) normalize() (host netip.Addr, port int, err error) {
 	}
 	if c.MaxRelayShare < 0 || c.MaxRelayShare > 100 {
 		return host, 0, fmt.Errorf("turnserver: the relay share %d%% is not between 1 and 100", c.MaxRelayShare)
+	}
+	if c.UDPSockets < 0 || c.UDPSockets > maxUDPSockets {
+		return host, 0, fmt.Errorf("turnserver: %d UDP sockets: want 1 to %d", c.UDPSockets, maxUDPSockets)
+	}
+	if c.UDPSockets == 0 {
+		c.UDPSockets = min(runtime.GOMAXPROCS(0), maxUDPSockets)
 	}
 	if c.TCPIdleTimeout < 0 {
 		return host, 0, fmt.Errorf("turnserver: negative TCP idle timeout %v", c.TCPIdleTimeout)

@@ -11,7 +11,7 @@ import (
 func TestIsRelay(t *testing.T) {
 	t.Parallel()
 	s, _ := startServer(t, nil)
-	user, pass := s.Credentials().Mint(s.Credentials().SessionTag("login-1"), "alice")
+	user, pass := credential(t, s, "alice", "login-1")
 	relay, err := newClient(t, s, "udp", user, pass).Allocate()
 	if err != nil {
 		t.Fatal(err)

@@ -228,6 +228,7 @@ func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, _ string, r
 	}
 	b.allocs++
 	s.amu.Unlock()
+	s.linkClient(key, relay)
 	if key.network == "tcp" {
 		s.tcpAllocated(key.src, key.dst, true)
 	}

@@ -77,8 +77,12 @@ func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (
 	port := conn.LocalAddr().(*net.UDPAddr).Port
 	addr := netip.AddrPortFrom(g.advertised, uint16(port))
 	rc := &relayConn{PacketConn: conn, s: g.s, g: g, addr: addr}
+	if u, ok := conn.(*net.UDPConn); ok {
+		rc.udp = u
+		setRelayBuffers(u)
+	}
 	g.open.Add(1)
-	g.s.addRelay(addr)
+	g.s.addRelay(addr, rc)
 	return rc, net.UDPAddrFromAddrPort(addr), nil
 }
 
@@ -86,15 +90,25 @@ func (g *relayGenerator) AllocateConn(string, int) (net.Conn, net.Addr, error) {
 	return nil, nil, errTCPRelay
 }
 
-// relayConn is a relay socket. It counts the bytes relayed, and refuses to send to a denied peer even if pion
-// granted a permission (a second line of defence): the only denied addresses it sends to are the relay addresses
-// of this server's own live allocations, so that two clients on a LAN can talk relay to relay.
+// relayConn is a relay socket. It relays its allocation's channel data itself (channels.go), counts the bytes
+// relayed, and refuses to send to a denied peer even if pion granted a permission (a second line of defence): the
+// only denied addresses it sends to are the relay addresses of this server's own live allocations, so that two
+// clients on a LAN can talk relay to relay.
 type relayConn struct {
 	net.PacketConn
+	udp       *net.UDPConn // the same socket, for the channel data path
 	s         *Server
 	g         *relayGenerator
 	addr      netip.AddrPort
 	closeOnce sync.Once
+
+	link      atomic.Pointer[clientLink]   // how to reach the client; nil until the allocation is made, and after
+	routes    atomic.Pointer[channelTable] // the allocation's channels; nil: none yet
+	ch        channelState
+	clientKey udpClient // set with link, for a UDP client; guarded by Server.cmu
+	unlinked  bool      // the relay has closed: link no more; guarded by Server.cmu
+
+	channelPackets atomic.Uint64 // packets relayed by the channel data path, both ways (for tests)
 }
 
 func (c *relayConn) WriteTo(p []byte, to net.Addr) (int, error) {
@@ -112,16 +126,43 @@ func (c *relayConn) WriteTo(p []byte, to net.Addr) (int, error) {
 	return n, err
 }
 
+// ReadFrom is read by pion's goroutine for the relay socket. It relays a datagram from a peer with a channel to
+// the client itself, reading it into p behind room for the ChannelData header, and returns only the others to
+// pion (for a Data indication, or to be dropped): with a channel, a peer's datagram never leaves this loop.
+// A datagram too long to fit with the header in p (more than 1,596 bytes in pion's buffer) is dropped.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, from, err := c.PacketConn.ReadFrom(p)
-	c.s.metrics.fromPeer.Add(float64(n))
-	return n, from, err
+	if c.udp == nil || !c.s.channelPath || len(p) <= channelHeader {
+		n, from, err := c.PacketConn.ReadFrom(p)
+		c.s.metrics.fromPeer.Add(float64(n))
+		return n, from, err
+	}
+	for {
+		n, _, flags, from, err := c.udp.ReadMsgUDPAddrPort(p[channelHeader:], nil)
+		if err != nil {
+			return 0, nil, err
+		}
+		c.s.metrics.fromPeer.Add(float64(n))
+		if flags&msgTrunc != 0 {
+			continue
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if t := c.routes.Load(); t != nil {
+			if r, ok := t.byPeer(from); ok {
+				if r.toClient == dropNoPerm || c.toClient(p, n, r.number) {
+					continue
+				}
+			}
+		}
+		copy(p, p[channelHeader:channelHeader+n])
+		return n, net.UDPAddrFromAddrPort(from), nil
+	}
 }
 
 func (c *relayConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.g.open.Add(-1)
 		c.s.removeRelay(c.addr)
+		c.s.unlinkClient(c)
 	})
 	return c.PacketConn.Close()
 }
@@ -132,7 +173,14 @@ func (c *relayConn) Close() error {
 // Every other datagram goes to pion untouched; the test costs two byte comparisons.
 type packetConn struct {
 	net.PacketConn
-	s *Server
+	udp   *net.UDPConn
+	local netip.AddrPort
+	s     *Server
+}
+
+func newPacketConn(s *Server, c *net.UDPConn) *packetConn {
+	ap := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	return &packetConn{PacketConn: c, udp: c, local: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), s: s}
 }
 
 const (
@@ -141,11 +189,24 @@ const (
 	attrReservationToken = 0x0022
 )
 
+// ReadFrom is read by pion's goroutine for the listening socket. It relays a client's ChannelData on a channel
+// tandem knows to the peer itself (channels.go), and returns everything else to pion. A datagram that fills p
+// may have been cut short, and goes to pion, which drops it.
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
-		n, from, err := c.PacketConn.ReadFrom(p)
-		if err != nil || n < stunHeaderSize || p[0] != 0x00 || p[1] != 0x03 { // not an Allocate request
-			return n, from, err
+		n, src, err := c.udp.ReadFromUDPAddrPort(p)
+		if err != nil {
+			return n, nil, err
+		}
+		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+		if n < len(p) && isChannelData(p[:n]) && c.s.channelPath {
+			if rc := c.s.udpRelayOf(c.local, src); rc != nil && rc.fromClient(p[:n]) {
+				continue
+			}
+		}
+		from := net.UDPAddrFromAddrPort(src)
+		if n < stunHeaderSize || p[0] != 0x00 || p[1] != 0x03 { // not an Allocate request
+			return n, from, nil
 		}
 		attr, ok := reservationAttr(p[:n])
 		if !ok {
@@ -158,7 +219,7 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse),
 			stun.CodeUnknownAttribute, &stun.UnknownAttributes{stun.AttrType(attr)})
 		if err == nil {
-			_, _ = c.PacketConn.WriteTo(resp.Raw, from)
+			_, _ = c.udp.WriteToUDPAddrPort(resp.Raw, src)
 		}
 	}
 }

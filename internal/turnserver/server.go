@@ -15,6 +15,12 @@
 // is gone (EndSession); permissions and channels per allocation; TCP connections in all, per client address, and
 // for how long one may stay without an allocation.
 //
+// # Relaying
+//
+// Media a client sends on a channel binding, and a bound peer's datagrams, are relayed by tandem itself as they
+// are read, without pion's per-packet allocations and goroutine handoffs (channels.go); the UDP port is served by
+// several sockets bound with SO_REUSEPORT, read in parallel. pion keeps everything else.
+//
 // # Not an open relay
 //
 // A TURN server sends UDP wherever its clients ask. Left open, it lets anyone who can log in reach what the server
@@ -58,22 +64,32 @@ type Server struct {
 	mu        sync.Mutex // guards what follows
 	turn      *turn.Server
 	tcp       []*trackedListener
-	port      int      // the port listened on, once started
-	hosts     []string // URL hosts to use when the client's host is unusable
+	udpConns  map[netip.AddrPort][]*net.UDPConn // the UDP listening sockets, by listening address
+	port      int                               // the port listened on, once started
+	hosts     []string                          // URL hosts to use when the client's host is unusable
 	started   bool
 	closed    bool
 	closeErrs error
 
-	amu      sync.Mutex // guards the allocation bookkeeping below (quota.go)
-	relays   map[netip.AddrPort]struct{}
-	relayIPs map[netip.Addr]int
-	sessions map[string]*session // by session tag
-	sweepAt  int                 // the size of sessions at which expired ones are swept
-	perAddr  map[netip.Addr]int  // allocations made or under way, by client IP address
-	allocs   map[allocKey]allocation
-	pending  map[clientKey][]reservation
-	live     map[string]int // allocations by client transport address and username
-	buckets  map[clientKey]*permissionBucket
+	// channelPath is set when tandem relays channel data itself (channels.go); tests clear it to compare with
+	// pion's own path.
+	channelPath bool
+	// channelLifetime is the lifetime of a channel binding; zero means pion's (10 minutes). Tests shorten it.
+	channelLifetime time.Duration
+	cmu             sync.RWMutex             // guards udpClients, and the linking of relays to their clients
+	udpClients      map[udpClient]*relayConn // the relays of UDP allocations, by their clients
+
+	amu                  sync.Mutex // guards the allocation bookkeeping below (quota.go)
+	relays               map[netip.AddrPort]*relayConn
+	closedChannelPackets uint64 // what the closed relays relayed on the channel data path
+	relayIPs             map[netip.Addr]int
+	sessions             map[string]*session // by session tag
+	sweepAt              int                 // the size of sessions at which expired ones are swept
+	perAddr              map[netip.Addr]int  // allocations made or under way, by client IP address
+	allocs               map[allocKey]allocation
+	pending              map[clientKey][]reservation
+	live                 map[string]int // allocations by client transport address and username
+	buckets              map[clientKey]*permissionBucket
 
 	tcpLimits tcpLimits
 }
@@ -90,22 +106,25 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:        cfg,
-		listenHost: host,
-		listenPort: port,
-		creds:      creds,
-		filter:     newPeerFilter(&cfg),
-		metrics:    newMetrics(),
-		now:        time.Now,
-		relays:     make(map[netip.AddrPort]struct{}),
-		relayIPs:   make(map[netip.Addr]int),
-		sessions:   make(map[string]*session),
-		sweepAt:    minSessionSweep,
-		perAddr:    make(map[netip.Addr]int),
-		allocs:     make(map[allocKey]allocation),
-		pending:    make(map[clientKey][]reservation),
-		live:       make(map[string]int),
-		buckets:    make(map[clientKey]*permissionBucket),
+		cfg:         cfg,
+		listenHost:  host,
+		listenPort:  port,
+		creds:       creds,
+		filter:      newPeerFilter(&cfg),
+		metrics:     newMetrics(),
+		now:         time.Now,
+		relays:      make(map[netip.AddrPort]*relayConn),
+		udpConns:    make(map[netip.AddrPort][]*net.UDPConn),
+		udpClients:  make(map[udpClient]*relayConn),
+		channelPath: true,
+		relayIPs:    make(map[netip.Addr]int),
+		sessions:    make(map[string]*session),
+		sweepAt:     minSessionSweep,
+		perAddr:     make(map[netip.Addr]int),
+		allocs:      make(map[allocKey]allocation),
+		pending:     make(map[clientKey][]reservation),
+		live:        make(map[string]int),
+		buckets:     make(map[clientKey]*permissionBucket),
 	}
 	s.addrCap = s.addressCap()
 	s.tcpLimits = newTCPLimits(cfg.MaxTCPConns, cfg.MaxTCPConnsPerAddress)
@@ -203,34 +222,48 @@ func (s *Server) Start() error {
 		return err
 	}
 	for _, e := range eps {
-		pc, l, p, err := listenPair(e.listen, port)
+		pcs, l, p, err := listenPair(e.listen, port, s.cfg.UDPSockets)
 		if err != nil {
 			return fail(err)
 		}
 		port = p
 		tl := s.newTrackedListener(l)
-		opened = append(opened, pc, tl)
+		for _, pc := range pcs {
+			opened = append(opened, pc)
+		}
+		if len(pcs) > 0 {
+			ap := pcs[0].LocalAddr().(*net.UDPAddr).AddrPort()
+			s.udpConns[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = pcs
+		}
+		opened = append(opened, tl)
 		s.tcp = append(s.tcp, tl)
 		gen := &relayGenerator{s: s, bind: e.bind, advertised: e.advertised}
-		pconfs = append(pconfs, turn.PacketConnConfig{
-			PacketConn: &packetConn{PacketConn: pc, s: s}, RelayAddressGenerator: gen, PermissionHandler: s.permit,
-		})
+		for _, pc := range pcs {
+			pconfs = append(pconfs, turn.PacketConnConfig{
+				PacketConn: newPacketConn(s, pc), RelayAddressGenerator: gen, PermissionHandler: s.permit,
+			})
+		}
 		lconfs = append(lconfs, turn.ListenerConfig{
 			Listener: tl, RelayAddressGenerator: gen, PermissionHandler: s.permit,
 		})
 	}
 	srv, err := turn.NewServer(turn.ServerConfig{
-		PacketConnConfigs: pconfs,
-		ListenerConfigs:   lconfs,
-		LoggerFactory:     pionLogs{s.cfg.Logger.With("component", "turn")},
-		Realm:             s.cfg.Realm,
-		AuthHandler:       s.authenticate,
-		QuotaHandler:      s.quota,
+		PacketConnConfigs:  pconfs,
+		ListenerConfigs:    lconfs,
+		LoggerFactory:      pionLogs{s.cfg.Logger.With("component", "turn")},
+		Realm:              s.cfg.Realm,
+		ChannelBindTimeout: s.channelLifetime,
+		AuthHandler:        s.authenticate,
+		QuotaHandler:       s.quota,
 		EventHandler: turn.EventHandler{
 			OnAuth:              s.onAuth,
 			OnAllocationCreated: s.onAllocationCreated,
 			OnAllocationDeleted: s.onAllocationDeleted,
 			OnAllocationError:   s.onAllocationError,
+			OnChannelCreated:    s.onChannelCreated,
+			OnChannelDeleted:    s.onChannelDeleted,
+			OnPermissionCreated: s.onPermissionCreated,
+			OnPermissionDeleted: s.onPermissionDeleted,
 		},
 	})
 	if err != nil {
@@ -242,24 +275,27 @@ func (s *Server) Start() error {
 	return nil
 }
 
-// listenPair listens on UDP and TCP on ip:port; port 0 picks one free for both.
-func listenPair(ip netip.Addr, port int) (net.PacketConn, net.Listener, int, error) {
+// listenPair listens on UDP (with udpSockets sockets sharing the port) and TCP on ip:port; port 0 picks one free
+// for both.
+func listenPair(ip netip.Addr, port, udpSockets int) ([]*net.UDPConn, net.Listener, int, error) {
 	tries := 1
 	if port == 0 {
 		tries = 10
 	}
 	var lastErr error
 	for range tries {
-		pc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))))
+		pcs, err := listenUDP(ip, port, udpSockets)
 		if err != nil {
-			return nil, nil, 0, fmt.Errorf("turnserver: listening on UDP %v: %w", netip.AddrPortFrom(ip, uint16(port)), err)
+			return nil, nil, 0, err
 		}
-		p := pc.LocalAddr().(*net.UDPAddr).Port
+		p := pcs[0].LocalAddr().(*net.UDPAddr).Port
 		l, err := net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(p))))
 		if err == nil {
-			return pc, l, p, nil
+			return pcs, l, p, nil
 		}
-		_ = pc.Close()
+		for _, pc := range pcs {
+			_ = pc.Close()
+		}
 		lastErr = fmt.Errorf("turnserver: listening on TCP %v: %w", netip.AddrPortFrom(ip, uint16(p)), err)
 	}
 	return nil, nil, 0, lastErr
@@ -463,9 +499,9 @@ func (s *Server) mayRelayTo(peer netip.AddrPort) bool {
 	return own
 }
 
-func (s *Server) addRelay(a netip.AddrPort) {
+func (s *Server) addRelay(a netip.AddrPort, rc *relayConn) {
 	s.amu.Lock()
-	s.relays[a] = struct{}{}
+	s.relays[a] = rc
 	s.relayIPs[a.Addr()]++
 	s.amu.Unlock()
 	s.metrics.allocations.Inc()
@@ -473,6 +509,9 @@ func (s *Server) addRelay(a netip.AddrPort) {
 
 func (s *Server) removeRelay(a netip.AddrPort) {
 	s.amu.Lock()
+	if rc := s.relays[a]; rc != nil {
+		s.closedChannelPackets += rc.channelPackets.Load()
+	}
 	delete(s.relays, a)
 	if s.relayIPs[a.Addr()]--; s.relayIPs[a.Addr()] <= 0 {
 		delete(s.relayIPs, a.Addr())

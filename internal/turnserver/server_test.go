@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 const testSecret = "0123456789abcdef-test-secret"
 
 // startServer starts a Server on 127.0.0.1 with a free port, closed when the test ends.
-func startServer(t *testing.T, mod func(*Config), hooks ...func(*Server)) (*Server, *prometheus.Registry) {
+func startServer(t testing.TB, mod func(*Config), hooks ...func(*Server)) (*Server, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg := Config{
@@ -62,7 +62,7 @@ type turnClient struct {
 }
 
 // credential returns the TURN credential that ICEServers hands to user in the login session.
-func credential(t *testing.T, s *Server, user, session string) (username, password string) {
+func credential(t testing.TB, s *Server, user, session string) (username, password string) {
 	t.Helper()
 	for _, srv := range s.ICEServers(user, "127.0.0.1", session) {
 		if srv.Username != "" {

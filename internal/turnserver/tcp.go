@@ -4,9 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -178,80 +180,100 @@ func (l *trackedListener) Close() error {
 	return err
 }
 
-// trackedConn is a TCP connection as pion sees it. Its Read checks that the stream is a sequence of STUN messages
-// and ChannelData frames (RFC 8656, section 11.5) of a size the server handles, and fails on anything else, which
-// ends pion's read loop and closes the connection.
+// trackedConn is a TCP connection as pion sees it. Its Read reads the stream into a buffer of its own, checks
+// that it is a sequence of STUN messages and ChannelData frames (RFC 8656, section 11.5) of a size the server
+// handles, and fails on anything else, which ends pion's read loop and closes the connection. It relays the
+// ChannelData frames of a channel tandem knows itself (channels.go), and returns the other frames to pion one
+// whole frame per Read.
 type trackedConn struct {
 	net.Conn
 	l   *trackedListener
 	key connKey
 
 	closeOnce sync.Once
+	relay     atomic.Pointer[relayConn] // the connection's allocation, once it has one
 
-	// The framing state, touched only by the reading goroutine.
-	hdr  [8]byte // the header of the frame being read, as far as it came
-	nhdr int
-	need int // the length of that header: 8 for STUN, 4 for ChannelData
-	left int // bytes of the current frame still to come after its header
+	// The read buffer, touched only by the reading goroutine: buf[off:end] has not been handed on yet.
+	buf      []byte
+	off, end int
+	err      error // the error that ended the last read, returned once the buffer is drained
 }
 
+// tcpReadBuffer is the size of a TCP connection's read buffer: a few frames, so that a read often brings several.
+const tcpReadBuffer = 4096
+
 func (c *trackedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		if ferr := c.scan(p[:n]); ferr != nil {
+	if c.buf == nil {
+		c.buf = make([]byte, tcpReadBuffer)
+	}
+	for {
+		size, ferr := frameSize(c.buf[c.off:c.end])
+		if ferr != nil {
 			c.l.s.limited(limitTCPGarbage, c.RemoteAddr(), "")
 			return 0, ferr
 		}
+		if size > 0 {
+			frame := c.buf[c.off : c.off+size]
+			c.off += size
+			if isChannelData(frame) {
+				if rc := c.relay.Load(); rc != nil && rc.fromClient(frame) {
+					continue
+				}
+			}
+			if len(p) < size {
+				return 0, fmt.Errorf("turnserver: a %d-byte read buffer for a %d-byte frame: %w", len(p), size, io.ErrShortBuffer)
+			}
+			return copy(p, frame), nil
+		}
+		if c.err != nil {
+			return 0, c.err
+		}
+		if c.off > 0 {
+			c.end = copy(c.buf, c.buf[c.off:c.end])
+			c.off = 0
+		}
+		n, err := c.Conn.Read(c.buf[c.end:])
+		c.end += n
+		var ne net.Error
+		if err != nil && errors.As(err, &ne) && ne.Timeout() {
+			c.l.s.limited(limitTCPIdle, c.RemoteAddr(), "")
+		}
+		c.err = err
 	}
-	var ne net.Error
-	if err != nil && errors.As(err, &ne) && ne.Timeout() {
-		c.l.s.limited(limitTCPIdle, c.RemoteAddr(), "")
-	}
-	return n, err
 }
 
-// scan follows the frames through b.
-func (c *trackedConn) scan(b []byte) error {
-	for len(b) > 0 {
-		if c.left > 0 {
-			k := min(c.left, len(b))
-			c.left -= k
-			b = b[k:]
-			continue
-		}
-		if c.nhdr == 0 {
-			switch first := b[0]; {
-			case first < 0x40: // STUN: the first two bits are zero
-				c.need = 8 // the type, length and magic cookie
-			case first < 0x80: // ChannelData: a channel number, 0x4000 to 0x7FFF
-				c.need = 4 // the channel number and length
-			default:
-				return errTCPGarbage
-			}
-		}
-		k := copy(c.hdr[c.nhdr:c.need], b)
-		c.nhdr += k
-		b = b[k:]
-		if c.nhdr < c.need {
-			continue // b is empty: the rest of the header comes with the next read
-		}
-		length := int(binary.BigEndian.Uint16(c.hdr[2:4]))
-		var size int
-		if c.need == 8 { // STUN: a 20-byte header and a body of a multiple of 4 bytes
-			if binary.BigEndian.Uint32(c.hdr[4:8]) != stunMagicCookie || length%4 != 0 {
-				return errTCPGarbage
-			}
-			size = 20 + length
-		} else { // ChannelData, padded to a multiple of 4 bytes over TCP
-			size = 4 + (length+3)&^3
-		}
-		if size > maxTCPFrame {
-			return errTCPOversize
-		}
-		c.left = size - c.need
-		c.nhdr = 0
+// frameSize returns the size of the frame at the start of b: 0 if b does not hold all of it yet, an error if
+// b does not start like a STUN message or a ChannelData frame the server handles.
+func frameSize(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
 	}
-	return nil
+	var size int
+	switch first := b[0]; {
+	case first < 0x40: // STUN: the first two bits are zero; a 20-byte header and a body of a multiple of 4 bytes
+		if len(b) < 8 {
+			return 0, nil
+		}
+		length := int(binary.BigEndian.Uint16(b[2:4]))
+		if binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie || length%4 != 0 {
+			return 0, errTCPGarbage
+		}
+		size = stunHeaderSize + length
+	case first < 0x80: // ChannelData, a channel number 0x4000 to 0x7FFF, padded to a multiple of 4 bytes over TCP
+		if len(b) < channelHeader {
+			return 0, nil
+		}
+		size = channelHeader + (int(binary.BigEndian.Uint16(b[2:4]))+3)&^3
+	default:
+		return 0, errTCPGarbage
+	}
+	if size > maxTCPFrame {
+		return 0, errTCPOversize
+	}
+	if size > len(b) {
+		return 0, nil
+	}
+	return size, nil
 }
 
 func (c *trackedConn) Close() error {

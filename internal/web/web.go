@@ -8,10 +8,12 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"net/http"
 	"path"
+	"sort"
 	"strings"
 	"time"
 )
@@ -81,23 +83,55 @@ func load(fsys fs.FS, root string) (map[string]*asset, error) {
 		if !ok {
 			return fmt.Errorf("%s: no content type for %q files", p, path.Ext(p))
 		}
-		sum := sha256.Sum256(body)
-		a := &asset{
-			name:        path.Base(p),
-			contentType: ct,
-			body:        body,
-			etag:        `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`,
-		}
-		if compressible(ct) {
-			a.gzipped = compress(body)
-		}
+		a := newAsset(path.Base(p), ct, body)
 		if path.Base(urlPath) == "index.html" {
 			urlPath = strings.TrimSuffix(urlPath, "index.html") // the page lives at "/", not "/index.html"
 		}
 		assets[urlPath] = a
 		return nil
 	})
-	return assets, err
+	if err != nil {
+		return nil, err
+	}
+	index, err := languageIndex(fsys, root)
+	if err != nil {
+		return nil, err
+	}
+	assets[languageIndexPath] = newAsset(path.Base(languageIndexPath), contentTypes[".json"], index)
+	return assets, nil
+}
+
+// languageIndexPath is where the client learns which languages it can speak: a JSON array of the tags of the files
+// in js/lang (["en","zh-Hans"]), made from the embedded files, so that adding a language is adding its file.
+const languageIndexPath = "/js/lang/index.json"
+
+func languageIndex(fsys fs.FS, root string) ([]byte, error) {
+	entries, err := fs.ReadDir(fsys, root+"/js/lang")
+	if err != nil {
+		return nil, fmt.Errorf("listing the client's languages: %w", err)
+	}
+	tags := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if tag, ok := strings.CutSuffix(e.Name(), ".js"); ok && !e.IsDir() {
+			tags = append(tags, tag)
+		}
+	}
+	sort.Strings(tags)
+	return json.Marshal(tags)
+}
+
+func newAsset(name, contentType string, body []byte) *asset {
+	sum := sha256.Sum256(body)
+	a := &asset{
+		name:        name,
+		contentType: contentType,
+		body:        body,
+		etag:        `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`,
+	}
+	if compressible(contentType) {
+		a.gzipped = compress(body)
+	}
+	return a
 }
 
 func compressible(contentType string) bool {

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"testing/fstest"
 )
 
 func get(t *testing.T, h http.Handler, method, target string, hdr map[string]string) *http.Response {
@@ -181,5 +182,49 @@ func TestReferencedAssetsExist(t *testing.T) {
 				t.Errorf("%s imports %s: status %d", r[1], m[1], resp.StatusCode)
 			}
 		}
+	}
+}
+
+// TestLanguageIndex: the client learns its languages from /js/lang/index.json, made from the files in
+// static/js/lang, so that adding a language is adding its file.
+func TestLanguageIndex(t *testing.T) {
+	t.Parallel()
+	resp := get(t, Handler(), http.MethodGet, "/js/lang/index.json", nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if got := resp.Header.Get("Content-Type"); got != "application/json" {
+		t.Errorf("Content-Type %q", got)
+	}
+	if b := body(t, resp); b != `["en","zh-Hans"]` {
+		t.Errorf("languages %s, want [\"en\",\"zh-Hans\"]", b)
+	}
+	for _, lang := range []string{"en", "zh-Hans"} {
+		if resp := get(t, Handler(), http.MethodGet, "/js/lang/"+lang+".js", nil); resp.StatusCode != http.StatusOK {
+			t.Errorf("/js/lang/%s.js: status %d", lang, resp.StatusCode)
+		}
+	}
+}
+
+// TestLanguageIndexFromFiles: a language file added to the folder is listed, sorted; other files are not.
+func TestLanguageIndexFromFiles(t *testing.T) {
+	t.Parallel()
+	fsys := fstest.MapFS{
+		"static/index.html":        {Data: []byte("<!doctype html>")},
+		"static/js/lang/en.js":     {Data: []byte("export default {};")},
+		"static/js/lang/fr.js":     {Data: []byte("export default {};")},
+		"static/js/lang/de.js":     {Data: []byte("export default {};")},
+		"static/js/lang/notes.txt": {Data: []byte("not a language")},
+	}
+	assets, err := load(fsys, "static")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := assets["/js/lang/index.json"]
+	if a == nil {
+		t.Fatal("no /js/lang/index.json")
+	}
+	if got := string(a.body); got != `["de","en","fr"]` {
+		t.Errorf("languages %s, want [\"de\",\"en\",\"fr\"]", got)
 	}
 }

@@ -11,11 +11,16 @@
 
 import { Signaling, LoginError, serverURL } from './signaling.js';
 import { LocalMedia } from './media.js';
-import { Call } from './call.js';
+import { Call, sdpHasVideo } from './call.js';
 import { CandidateQueue, LIMITS, drop, dropped } from './limits.js';
-import { StatsMeter, formatRate } from './stats.js';
+import { RecentCalls, isMissed } from './recent.js';
+import { StatsMeter } from './stats.js';
 import { Tone } from './tone.js';
-import { $, avatar, el, focusSoftly, formatDuration, toast, validateName } from './ui.js';
+import { $, avatar, el, focusSoftly, toast, validateName } from './ui.js';
+import {
+  clock, duration, language, languageName, languages, list, onLanguageChange, percent, setLanguage, startLanguage, t,
+  timeOfDay, unit, when,
+} from './i18n.js';
 
 const params = new URLSearchParams(window.location.search);
 
@@ -57,7 +62,14 @@ const state = {
   listTimer: 0,
   searchTimer: 0,
   unread: 0,
+  chatNotices: [], // the notices of chat messages that came while the chat was closed
+  missedWhileBusy: [], // names of people whose calls came while this page was in another call (bounded)
+  titleTimer: 0,
+  callNotice: null, // the notification of the call that rings, while the page is in the background
+  ringStartedAt: 0,
 };
+
+const recent = new RecentCalls();
 
 /** A short history of what the page did, for whoever debugs it (window.tandem.history, and the console). */
 const history = [];
@@ -91,29 +103,35 @@ window.tandem = {
   },
   dropped,
   history,
+  // The ring tone now playing ('' when none), and how loud what the page plays is.
+  get tone() { return tone.playing; },
+  toneLevel: () => tone.level(),
 };
 
 // ---------------------------------------------------------------------------------------------------------------
 // Login
 
-function showLogin({ name = '', error = '' } = {}) {
+/** Shows the login page; error, when given, is a function that says what went wrong (in the page's language). */
+function showLogin({ name = '', error = null } = {}) {
   document.body.dataset.view = 'login';
   $('#login-view').hidden = false;
   $('#call-view').hidden = true;
   $('#incoming').hidden = true;
   setBusy(false);
   if (name) $('#login-name').value = name;
-  $('#login-error').textContent = error;
+  state.loginError = error;
+  $('#login-error').textContent = error ? error() : '';
   $('#login-name').setAttribute('aria-invalid', error ? 'true' : 'false');
   document.title = 'tandem';
   $('#login-name').focus();
 }
 
-function setBusy(busy, label = 'Signing in…') {
+function setBusy(busy, label = 'login.signingIn') {
   const button = $('#login-button');
   button.disabled = busy;
   button.classList.toggle('loading', busy);
-  button.querySelector('.btn-label').textContent = busy ? label : 'Sign in';
+  state.busyLabel = busy ? label : 'login.submit';
+  button.querySelector('.btn-label').textContent = t(state.busyLabel);
 }
 
 async function submitLogin(ev) {
@@ -121,7 +139,7 @@ async function submitLogin(ev) {
   const input = $('#login-name');
   const { name, error } = validateName(input.value);
   if (error) {
-    showLogin({ error });
+    showLogin({ error: () => t(error) });
     return;
   }
   tone.unlock(); // a user gesture: from now on the page may ring
@@ -129,7 +147,7 @@ async function submitLogin(ev) {
 }
 
 async function signIn(name, token) {
-  setBusy(true, token ? 'Signing you back in…' : 'Signing in…');
+  setBusy(true, token ? 'login.resuming' : 'login.signingIn');
   $('#login-error').textContent = '';
   let reply;
   try {
@@ -137,7 +155,7 @@ async function signIn(name, token) {
   } catch (err) {
     if (err instanceof LoginError && err.code === 'superseded') return;
     sessionStorage.removeItem(SESSION_KEY);
-    showLogin({ name, error: loginErrorText(err, name) });
+    showLogin({ name, error: () => loginErrorText(err, name) });
     return;
   }
   enterCallView(reply);
@@ -145,10 +163,11 @@ async function signIn(name, token) {
 
 function loginErrorText(err, name) {
   switch (err.code) {
-    case 'name_taken': return `Somebody online is already called “${name}”. Pick another name.`;
-    case 'invalid_name': return 'That name cannot be used. Use 1 to 64 characters, with no invisible ones.';
-    case 'unreachable': return err.message;
-    default: return err.message || 'The server refused to sign you in. Try again.';
+    case 'name_taken': return t('login.nameTaken', { name });
+    case 'invalid_name': return t('login.invalidName');
+    case 'unreachable': return t('login.unreachable', { host: window.location.host });
+    case 'bad_address': return t('login.badAddress', { message: err.message });
+    default: return err.message ? t('login.refusedBecause', { message: err.message }) : t('login.refused');
   }
 }
 
@@ -163,11 +182,14 @@ function enterCallView(reply) {
   avatar($('#me-avatar'), state.name);
   setConnection('online');
   setPhase('idle');
+  recent.load(state.name);
+  renderRecent();
+  renderNotifyCard();
   mediaReady = startMedia();
   if (reply.peer) {
     // A reloaded page whose old connection still held a call: that call cannot carry on from here.
     signaling.send({ type: 'leave', name: reply.peer });
-    toast(`Your call with ${reply.peer} ended when the page reloaded.`);
+    toast(t('call.endedOnReload', { name: reply.peer }));
   }
   useEchoName(reply);
   requestUsers();
@@ -230,23 +252,27 @@ media.addEventListener('devices', () => { fillDevicePickers(); });
 media.addEventListener('screenended', async () => {
   if (state.call) await state.call.replaceTrack('video', media.video);
   renderControls();
-  toast('You stopped sharing your screen.');
+  toast(t('screen.stopped'));
 });
 
 function toggleMic() {
   if (!media.mic) {
-    toast('No microphone is available. Check the browser’s permissions, then reload.', { kind: 'error' });
+    toast(t('mic.none'), { kind: 'error' });
     return;
   }
   media.setMic(!media.micOn);
   if (state.call) state.call.sendMediaState();
   renderStage();
-  toast(media.micOn ? 'Microphone on.' : 'Microphone muted.', { timeout: 1500 });
+  toast(t(media.micOn ? 'mic.on' : 'mic.muted'), { timeout: 1500 });
 }
 
 function toggleCamera() {
+  if (state.call && state.call.audioOnly) {
+    toast(t('cam.audioCallNotice'), { timeout: 2500 });
+    return;
+  }
   if (!media.camera) {
-    toast('No camera is available. Check the browser’s permissions, then reload.', { kind: 'error' });
+    toast(t('cam.none'), { kind: 'error' });
     return;
   }
   media.setCamera(!media.cameraOn);
@@ -260,11 +286,11 @@ async function toggleScreen() {
       media.stopScreen();
     } else {
       await media.startScreen();
-      toast('You are sharing your screen.', { timeout: 2500 });
+      toast(t('screen.sharing'), { timeout: 2500 });
     }
   } catch (err) {
     if (err && err.name === 'NotAllowedError') return; // the person cancelled the picker
-    toast(`Screen sharing did not start: ${err.message || err}`, { kind: 'error' });
+    toast(t('screen.failed', { message: err.message || err }), { kind: 'error' });
     return;
   }
   if (state.call) await state.call.replaceTrack('video', media.video);
@@ -273,11 +299,11 @@ async function toggleScreen() {
 
 async function fillDevicePickers() {
   const { cameras, mics } = await media.devices();
-  fillSelect($('#camera-select'), cameras, media.cameraId, 'No camera found');
-  fillSelect($('#mic-select'), mics, media.micId, 'No microphone found');
+  fillSelect($('#camera-select'), cameras, media.cameraId, t('devices.noCamera'), 'devices.cameraN');
+  fillSelect($('#mic-select'), mics, media.micId, t('devices.noMic'), 'devices.micN');
 }
 
-function fillSelect(select, devices, current, emptyLabel) {
+function fillSelect(select, devices, current, emptyLabel, unnamed) {
   select.replaceChildren();
   if (!devices.length) {
     select.append(el('option', { value: '' }, emptyLabel));
@@ -285,7 +311,8 @@ function fillSelect(select, devices, current, emptyLabel) {
     return;
   }
   select.disabled = false;
-  for (const d of devices) select.append(el('option', { value: d.id, selected: d.id === current }, d.label));
+  // A device the browser gives no name (before the person allowed the camera) is numbered.
+  devices.forEach((d, i) => select.append(el('option', { value: d.id, selected: d.id === current }, d.label || t(unnamed, { n: i + 1 }))));
 }
 
 async function pickDevice(kind, select) {
@@ -293,7 +320,7 @@ async function pickDevice(kind, select) {
   try {
     await media.useDevice(kind, select.value);
   } catch (err) {
-    toast(`That ${kind === 'audio' ? 'microphone' : 'camera'} could not be started.`, { kind: 'error' });
+    toast(t(kind === 'audio' ? 'devices.micFailed' : 'devices.cameraFailed'), { kind: 'error' });
     return;
   }
   if (state.call) await state.call.replaceTrack(kind, kind === 'audio' ? media.audio : media.video);
@@ -354,27 +381,26 @@ function toggleDevices(open = $('#devices').hidden) {
  * any case: when nobody online has the name as typed, and exactly one person has it in another case (the server's
  * case-insensitive match, as in search), that person is called. With several, the page asks which one.
  */
-async function dial(rawName) {
+async function dial(rawName, options = {}) {
   const { name, error } = validateName(rawName);
   if (error || state.phase !== 'idle' || signaling.state !== 'online') {
-    await startCall(rawName); // says what is wrong
+    await startCall(rawName, options); // says what is wrong
     return;
   }
   const users = await lookUp(name);
   if (users && !users.some((u) => u.name === name)) {
     const same = users.filter((u) => sameLetters(u.name, name) && u.name !== state.name);
     if (same.length > 1) {
-      const names = same.map((u) => `“${u.name}”`).join(' or ');
-      toast(`Nobody online is called “${name}” with those capitals. Did you mean ${names}? Names are case-sensitive.`,
-        { kind: 'error' });
+      const names = list(same.map((u) => t('call.quoted', { name: u.name })), 'disjunction');
+      toast(t('call.whichOne', { name, names }), { kind: 'error' });
       return;
     }
     if (same.length === 1) {
-      await startCall(same[0].name);
+      await startCall(same[0].name, options);
       return;
     }
   }
-  await startCall(name);
+  await startCall(name, options);
 }
 
 /** Whether two names are the same but for case, as the server compares them in search (docs/protocol.md). */
@@ -400,30 +426,31 @@ function finishLookUp(query, users) {
   for (const resolve of waiting) resolve(users);
 }
 
-async function startCall(rawName) {
+/** Calls a name; with audioOnly the call has no video, either way. */
+async function startCall(rawName, { audioOnly = false } = {}) {
   const { name, error } = validateName(rawName);
   if (error) {
-    toast(error, { kind: 'error' });
+    toast(t(error), { kind: 'error' });
     return;
   }
   if (name === state.name) {
-    toast('That’s you. Pick someone else to call.', { kind: 'error' });
+    toast(t('call.self'), { kind: 'error' });
     return;
   }
   if (state.phase === 'incoming' && state.incoming.from === name) {
-    await accept(); // they called us first: pick up rather than call back
+    await accept({ audioOnly }); // they called us first: pick up rather than call back
     return;
   }
   if (state.phase !== 'idle') {
-    toast('You are already in a call. Hang up first.', { kind: 'error' });
+    toast(t('call.alreadyInCall'), { kind: 'error' });
     return;
   }
   if (signaling.state !== 'online') {
-    toast('Not connected to the server right now. The page reconnects by itself; try again in a moment.', { kind: 'error' });
+    toast(t('call.offline'), { kind: 'error' });
     return;
   }
   tone.unlock();
-  const call = newCall(name, 'caller');
+  const call = newCall(name, 'caller', { audioOnly });
   state.ringing = false;
   setPhase('outgoing');
   await mediaReady;
@@ -432,7 +459,7 @@ async function startCall(rawName) {
     await call.start();
   } catch (err) {
     // A glare settled while the offer was being made replaces this call: then there is nothing to end.
-    if (state.call === call) endCall(`The call could not be started: ${err.message || err}`, 'error');
+    if (state.call === call) endCall(t('call.notStarted', { message: err.message || err }), 'error');
     return;
   }
   if (state.call !== call || state.phase !== 'outgoing') return;
@@ -440,11 +467,11 @@ async function startCall(rawName) {
   state.ringTimer = setTimeout(() => {
     if (state.call !== call || state.phase !== 'outgoing') return;
     signaling.send({ type: 'leave', name, reason: 'no_answer' });
-    endCall(`${name} didn’t answer.`);
+    endCall(t('call.noAnswer', { name }), 'info', 'no_answer');
   }, config.ringTimeoutMs);
 }
 
-function newCall(peer, role) {
+function newCall(peer, role, { audioOnly = false, startedAt = Date.now() } = {}) {
   const call = new Call({
     self: state.name,
     peer,
@@ -452,6 +479,19 @@ function newCall(peer, role) {
     iceServers: state.iceServers,
     media,
     send: (msg) => signaling.send(msg),
+    audioOnly,
+  });
+  call.startedAt = startedAt;
+  call.addEventListener('described', () => {
+    if (state.call !== call) return;
+    if (call.audioOnly && !call.wantsAudioOnly && !call.toldAudioOnly) {
+      // The other side answered, or called, without video.
+      call.toldAudioOnly = true;
+      if (call.role === 'caller') toast(t('call.answeredAudio', { name: peer }), { timeout: 4000 });
+    }
+    renderStage();
+    renderControls();
+    renderView();
   });
   state.call = call;
   state.peerMedia = { audio: true, video: true, screen: false };
@@ -461,7 +501,7 @@ function newCall(peer, role) {
     if (video.srcObject !== ev.detail.stream) video.srcObject = ev.detail.stream;
   });
   call.addEventListener('state', (ev) => { if (state.call === call) connectionState(ev.detail.state); });
-  call.addEventListener('restart', () => { if (state.call === call) showCallState('restarting', 'Reconnecting…'); });
+  call.addEventListener('restart', () => { if (state.call === call) showCallState('restarting', 'state.reconnecting'); });
   call.addEventListener('chatready', (ev) => { if (state.call === call) chatReady(ev.detail.ready); });
   call.addEventListener('chat', (ev) => { if (state.call === call) addChat('them', ev.detail.text); });
   call.addEventListener('peermedia', (ev) => {
@@ -482,7 +522,7 @@ function onOffer(msg) {
       if (state.name < from) return; // ours wins; they will answer it
       const early = call.pendingCandidates.take(); // their candidates, for the offer we answer now
       call.close();
-      answerCall(from, msg.offer, early);
+      answerCall(from, msg.offer, early, { audioOnly: call.wantsAudioOnly });
       return;
     }
     call.handleOffer(msg.offer).catch((err) => console.warn('tandem: renegotiation failed:', err));
@@ -492,27 +532,40 @@ function onOffer(msg) {
     state.incoming.offer = msg.offer; // the caller sent a fresh offer: answer that one
     return;
   }
-  if (state.phase !== 'idle') return; // the server answers `busy` for us
+  if (state.phase !== 'idle') {
+    // The server answers `busy` for us while we are in a call, and we never hear of it; but an offer can cross our
+    // own (we started calling someone else as it came). It never rang here: say so once this call is over.
+    rememberCall({ peer: from, dir: 'in', outcome: 'missed_busy', audio: !sdpHasVideo(msg.offer.sdp) });
+    if (!state.missedWhileBusy.includes(from) && state.missedWhileBusy.length < LIMITS.missedWhileBusy) {
+      state.missedWhileBusy.push(from);
+    }
+    return;
+  }
   state.incoming = { from, offer: msg.offer, candidates: new CandidateQueue(from) };
   setPhase('incoming');
   ring(from);
 }
 
 function ring(from) {
+  state.ringStartedAt = Date.now();
   $('#incoming-title').textContent = from;
+  // A call without video is answered without video: the choice is the caller's.
+  const video = sdpHasVideo(state.incoming.offer && state.incoming.offer.sdp);
+  $('#incoming-detail').dataset.i18n = video ? 'incoming.calling' : 'incoming.callingAudio';
+  $('#incoming-detail').textContent = t($('#incoming-detail').dataset.i18n);
+  $('#accept-audio-button').hidden = !video;
   avatar($('#incoming-avatar'), from);
   $('#incoming').hidden = false;
   placeNotices();
   $('#accept-button').focus();
-  tone.play('ring');
-  document.title = `${from} is calling… · tandem`;
+  tone.play('ring', config.incomingTimeoutMs / 1000);
+  attract();
   clearTimeout(state.ringTimer);
   state.ringTimer = setTimeout(() => {
     if (state.phase !== 'incoming' || state.incoming.from !== from) return;
     signaling.send({ type: 'leave', name: from, reason: 'no_answer' });
-    stopRinging();
-    setPhase('idle');
-    toast(`Missed call from ${from}.`);
+    missedCall('missed');
+    toast(t('call.missed', { name: from }));
   }, config.incomingTimeoutMs);
 }
 
@@ -533,18 +586,22 @@ function stopRinging() {
   placeNotices();
   tone.stop();
   state.incoming = null;
-  document.title = 'tandem';
+  stopAttracting();
 }
 
-async function accept() {
+/** Answers the ringing call; with audioOnly, without video either way. */
+async function accept({ audioOnly = false } = {}) {
   if (state.phase !== 'incoming') return;
   const { from, offer, candidates } = state.incoming;
   stopRinging();
-  await answerCall(from, offer, candidates.take());
+  await answerCall(from, offer, candidates.take(), { audioOnly });
 }
 
-async function answerCall(from, offer, candidates) {
-  const call = newCall(from, 'callee');
+async function answerCall(from, offer, candidates, { audioOnly = false } = {}) {
+  // An offer without video makes an audio call on this side too.
+  const call = newCall(from, 'callee', {
+    audioOnly: audioOnly || !sdpHasVideo(offer && offer.sdp), startedAt: state.ringStartedAt || Date.now(),
+  });
   setPhase('active');
   await mediaReady;
   if (state.call !== call) return;
@@ -553,17 +610,25 @@ async function answerCall(from, offer, candidates) {
   } catch (err) {
     if (state.call !== call) return; // ended meanwhile
     signaling.send({ type: 'leave', name: from });
-    endCall(`The call with ${from} could not be set up: ${err.message || err}`, 'error');
+    endCall(t('call.notSetUp', { name: from, message: err.message || err }), 'error');
   }
+}
+
+/** Ends the ringing call, which was not answered here (missed, or declined), and puts it in the recent calls. */
+function missedCall(outcome) {
+  const { from, offer } = state.incoming;
+  if (outcome === 'missed') notifyMissed(from);
+  rememberCall({ peer: from, dir: 'in', outcome, audio: !sdpHasVideo(offer && offer.sdp), at: state.ringStartedAt });
+  stopRinging();
+  setPhase('idle');
 }
 
 function decline() {
   if (state.phase !== 'incoming') return;
   const from = state.incoming.from;
   signaling.send({ type: 'leave', name: from, reason: 'declined' });
-  stopRinging();
-  setPhase('idle');
-  toast(`You declined the call from ${from}.`, { timeout: 2500 });
+  missedCall('declined');
+  toast(t('call.youDeclined', { name: from }), { timeout: 2500 });
 }
 
 function hangUp() {
@@ -575,24 +640,35 @@ function hangUp() {
   if (!call) return;
   const cancelled = state.phase === 'outgoing';
   signaling.send({ type: 'leave', name: call.peer, reason: cancelled ? 'cancelled' : 'hangup' });
-  endCall(cancelled ? 'Call cancelled.' : callSummary(call.peer));
+  endCall(cancelled ? t('call.cancelled') : callSummary(call.peer), 'info', 'cancelled');
 }
 
 function callSummary(peer) {
-  const d = state.connectedAt ? ` after ${formatDuration(Date.now() - state.connectedAt)}` : '';
-  return `Call with ${peer} ended${d}.`;
+  if (!state.connectedAt) return t('call.ended', { name: peer });
+  return t('call.endedAfter', { name: peer, duration: duration(Date.now() - state.connectedAt) });
 }
 
-/** Ends the call on this side (whoever ended it has already told the other side) and says why. */
-function endCall(message, kind = 'info') {
+/**
+ * Ends the call on this side (whoever ended it has already told the other side) and says why. The call goes into
+ * the recent calls: answered if it was ever connected, else with the given outcome (see recent.js).
+ */
+function endCall(message, kind = 'info', outcome = 'failed') {
   const call = state.call;
   state.call = null;
+  if (call) {
+    rememberCall({
+      peer: call.peer, dir: call.role === 'caller' ? 'out' : 'in', audio: call.audioOnly,
+      outcome: state.connectedAt ? 'answered' : outcome,
+      at: call.startedAt, dur: state.connectedAt ? Date.now() - state.connectedAt : undefined,
+    });
+  }
   if (call) call.close();
   clearTimeout(state.ringTimer);
   tone.stop();
   if (media.screen) {
     media.stopScreen();
   }
+  leaveCallView();
   const video = $('#remote-video');
   video.srcObject = null;
   const focusWasInCall = !document.activeElement || document.activeElement === document.body ||
@@ -600,6 +676,7 @@ function endCall(message, kind = 'info') {
   setPhase('idle');
   if (focusWasInCall) focusSoftly($('#main')); // the hang-up button it was on is disabled now
   if (message) toast(message, { kind });
+  tellMissedWhileBusy();
   requestUsers();
 }
 
@@ -615,7 +692,7 @@ function onAnswer(msg) {
   call.handleAnswer(msg.answer).catch((err) => {
     if (state.call !== call) return;
     signaling.send({ type: 'leave', name: call.peer });
-    endCall(`The call with ${call.peer} could not be set up: ${err.message || err}`, 'error');
+    endCall(t('call.notSetUp', { name: call.peer, message: err.message || err }), 'error');
   });
 }
 
@@ -634,47 +711,48 @@ function onCandidate(msg) {
 function onRinging(msg) {
   if (state.phase !== 'outgoing' || !state.call || msg.name !== state.call.peer) return;
   state.ringing = true;
-  tone.play('ringback');
+  tone.play('ringback', config.ringTimeoutMs / 1000);
   renderStage();
 }
 
 const leaveWords = {
-  declined: (n) => `${n} declined the call.`,
-  no_answer: (n) => `${n} didn’t answer.`,
-  cancelled: (n) => `${n} hung up.`,
-  disconnected: (n) => `${n}’s connection to the server was lost.`,
-  renamed: (n) => `${n} left.`,
-  shutdown: () => 'The server is restarting, so the call ended.',
+  declined: (name) => t('call.declined', { name }),
+  no_answer: (name) => t('call.noAnswer', { name }),
+  cancelled: (name) => t('call.hungUp', { name }),
+  disconnected: (name) => t('call.disconnected', { name }),
+  renamed: (name) => t('call.left', { name }),
+  shutdown: () => t('call.shutdown'),
 };
 
 function onLeave(msg) {
   const reason = msg.reason || 'hangup';
   if (state.phase === 'incoming' && (!msg.name || msg.name === state.incoming.from)) {
     const from = state.incoming.from;
-    stopRinging();
-    setPhase('idle');
-    toast(reason === 'shutdown' ? leaveWords.shutdown() : `Missed call from ${from}.`);
+    missedCall('missed');
+    toast(reason === 'shutdown' ? leaveWords.shutdown() : t('call.missed', { name: from }));
     return;
   }
   const call = state.call;
   if (!call || (msg.name && msg.name !== call.peer)) return;
   const peer = call.peer;
   let words;
+  let outcome = 'failed';
   if (state.phase === 'outgoing') {
     // A tutorial client that refuses a call just sends a bare leave.
     words = reason === 'hangup' ? leaveWords.declined(peer) : (leaveWords[reason] || leaveWords.declined)(peer);
+    outcome = reason === 'no_answer' ? 'no_answer' : reason === 'hangup' || reason === 'declined' ? 'declined' : 'failed';
   } else if (reason === 'hangup') {
-    words = `${peer} hung up. ${callSummary(peer)}`;
+    words = t('call.twoSentences', { first: t('call.hungUp', { name: peer }), second: callSummary(peer) });
   } else {
-    words = `${(leaveWords[reason] || leaveWords.renamed)(peer)} ${callSummary(peer)}`;
+    words = t('call.twoSentences', { first: (leaveWords[reason] || leaveWords.renamed)(peer), second: callSummary(peer) });
   }
-  endCall(words);
+  endCall(words, 'info', outcome);
 }
 
 const errorWords = {
-  busy: (n) => `${n} is in another call. Try again later.`,
-  not_online: (n) => `${n} is not online.`,
-  self_call: () => 'That’s you. Pick someone else to call.',
+  busy: (name) => t('call.busy', { name }),
+  not_online: (name) => t('call.notOnline', { name }),
+  self_call: () => t('call.self'),
 };
 
 function onError(msg) {
@@ -682,14 +760,15 @@ function onError(msg) {
   const aboutCall = call && (!msg.name || msg.name === call.peer);
   if (msg.request === 'offer' && aboutCall && state.phase === 'outgoing') {
     const words = errorWords[msg.code];
-    endCall(words ? words(call.peer) : `The call could not be placed: ${msg.message || msg.code}.`, 'error');
+    const outcome = msg.code === 'busy' || msg.code === 'not_online' ? msg.code : 'failed';
+    endCall(words ? words(call.peer) : t('call.notPlaced', { message: msg.message || msg.code }), 'error', outcome);
     return;
   }
   if (msg.request === 'offer' && aboutCall && state.phase === 'active') {
     // A renegotiation (ICE restart, rejoin) the server could not deliver.
     const s = call.pc ? call.pc.connectionState : 'closed';
     if (msg.code === 'not_online' && (s === 'failed' || s === 'disconnected')) {
-      endCall(`${call.peer} is no longer online. ${callSummary(call.peer)}`);
+      endCall(t('call.twoSentences', { first: t('call.noLongerOnline', { name: call.peer }), second: callSummary(call.peer) }));
       return;
     }
     call.rollback().catch(() => {});
@@ -700,31 +779,41 @@ function onError(msg) {
     case 'not_online':
       return; // a message about a call that has just ended on the other side: the `leave` says it all
     case 'rate_limited':
-      toast('The server is asking this page to slow down.', { kind: 'error' });
+      toast(t('server.slowDown'), { kind: 'error' });
+      return;
+    case 'internal':
+      toast(t('server.internal'), { kind: 'error' });
+      return;
+    case 'too_large':
+      toast(t('server.tooLarge'), { kind: 'error' });
       return;
     default:
-      toast(`The server reported a problem: ${msg.message || msg.code || 'unknown error'}.`, { kind: 'error' });
+      // A problem the page has no words of its own for: the server's (in English), or at least its code.
+      toast(msg.message ? t('server.problem', { message: msg.message }) : t('server.unknownProblem', { code: msg.code || '?' }),
+        { kind: 'error' });
   }
 }
 
 function connectionState(s) {
   if (s === 'connected') {
     if (!state.connectedAt) startClock();
-    showCallState('connected', 'Connected');
+    showCallState('connected', 'state.connected');
   } else if (s === 'connecting' || s === 'new') {
-    showCallState('connecting', state.connectedAt ? 'Reconnecting…' : 'Connecting…');
+    showCallState('connecting', state.connectedAt ? 'state.reconnecting' : 'state.connecting');
   } else if (s === 'disconnected') {
-    showCallState('restarting', 'Connection unstable…');
+    showCallState('restarting', 'state.unstable');
   } else if (s === 'failed') {
-    showCallState('failed', 'Connection lost, retrying…');
+    showCallState('failed', 'state.failed');
   }
   renderStage();
 }
 
-function showCallState(kind, text) {
+/** Shows the connection's state in the stage's top bar; key is its words' (the pill keeps it, to translate). */
+function showCallState(kind, key) {
   const pill = $('#call-state');
   pill.dataset.state = kind;
-  pill.textContent = text;
+  pill.dataset.i18n = key;
+  pill.textContent = t(key);
   pill.hidden = false;
 }
 
@@ -733,40 +822,184 @@ function startClock() {
   const call = state.call;
   state.meter = call ? new StatsMeter(call.pc) : null;
   const tick = async () => {
-    $('#call-duration').textContent = formatDuration(Date.now() - state.connectedAt);
+    $('#call-duration').textContent = clock(Date.now() - state.connectedAt);
     if (state.meter && state.call === call) {
       try {
         const s = await state.meter.sample();
         state.lastStats = s;
-        $('#stat-rtt').textContent = s.rttMs == null ? '–' : `${s.rttMs} ms`;
-        $('#stat-in').textContent = formatRate(s.inKbps);
-        $('#stat-out').textContent = formatRate(s.outKbps);
-        $('#stat-loss').textContent = s.lossPct == null ? '–' : `${s.lossPct.toFixed(s.lossPct < 10 ? 1 : 0)} %`;
+        renderStats();
       } catch { /* the call ended between two samples */ }
     }
   };
   $('#call-duration').hidden = false;
-  $('#call-stats').hidden = false;
+  renderView();
   tick();
   clearInterval(state.clock);
   state.clock = setInterval(tick, 1000);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// How the call is shown: the remote video fills the stage or fits in it, the quality readout on request, full
+// screen and picture-in-picture.
+
+const STATS_KEY = 'tandem.stats';
+// A phone's screen (either way up): there the remote video fills the stage unless asked to fit.
+const phoneScreen = window.matchMedia('(max-width: 760px), (max-height: 480px)');
+const view = {
+  fill: null, // true or false once the person chose; until then, fill on a phone and fit elsewhere
+  stats: readSetting(STATS_KEY) === '1',
+};
+
+function readSetting(key) {
+  try {
+    return localStorage.getItem(key);
+  } catch {
+    return null; // storage refused (private mode): settings last as long as the page
+  }
+}
+
+function writeSetting(key, value) {
+  try {
+    localStorage.setItem(key, value);
+  } catch { /* as above */ }
+}
+
+function filling() {
+  return view.fill === null ? phoneScreen.matches : view.fill;
+}
+
+function renderView() {
+  const active = state.phase === 'active';
+  $('#view-tools').hidden = !active;
+  const fill = filling();
+  $('#remote-video').classList.toggle('fill', fill);
+  const fillButton = $('#fill-button');
+  fillButton.setAttribute('aria-pressed', String(fill));
+  fillButton.title = t(fill ? 'fill.off' : 'fill.on');
+  const stats = $('#stats-button');
+  stats.setAttribute('aria-pressed', String(view.stats));
+  stats.title = t(view.stats ? 'stats.hide' : 'stats.show');
+  $('#call-stats').hidden = !(active && view.stats && state.connectedAt);
+  // An audio call has no picture to fill the screen with or to float.
+  const audioCall = !!(state.call && state.call.audioOnly);
+  fillButton.hidden = audioCall;
+  const pip = $('#pip-button');
+  pip.hidden = !document.pictureInPictureEnabled || audioCall;
+  const inPip = !!document.pictureInPictureElement;
+  pip.setAttribute('aria-pressed', String(inPip));
+  pip.title = t(inPip ? 'pip.off' : 'pip.on');
+  const full = $('#fullscreen-button');
+  full.hidden = !document.fullscreenEnabled;
+  const isFull = !!document.fullscreenElement;
+  full.setAttribute('aria-pressed', String(isFull));
+  full.title = t(isFull ? 'full.off' : 'full.on');
+}
+
+function toggleFill() {
+  view.fill = !filling();
+  renderView();
+}
+
+function toggleStats() {
+  view.stats = !view.stats;
+  writeSetting(STATS_KEY, view.stats ? '1' : '0');
+  renderView();
+}
+
+async function toggleFullscreen() {
+  if (!document.fullscreenEnabled) return;
+  try {
+    if (document.fullscreenElement) await document.exitFullscreen();
+    else if (state.phase === 'active') await $('#call-view').requestFullscreen({ navigationUI: 'hide' });
+  } catch (err) {
+    toast(t('full.failed', { message: err.message || err }), { kind: 'error' });
+  }
+}
+
+async function togglePictureInPicture() {
+  try {
+    if (document.pictureInPictureElement) await document.exitPictureInPicture();
+    else if (state.phase === 'active') await $('#remote-video').requestPictureInPicture();
+  } catch (err) {
+    toast(t('pip.failed', { message: err.message || err }), { kind: 'error' });
+  }
+}
+
+/** Leaves full screen and picture-in-picture when the call they show ends. */
+function leaveCallView() {
+  if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+  if (document.pictureInPictureElement) document.exitPictureInPicture().catch(() => {});
+}
+
+/** The quality readout, in the page's language. */
+function renderStats() {
+  const s = state.lastStats;
+  const none = '–';
+  $('#stat-rtt').textContent = s && s.rttMs != null ? unit(s.rttMs, 'millisecond') : none;
+  $('#stat-in').textContent = s && s.inKbps != null ? rate(s.inKbps) : none;
+  $('#stat-out').textContent = s && s.outKbps != null ? rate(s.outKbps) : none;
+  $('#stat-loss').textContent = s && s.lossPct != null ? percent(s.lossPct, s.lossPct < 10 ? 1 : 0) : none;
+}
+
+/** A bitrate in kbit/s, for people: 850 kb/s, 1.4 Mb/s. */
+function rate(kbps) {
+  return kbps >= 1000 ? unit(kbps / 1000, 'megabit-per-second', 1) : unit(kbps, 'kilobit-per-second');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The page's language: chosen from the browser's, and switchable on the login page and in the top bar (i18n.js)
+
+function fillLanguagePickers() {
+  for (const select of document.querySelectorAll('.lang-select')) {
+    select.replaceChildren(...languages().map((code) => el('option', {
+      value: code, lang: code, selected: code === language(),
+    }, languageName(code))));
+    select.closest('.lang').hidden = languages().length < 2;
+  }
+}
+
+async function chooseLanguage(ev) {
+  await setLanguage(ev.target.value);
+  for (const select of document.querySelectorAll('.lang-select')) select.value = language();
+}
+
+/** Says again, in the new language, every word the page shows now (the fixed ones are done by i18n.js). */
+function relabel() {
+  for (const select of document.querySelectorAll('.lang-select')) select.value = language();
+  setBusy($('#login-button').disabled, state.busyLabel === 'login.submit' ? undefined : state.busyLabel);
+  if (state.loginError) $('#login-error').textContent = state.loginError();
+  if (state.connection) setConnection(...state.connection);
+  if (state.users) renderUsers();
+  renderRecent();
+  renderStage();
+  renderControls();
+  renderView();
+  renderStats();
+  renderChatNote();
+  if (document.body.dataset.view === 'call') fillDevicePickers();
+  if (state.phase === 'incoming') document.title = t('title.calling', { name: state.incoming.from });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Chat
 
 function chatReady(ready) {
+  state.chatReady = ready;
   $('#chat-input').disabled = !ready;
   $('#chat-send').disabled = !ready;
-  $('#chat-input').placeholder = ready ? 'Write a message' : 'Chat is not available';
-  $('#chat-note').textContent = ready
-    ? 'Messages go straight to the other person and are not stored.'
-    : 'Chat is not available with this caller.';
+  renderChatNote();
+}
+
+function renderChatNote() {
+  // Before a call, and with a tandem page, chat is there; with a caller that has none (a tutorial client), not.
+  const ready = state.chatReady || state.phase !== 'active';
+  $('#chat-input').placeholder = t(ready ? 'chat.placeholder' : 'chat.unavailable');
+  $('#chat-note').textContent = t(ready ? 'chat.note' : 'chat.unavailableNote');
 }
 
 function addChat(who, text) {
-  const time = new Date().toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-  const author = who === 'me' ? 'You' : (state.call ? state.call.peer : '');
+  const time = timeOfDay(Date.now());
+  const author = who === 'me' ? t('chat.you') : (state.call ? state.call.peer : '');
   const item = el('li', { class: `msg msg-${who}` },
     el('span', { class: 'msg-meta' }, `${author} · ${time}`),
     el('span', { class: 'msg-text' }, text));
@@ -779,7 +1012,8 @@ function addChat(who, text) {
     const badge = $('#chat-unread');
     badge.textContent = String(state.unread);
     badge.hidden = false;
-    toast(`${author}: ${text.length > 80 ? `${text.slice(0, 80)}…` : text}`, { timeout: 4000 });
+    state.chatNotices.push(toast(t('chat.from', { name: author, text: text.length > 80 ? `${text.slice(0, 80)}…` : text }), { timeout: 4000 }));
+    while (state.chatNotices.length > LIMITS.toasts) state.chatNotices.shift();
   }
 }
 
@@ -789,7 +1023,7 @@ function sendChat(ev) {
   const text = input.value.trim();
   if (!text || !state.call) return;
   if (!state.call.sendChat(text)) {
-    toast('The message could not be sent: chat is not connected.', { kind: 'error' });
+    toast(t('chat.notSent'), { kind: 'error' });
     return;
   }
   addChat('me', text);
@@ -803,8 +1037,175 @@ function toggleChat(open = $('#chat').hidden) {
   if (open) {
     state.unread = 0;
     $('#chat-unread').hidden = true;
+    // The messages are in view now: their notices have said what they had to.
+    for (const n of state.chatNotices) n.dismiss();
+    state.chatNotices = [];
     if (!$('#chat-input').disabled) $('#chat-input').focus();
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A call that rings while the page is in the background: a notification (the person allows them when they choose,
+// from the card in the side bar, never asked on page load), the tab's title, and the ring tone (scheduled on the
+// audio clock, which a background tab does not slow down).
+
+const NOTIFY_ASKED_KEY = 'tandem.notifyAsked';
+
+/** Whether this browser can show a notification from the page itself (Android's Chrome needs a service worker). */
+function canNotify() {
+  return 'Notification' in window && !/Android/i.test(navigator.userAgent);
+}
+
+/** Whether the person may not be looking at this page: another tab, another window, or another application. */
+function inBackground() {
+  return document.visibilityState === 'hidden' || !document.hasFocus();
+}
+
+function renderNotifyCard() {
+  $('#notify-card').hidden = !(canNotify() && Notification.permission === 'default' && !readSetting(NOTIFY_ASKED_KEY));
+}
+
+async function askToNotify() {
+  writeSetting(NOTIFY_ASKED_KEY, '1');
+  let answer = 'default';
+  try {
+    answer = await Notification.requestPermission();
+  } catch { /* an old browser with the callback form only: treated as not answered */ }
+  renderNotifyCard();
+  if (answer === 'granted') toast(t('notify.granted'), { timeout: 4000 });
+  else if (answer === 'denied') toast(t('notify.denied'), { timeout: 8000 });
+}
+
+/** Draws the person's attention to the call that rings: the tab's title, and a notification in the background. */
+function attract() {
+  const { from } = state.incoming;
+  document.title = t('title.calling', { name: from });
+  clearInterval(state.titleTimer);
+  // In the background the title blinks, so that the tab stands out in a row of tabs.
+  let on = true;
+  state.titleTimer = setInterval(() => {
+    on = !on || !inBackground();
+    document.title = on ? t('title.calling', { name: from }) : t('title.incoming');
+  }, 1000);
+  if (inBackground()) notifyRinging();
+}
+
+function notifyRinging() {
+  if (!state.incoming || state.callNotice || !canNotify() || Notification.permission !== 'granted') return;
+  const { from, offer } = state.incoming;
+  const audio = !sdpHasVideo(offer && offer.sdp);
+  try {
+    const n = new Notification(t('notification.calling', { name: from }), {
+      body: t(audio ? 'notification.answerAudio' : 'notification.answer'),
+      tag: 'tandem-call', requireInteraction: true, icon: '/favicon.svg', lang: document.documentElement.lang,
+    });
+    n.onclick = () => {
+      window.focus();
+      n.close();
+      if (state.incoming && state.incoming.from === from) accept();
+    };
+    state.callNotice = n;
+  } catch (err) {
+    log(`no notification: ${err.message || err}`);
+  }
+}
+
+function notifyMissed(from) {
+  if (!inBackground() || !canNotify() || Notification.permission !== 'granted') return;
+  try {
+    const n = new Notification(t('notification.missed', { name: from }), {
+      body: t('notification.seeRecent'), tag: 'tandem-missed', icon: '/favicon.svg',
+      lang: document.documentElement.lang,
+    });
+    n.onclick = () => {
+      window.focus();
+      n.close();
+      showList('recent');
+    };
+  } catch { /* as above */ }
+}
+
+function stopAttracting() {
+  clearInterval(state.titleTimer);
+  state.titleTimer = 0;
+  document.title = 'tandem';
+  if (state.callNotice) state.callNotice.close();
+  state.callNotice = null;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Recent calls: kept on this device (recent.js), shown in the second tab of the side bar
+
+function rememberCall(entry) {
+  if (!state.name) return;
+  recent.add(entry);
+  renderRecent();
+}
+
+/** After a call: who tried to call while it went on (their calls never rang here). */
+function tellMissedWhileBusy() {
+  if (!state.missedWhileBusy.length) return;
+  const names = list(state.missedWhileBusy.map((name) => t('call.quoted', { name })));
+  state.missedWhileBusy = [];
+  toast(t('call.missedWhileBusy', { names }), { timeout: 12000 });
+}
+
+const recentWords = {
+  answered: (e) => t(e.dir === 'in' ? 'recent.incoming' : 'recent.outgoing'),
+  missed: () => t('recent.missed'),
+  missed_busy: () => t('recent.missedBusy'),
+  declined: (e) => t(e.dir === 'in' ? 'recent.youDeclined' : 'recent.declined'),
+  no_answer: () => t('recent.noAnswer'),
+  busy: () => t('recent.busy'),
+  not_online: () => t('recent.notOnline'),
+  cancelled: () => t('recent.cancelled'),
+  failed: () => t('recent.failed'),
+};
+
+function renderRecent() {
+  const list = $('#recent-list');
+  if (!list) return;
+  const entries = recent.entries;
+  list.replaceChildren();
+  const showing = !$('#panel-recent').hidden;
+  if (showing) recent.markSeen();
+  for (const e of entries) {
+    const missed = isMissed(e);
+    const what = [recentWords[e.outcome](e)];
+    if (e.audio) what.push(t('recent.audio'));
+    if (e.outcome === 'answered' && e.dur !== undefined) what.push(duration(e.dur));
+    what.push(when(e.at));
+    const callBack = el('button', {
+      type: 'button', class: 'person recent-call', 'data-peer': e.peer, title: t('recent.callBackTitle', { name: e.peer }),
+    }, avatar(el('span', { class: 'avatar', 'aria-hidden': 'true' }), e.peer),
+    el('span', { class: 'person-text' },
+      el('span', { class: 'person-name' }, e.peer),
+      el('span', { class: 'recent-what' }, icon(missed ? 'i-missed' : e.dir === 'in' ? 'i-in' : 'i-out'),
+        el('span', {}, what.join(' · ')))),
+    el('span', { class: 'person-call' }, el('span', { class: 'visually-hidden' }, t('recent.callBack')),
+      icon(e.audio ? 'i-phone' : 'i-cam')));
+    callBack.addEventListener('click', () => startCall(e.peer, { audioOnly: e.audio }));
+    list.append(el('li', { class: `person-row recent-row${missed ? ' recent-missed' : ''}`, 'data-outcome': e.outcome }, callBack));
+  }
+  if (!entries.length) list.append(el('li', { class: 'people-empty muted' }, t('recent.none')));
+  const unseen = showing ? 0 : recent.unseenMissed();
+  const badge = $('#missed-count');
+  badge.textContent = unseen ? String(unseen) : '';
+  badge.hidden = !unseen;
+  $('#tab-recent').setAttribute('aria-label', unseen ? t('tabs.recentMissed', { n: unseen }) : t('tabs.recent'));
+}
+
+/** Shows one of the side bar's lists: "people" or "recent". */
+function showList(which, focus = false) {
+  for (const name of ['people', 'recent']) {
+    const on = name === which;
+    const tab = $(`#tab-${name}`);
+    tab.setAttribute('aria-selected', String(on));
+    tab.tabIndex = on ? 0 : -1;
+    $(`#panel-${name}`).hidden = !on;
+    if (on && focus) tab.focus();
+  }
+  renderRecent();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -854,42 +1255,54 @@ function renderUsers() {
   for (const u of users) {
     const self = u.name === state.name;
     const badges = [];
-    if (self) badges.push(el('span', { class: 'tag' }, 'You'));
-    if (u.echo) badges.push(el('span', { class: 'tag tag-echo' }, 'Test line'));
-    if (u.busy && !self) badges.push(el('span', { class: 'tag tag-busy' }, 'In a call'));
-    const label = self ? `${u.name} (you)` : `Call ${u.name}${u.busy ? ', in a call' : ''}${u.echo ? ', echo test line' : ''}`;
-    const button = el('button', {
-      type: 'button', class: 'person', 'data-name': u.name, 'aria-label': label, disabled: self,
-    }, avatar(el('span', { class: 'avatar', 'aria-hidden': 'true' }), u.name),
-    el('span', { class: 'person-text' },
-      el('span', { class: 'person-name' }, u.name),
-      badges.length ? el('span', { class: 'person-tags' }, ...badges) : null),
-    self ? null : el('span', { class: 'person-call', 'aria-hidden': 'true' }, callIcon()));
-    if (!self) button.addEventListener('click', () => startCall(u.name));
-    list.append(el('li', {}, button));
+    if (self) badges.push(el('span', { class: 'tag' }, t('people.you')));
+    if (u.echo) badges.push(el('span', { class: 'tag tag-echo' }, t('people.echo')));
+    if (u.busy && !self) badges.push(el('span', { class: 'tag tag-busy' }, t('people.busy')));
+    // The button is named by its words, as they are seen (WCAG's label in name), then what a press does: "bob,
+    // In a call: call". The punctuation and the last word are for screen readers only.
+    const spoken = (text) => el('span', { class: 'visually-hidden' }, text);
+    for (const tag of badges) tag.prepend(spoken(', '));
+    const button = el('button', { type: 'button', class: 'person', 'data-name': u.name, disabled: self },
+      avatar(el('span', { class: 'avatar', 'aria-hidden': 'true' }), u.name),
+      el('span', { class: 'person-text' },
+        el('span', { class: 'person-name' }, u.name),
+        badges.length ? el('span', { class: 'person-tags' }, ...badges) : null),
+      self ? null : el('span', { class: 'person-call' }, spoken(t('people.videoCall')), icon('i-cam')));
+    const row = el('li', { class: 'person-row' }, button);
+    if (!self) {
+      button.addEventListener('click', () => startCall(u.name));
+      // Beside each person, a call without video.
+      const audio = el('button', {
+        type: 'button', class: 'person-audio', 'data-name': u.name, 'aria-label': t('people.audioCall', { name: u.name }),
+        title: t('people.audioCallTitle', { name: u.name }),
+      }, icon('i-phone'));
+      audio.addEventListener('click', () => startCall(u.name, { audioOnly: true }));
+      row.append(audio);
+    }
+    list.append(row);
   }
   // The count is of the people you could call: the server's total less you and the echo test line.
   const people = Math.max(0, total - 1 - (state.echoName ? 1 : 0));
   if (state.query && !others.length) {
-    list.append(el('li', { class: 'people-empty muted' }, `Nobody online has a name starting with “${state.query}”.`));
+    list.append(el('li', { class: 'people-empty muted' }, t('people.noMatch', { query: state.query })));
   } else if (!state.query && !people) {
-    list.append(el('li', { class: 'people-empty muted' },
-      'Nobody else is online yet. Share this page’s address with someone to call them.'));
+    list.append(el('li', { class: 'people-empty muted' }, t('people.alone')));
   }
-  $('#people-count').textContent = `${people}`;
-  $('#people-count').setAttribute('aria-label', people === 1 ? '1 other person online' : `${people} other people online`);
+  $('#people-count').textContent = new Intl.NumberFormat(language()).format(people);
   const moreNote = $('#people-more');
   moreNote.hidden = !more;
-  moreNote.textContent = more ? `Showing the first ${users.length} of ${total}. Type a name to find someone.` : '';
+  moreNote.textContent = more ? t('people.more', { shown: users.length, total }) : '';
   // issue 5: the "Test call" button appears when the server has an echo user.
   $('#test-call').hidden = !state.echoName;
 }
 
-function callIcon() {
+/** One of the page's icons (a symbol of index.html), hidden from screen readers. */
+function icon(id) {
   const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
   svg.setAttribute('class', 'icon');
+  svg.setAttribute('aria-hidden', 'true');
   const use = document.createElementNS('http://www.w3.org/2000/svg', 'use');
-  use.setAttribute('href', '#i-phone');
+  use.setAttribute('href', `#${id}`);
   svg.append(use);
   return svg;
 }
@@ -916,6 +1329,7 @@ function setPhase(phase) {
   document.body.dataset.call = phase;
   $('#hangup-button').disabled = phase === 'idle' || phase === 'incoming';
   $('#dial-button').disabled = phase !== 'idle';
+  $('#dial-audio-button').disabled = phase !== 'idle';
   $('#test-call-button').disabled = phase !== 'idle';
   if (phase === 'idle') {
     clearInterval(state.clock);
@@ -925,13 +1339,14 @@ function setPhase(phase) {
     state.lastStats = null;
     state.ringing = false;
     $('#call-duration').hidden = true;
-    $('#call-stats').hidden = true;
     $('#call-state').hidden = true;
-    for (const id of ['#stat-rtt', '#stat-in', '#stat-out', '#stat-loss']) $(id).textContent = '–';
+    renderStats();
     $('#chat-log').replaceChildren();
     chatReady(false);
-    $('#chat-note').textContent = 'Messages go straight to the other person and are not stored.';
+    renderChatNote();
     toggleChat(false);
+    state.unread = 0; // the messages of a call that ended are not waiting to be read in the next one
+    $('#chat-unread').hidden = true;
     $('#chat-button').disabled = true;
     restartListTimer();
   } else {
@@ -939,12 +1354,13 @@ function setPhase(phase) {
     const focus = document.activeElement;
     if (focus && (focus.id === 'people-search' || focus.id === 'dial-name')) focusSoftly($('#main'));
     $('#chat-button').disabled = phase !== 'active';
-    if (phase === 'active') {
-      showCallState('connecting', 'Connecting…');
-      if (window.matchMedia('(min-width: 1100px)').matches) toggleChat(true);
-    }
+    // The chat stays closed until asked for: a message that comes shows on its button as a badge.
+    if (phase === 'active') showCallState('connecting', 'state.connecting');
   }
   renderStage();
+  renderControls();
+  renderView();
+  renderChatNote();
 }
 
 function renderStage() {
@@ -956,39 +1372,45 @@ function renderStage() {
   let showOverlay = true;
   // In a test call the echo line mirrors our own media state: words about "the other person" would be about us.
   const echo = !!(call && state.echoName && call.peer === state.echoName);
+  const audioCall = !!(call && call.audioOnly);
+  document.body.toggleAttribute('data-audio-call', audioCall);
   const sending = {
     audio: !!(media.mic && media.micOn),
     video: !!(media.screen || (media.camera && media.cameraOn)),
   };
   switch (state.phase) {
     case 'idle':
-      title = 'Ready when you are';
-      detail = 'Pick someone from the list, or type a name, to call them.';
+      title = t('stage.ready');
+      detail = t('stage.readyDetail');
       break;
     case 'outgoing':
-      title = state.ringing ? `Ringing ${peer}…` : `Calling ${peer}…`;
-      detail = state.ringing ? 'Waiting for them to answer.' : 'Reaching their device.';
+      title = t(state.ringing ? 'stage.ringing' : 'stage.calling', { name: peer });
+      detail = t(state.ringing ? 'stage.waiting' : 'stage.reaching');
+      if (audioCall) detail = t('stage.audioCalling', { detail });
       break;
     case 'incoming':
-      title = `${peer} is calling`;
-      detail = 'Answer with Accept or Decline.';
+      title = t('stage.isCalling', { name: peer });
+      detail = t($('#accept-audio-button').hidden ? 'stage.answerAudioCall' : 'stage.answer');
       break;
     case 'active': {
       const connected = call && call.pc && call.pc.connectionState === 'connected';
       const video = $('#remote-video');
       if (!connected && !state.connectedAt) {
-        title = `Connecting to ${peer}…`;
-        detail = 'Setting up a direct connection.';
+        title = t('stage.connecting', { name: peer });
+        detail = t('stage.connectingDetail');
+      } else if (audioCall) {
+        title = peer;
+        detail = t('stage.audioCall');
       } else if (echo && !sending.video) {
         // The echo line sends back what it gets: no video from it means none from us.
         title = peer;
-        detail = media.camera ? 'Your camera is off, so there is no video to send back.' : 'No camera is available, so there is no video to send back.';
+        detail = t(media.camera ? 'stage.echoCameraOff' : 'stage.echoNoCamera');
       } else if (!state.peerMedia.video) {
         title = peer;
-        detail = 'Camera off';
+        detail = t('stage.cameraOff');
       } else if (!video.videoWidth) {
         title = peer;
-        detail = 'Waiting for video…';
+        detail = t('stage.waitingVideo');
       } else {
         showOverlay = false;
       }
@@ -1003,11 +1425,11 @@ function renderStage() {
   flags.replaceChildren();
   if (state.phase === 'active' && echo) {
     if (!sending.audio) {
-      flags.append(el('span', { class: 'flag' }, media.mic ? 'You are muted: there is no sound to send back' : 'No microphone is available'));
+      flags.append(el('span', { class: 'flag' }, t(media.mic ? 'flag.echoMuted' : 'flag.noMic')));
     }
   } else if (state.phase === 'active') {
-    if (!state.peerMedia.audio) flags.append(el('span', { class: 'flag' }, `${peer} is muted`));
-    if (state.peerMedia.screen) flags.append(el('span', { class: 'flag' }, `${peer} is sharing their screen`));
+    if (!state.peerMedia.audio) flags.append(el('span', { class: 'flag' }, t('flag.muted', { name: peer })));
+    if (state.peerMedia.screen) flags.append(el('span', { class: 'flag' }, t('flag.sharing', { name: peer })));
   }
 }
 
@@ -1016,33 +1438,39 @@ function renderControls() {
   const mic = $('#mic-button');
   const micOff = !media.mic || !media.micOn;
   mic.setAttribute('aria-pressed', String(micOff));
-  mic.title = micOff ? 'Unmute your microphone (M)' : 'Mute your microphone (M)';
+  mic.title = t(micOff ? 'mic.unmute' : 'mic.mute');
   mic.classList.toggle('ctl-off', micOff);
 
+  // In an audio call no video is sent: the camera and the screen have nothing to do.
+  const audioCall = !!(state.call && state.call.audioOnly);
   const cam = $('#cam-button');
-  const camOff = !media.camera || !media.cameraOn;
+  const camOff = !media.camera || !media.cameraOn || audioCall;
   cam.setAttribute('aria-pressed', String(camOff));
-  cam.title = camOff ? 'Turn your camera on (V)' : 'Turn your camera off (V)';
+  cam.title = t(audioCall ? 'cam.audioCall' : camOff ? 'cam.on' : 'cam.off');
   cam.classList.toggle('ctl-off', camOff);
+  cam.disabled = audioCall;
   $('#local-off').hidden = !!media.screen || !camOff;
 
   const screen = $('#screen-button');
+  screen.disabled = audioCall;
   screen.setAttribute('aria-pressed', String(!!media.screen));
-  screen.title = media.screen ? 'Stop sharing your screen' : 'Share your screen';
+  screen.title = t(media.screen ? 'screen.stop' : 'screen.start');
   screen.classList.toggle('ctl-active', !!media.screen);
   screen.hidden = !(navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia);
 }
 
 function setConnection(s, retryIn = 0) {
+  state.connection = [s, retryIn];
   const box = $('#conn-status');
   box.dataset.state = s;
   const words = {
-    online: 'Online',
-    connecting: 'Connecting…',
-    reconnecting: retryIn >= 1500 ? `Reconnecting in ${Math.round(retryIn / 1000)} s…` : 'Reconnecting…',
-    offline: 'Offline',
+    online: () => t('conn.online'),
+    connecting: () => t('conn.connecting'),
+    reconnecting: () => (retryIn >= 1500 ? t('conn.reconnectingIn', { time: unit(Math.round(retryIn / 1000), 'second') })
+      : t('conn.reconnecting')),
+    offline: () => t('conn.offline'),
   };
-  $('#conn-text').textContent = words[s] || s;
+  $('#conn-text').textContent = words[s] ? words[s]() : s;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1069,7 +1497,7 @@ signaling.addEventListener('state', (ev) => {
   const { state: s, retryIn } = ev.detail;
   setConnection(s, retryIn);
   if (s === 'reconnecting' && retryIn && signaling.attempt === 1) {
-    toast('Lost the connection to the server. Reconnecting… Your call, if any, carries on.', { timeout: 5000 });
+    toast(t('server.lost'), { timeout: 5000 });
   }
 });
 
@@ -1079,18 +1507,17 @@ signaling.addEventListener('resumed', (ev) => {
   saveSession(reply);
   useEchoName(reply);
   setConnection('online');
-  toast('Reconnected to the server.', { timeout: 2500 });
+  toast(t('server.back'), { timeout: 2500 });
   const call = state.call;
   if (reply.peer) {
     if (call && call.peer === reply.peer) call.signalingResumed();
     else if (!(state.incoming && state.incoming.from === reply.peer)) signaling.send({ type: 'leave', name: reply.peer });
   } else if (state.phase === 'outgoing') {
-    endCall(`The call to ${call.peer} was lost while the server was unreachable. Try again.`, 'error');
+    endCall(t('call.lost', { name: call.peer }), 'error');
   } else if (state.phase === 'incoming') {
     const from = state.incoming.from;
-    stopRinging();
-    setPhase('idle');
-    toast(`Missed call from ${from} while the server was unreachable.`);
+    missedCall('missed');
+    toast(t('call.missedOffline', { name: from }));
   }
   if (!reply.peer && state.phase === 'active' && call) {
     // The server no longer knows this call (it restarted), while media still flows peer to peer: rejoin.
@@ -1102,7 +1529,7 @@ signaling.addEventListener('resumed', (ev) => {
 signaling.addEventListener('lost', (ev) => {
   const { reason } = ev.detail;
   const had = state.call;
-  state.incoming = null;
+  if (state.incoming) missedCall('missed');
   if (had) {
     // With "replaced" the call moved to the other tab with the session; say nothing to the peer.
     endCall('');
@@ -1111,9 +1538,8 @@ signaling.addEventListener('lost', (ev) => {
   media.stop();
   stopListTimer();
   sessionStorage.removeItem(SESSION_KEY);
-  const error = reason === 'replaced'
-    ? 'You signed in as this name in another tab or window, so this one was signed out.'
-    : `While you were disconnected, someone else took the name “${state.name}”. Pick another name.`;
+  const lostName = state.name;
+  const error = reason === 'replaced' ? () => t('login.replaced') : () => t('login.nameLost', { name: lostName });
   showLogin({ name: state.name, error });
 });
 
@@ -1122,14 +1548,38 @@ signaling.addEventListener('lost', (ev) => {
 
 function wire() {
   $('#login-form').addEventListener('submit', submitLogin);
+  for (const select of document.querySelectorAll('.lang-select')) select.addEventListener('change', chooseLanguage);
   $('#logout-button').addEventListener('click', signOut);
   $('#people-search').addEventListener('input', onSearch);
   $('#dial-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
-    dial($('#dial-name').value);
+    dial($('#dial-name').value, { audioOnly: !!(ev.submitter && ev.submitter.id === 'dial-audio-button') });
   });
   $('#test-call-button').addEventListener('click', startTestCall);
-  $('#accept-button').addEventListener('click', accept);
+  $('#notify-button').addEventListener('click', askToNotify);
+  $('#notify-dismiss').addEventListener('click', () => {
+    writeSetting(NOTIFY_ASKED_KEY, '1');
+    renderNotifyCard();
+  });
+  // A call that started ringing while the page was in front, and is left ringing as the person turns away.
+  const turnedAway = () => { if (state.phase === 'incoming' && inBackground()) notifyRinging(); };
+  document.addEventListener('visibilitychange', turnedAway);
+  window.addEventListener('blur', turnedAway);
+  // Any click or key on the page lets it play sound from then on (after a reload nothing was clicked yet).
+  for (const type of ['pointerdown', 'keydown']) document.addEventListener(type, () => tone.unlock(), { capture: true });
+  $('#tab-people').addEventListener('click', () => showList('people'));
+  $('#tab-recent').addEventListener('click', () => showList('recent'));
+  $('.tabs').addEventListener('keydown', (ev) => {
+    // The tabs' keys: the arrows move between them, Home and End go to the first and the last.
+    const order = ['people', 'recent'];
+    const now = order.indexOf($('#tab-recent').getAttribute('aria-selected') === 'true' ? 'recent' : 'people');
+    const next = { ArrowLeft: now - 1, ArrowRight: now + 1, Home: 0, End: order.length - 1 }[ev.key];
+    if (next === undefined) return;
+    ev.preventDefault();
+    showList(order[(next + order.length) % order.length], true);
+  });
+  $('#accept-button').addEventListener('click', () => accept());
+  $('#accept-audio-button').addEventListener('click', () => accept({ audioOnly: true }));
   $('#decline-button').addEventListener('click', decline);
   $('#hangup-button').addEventListener('click', hangUp);
   $('#mic-button').addEventListener('click', toggleMic);
@@ -1141,6 +1591,15 @@ function wire() {
   $('#chat-button').addEventListener('click', () => toggleChat());
   $('#chat-close').addEventListener('click', () => toggleChat(false));
   $('#chat-form').addEventListener('submit', sendChat);
+  $('#stats-button').addEventListener('click', toggleStats);
+  $('#fill-button').addEventListener('click', toggleFill);
+  $('#pip-button').addEventListener('click', togglePictureInPicture);
+  $('#fullscreen-button').addEventListener('click', toggleFullscreen);
+  $('#remote-video').addEventListener('dblclick', toggleFill);
+  $('#remote-video').addEventListener('enterpictureinpicture', renderView);
+  $('#remote-video').addEventListener('leavepictureinpicture', renderView);
+  document.addEventListener('fullscreenchange', renderView);
+  phoneScreen.addEventListener('change', renderView);
   $('#remote-video').addEventListener('resize', renderStage);
   $('#remote-video').addEventListener('loadedmetadata', renderStage);
   document.addEventListener('visibilitychange', () => {
@@ -1160,14 +1619,20 @@ function wire() {
     if (typing || ev.ctrlKey || ev.metaKey || ev.altKey) return;
     if (ev.key === 'm' || ev.key === 'M') toggleMic();
     else if (ev.key === 'v' || ev.key === 'V') toggleCamera();
+    else if ((ev.key === 'f' || ev.key === 'F') && state.phase === 'active') toggleFullscreen();
   });
   window.addEventListener('pagehide', () => tone.stop());
   window.addEventListener('resize', placeNotices);
 }
 
-function boot() {
-  wire();
+async function boot() {
+  wire(); // at once: a name typed and sent while the language loads is not lost
+  onLanguageChange(relabel);
+  await startLanguage(); // before the page says anything of its own: no flash of another language
+  fillLanguagePickers();
   renderControls();
+  renderView();
+  renderChatNote();
   const saved = loadSession();
   if (saved) {
     // A reload in the same tab: take the name back with the resume token.

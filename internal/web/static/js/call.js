@@ -13,7 +13,8 @@ const CHAT_LABEL = 'chat';
  *  - "chatready": the other side speaks tandem's chat (detail.ready is true) or the channel closed (false);
  *  - "chat": detail.text, a chat message from the other person;
  *  - "peermedia": detail {audio, video, screen}, what the other person sends (tandem peers only);
- *  - "restart": an ICE restart began (detail.attempt).
+ *  - "restart": an ICE restart began (detail.attempt);
+ *  - "described": a description was applied; whether the call carries video (audioOnly) may have changed.
  */
 export class Call extends EventTarget {
   /**
@@ -23,9 +24,11 @@ export class Call extends EventTarget {
    * @param {RTCIceServer[]} o.iceServers from the login reply (may be empty)
    * @param {import('./media.js').LocalMedia} o.media the tracks to send
    * @param {(msg: object) => boolean} o.send sends a signaling message
+   * @param {boolean} [o.audioOnly] this side wants no video in the call, either way
    */
-  constructor({ self, peer, role, iceServers, media, send }) {
+  constructor({ self, peer, role, iceServers, media, send, audioOnly = false }) {
     super();
+    this.wantsAudioOnly = audioOnly;
     this.self = self;
     this.peer = peer;
     this.role = role;
@@ -75,7 +78,17 @@ export class Call extends EventTarget {
 
   async addLocalTracks() {
     const streamForIds = new MediaStream();
-    for (const kind of ['audio', 'video']) {
+    if (this.wantsAudioOnly) {
+      // No video either way: the caller offers its video line inactive, the callee answers the offer's inactive.
+      const video = this.pc.getTransceivers().find((t) => t.receiver.track.kind === 'video' && !t.stopped);
+      if (video) {
+        await video.sender.replaceTrack(null);
+        video.direction = 'inactive';
+      } else if (this.role === 'caller') {
+        this.pc.addTransceiver('video', { direction: 'inactive' });
+      }
+    }
+    for (const kind of this.wantsAudioOnly ? ['audio'] : ['audio', 'video']) {
       const track = kind === 'audio' ? this.media.audio : this.media.video;
       // A callee reuses the transceivers the offer created; a caller makes them. Either way each kind has one,
       // so the other side's media is received even when this side has no such device.
@@ -168,6 +181,19 @@ export class Call extends EventTarget {
   async setRemote(description) {
     await this.pc.setRemoteDescription(description);
     this.candidatesAdded = 0;
+    this.dispatchEvent(new CustomEvent('described'));
+  }
+
+  /**
+   * Whether the call carries no video, either way: this side asked for an audio call, or the other side did (its
+   * description has no video, or the video was negotiated inactive).
+   */
+  get audioOnly() {
+    if (this.wantsAudioOnly) return true;
+    if (!this.pc || !this.pc.remoteDescription) return false;
+    if (!sdpHasVideo(this.pc.remoteDescription.sdp)) return true;
+    const video = this.pc.getTransceivers().find((t) => t.receiver.track.kind === 'video' && !t.stopped);
+    return !video || video.currentDirection === 'inactive';
   }
 
   /** A candidate from the other side: held until its description is set, then added, within the bounds. */
@@ -287,7 +313,7 @@ export class Call extends EventTarget {
 
   /** Replaces the outgoing track of a kind (camera ↔ screen, another device) without renegotiation. */
   async replaceTrack(kind, track) {
-    if (!this.pc) return;
+    if (!this.pc || (kind === 'video' && this.audioOnly)) return;
     const t = this.pc.getTransceivers().find((x) => x.receiver.track.kind === kind && !x.stopped);
     if (!t) return;
     await t.sender.replaceTrack(track || null);
@@ -361,7 +387,7 @@ export class Call extends EventTarget {
     this.dcSend({
       t: 'media',
       audio: !!(this.media.audio && this.media.micOn),
-      video: !!(this.media.screen || (this.media.camera && this.media.cameraOn)),
+      video: !this.audioOnly && !!(this.media.screen || (this.media.camera && this.media.cameraOn)),
       screen: !!this.media.screen,
     });
   }
@@ -379,4 +405,16 @@ export class Call extends EventTarget {
       this.pc.close();
     }
   }
+}
+
+/**
+ * Whether a session description offers or answers video that can flow one way or the other: a video media section
+ * with a port, not marked inactive. An audio call's description has none.
+ */
+export function sdpHasVideo(sdp) {
+  for (const section of String(sdp || '').split(/\r?\nm=/).slice(1)) {
+    if (!/^video [1-9]/.test(section)) continue;
+    if (!/^a=inactive\s*$/m.test(section)) return true;
+  }
+  return false;
 }

@@ -25,6 +25,11 @@ export const LIMITS = Object.freeze({
   // Notices on screen at once, and characters of each.
   toasts: 4,
   toastChars: 400,
+  // Recent calls kept on the device (localStorage) for one name, and the names whose lists the device keeps.
+  recentCalls: 50,
+  recentNames: 10,
+  // Names of people who called while this page was in another call, kept to tell after that call.
+  missedWhileBusy: 20,
 });
 
 /** How much the page dropped since it was opened, by kind. */

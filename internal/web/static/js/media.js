@@ -1,28 +1,29 @@
 // Local media: the camera and the microphone, the choice between devices, and screen sharing. The outgoing video
 // is whichever of the camera or the screen is live; a Call swaps it into its sender with replaceTrack.
 
-/** A MediaError says, in words a person understands, why the camera or the microphone is not available. */
-export function describeMediaError(err, what = 'camera and microphone') {
+import { t } from './i18n.js';
+
+/**
+ * A MediaError says, in words a person understands, why the camera or the microphone is not available. what is
+ * the key of the device's name: media.both, media.camera or media.mic.
+ */
+export function describeMediaError(err, what = 'media.both') {
+  const device = t(what);
   switch (err && err.name) {
     case 'NotAllowedError':
     case 'SecurityError':
-      if (!window.isSecureContext) {
-        return `The browser only allows the ${what} on secure pages. Open tandem over https (or on localhost).`;
-      }
-      return `Access to the ${what} was refused. Allow it in the browser's site settings, then reload.`;
+      return t(window.isSecureContext ? 'media.refused' : 'media.insecure', { what: device });
     case 'NotFoundError':
     case 'OverconstrainedError':
-      return `No ${what} was found. Plug one in, or call without it.`;
+      return t('media.notFound', { what: device });
     case 'NotReadableError':
     case 'AbortError':
-      return `The ${what} is in use by another application, or failed to start.`;
+      return t('media.inUse', { what: device });
     case 'TypeError':
-      if (!navigator.mediaDevices) {
-        return `This page cannot use the ${what}: the browser allows it on https pages (or on localhost) only.`;
-      }
+      if (!navigator.mediaDevices) return t('media.noApi', { what: device });
       break;
   }
-  return `The ${what} could not be started${err && err.message ? ` (${err.message})` : ''}.`;
+  return err && err.message ? t('media.failedBecause', { what: device, message: err.message }) : t('media.failed', { what: device });
 }
 
 /**
@@ -73,9 +74,9 @@ export class LocalMedia extends EventTarget {
           problems.push([kind, e]);
         }
       }
-      if (problems.length === 2) return describeMediaError(err) + ' You can still receive calls.';
+      if (problems.length === 2) return t('media.canReceive', { problem: describeMediaError(err) });
       const [kind, e] = problems[0];
-      return describeMediaError(e, kind === 'audio' ? 'microphone' : 'camera');
+      return describeMediaError(e, kind === 'audio' ? 'media.mic' : 'media.camera');
     }
   }
 
@@ -118,9 +119,9 @@ export class LocalMedia extends EventTarget {
   async devices() {
     if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return { cameras: [], mics: [] };
     const all = await navigator.mediaDevices.enumerateDevices();
-    const list = (kind, word) => all.filter((d) => d.kind === kind && d.deviceId)
-      .map((d, i) => ({ id: d.deviceId, label: d.label || `${word} ${i + 1}` }));
-    return { cameras: list('videoinput', 'Camera'), mics: list('audioinput', 'Microphone') };
+    // A device the browser gives no name has label '' (the page numbers it).
+    const list = (kind) => all.filter((d) => d.kind === kind && d.deviceId).map((d) => ({ id: d.deviceId, label: d.label }));
+    return { cameras: list('videoinput'), mics: list('audioinput') };
   }
 
   /** Switches to another camera or microphone. */
@@ -133,7 +134,7 @@ export class LocalMedia extends EventTarget {
   /** Starts sharing the screen; the screen replaces the camera as the outgoing video. */
   async startScreen() {
     if (!navigator.mediaDevices || !navigator.mediaDevices.getDisplayMedia) {
-      throw new Error('This browser cannot share the screen.');
+      throw new Error(t('screen.unsupported'));
     }
     const stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
     const [track] = stream.getVideoTracks();

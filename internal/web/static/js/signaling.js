@@ -10,7 +10,10 @@ export function serverURL(loc = window.location) {
   return `${scheme}//${loc.host}/ws`;
 }
 
-/** A LoginError is a refused login: code is the protocol's code (name_taken, invalid_name) or "unreachable". */
+/**
+ * A LoginError is a refused login: code is the protocol's code (name_taken, invalid_name), "unreachable" or
+ * "bad_address"; message is the server's (in English) or the cause's. The page puts it in words of its language.
+ */
 export class LoginError extends Error {
   constructor(code, message) {
     super(message);
@@ -90,7 +93,7 @@ export class Signaling extends EventTarget {
     try {
       ws = new WebSocket(this.url);
     } catch (err) {
-      this.failLogin(new LoginError('unreachable', `The address of the server is not valid (${err.message}).`));
+      this.failLogin(new LoginError('bad_address', err.message));
       return;
     }
     this.ws = ws;
@@ -133,7 +136,7 @@ export class Signaling extends EventTarget {
       else this.dispatchEvent(new CustomEvent('resumed', { detail: msg }));
       return;
     }
-    const err = new LoginError(msg.code || 'refused', msg.message || 'The server refused the name.');
+    const err = new LoginError(msg.code || 'refused', typeof msg.message === 'string' ? msg.message : '');
     if (pending && pending.first) {
       // A sign-in the user asked for: they get to fix the name and try again on a new connection.
       this.token = '';
@@ -162,8 +165,7 @@ export class Signaling extends EventTarget {
       this.pendingLogin = null;
       this.wanted = false;
       this.setState('offline');
-      pending.reject(new LoginError('unreachable',
-        `Can't reach the tandem server at ${window.location.host}. Check your network and try again.`));
+      pending.reject(new LoginError('unreachable', `cannot reach ${window.location.host}`));
       return;
     }
     if (!this.wanted) {

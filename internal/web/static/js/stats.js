@@ -69,10 +69,3 @@ export class StatsMeter {
     return out;
   }
 }
-
-/** Formats a bitrate in kbit/s for people: "850 kbps", "1.4 Mbps". */
-export function formatRate(kbps) {
-  if (kbps == null) return '–';
-  if (kbps >= 1000) return `${(kbps / 1000).toFixed(1)} Mbps`;
-  return `${Math.round(kbps)} kbps`;
-}

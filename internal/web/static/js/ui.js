@@ -1,6 +1,7 @@
-// Small DOM helpers shared by the page: element lookup and creation, avatars, notices, names and durations.
+// Small DOM helpers shared by the page: element lookup and creation, avatars, notices, names.
 
 import { LIMITS } from './limits.js';
+import { t } from './i18n.js';
 
 /** Returns the first element matching a CSS selector. */
 export const $ = (sel) => document.querySelector(sel);
@@ -19,11 +20,15 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-/** Fills an avatar element with a name's initials on a colour derived from the name. */
+/**
+ * Fills an avatar element with a name's initials on a colour derived from the name. The initials are drawn by the
+ * stylesheet (from data-initials), not written into the page: they are a picture of the name next to them, and as
+ * text they would be read, and counted as words of the button they sit in.
+ */
 export function avatar(node, name) {
   const words = String(name || '?').trim().split(/\s+/u);
   const letters = words.length > 1 ? [...words[0]][0] + [...words[words.length - 1]][0] : [...words[0]][0];
-  node.textContent = (letters || '?').toUpperCase();
+  node.dataset.initials = (letters || '?').toUpperCase();
   let h = 0;
   for (const ch of String(name)) h = (h * 31 + ch.codePointAt(0)) % 360;
   node.style.setProperty('--hue', String(h));
@@ -41,7 +46,7 @@ export function toast(message, { kind = 'info', timeout = 6000 } = {}) {
   // The container is a polite live region; an error interrupts as an alert.
   const item = el('div', { class: `toast toast-${kind}`, role: kind === 'error' ? 'alert' : null },
     el('span', { class: 'toast-text' }, text));
-  const close = el('button', { type: 'button', class: 'toast-close', 'aria-label': 'Dismiss' }, '×');
+  const close = el('button', { type: 'button', class: 'toast-close', 'aria-label': t('notices.dismiss') }, '×');
   const timer = setTimeout(() => item.remove(), timeout);
   item.dismiss = () => {
     clearTimeout(timer);
@@ -55,12 +60,12 @@ export function toast(message, { kind = 'info', timeout = 6000 } = {}) {
   return item;
 }
 
-/** Checks a name as the server will (docs/protocol.md, Names): returns {name} or {error} in words. */
+/** Checks a name as the server will (docs/protocol.md, Names): returns {name} or {error}, the key of its words. */
 export function validateName(raw) {
   const name = String(raw || '').trim();
-  if (!name) return { error: 'Type a name first.' };
-  if ([...name].length > 64) return { error: 'That name is too long: 64 characters at most.' };
-  if (/[\p{Cc}\p{Cf}]/u.test(name)) return { error: 'That name has invisible or control characters in it.' };
+  if (!name) return { error: 'name.empty' };
+  if ([...name].length > 64) return { error: 'name.long' };
+  if (/[\p{Cc}\p{Cf}]/u.test(name)) return { error: 'name.invisible' };
   return { name };
 }
 
@@ -68,13 +73,4 @@ export function validateName(raw) {
 export function focusSoftly(node) {
   if (!node || window.matchMedia('(pointer: coarse)').matches) return;
   node.focus();
-}
-
-/** Formats a duration in milliseconds as m:ss or h:mm:ss. */
-export function formatDuration(ms) {
-  const total = Math.max(0, Math.floor(ms / 1000));
-  const h = Math.floor(total / 3600);
-  const m = Math.floor((total % 3600) / 60);
-  const s = String(total % 60).padStart(2, '0');
-  return h ? `${h}:${String(m).padStart(2, '0')}:${s}` : `${m}:${s}`;
 }

@@ -1,0 +1,436 @@
+// Command tandem-turnload drives a TURN server (tandem's, or coturn, or any other) with relayed media as calls
+// make it: pairs of clients, each with an allocation, each bound by a channel to the other's relay, sending
+// fixed-size ChannelData both ways. It measures the packets delivered, those lost, the server's CPU time (from
+// /proc, given the server's -pid) and its memory per allocation. bench/turn.sh runs it against tandem and coturn.
+//
+// Modes:
+//
+//	-rate R   every client sends R packets a second (calls at a paced rate: 100 is about 1 Mbit/s of 1,200 bytes)
+//	-rate 0   saturation: every client sends as fast as its packets come back, -window packets in flight
+//	-idle     no traffic: the server's memory per allocation, from its resident size before and after
+//
+// Credentials: -secret mints TURN REST API credentials (coturn's use-auth-secret); -login logs in to a tandem
+// server's WebSocket and uses the credential of its login reply (tandem accepts only those). Every run is bounded:
+// -duration of measurement after -warmup, and -timeout for the whole.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"tandem/client"
+	"tandem/internal/cli"
+	"tandem/internal/turnserver"
+	"tandem/internal/turnserver/turnclient"
+)
+
+func main() {
+	cli.Main("tandem-turnload", func(ctx context.Context) error { return run(ctx, os.Args[1:]) })
+}
+
+type config struct {
+	server    string
+	transport string
+	secret    string
+	login     string
+	calls     int
+	rate      int
+	window    int
+	size      int
+	idle      bool
+	warmup    time.Duration
+	duration  time.Duration
+	timeout   time.Duration
+	pid       int
+	label     string
+}
+
+// result is one run's line of JSON.
+type result struct {
+	Label        string  `json:"label,omitempty"`
+	Transport    string  `json:"transport"`
+	Calls        int     `json:"calls"`
+	Rate         int     `json:"rate"`
+	Size         int     `json:"size"`
+	Seconds      float64 `json:"seconds,omitempty"`
+	Sent         uint64  `json:"sent,omitempty"`
+	Delivered    uint64  `json:"delivered,omitempty"`
+	PerSecond    float64 `json:"delivered_per_s,omitempty"`
+	LostTotal    uint64  `json:"lost_total"`
+	LossPct      float64 `json:"loss_pct"`
+	CPUSeconds   float64 `json:"server_cpu_s,omitempty"`
+	CPUCores     float64 `json:"server_cores,omitempty"`
+	PerCPUSecond float64 `json:"delivered_per_cpu_s,omitempty"`
+	KBPerAlloc   float64 `json:"kb_per_allocation,omitempty"`
+}
+
+func run(ctx context.Context, args []string) error {
+	var c config
+	fs := flag.NewFlagSet("tandem-turnload", flag.ContinueOnError)
+	fs.StringVar(&c.server, "server", "127.0.0.1:3478", "the TURN server, ip:port")
+	fs.StringVar(&c.transport, "transport", "udp", "udp or tcp, between the clients and the server")
+	fs.StringVar(&c.secret, "secret", "", "the server's shared secret: credentials are minted with it (coturn's use-auth-secret)")
+	fs.StringVar(&c.login, "login", "", "a tandem WebSocket URL (ws://host:port/ws): credentials come from a login reply")
+	fs.IntVar(&c.calls, "calls", 50, "calls: pairs of clients relaying to each other")
+	fs.IntVar(&c.rate, "rate", 100, "packets a second each client sends; 0: as fast as they come back (-window)")
+	fs.IntVar(&c.window, "window", 16, "with -rate 0, packets each client keeps in flight")
+	fs.IntVar(&c.size, "size", 1200, "bytes of data in each packet")
+	fs.BoolVar(&c.idle, "idle", false, "no traffic: measure the server's memory per allocation (needs -pid)")
+	fs.DurationVar(&c.warmup, "warmup", 2*time.Second, "traffic before the measurement starts")
+	fs.DurationVar(&c.duration, "duration", 10*time.Second, "how long the measurement lasts")
+	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "the longest the whole run may take")
+	fs.IntVar(&c.pid, "pid", 0, "the server's process id, for its CPU time and memory")
+	fs.StringVar(&c.label, "label", "", "a label copied into the result")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case c.transport != "udp" && c.transport != "tcp":
+		return fmt.Errorf("-transport %q: want udp or tcp", c.transport)
+	case (c.secret == "") == (c.login == ""):
+		return errors.New("give one of -secret and -login")
+	case c.calls < 1 || c.size < 1 || c.size > 1500 || c.rate < 0 || c.window < 1:
+		return errors.New("-calls, -size (1-1500), -window must be positive, -rate not negative")
+	case c.idle && c.pid == 0:
+		return errors.New("-idle needs -pid")
+	case c.timeout > 30*time.Minute:
+		c.timeout = 30 * time.Minute
+	}
+	if _, err := cli.RaiseOpenFileLimit(); err != nil {
+		fmt.Fprintln(os.Stderr, "tandem-turnload: raising the open file limit:", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	res, err := measure(ctx, &c)
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// endpoint is one client of a call.
+type endpoint struct {
+	c      *turnclient.Client
+	relay  netip.AddrPort
+	frame  []byte        // the ChannelData frame it sends, always the same
+	peer   *endpoint     // the other client of the call
+	credit chan struct{} // with -rate 0: the packets it may send, given back as the other side receives them
+
+	sent, received atomic.Uint64
+}
+
+func measure(ctx context.Context, c *config) (*result, error) {
+	server, err := netip.ParseAddrPort(c.server)
+	if err != nil {
+		return nil, fmt.Errorf("-server: %w", err)
+	}
+	username, password, closeLogin, err := credential(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer closeLogin()
+
+	rssBefore := rss(c.pid)
+	eps, err := setUp(ctx, c, server, username, password)
+	defer func() {
+		for _, e := range eps {
+			_ = e.c.Close()
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	res := &result{Label: c.label, Transport: c.transport, Calls: c.calls, Rate: c.rate, Size: c.size}
+	if c.idle {
+		time.Sleep(time.Second) // let the server's goroutines and timers settle
+		res.KBPerAlloc = float64(rss(c.pid)-rssBefore) / 1024 / float64(len(eps))
+		return res, nil
+	}
+
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for _, e := range eps {
+		wg.Go(func() { e.receive(c.transport) })
+	}
+	var senders sync.WaitGroup
+	if c.rate > 0 {
+		shards := runtime.GOMAXPROCS(0)
+		for i := range shards {
+			var mine []*endpoint
+			for j := i; j < len(eps); j += shards {
+				mine = append(mine, eps[j])
+			}
+			senders.Go(func() { pace(mine, c.rate, stop) })
+		}
+	} else {
+		for _, e := range eps {
+			for range c.window {
+				e.credit <- struct{}{}
+			}
+			senders.Go(func() { e.saturate(stop) })
+		}
+	}
+
+	select {
+	case <-time.After(c.warmup):
+	case <-ctx.Done():
+	}
+	sent0, recv0, cpu0 := totals(eps), delivered(eps), cpuTime(c.pid)
+	start := time.Now()
+	select {
+	case <-time.After(c.duration):
+	case <-ctx.Done():
+	}
+	sent1, recv1, cpu1 := totals(eps), delivered(eps), cpuTime(c.pid)
+	elapsed := time.Since(start).Seconds()
+	close(stop)
+	senders.Wait()
+	time.Sleep(500 * time.Millisecond) // what is in flight arrives
+	sentAll, recvAll := totals(eps), delivered(eps)
+	for _, e := range eps {
+		_ = e.c.Close()
+	}
+	wg.Wait()
+
+	res.Seconds = elapsed
+	res.Sent, res.Delivered = sent1-sent0, recv1-recv0
+	res.PerSecond = float64(res.Delivered) / elapsed
+	if sentAll > recvAll {
+		res.LostTotal = sentAll - recvAll
+	}
+	res.LossPct = 100 * float64(res.LostTotal) / float64(max(sentAll, 1))
+	if c.pid != 0 {
+		res.CPUSeconds = cpu1 - cpu0
+		res.CPUCores = res.CPUSeconds / elapsed
+		if res.CPUSeconds > 0 {
+			res.PerCPUSecond = float64(res.Delivered) / res.CPUSeconds
+		}
+	}
+	return res, ctx.Err()
+}
+
+// credential returns a TURN credential: minted with -secret, or from a tandem login reply (the login stays open
+// until closeLogin, so that the server keeps the credential usable for new allocations).
+func credential(ctx context.Context, c *config) (username, password string, closeLogin func(), err error) {
+	if c.secret != "" {
+		creds, err := turnserver.NewCredentials(c.secret, time.Hour)
+		if err != nil {
+			return "", "", nil, err
+		}
+		u, p := creds.Mint(turnserver.NewTag(), "turnload")
+		return u, p, func() {}, nil
+	}
+	wc, err := client.Dial(ctx, c.login, nil)
+	if err != nil {
+		return "", "", nil, fmt.Errorf("-login: %w", err)
+	}
+	reply, err := wc.Login(ctx, "turnload-"+strconv.Itoa(os.Getpid()), "")
+	if err != nil {
+		_ = wc.Close()
+		return "", "", nil, fmt.Errorf("-login: %w", err)
+	}
+	for _, s := range reply.ICEServers {
+		for _, u := range s.URLs {
+			if strings.HasPrefix(u, "turn:") && s.Username != "" {
+				return s.Username, s.Credential, func() { _ = wc.Close() }, nil
+			}
+		}
+	}
+	_ = wc.Close()
+	return "", "", nil, errors.New("-login: the login reply has no TURN credential")
+}
+
+// setUp makes the calls: two clients each, each allocating and binding channel 0x4000 to the other's relay.
+func setUp(ctx context.Context, c *config, server netip.AddrPort, username, password string) ([]*endpoint, error) {
+	var eps []*endpoint
+	payload := make([]byte, c.size)
+	for i := range payload {
+		payload[i] = byte(i)
+	}
+	for range 2 * c.calls {
+		if ctx.Err() != nil {
+			return eps, ctx.Err()
+		}
+		tc, err := turnclient.Dial(c.transport, server, username, password, &turnclient.Options{RTO: time.Second})
+		if err != nil {
+			return eps, err
+		}
+		e := &endpoint{c: tc, credit: make(chan struct{}, c.window)}
+		eps = append(eps, e)
+		if e.relay, err = tc.Allocate(); err != nil {
+			return eps, fmt.Errorf("allocation %d: %w", len(eps), err)
+		}
+		e.frame = turnclient.AppendChannelData(nil, 0x4000, payload, c.transport == "tcp")
+	}
+	for i := 0; i < len(eps); i += 2 {
+		a, b := eps[i], eps[i+1]
+		a.peer, b.peer = b, a
+		for _, e := range []*endpoint{a, b} {
+			if err := e.c.BindChannel(0x4000, e.peer.relay); err != nil {
+				return eps, fmt.Errorf("channel binding: %w", err)
+			}
+		}
+	}
+	return eps, nil
+}
+
+// receive counts the packets the client receives on its channel until its socket closes, giving the sender on
+// the other side a credit back for each.
+func (e *endpoint) receive(transport string) {
+	if transport == "udp" {
+		buf := make([]byte, 2048)
+		conn := e.c.Conn()
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				if isTimeout(err) {
+					continue
+				}
+				return
+			}
+			if n >= turnclient.HeaderSize && buf[0]&0xC0 == 0x40 {
+				e.gotOne()
+			}
+		}
+	}
+	for {
+		f, err := e.c.Read()
+		if err != nil {
+			if isTimeout(err) {
+				continue
+			}
+			return
+		}
+		if f.Message == nil {
+			e.gotOne()
+		}
+	}
+}
+
+func (e *endpoint) gotOne() {
+	e.received.Add(1)
+	select {
+	case e.peer.credit <- struct{}{}:
+	default:
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// pace sends from each of eps rate packets a second, spread evenly over time, until stop closes.
+func pace(eps []*endpoint, rate int, stop chan struct{}) {
+	if len(eps) == 0 {
+		return
+	}
+	interval := time.Second / time.Duration(rate*len(eps))
+	start := time.Now()
+	var done int64
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		due := int64(time.Since(start) / interval)
+		for ; done < due; done++ {
+			e := eps[done%int64(len(eps))]
+			if _, err := e.c.Conn().Write(e.frame); err == nil {
+				e.sent.Add(1)
+			}
+		}
+	}
+}
+
+// saturate sends whenever it has a credit; a credit not given back within 200 ms is taken as lost.
+func (e *endpoint) saturate(stop chan struct{}) {
+	lost := time.NewTimer(time.Hour)
+	defer lost.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-e.credit:
+		default:
+			lost.Reset(200 * time.Millisecond)
+			select {
+			case <-stop:
+				return
+			case <-e.credit:
+			case <-lost.C:
+			}
+		}
+		if _, err := e.c.Conn().Write(e.frame); err == nil {
+			e.sent.Add(1)
+		}
+	}
+}
+
+func totals(eps []*endpoint) (n uint64) {
+	for _, e := range eps {
+		n += e.sent.Load()
+	}
+	return n
+}
+
+func delivered(eps []*endpoint) (n uint64) {
+	for _, e := range eps {
+		n += e.received.Load()
+	}
+	return n
+}
+
+// cpuTime is the CPU time of process pid (user and system, all threads), in seconds; 0 without a pid.
+func cpuTime(pid int) float64 {
+	if pid == 0 {
+		return 0
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name (which may hold spaces) in parentheses; utime and stime are the 14th
+	// and 15th fields of the line, in clock ticks (100 a second on Linux).
+	s := string(raw)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100
+}
+
+// rss is the resident memory of process pid in bytes; 0 without a pid.
+func rss(pid int) int64 {
+	if pid == 0 {
+		return 0
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
