@@ -147,6 +147,13 @@ type pageSetup struct {
 	height  int64
 	scheme  string // the system's colour scheme, "light" or "dark"; the browser's own when empty
 	langs   string // the browser's languages, as in Accept-Language ("zh-CN,zh"); the browser's own when empty
+	device  bool   // a browser context of its own: another device, with storage of its own
+}
+
+// asAnotherDevice opens the page in a browser context of its own (as another device would: nothing in its
+// localStorage from the other pages).
+func asAnotherDevice() pageOption {
+	return func(s *pageSetup) { s.device = true }
 }
 
 // withLanguages opens the page in a browser whose languages are langs, as an Accept-Language header lists them
@@ -173,7 +180,11 @@ func openPage(t *testing.T, label, url string, opts ...pageOption) *page {
 	for _, o := range opts {
 		o(&setup)
 	}
-	ctx, cancel := chromedp.NewContext(browser(t))
+	var ctxOpts []chromedp.ContextOption
+	if setup.device {
+		ctxOpts = append(ctxOpts, chromedp.WithNewBrowserContext())
+	}
+	ctx, cancel := chromedp.NewContext(browser(t), ctxOpts...)
 	p := &page{t: t, label: label, ctx: ctx, logs: &syncBuffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -276,6 +276,9 @@ func (a *Auth) Connect(h *hub.Hub, c *ws.Conn, host string) ws.Handler {
 type Info struct {
 	Mode    Mode `json:"mode"`
 	Invites bool `json:"invites,omitempty"` // invite links are accepted
+	// Embedders are the origins (besides the page's own) that may hand the web client a token with postMessage,
+	// in the jwt mode: the server's -allowed-origins.
+	Embedders []string `json:"embedders,omitempty"`
 }
 
 // Info returns the mode's description for clients.
@@ -286,9 +289,14 @@ func (a *Auth) Info() Info {
 	return Info{Mode: a.cfg.Mode, Invites: a.cfg.InvitesFile != "" && a.cfg.Mode != Open}
 }
 
-// InfoHandler serves Info as JSON; a nil a is the open mode.
-func InfoHandler(a *Auth) http.Handler {
-	body, _ := json.Marshal(a.Info())
+// InfoHandler serves Info as JSON; a nil a is the open mode. embedders are the origins allowed to embed the web
+// client (-allowed-origins), told to it in the jwt mode.
+func InfoHandler(a *Auth, embedders []string) http.Handler {
+	info := a.Info()
+	if info.Mode == JWT {
+		info.Embedders = embedders
+	}
+	body, _ := json.Marshal(info)
 	body = append(body, '\n')
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -280,7 +280,7 @@ func (s *Server) routes() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
-	mux.Handle("GET /auth.json", auth.InfoHandler(s.cfg.Auth)) // the access mode, for clients before they log in
+	mux.Handle("GET /auth.json", auth.InfoHandler(s.cfg.Auth, s.cfg.AllowedOrigins)) // the access mode, for clients before they log in
 	return mux
 }
 
