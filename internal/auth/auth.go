@@ -557,7 +557,6 @@ func (a *Auth) checkInvite(req *hub.LoginRequest) outcome {
 		_ = refundInvite(a.cfg.InvitesFile, inv.ID)
 		return o
 	}
-	o.grant.fixed, o.v.Device = inv.Name, ""
 	o.undo = func() {
 		if err := refundInvite(a.cfg.InvitesFile, inv.ID); err != nil {
 			a.log.Error("invite links: cannot give back an invite's use", "err", err)

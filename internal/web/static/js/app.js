@@ -161,6 +161,7 @@ async function submitLogin(ev) {
 }
 
 async function signIn(name, token, password = '') {
+  state.signInStarted = true;
   setBusy(true, token ? 'login.resuming' : 'login.signingIn');
   $('#login-error').textContent = '';
   let reply;
@@ -1672,7 +1673,9 @@ async function boot() {
   });
   const saved = loadSession();
   const device = storedDevice();
-  if (saved) {
+  if (state.signInStarted) {
+    // The person signed in while the page was starting: leave that sign-in (and its outcome) alone.
+  } else if (saved) {
     // A reload in the same tab: take the name back with the resume token.
     $('#login-name').value = saved.name;
     document.body.dataset.view = 'login';
