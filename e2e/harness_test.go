@@ -145,9 +145,10 @@ type pageSetup struct {
 	scripts []string
 	width   int64
 	height  int64
-	scheme  string // the system's colour scheme, "light" or "dark"; the browser's own when empty
-	langs   string // the browser's languages, as in Accept-Language ("zh-CN,zh"); the browser's own when empty
-	device  bool   // a browser context of its own: another device, with storage of its own
+	scheme  string          // the system's colour scheme, "light" or "dark"; the browser's own when empty
+	langs   string          // the browser's languages, as in Accept-Language ("zh-CN,zh"); the browser's own when empty
+	browser context.Context // nil: the shared browser
+	device  bool            // a browser context of its own: another device, with storage of its own
 }
 
 // asAnotherDevice opens the page in a browser context of its own (as another device would: nothing in its
@@ -160,6 +161,11 @@ func asAnotherDevice() pageOption {
 // ("zh-CN,zh;q=0.9"): navigator.languages says them, and the requests send them.
 func withLanguages(langs string) pageOption {
 	return func(s *pageSetup) { s.langs = langs }
+}
+
+// inBrowser opens the page in another browser than the shared one (one started with other flags).
+func inBrowser(ctx context.Context) pageOption {
+	return func(s *pageSetup) { s.browser = ctx }
 }
 
 // withScript runs JavaScript in the page before any of the page's own scripts, on every load.
@@ -180,11 +186,15 @@ func openPage(t *testing.T, label, url string, opts ...pageOption) *page {
 	for _, o := range opts {
 		o(&setup)
 	}
+	parent := setup.browser
+	if parent == nil {
+		parent = browser(t)
+	}
 	var ctxOpts []chromedp.ContextOption
 	if setup.device {
 		ctxOpts = append(ctxOpts, chromedp.WithNewBrowserContext())
 	}
-	ctx, cancel := chromedp.NewContext(browser(t), ctxOpts...)
+	ctx, cancel := chromedp.NewContext(parent, ctxOpts...)
 	p := &page{t: t, label: label, ctx: ctx, logs: &syncBuffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {

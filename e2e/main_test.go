@@ -135,11 +135,29 @@ func startBrowser() {
 		browserErr = err
 		return
 	}
-	opts := []chromedp.ExecAllocatorOption{
+	allocCtx, allocCancel := chromedp.NewExecAllocator(context.Background(), browserOptions(tmp, &browserOutput)...)
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	browserStop = func() {
+		cancel()
+		allocCancel()
+		_ = os.RemoveAll(tmp)
+	}
+	// The first action starts the browser, which lives as long as ctx (so ctx must have no deadline).
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		browserErr = err
+		return
+	}
+	browserCtx = ctx
+}
+
+// browserOptions are the command line of a test browser whose profile and temporary files go in tmp and whose
+// output goes to out.
+func browserOptions(tmp string, out *syncBuffer) []chromedp.ExecAllocatorOption {
+	return []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromium),
 		chromedp.UserDataDir(filepath.Join(tmp, "profile")),
 		chromedp.Env("TMPDIR=" + tmp), // else every start leaves a folder in /tmp
-		chromedp.CombinedOutput(&browserOutput),
+		chromedp.CombinedOutput(out),
 		chromedp.NoFirstRun,
 		chromedp.NoDefaultBrowserCheck,
 		chromedp.Headless, // also --mute-audio
@@ -162,19 +180,6 @@ func startBrowser() {
 		chromedp.Flag("disable-extensions", true),
 		chromedp.Flag("password-store", "basic"),
 	}
-	allocCtx, allocCancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	browserStop = func() {
-		cancel()
-		allocCancel()
-		_ = os.RemoveAll(tmp)
-	}
-	// The first action starts the browser, which lives as long as ctx (so ctx must have no deadline).
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		browserErr = err
-		return
-	}
-	browserCtx = ctx
 }
 
 // netInterfaces lists the names of the network interfaces this process can see.

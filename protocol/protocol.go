@@ -38,6 +38,9 @@ const (
 	CodeUnauthorized = "unauthorized"
 	CodeExpired      = "expired"
 	CodeServerBusy   = "server_busy"
+	// CodeUnavailable: in a cluster, what the request needed (the shared state, or another node) could not be
+	// reached in time; nothing was done, and the client may try again.
+	CodeUnavailable = "unavailable"
 )
 
 // Leave reasons. Clients may send the first four; the server sends the others.
@@ -55,6 +58,12 @@ const (
 const (
 	// CloseReplaced closes a connection whose name was taken over by a new connection with the resume token.
 	CloseReplaced = 4000
+	// CloseNameConflict closes a connection whose name another connection holds now: in a cluster whose shared
+	// state was lost, two users logged in under one name, and the other one keeps it.
+	CloseNameConflict = 4001
+	// CloseServiceRestart (the standard 1012) closes the connections of a cluster node that is being restarted:
+	// the client reconnects, to another node, and resumes with its token.
+	CloseServiceRestart = 1012
 )
 
 // ICEServer is one entry of RTCConfiguration.iceServers, as handed to clients in the login reply.

@@ -78,12 +78,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var eopts echoOptions // the echo test call: echo.go
 	eopts.register(fs)
 	fs.IntVar(&cfg.EchoMaxCalls, "echo-max-calls", cfg.EchoMaxCalls, "echo test calls at once; a caller beyond them is told the test line is busy")
+	var copts clusterOptions // cluster mode: cluster.go
+	copts.register(fs)
 	fs.DurationVar(&cfg.CallCooldown, "call-cooldown", cfg.CallCooldown, "how long a caller who was declined (or gave up unanswered) waits before calling the same user again (0: no wait)")
 	intro := "tandem is a self-hosted WebRTC calling server: it serves the web client, relays the signaling\nmessages that set calls up, and runs a STUN/TURN server and an echo test user."
 	if err := cli.Parse(fs, "TANDEM_", intro, args, getenv); err != nil {
 		return err
 	}
-	fs.Visit(func(f *flag.Flag) { nopts.turnAddrExplicit = nopts.turnAddrExplicit || f.Name == "turn-addr" })
+	fs.Visit(func(f *flag.Flag) {
+		nopts.turnAddrExplicit = nopts.turnAddrExplicit || f.Name == "turn-addr"
+		nopts.turnTLSExplicit = nopts.turnTLSExplicit || f.Name == "turn-tls-port"
+	})
 	logger, err := cli.NewLogger(stderr, opts.logFormat, opts.logLevel)
 	if err != nil {
 		return err
@@ -112,6 +117,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	cfg.TLS, cfg.ICEServers, cfg.SessionEnded = netw.tls, netw.iceServers, netw.sessionEnded
+	cfg.TURNOverTLS = netw.turnOverTLS()
 	cfg.Hosts = netw.ownHosts(cfg.Addr)
 	if eopts.on {
 		if cfg.EchoName, err = protocol.ValidateName([]byte(eopts.name)); err != nil {
@@ -129,6 +135,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer authn.Close() // after the server has stopped
 	cfg.Auth = authn
+	if err := copts.configure(&cfg, logger); err != nil {
+		return err
+	}
 	srv, err := server.New(cfg, logger)
 	if err != nil {
 		return err

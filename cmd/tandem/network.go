@@ -45,6 +45,9 @@ type netOptions struct {
 	turnExternal      string
 	turnAllowPeers    string
 	turnAllowLoopback bool
+	turnTLSPort       int
+	turnTLSExplicit   bool // -turn-tls-port was given, so failing to listen there is an error
+	turnShareHTTPS    bool
 
 	turnMaxPerSession  int
 	turnMaxPerAddress  int
@@ -73,6 +76,8 @@ func (o *netOptions) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&o.turnExternal, "turn-external", "", "stun:/turn: URLs of an external TURN server sharing -turn-secret, e.g. coturn with use-auth-secret (comma-separated)")
 	fs.StringVar(&o.turnAllowPeers, "turn-allow-peers", "", "networks TURN may relay to although they are denied by default, e.g. 10.0.0.0/8 (comma-separated)")
 	fs.BoolVar(&o.turnAllowLoopback, "turn-allow-loopback", false, "let TURN relay to loopback addresses: for tests on one machine only")
+	fs.IntVar(&o.turnTLSPort, "turn-tls-port", turnserver.DefaultTLSPort, "with HTTPS, also serve TURN over TLS (turns:) with the same certificate on this TCP port (0: not on a port of its own)")
+	fs.BoolVar(&o.turnShareHTTPS, "turn-share-https", true, "with HTTPS, also serve TURN over TLS on the HTTPS port (-addr), told apart from web requests, for clients that can reach only that port")
 	fs.IntVar(&o.turnMaxPerSession, "turn-max-allocations-per-session", turnserver.DefaultMaxAllocationsPerSession, "TURN allocations one login may hold (-1: no cap)")
 	fs.IntVar(&o.turnMaxPerAddress, "turn-max-allocations-per-address", turnserver.DefaultMaxAllocationsPerAddress, "TURN allocations one client IP address may hold (-1: no cap)")
 	fs.IntVar(&o.turnMaxRelayShare, "turn-max-relay-share", turnserver.DefaultMaxRelayShare, "percentage of -turn-relay-ports one client IP address may hold")
@@ -216,6 +221,16 @@ func newNetwork(o *netOptions, logger *slog.Logger) (*network, error) {
 	if !embedded {
 		cfg.ListenAddr = ""
 	}
+	if o.turnTLSPort < 0 || o.turnTLSPort > 65535 {
+		return nil, fmt.Errorf("-turn-tls-port %d: want a port, or 0 for none", o.turnTLSPort)
+	}
+	if embedded && n.tls != nil {
+		cfg.TLS = n.tls
+		if o.turnTLSPort > 0 {
+			cfg.TLSAddr = ":" + strconv.Itoa(o.turnTLSPort)
+			cfg.TLSOptional = !o.turnTLSExplicit
+		}
+	}
 	if o.turnPublicIP != "" {
 		if cfg.PublicIP, err = netip.ParseAddr(o.turnPublicIP); err != nil {
 			return nil, fmt.Errorf("-turn-public-ip: %w", err)
@@ -278,6 +293,20 @@ func (n *network) iceServers(user, host, session string) []protocol.ICEServer {
 	return n.turn.ICEServers(user, host, session)
 }
 
+// turnOverTLS is server.Config.TURNOverTLS: nil unless the HTTPS port is shared with TURN over TLS.
+func (n *network) turnOverTLS() func(net.Conn) {
+	if !n.turnOn || n.turnCf.TLS == nil || !n.opts.turnShareHTTPS {
+		return nil
+	}
+	return func(c net.Conn) {
+		if n.turn == nil { // the built-in server could not start
+			_ = c.Close()
+			return
+		}
+		n.turn.HandOff(c)
+	}
+}
+
 // sessionEnded is the hub's hook: the login session is gone, and the TURN credentials minted for it start no
 // allocation any more.
 func (n *network) sessionEnded(session string) {
@@ -294,6 +323,11 @@ func (n *network) start(srv *server.Server, addr net.Addr) error {
 	if n.turnOn {
 		cfg := n.turnCf
 		cfg.Registerer = reg
+		if n.turnOverTLS() != nil {
+			if tcp, ok := addr.(*net.TCPAddr); ok {
+				cfg.SharedTLSPort = tcp.Port
+			}
+		}
 		t, err := turnserver.New(cfg)
 		if err != nil {
 			return err
@@ -371,5 +405,11 @@ func (n *network) printURLs(w io.Writer, addr net.Addr) {
 	}
 	if n.turn != nil {
 		fmt.Fprintf(w, "tandem: STUN/TURN on port %d (UDP and TCP)\n", n.turn.Port())
+		if p := n.turn.TLSPort(); p > 0 {
+			fmt.Fprintf(w, "tandem: TURN over TLS on port %d\n", p)
+		}
+		if n.turnOverTLS() != nil {
+			fmt.Fprintf(w, "tandem: TURN over TLS on the HTTPS port %d too\n", port)
+		}
 	}
 }

@@ -79,8 +79,8 @@ func startRun(t *testing.T, args []string, env map[string]string, ready string) 
 func TestLANMode(t *testing.T) {
 	dir := t.TempDir()
 	env := map[string]string{"TANDEM_TLS_SELF_SIGNED": "true", "TANDEM_DATA_DIR": dir}
-	args := []string{"-addr", "127.0.0.1:0", "-turn-addr", "127.0.0.1:0", "-log-level", "error"}
-	out := startRun(t, args, env, "STUN/TURN on port")
+	args := []string{"-addr", "127.0.0.1:0", "-turn-addr", "127.0.0.1:0", "-turn-tls-port", "0", "-log-level", "error"}
+	out := startRun(t, args, env, "TURN over TLS on the HTTPS port")
 
 	m := regexp.MustCompile(`https://localhost:(\d+)/`).FindStringSubmatch(out)
 	if m == nil {
@@ -126,8 +126,9 @@ func TestLANMode(t *testing.T) {
 			turnURLs = append(turnURLs, s.URLs...)
 		}
 	}
-	if len(turnURLs) != 2 || !strings.HasPrefix(turnURLs[0], "turn:127.0.0.1:") {
-		t.Errorf("TURN URLs in the login reply: %v", turnURLs)
+	turns := "turns:127.0.0.1:" + m[1] + "?transport=tcp" // the HTTPS port, shared
+	if len(turnURLs) != 3 || !strings.HasPrefix(turnURLs[0], "turn:127.0.0.1:") || turnURLs[2] != turns {
+		t.Errorf("TURN URLs in the login reply: %v, want turn: over UDP and TCP, and %s", turnURLs, turns)
 	}
 	_ = c.Close()
 
@@ -137,7 +138,7 @@ func TestLANMode(t *testing.T) {
 	}
 
 	// A second tandem on the same data directory serves the same certificate.
-	again := startRun(t, args, env, "STUN/TURN on port")
+	again := startRun(t, args, env, "TURN over TLS on the HTTPS port")
 	if got := regexp.MustCompile(`fingerprint ([0-9A-F:]+)`).FindString(again); got != fingerprint || got == "" {
 		t.Errorf("after a restart: %q, want the same certificate %q", got, fingerprint)
 	}
@@ -208,6 +209,8 @@ func TestNetworkFlagErrors(t *testing.T) {
 		{"-turn-max-allocations-per-session", "0"},
 		{"-turn-max-tcp-conns-per-address", "-2"},
 		{"-turn-tcp-idle-timeout", "0s"},
+		{"-tls-self-signed", "-turn-tls-port", "-1"},
+		{"-tls-self-signed", "-turn-tls-port", "65536"},
 	} {
 		args = append([]string{"-addr", "127.0.0.1:0", "-data-dir", dir, "-turn-addr", "127.0.0.1:0"}, args...)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -2,8 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -101,5 +107,130 @@ func TestTURNQuotaAcrossRename(t *testing.T) {
 	}
 	if n := allocations("carol"); n != 0 {
 		t.Errorf("after renaming to carol: %d more allocations, want none", n)
+	}
+}
+
+// freeTCPPort returns a TCP port free on 127.0.0.1 a moment ago.
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// allocateOverTLS makes a TURN allocation over TLS with a pion client that trusts pool, and relays a datagram from
+// it to a peer and back.
+func allocateOverTLS(t *testing.T, addr string, pool *x509.CertPool, username, password string) {
+	t.Helper()
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatalf("TLS to %s: %v", addr, err)
+	}
+	stunConn := turn.NewSTUNConn(conn)
+	t.Cleanup(func() { _ = stunConn.Close() })
+	c, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: addr, TURNServerAddr: addr, Username: username, Password: password, Conn: stunConn,
+		RTO: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	relay, err := c.Allocate()
+	if err != nil {
+		t.Fatalf("Allocate over TLS at %s: %v", addr, err)
+	}
+	t.Cleanup(func() { _ = relay.Close() })
+	peer, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = peer.Close() })
+	buf := make([]byte, 100)
+	for _, step := range []struct {
+		from, to net.PacketConn
+		toAddr   net.Addr
+	}{{relay, peer, peer.LocalAddr()}, {peer, relay, relay.LocalAddr()}} {
+		got := ""
+		for deadline := time.Now().Add(5 * time.Second); got != "media" && time.Now().Before(deadline); {
+			if _, err := step.from.WriteTo([]byte("media"), step.toAddr); err != nil {
+				t.Fatal(err)
+			}
+			_ = step.to.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			if n, _, err := step.to.ReadFrom(buf); err == nil {
+				got = string(buf[:n])
+			}
+		}
+		if got != "media" {
+			t.Fatalf("nothing relayed over TLS from %v to %v", step.from.LocalAddr(), step.toAddr)
+		}
+	}
+}
+
+// TestTURNOverTLSPorts runs tandem in LAN mode twice: with TURN over TLS on a port of its own only (the login
+// reply lists it), and on the HTTPS port only (one port for everything); each time a pion client relays over
+// TLS through the listed turns: URL, checking tandem's certificate.
+func TestTURNOverTLSPorts(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		args  []string
+		ready string
+	}{
+		{"own port", []string{"-turn-tls-port", strconv.Itoa(freeTCPPort(t)), "-turn-share-https=false"}, "TURN over TLS on port"},
+		{"HTTPS port", []string{"-turn-tls-port", "0"}, "TURN over TLS on the HTTPS port"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			args := append([]string{"-addr", "127.0.0.1:0", "-turn-addr", "127.0.0.1:0", "-tls-self-signed", "-echo=false",
+				"-data-dir", dir, "-turn-allow-loopback", "-log-level", "error"}, tt.args...)
+			out := startRun(t, args, nil, tt.ready)
+			m := regexp.MustCompile(`https://localhost:(\d+)/`).FindStringSubmatch(out)
+			if m == nil {
+				t.Fatalf("no URL in:\n%s", out)
+			}
+			pemBytes, err := os.ReadFile(filepath.Join(dir, "tls", "selfsigned-cert.pem"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pool := x509.NewCertPool()
+			pool.AppendCertsFromPEM(pemBytes)
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+			defer tr.CloseIdleConnections()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := client.Dial(ctx, "wss://127.0.0.1:"+m[1]+"/ws", &client.Options{HTTPClient: &http.Client{Transport: tr}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.CloseNow()
+			reply, err := c.Login(ctx, "alice", "")
+			if err != nil || !reply.Success {
+				t.Fatalf("login: %+v, %v", reply, err)
+			}
+			var turnsURLs []string
+			var user, pass string
+			for _, s := range reply.ICEServers {
+				for _, u := range s.URLs {
+					if strings.HasPrefix(u, "turns:") {
+						turnsURLs = append(turnsURLs, u)
+						user, pass = s.Username, s.Credential
+					}
+				}
+			}
+			if len(turnsURLs) != 1 {
+				t.Fatalf("turns: URLs %v, want one", turnsURLs)
+			}
+			addr := strings.TrimSuffix(strings.TrimPrefix(turnsURLs[0], "turns:"), "?transport=tcp")
+			if tt.name == "HTTPS port" && addr != "127.0.0.1:"+m[1] {
+				t.Errorf("turns: on %s, want the HTTPS port %s", addr, m[1])
+			}
+			allocateOverTLS(t, addr, pool, user, pass)
+		})
 	}
 }

@@ -79,20 +79,13 @@ type Config struct {
 	// LimitLoopback throttles loopback clients too (by default they are exempt, as from the transport's
 	// per-address caps: a reverse proxy on the same host would otherwise put everyone in one bucket).
 	LimitLoopback bool
-	// HeldMessages and HeldBytes bound what a connection may send while its login is checked; defaults 16 and
-	// 128 KiB. Beyond them a message is refused with rate_limited.
-	HeldMessages int
-	HeldBytes    int
-
-	Logger *slog.Logger
+	Logger        *slog.Logger
 }
 
 // Defaults of Config.
 const (
-	DefaultDeviceTTL    = 30 * 24 * time.Hour
-	DefaultHashQueue    = 64
-	DefaultHeldMessages = 16
-	DefaultHeldBytes    = 128 << 10
+	DefaultDeviceTTL = 30 * 24 * time.Hour
+	DefaultHashQueue = 64
 )
 
 // DefaultHashWorkers is the default of Config.HashWorkers: half of GOMAXPROCS, at least 1, so that hashes never
@@ -124,8 +117,7 @@ type Auth struct {
 	done      chan struct{}
 	closeOnce sync.Once
 
-	logins      *prometheus.CounterVec
-	heldRefused atomic.Uint64
+	logins *prometheus.CounterVec
 }
 
 type userEntry struct {
@@ -158,12 +150,6 @@ func New(cfg Config) (*Auth, error) {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = DefaultMaxBackoff
-	}
-	if cfg.HeldMessages <= 0 {
-		cfg.HeldMessages = DefaultHeldMessages
-	}
-	if cfg.HeldBytes <= 0 {
-		cfg.HeldBytes = DefaultHeldBytes
 	}
 	a := &Auth{cfg: cfg, log: cfg.Logger, key: deviceKey(cfg.Key),
 		stop: make(chan struct{}), done: make(chan struct{}),
@@ -261,15 +247,13 @@ func (a *Auth) Collectors() []prometheus.Collector {
 	}
 }
 
-// Connect makes the handler of a new connection: its hub session behind a gate that holds its messages back
-// while its login is checked. In the open mode it is the hub session itself.
+// Connect makes the handler of a new connection: its hub session, which reaches the connection through a gate
+// (gate.go) in every mode but open.
 func (a *Auth) Connect(h *hub.Hub, c *ws.Conn, host string) ws.Handler {
 	if a == nil || a.cfg.Mode == Open {
 		return h.Connect(c, host)
 	}
-	g := &gate{a: a, ws: c, ip: c.RemoteIP()}
-	g.s = h.Connect(g, host)
-	return g
+	return h.Connect(&gate{ws: c, ip: c.RemoteIP()}, host)
 }
 
 // Info is what a client may learn of the access mode without logging in (GET /auth.json).
@@ -447,29 +431,28 @@ func (a *Auth) needs() string {
 	return s
 }
 
-// async runs check on the pool while the connection's messages are held back; with the pool's queue full, the
-// login is refused with server_busy at once.
+// async runs check on the pool while the connection's reading is paused (its later messages wait, in order); with
+// the pool's queue full, the login is refused with server_busy at once.
 func (a *Auth) async(g *gate, s *hub.Session, req *hub.LoginRequest, ip netip.Addr, check func() outcome) {
 	if g == nil { // not behind a gate (a test's own connection): check here
 		a.conclude(nil, s, req, ip, check())
 		return
 	}
-	g.hold()
+	g.PauseReading() // before the job can end (and resume it)
 	ok := a.pool.submit(job{
 		run: func() {
-			o := check()
-			g.release(func() { a.conclude(g, s, req, ip, o) })
+			defer g.ResumeReading()
+			a.conclude(g, s, req, ip, check())
 		},
 		cancel: func() {
-			g.release(func() {
-				a.conclude(g, s, req, ip, refuse(protocol.CodeServerBusy, "the server is shutting down"))
-			})
+			defer g.ResumeReading()
+			a.conclude(g, s, req, ip, refuse(protocol.CodeServerBusy, "the server is shutting down"))
 		},
 	})
 	if !ok {
-		g.unhold()
 		a.logins.WithLabelValues("busy").Inc()
 		a.conclude(g, s, req, ip, waitOutcome(protocol.CodeServerBusy, "the server is busy checking other logins", time.Second))
+		g.ResumeReading()
 	}
 }
 

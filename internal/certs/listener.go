@@ -3,10 +3,12 @@ package certs
 import (
 	"bufio"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +28,15 @@ type ListenerConfig struct {
 	MaxPending int
 	// Logger gets failed TLS handshakes, at debug level. Nil: none are logged.
 	Logger *slog.Logger
+	// TURN, if not nil, shares the port with TURN over TLS (RFC 7065), so that one port (443) serves the web
+	// client and the TURN relay: a TLS connection whose client asked for TURN's ALPN protocol ("stun.turn", added
+	// to the configuration's), or asked for none and sent a STUN message first, is given to TURN (its TLS
+	// handshake done, its first bytes still to read), which owns it from then on. Nil: every connection is HTTP.
+	TURN func(net.Conn)
 }
+
+// alpnTURN is TURN's ALPN protocol id (RFC 7443).
+const alpnTURN = "stun.turn"
 
 // NewListener returns a listener that serves TLS with cfg on l, and lets plain HTTP through on the same port: a
 // connection whose first byte starts a TLS handshake is returned as a *tls.Conn, its handshake done, any other as
@@ -41,6 +51,10 @@ func NewListener(l net.Listener, cfg *tls.Config, lc ListenerConfig) net.Listene
 	}
 	if lc.MaxPending <= 0 {
 		lc.MaxPending = 1024
+	}
+	if lc.TURN != nil {
+		cfg = cfg.Clone()
+		cfg.NextProtos = append(slices.Clip(cfg.NextProtos), alpnTURN)
 	}
 	return &sniffListener{
 		Listener: l,
@@ -119,15 +133,16 @@ func (l *sniffListener) acceptLoop() {
 	}
 }
 
-// sniff waits for the first byte of c and hands c to Accept, as TLS (once its handshake is done) or as plain.
-// Until the first response is written, c's read deadline stays at or before firstBy, whatever the HTTP server
-// sets.
+// sniff waits for the first byte of c and hands c to Accept, as TLS (once its handshake is done) or as plain,
+// or to TURN. Until the first response is written, c's read deadline stays at or before firstBy, whatever the
+// HTTP server (or TURN) sets.
 func (l *sniffListener) sniff(c net.Conn, firstBy time.Time) {
 	defer l.wg.Done()
 	pc := &peekedConn{Conn: c, r: bufio.NewReader(c), firstBy: firstBy}
 	pc.state.Store(firstClamped)
 	_ = c.SetDeadline(firstBy)
 	var out net.Conn = pc
+	toTURN := false
 	first, err := pc.r.Peek(1)
 	if err == nil && first[0] == tlsRecordHandshake {
 		tc := tls.Server(pc, l.cfg)
@@ -135,6 +150,9 @@ func (l *sniffListener) sniff(c net.Conn, firstBy time.Time) {
 			l.lc.Logger.Debug("TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
 		}
 		out = tc
+		if err == nil && l.lc.TURN != nil {
+			out, toTURN, err = l.whichProtocol(tc)
+		}
 	}
 	_ = c.SetWriteDeadline(time.Time{})
 	pc.state.Store(firstArmed)
@@ -145,12 +163,57 @@ func (l *sniffListener) sniff(c net.Conn, firstBy time.Time) {
 		_ = c.Close()
 		return
 	}
+	if toTURN {
+		l.lc.TURN(out)
+		return
+	}
 	select {
 	case l.conns <- out:
 	case <-l.done:
 		_ = c.Close()
 	}
 }
+
+// whichProtocol tells TURN from HTTP on a TLS connection: by the ALPN protocol the client asked for, and when it
+// asked for none (browsers always ask for http/1.1 or h2; TURN clients, browsers' included, usually for none), by
+// the first bytes it sends: a STUN message (RFC 8489) starts with two zero bits and has the magic cookie at bytes
+// 4 to 8, an HTTP request starts with a method's capital letters. The connection it returns reads those bytes
+// again; as HTTP it reports its TLS state, so that net/http fills in Request.TLS.
+func (l *sniffListener) whichProtocol(tc *tls.Conn) (net.Conn, bool, error) {
+	switch tc.ConnectionState().NegotiatedProtocol {
+	case alpnTURN:
+		return tc, true, nil
+	case "":
+	default:
+		return tc, false, nil
+	}
+	// A small buffer: once it is drained, reads larger than it go straight to the TLS connection.
+	r := bufio.NewReaderSize(tc, 16)
+	out := &tlsPeekedConn{Conn: tc, r: r}
+	first, err := r.Peek(1)
+	if err != nil {
+		return nil, false, err
+	}
+	if first[0]&0xC0 != 0 {
+		return out, false, nil
+	}
+	head, err := r.Peek(8)
+	if err != nil {
+		return nil, false, err
+	}
+	return out, binary.BigEndian.Uint32(head[4:8]) == stunMagicCookie, nil
+}
+
+// stunMagicCookie is the fixed second word of every STUN message (RFC 8489).
+const stunMagicCookie = 0x2112A442
+
+// tlsPeekedConn is a TLS connection whose first bytes were read into r.
+type tlsPeekedConn struct {
+	*tls.Conn
+	r *bufio.Reader
+}
+
+func (c *tlsPeekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // Close stops accepting, closes the connections still being sniffed and waits for the goroutines to end.
 func (l *sniffListener) Close() error {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -150,14 +151,37 @@ func (k *call) run() {
 			return
 		case m := <-k.queue:
 			k.queued.Add(-int64(len(m.Offer) + len(m.Candidate)))
-			switch m.Type {
-			case protocol.TypeOffer:
-				k.onOffer(m.Offer)
-			case protocol.TypeCandidate:
-				k.onCandidate(m.Candidate)
-			}
+			k.handle(m)
 		}
 	}
+}
+
+// handle applies one message of the caller's; a panic while doing so ends this call alone.
+func (k *call) handle(m *client.Message) {
+	defer k.contain("handling a message")
+	if h := k.s.echo.beforeHandle; h != nil {
+		h(k.peer, m.Type)
+	}
+	switch m.Type {
+	case protocol.TypeOffer:
+		k.onOffer(m.Offer)
+	case protocol.TypeCandidate:
+		k.onCandidate(m.Candidate)
+	}
+}
+
+// contain, deferred in every goroutine and callback of a call, turns a panic into the end of that call: it is
+// logged with its stack and counted (tandem_echo_calls_cut_total{reason="panic"}), and every other call, and the
+// server the echo peer runs in, carry on.
+func (k *call) contain(where string) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	e := k.s.echo
+	e.log.Error("panic in the echo peer: the call is ended", "caller", k.peer, "in", where, "panic", v, "stack", string(debug.Stack()))
+	e.cut.WithLabelValues(cutPanic).Inc()
+	k.end(protocol.ReasonHangup)
 }
 
 // release tells the caller the call ended, if it is to be told, closes the peer connection and waits for the
@@ -282,8 +306,13 @@ func (k *call) newConn(sessionID string) (*peerConn, error) {
 	}
 	s.echo.open.Inc()
 	c := &peerConn{k: k, pc: pc, sessionID: sessionID, remotes: make(map[string]struct{}), echoes: make(map[*webrtc.RTPReceiver]*echoTrack)}
-	pc.OnICECandidate(c.onLocalCandidate)
+	// pion calls these on goroutines of its own: a panic in one must end this call, not the process.
+	pc.OnICECandidate(func(cand *webrtc.ICECandidate) {
+		defer k.contain("a local candidate")
+		c.onLocalCandidate(cand)
+	})
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		defer k.contain("a connection state change")
 		s.echo.log.Debug("connection state", "caller", k.peer, "state", st)
 		if c.isClosed() {
 			return // replaced
@@ -295,9 +324,13 @@ func (k *call) newConn(sessionID string) (*peerConn, error) {
 			k.end(protocol.ReasonHangup)
 		}
 	})
-	pc.OnTrack(c.onTrack)
+	pc.OnTrack(func(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver) {
+		defer k.contain("a new track")
+		c.onTrack(remote, receiver)
+	})
 	pc.OnDataChannel(func(dc *webrtc.DataChannel) {
 		dc.OnMessage(func(msg webrtc.DataChannelMessage) {
+			defer k.contain("a data channel message")
 			var err error
 			if msg.IsString {
 				err = dc.SendText(string(msg.Data))
@@ -474,7 +507,10 @@ func (c *peerConn) goLoop(f func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.closed {
-		c.loops.Go(f)
+		c.loops.Go(func() {
+			defer c.k.contain("a media loop")
+			f()
+		})
 	}
 }
 

@@ -153,6 +153,9 @@ type Echo struct {
 	calls prometheus.Counter
 	cut   *prometheus.CounterVec
 
+	// beforeHandle, if not nil, is called before a call's goroutine handles a message (tests inject faults).
+	beforeHandle func(caller, typ string)
+
 	loggedIn     chan struct{} // closed at the first successful login
 	loggedInOnce sync.Once
 }
@@ -162,6 +165,7 @@ const (
 	cutMaxCalls = "max_calls" // refused: MaxCalls calls in progress
 	cutFlood    = "flood"     // offers too fast, or the call's queue overflowed; refused during the cool-down
 	cutNoMedia  = "no_media"  // the media connection was not up within ConnectTimeout
+	cutPanic    = "panic"     // a panic while serving the call (a bug): logged with its stack, that call alone ended
 )
 
 // New checks cfg and makes an echo peer. It starts nothing.
@@ -234,7 +238,7 @@ func New(cfg Config) (*Echo, error) {
 		Name: "tandem_echo_calls_cut_total",
 		Help: "Calls the echo peer refused or ended because of a bound: max_calls, flood (offers too fast, too many messages waiting), no_media (not connected in time).",
 	}, []string{"reason"})
-	for _, r := range []string{cutMaxCalls, cutFlood, cutNoMedia} {
+	for _, r := range []string{cutMaxCalls, cutFlood, cutNoMedia, cutPanic} {
 		e.cut.WithLabelValues(r)
 	}
 	if cfg.Registerer != nil {

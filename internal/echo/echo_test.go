@@ -60,15 +60,18 @@ func startEcho(t *testing.T, url string, limit time.Duration) (*echo.Echo, *prom
 // allowLoopback is the policy of tandem's -turn-allow-loopback: the tests' callers are on 127.0.0.1.
 var allowLoopback = netaddr.NewPeerPolicy(true, nil, nil)
 
-// runEcho runs an echo peer made with cfg (and a registry and the test logger) until the test ends, and returns
-// it with its metrics registry once it has logged in.
-func runEcho(t *testing.T, cfg echo.Config) (*echo.Echo, *prometheus.Registry) {
+// runEcho runs an echo peer made with cfg (and a registry and the test logger), after prepare has been called
+// with it, until the test ends, and returns it with its metrics registry once it has logged in.
+func runEcho(t *testing.T, cfg echo.Config, prepare ...func(*echo.Echo)) (*echo.Echo, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg.Registerer, cfg.Logger = reg, testLogger(t)
 	e, err := echo.New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range prepare {
+		f(e)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -10,8 +10,8 @@ import (
 type Authenticator interface {
 	// CheckLogin is called on the session's reader for each login but the echo peer's. It answers by calling
 	// s.FinishLogin exactly once: before it returns, or later from another goroutine. In the second case the
-	// transport must hand the hub no other event of that connection until FinishLogin has returned (internal/auth
-	// holds them back), so that the session's events still come one at a time and in order.
+	// connection's reading must be paused meanwhile (internal/auth pauses it, as a cluster round trip does), so
+	// that the session's events still come one at a time and in order.
 	CheckLogin(s *Session, req *LoginRequest)
 }
 
@@ -61,17 +61,18 @@ func (s *Session) checkLogin(a Authenticator, m *protocol.Message) {
 		req.Name = name
 	}
 	h := s.hub
-	h.mu.Lock()
+	s.lockHub()
 	req.Conn, req.Current = s.conn, s.name
 	if other := h.users[req.Name]; other != nil && other != s && len(req.Token) > 0 {
 		req.Resume = subtle.ConstantTimeCompare(req.Token, []byte(other.token)) == 1
 	}
-	h.mu.Unlock()
+	s.unlockHub()
 	a.CheckLogin(s, req)
 }
 
 // FinishLogin ends a login that Config.Auth checked: refused as v says, or logged in under v.Name. It reports
-// whether the session is logged in.
+// whether the session is logged in (in a cluster, whether the login went on to the shared state, which may still
+// refuse the name).
 func (s *Session) FinishLogin(req *LoginRequest, v LoginVerdict) bool {
 	switch {
 	case v.Code != "":
@@ -84,6 +85,13 @@ func (s *Session) FinishLogin(req *LoginRequest, v LoginVerdict) bool {
 		return false
 	}
 	return s.loginAs(v.Name, req.Token, v.Device)
+}
+
+// loggedIn reports whether s is logged in.
+func (s *Session) loggedIn() bool {
+	s.lockHub()
+	defer s.unlockHub()
+	return s.name != ""
 }
 
 func clone(b []byte) []byte {

@@ -60,3 +60,26 @@ func BenchmarkRoute(b *testing.B) {
 		})
 	}
 }
+
+// TestRouteAllocatesNothing keeps the single-node relay path free of allocations (BenchmarkRoute measures it;
+// this fails the build when it regresses): the cluster mode's branches must cost a single node nothing.
+func TestRouteAllocatesNothing(t *testing.T) {
+	h := New(Config{})
+	a, bob := &sink{}, &sink{}
+	alice := h.Connect(a, "example.test")
+	callee := h.Connect(bob, "example.test")
+	alice.OnText([]byte(`{"type":"login","name":"alice"}`))
+	callee.OnText([]byte(`{"type":"login","name":"bob"}`))
+	msgs := benchPayloads()
+	alice.OnText([]byte(msgs["offer"]))
+	callee.OnText([]byte(`{"type":"answer","answer":{"type":"answer","sdp":""},"name":"alice"}`))
+	for _, typ := range []string{"offer", "answer", "candidate"} {
+		msg := []byte(msgs[typ])
+		if n := testing.AllocsPerRun(100, func() { alice.OnText(msg) }); n != 0 {
+			t.Errorf("relaying an %s allocates %v times", typ, n)
+		}
+	}
+	if bob.msgs != 2+3*101 {
+		t.Fatalf("bob got %d messages", bob.msgs)
+	}
+}

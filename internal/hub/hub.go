@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/btree"
 
+	"tandem/internal/cluster"
 	"tandem/protocol"
 )
 
@@ -62,6 +63,17 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics, if not nil, is told about messages and errors.
 	Metrics *Metrics
+
+	// Cluster, if not nil, makes the hub one node of several that act as one server (cluster.go): names, the
+	// user list and calls with users on other nodes go through it. Nil: a single node, everything in memory.
+	// The Conns of a cluster node must also be able to pause their reading (PauseReading, ResumeReading).
+	Cluster cluster.Backend
+	// ClusterTimeout bounds a round trip to the cluster's shared state or another node (a login, a list, a call
+	// to a user on another node); default 5 s. What times out is answered with the error code unavailable.
+	ClusterTimeout time.Duration
+	// ResumeGrace is how long a call with a user of a node that died waits for that user to resume on another
+	// node before it ends; default cluster.DefaultResumeGrace. (Single node: a call ends when a connection closes.)
+	ResumeGrace time.Duration
 }
 
 // Defaults of Config.
@@ -77,6 +89,7 @@ type Hub struct {
 	m   *Metrics
 
 	mu     sync.Mutex
+	holder atomic.Pointer[Session] // the session whose message mu is held for (lockHub), for releaseOnPanic
 	users  map[string]*Session     // by name
 	index  *btree.BTreeG[*Session] // by folded name, for listing and searching
 	nextID atomic.Uint64           // the last Session.id given
@@ -84,6 +97,8 @@ type Hub struct {
 
 	// now is the hub's clock, in nanoseconds since an arbitrary start (monotonic); tests replace it.
 	now func() int64
+
+	cl *clusterState // nil on a single node
 }
 
 // New returns a Hub for cfg.
@@ -118,6 +133,9 @@ func New(cfg Config) *Hub {
 	h.buf.New = func() any { b := make([]byte, 0, 4096); return &b }
 	start := time.Now()
 	h.now = func() int64 { return int64(time.Since(start)) }
+	if cfg.Cluster != nil {
+		h.startCluster()
+	}
 	return h
 }
 
@@ -135,6 +153,9 @@ type Session struct {
 	sid   string // the login's session id (Config.ICEServers), "" when not logged in or already ended
 	peer  *Session
 	gone  bool // closed, or replaced by a resume: it will never log in again
+	// drained: its connection was closed by a drain (drain.go), which keeps its name and call for its resume
+	// on another node.
+	drained bool
 	// callers is the echo user's: the users in a call with it, any number at once (each has it as peer).
 	callers map[*Session]struct{}
 	// id identifies the caller behind this session to the users it calls (their strangers records): it is
@@ -153,12 +174,25 @@ type Session struct {
 	allowance float64
 	lastMsg   int64
 	unlimited bool // the echo peer's connection, which logged in with the echo token
+
+	// Cluster mode (cluster.go): remote is set on the stand-in of a user of another node in a call with a user
+	// of this one (its conn is remote); call is an offer of this session's waiting for the verdict of the
+	// callee's node; pauser pauses this connection's reading while it waits on the cluster.
+	remote *busConn
+	call   *pendingCall
+	pauser pauser
+	// loginDevice is the device credential (Config.Auth) of a login waiting on the cluster, for its reply.
+	loginDevice string
 }
 
 // Connect registers a new connection; host is the host the client reached tandem by (for ICE server URLs).
 func (h *Hub) Connect(c Conn, host string) *Session {
 	h.m.connections.Inc()
-	return &Session{hub: h, host: host, conn: c, id: h.nextID.Add(1), allowance: float64(h.cfg.Burst), offers: offerBurst, offersAt: h.now()}
+	s := &Session{hub: h, host: host, conn: c, id: h.nextID.Add(1), allowance: float64(h.cfg.Burst), offers: offerBurst, offersAt: h.now()}
+	if h.cl != nil {
+		h.connectCluster(s)
+	}
+	return s
 }
 
 // Online returns how many users are logged in.
@@ -171,6 +205,13 @@ func (h *Hub) Online() int {
 // Shutdown tells every user in a call that the call is over because the server is stopping, and ends every
 // login's session (Config.SessionEnded). The connections are closed by their owner afterwards.
 func (h *Hub) Shutdown() {
+	h.mu.Lock()
+	draining := h.drainingLocked()
+	h.mu.Unlock()
+	if draining {
+		h.shutdownDrained() // the calls go on from other nodes
+		return
+	}
 	type note struct {
 		to   Conn
 		from string
@@ -182,6 +223,9 @@ func (h *Hub) Shutdown() {
 	for _, s := range h.users {
 		if s.peer != nil {
 			notes = append(notes, note{s.conn, s.peer.name})
+			if s.peer.remote != nil { // a user of another node: its node tells it
+				notes = append(notes, note{s.peer.conn, s.name})
+			}
 			ended = append(ended, s)
 		}
 		if s.sid != "" {
@@ -199,6 +243,9 @@ func (h *Hub) Shutdown() {
 	h.endSessions(sids...)
 	for _, n := range notes {
 		h.send(n.to, func(b []byte) []byte { return protocol.AppendLeave(b, n.from, protocol.ReasonShutdown) })
+	}
+	if h.cl != nil {
+		h.closeCluster(true)
 	}
 }
 
@@ -233,8 +280,34 @@ func (s *Session) fail(code, message, request, name string) {
 	s.reply(func(b []byte) []byte { return protocol.AppendError(b, code, message, request, name) })
 }
 
+// lockHub takes the hub's lock to handle one of s's messages, and notes that it is held for s.
+func (s *Session) lockHub() {
+	s.hub.mu.Lock()
+	s.hub.holder.Store(s)
+}
+
+func (s *Session) unlockHub() {
+	s.hub.holder.Store(nil)
+	s.hub.mu.Unlock()
+}
+
+// releaseOnPanic, deferred where the transport calls the session, gives back the hub's lock if a panic (a bug)
+// left it held for s, and panics on: the transport closes this connection alone (1011) and logs the panic, and
+// everyone else goes on instead of waiting for the lock forever. What the panic left half done in the hub's state
+// stays so; the hub's fuzz target checks that no input gets there.
+func (s *Session) releaseOnPanic() {
+	if v := recover(); v != nil {
+		if s.hub.holder.Load() == s {
+			s.hub.holder.Store(nil)
+			s.hub.mu.Unlock()
+		}
+		panic(v)
+	}
+}
+
 // OnText handles one message from the client.
 func (s *Session) OnText(data []byte) {
+	defer s.releaseOnPanic()
 	if !s.allow() {
 		s.fail(protocol.CodeRateLimited, "too many messages: slow down (this one was not delivered)", "", "")
 		return
@@ -275,19 +348,34 @@ func (s *Session) OnTooLarge(limit int) {
 
 // OnClose frees the session's name and ends its call.
 func (s *Session) OnClose() {
+	defer s.releaseOnPanic()
 	h := s.hub
-	h.mu.Lock()
+	s.lockHub()
 	s.gone = true
+	if s.name != "" && (s.drained || h.drainingLocked()) && !h.localOnly(s.name) {
+		// A drain: the name and the call stay, for the user's resume on another node (drain.go).
+		s.drained = true
+		s.unlockHub()
+		h.m.connections.Dec()
+		return
+	}
 	peers, name, sid := s.unregisterLocked()
-	h.mu.Unlock()
+	s.unlockHub()
 	h.m.connections.Dec()
 	h.endSessions(sid)
 	if name != "" {
 		h.log.Debug("user left", "name", name, "calls_ended", len(peers))
 	}
-	for _, peer := range peers {
-		h.send(peer, func(b []byte) []byte { return protocol.AppendLeave(b, name, protocol.ReasonDisconnected) })
+	tell := func() {
+		for _, peer := range peers {
+			h.send(peer, func(b []byte) []byte { return protocol.AppendLeave(b, name, protocol.ReasonDisconnected) })
+		}
 	}
+	if h.cl != nil && name != "" {
+		h.released(name, sid, tell) // the peers hear of it once the name is free in the cluster
+		return
+	}
+	tell()
 }
 
 // unregisterLocked frees s's name, ends its call (the echo user's calls) and forgets the callers it had not
@@ -333,6 +421,10 @@ func endCallLocked(s, t *Session) {
 	}
 	delete(s.callers, t)
 	delete(t.callers, s)
+	if h := s.hub; h.cl != nil {
+		h.notePeerLocked(s)
+		h.notePeerLocked(t)
+	}
 }
 
 // allow applies the token-bucket rate limit.
@@ -395,9 +487,14 @@ func (s *Session) loginAs(name string, token []byte, device string) bool {
 		}
 		ended = append(ended, sid)
 	}
-	h.mu.Lock()
+	if h.cl != nil && !h.localOnly(name) && !s.holds(name) {
+		s.loginDevice = device // for the reply, which comes when the shared state has answered
+		s.loginCluster(name, token)
+		return true
+	}
+	s.lockHub()
 	if s.gone {
-		h.mu.Unlock()
+		s.unlockHub()
 		return false
 	}
 	other := h.users[name]
@@ -407,7 +504,7 @@ func (s *Session) loginAs(name string, token []byte, device string) bool {
 		// Only the echo peer, which holds the echo token, may log in as the echo user (or resume it).
 		echoPeer := name == h.cfg.EchoName && subtle.ConstantTimeCompare(token, []byte(h.cfg.EchoToken)) == 1
 		if !echoPeer && !resume {
-			h.mu.Unlock()
+			s.unlockHub()
 			h.m.loginsFailed.Inc()
 			s.loginFailed(protocol.CodeNameTaken, "the name "+name+" is reserved for the echo test user: choose another")
 			return false
@@ -428,7 +525,7 @@ func (s *Session) loginAs(name string, token []byte, device string) bool {
 		replaced = other.conn
 		s.sid = newToken()
 	case other != nil:
-		h.mu.Unlock()
+		s.unlockHub()
 		h.m.loginsFailed.Inc()
 		msg := "the name " + name + " is taken: choose another"
 		if len(token) > 0 {
@@ -454,7 +551,7 @@ func (s *Session) loginAs(name string, token []byte, device string) bool {
 		// Under the lock: the session cannot end (and SessionEnded be called) before its credentials are made.
 		reply.ICEServers = h.cfg.ICEServers(reply.Name, s.host, s.sid)
 	}
-	h.mu.Unlock()
+	s.unlockHub()
 
 	h.endSessions(ended...)
 	if replaced != nil {
@@ -518,6 +615,9 @@ func (s *Session) targetLocked(m *protocol.Message) (*Session, string) {
 	}
 	t := s.hub.users[string(m.Name)]
 	if t == nil {
+		if p := s.peer; p != nil && p.remote != nil && p.name == string(m.Name) { // a user of another node
+			return p, ""
+		}
 		return nil, protocol.CodeNotOnline
 	}
 	return t, ""
@@ -537,7 +637,7 @@ func (s *Session) offer(m *protocol.Message) {
 		refused refusal
 	)
 	callee := string(m.Name)
-	h.mu.Lock()
+	s.lockHub()
 	t, code := s.targetLocked(m)
 	switch {
 	case code != "":
@@ -589,13 +689,20 @@ func (s *Session) offer(m *protocol.Message) {
 		}
 		s.unanswered = true
 		newCall = true
+		if h.cl != nil {
+			h.notePeerLocked(s)
+			h.notePeerLocked(t)
+		}
 	}
 	if code == "" && refused.code == "" {
 		to, from = t.conn, s.name
 	}
-	h.mu.Unlock()
+	s.unlockHub()
 
 	switch {
+	case code == protocol.CodeNotOnline && h.cl != nil && s.remote == nil:
+		s.callRemote(m) // perhaps a user of another node
+		return
 	case code != "":
 		s.callFailed(code, protocol.TypeOffer, callee)
 		return
@@ -605,6 +712,11 @@ func (s *Session) offer(m *protocol.Message) {
 	}
 	if ended != nil {
 		h.send(ended, func(b []byte) []byte { return protocol.AppendLeave(b, from, protocol.ReasonHangup) })
+	}
+	if newCall && s.remote != nil {
+		// A caller of another node hears first that its call is taken (the verdict its node waits for).
+		s.reply(func(b []byte) []byte { return protocol.AppendRinging(b, callee) })
+		newCall = false
 	}
 	h.send(to, func(b []byte) []byte { return protocol.AppendRelay(b, protocol.TypeOffer, m.Offer, from) })
 	h.m.relayed(protocol.TypeOffer).Inc()
@@ -624,7 +736,7 @@ func (s *Session) relay(typ string, m *protocol.Message, payload []byte) {
 		to   Conn
 		from string
 	)
-	h.mu.Lock()
+	s.lockHub()
 	t, code := s.targetLocked(m)
 	switch {
 	case code != "":
@@ -643,9 +755,16 @@ func (s *Session) relay(typ string, m *protocol.Message, payload []byte) {
 		}
 		to, from = t.conn, s.name
 	}
-	h.mu.Unlock()
+	s.unlockHub()
 	switch code {
 	case "":
+	case protocol.CodeNotOnline:
+		if h.cl != nil && s.remote == nil {
+			s.refuseRemote(typ, string(m.Name)) // perhaps a user of another node
+			return
+		}
+		s.callFailed(code, typ, string(m.Name))
+		return
 	case protocol.CodeNotAnswered:
 		s.refuse(notAnswered(string(m.Name)), typ, string(m.Name))
 		return
@@ -664,6 +783,12 @@ func (s *Session) leave(m *protocol.Message) {
 		switch r := string(m.Reason); r {
 		case protocol.ReasonHangup, protocol.ReasonDeclined, protocol.ReasonNoAnswer, protocol.ReasonCancelled:
 			reason = r
+		case protocol.ReasonDisconnected, protocol.ReasonRenamed, protocol.ReasonShutdown:
+			if s.remote == nil {
+				s.fail(protocol.CodeInvalidMessage, "unknown leave reason "+strconv.Quote(r)+": use hangup, declined, no_answer or cancelled", protocol.TypeLeave, "")
+				return
+			}
+			reason = r // the server of a user of another node says why its call ended
 		default:
 			s.fail(protocol.CodeInvalidMessage, "unknown leave reason "+strconv.Quote(r)+": use hangup, declined, no_answer or cancelled", protocol.TypeLeave, "")
 			return
@@ -674,10 +799,13 @@ func (s *Session) leave(m *protocol.Message) {
 		from string
 		code string
 	)
-	h.mu.Lock()
+	s.lockHub()
 	t := s.peer
 	if m.HasName {
 		t = h.users[string(m.Name)]
+		if p := s.peer; t == nil && p != nil && p.remote != nil && p.name == string(m.Name) {
+			t = p // a user of another node
+		}
 	}
 	switch {
 	case s.name == "":
@@ -691,7 +819,11 @@ func (s *Session) leave(m *protocol.Message) {
 		endCallLocked(s, t)
 		to, from = t.conn, s.name
 	}
-	h.mu.Unlock()
+	s.unlockHub()
+	if code == protocol.CodeNotOnline && h.cl != nil && s.remote == nil {
+		s.refuseRemote(protocol.TypeLeave, string(m.Name)) // perhaps a user of another node
+		return
+	}
 	if code != "" {
 		s.callFailed(code, protocol.TypeLeave, string(m.Name))
 		return
@@ -788,6 +920,14 @@ const (
 
 func (s *Session) users(m *protocol.Message) {
 	h := s.hub
+	if h.cfg.Auth != nil && !s.loggedIn() { // nothing but login before login
+		s.callFailed(protocol.CodeNotLoggedIn, protocol.TypeUsers, "")
+		return
+	}
+	if h.cl != nil {
+		s.usersCluster(m)
+		return
+	}
 	limit := m.Limit
 	if limit <= 0 {
 		limit = defaultListLimit
@@ -799,12 +939,7 @@ func (s *Session) users(m *protocol.Message) {
 	prefix := fold(query)
 	list := make([]protocol.User, 0, 8)
 	more := false
-	h.mu.Lock()
-	if h.cfg.Auth != nil && s.name == "" { // nothing but login before login
-		h.mu.Unlock()
-		s.callFailed(protocol.CodeNotLoggedIn, protocol.TypeUsers, "")
-		return
-	}
+	s.lockHub()
 	total := len(h.users)
 	h.index.AscendGreaterOrEqual(&Session{key: prefix}, func(u *Session) bool {
 		if !strings.HasPrefix(u.key, prefix) {
@@ -817,7 +952,7 @@ func (s *Session) users(m *protocol.Message) {
 		list = append(list, protocol.User{Name: u.name, Busy: u.peer != nil, Echo: u.name == h.cfg.EchoName})
 		return true
 	})
-	h.mu.Unlock()
+	s.unlockHub()
 	s.reply(func(b []byte) []byte { return protocol.AppendUsers(b, query, list, more, total) })
 }
 

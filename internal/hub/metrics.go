@@ -45,7 +45,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		protocol.CodeBinaryNotSupported, protocol.CodeTooLarge, protocol.CodeRateLimited, protocol.CodeNotLoggedIn,
 		protocol.CodeNotOnline, protocol.CodeBusy, protocol.CodeSelfCall, protocol.CodeNotInCall,
 		protocol.CodeInvalidName, protocol.CodeNameTaken, protocol.CodeNotAnswered, protocol.CodeCooldown,
-		protocol.CodeInternal,
+		protocol.CodeInternal, protocol.CodeUnavailable,
 	} {
 		m.errorsBy[c] = m.errorsVec.WithLabelValues(c)
 	}

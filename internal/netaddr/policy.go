@@ -25,10 +25,14 @@ var deniedByDefault = mustPrefixes(
 	"240.0.0.0/4",     // reserved, and the limited broadcast address
 	"::/128",          // unspecified
 	"::1/128",         // loopback
+	"::/96",           // IPv4-compatible (deprecated), which embeds IPv4 addresses
+	"::ffff:0:0:0/96", // IPv4-translated (SIIT), which could lead back into private IPv4 space
 	"64:ff9b::/96",    // NAT64, which could lead back into private IPv4 space
 	"64:ff9b:1::/48",  // local-use NAT64
 	"100::/64",        // discard
+	"2001:2::/48",     // benchmarking
 	"2001:db8::/32",   // documentation
+	"3fff::/20",       // documentation (RFC 9637)
 	"2002::/16",       // 6to4, which embeds IPv4 addresses
 	"fc00::/7",        // unique local (ULA)
 	"fe80::/10",       // link-local

@@ -41,6 +41,12 @@ func TestPeerPolicy(t *testing.T) {
 		{"ff02::1", false, false, false},
 		{"64:ff9b::a00:1", false, false, false},
 		{"2002:7f00:1::1", false, false, false},
+		{"::7f00:1", false, false, false},       // IPv4-compatible 127.0.0.1
+		{"::ffff:0:a00:1", false, false, false}, // IPv4-translated 10.0.0.1
+		{"2001:2::1", false, false, false},      // benchmarking
+		{"3fff::1", false, false, false},        // documentation
+		{"2001:4860::8888", true, true, true},   // a global unicast address
+		{"::ffff:192.168.1.1", false, false, false},
 	}
 	for _, tt := range tests {
 		ip := netip.MustParseAddr(tt.ip)

@@ -19,6 +19,7 @@ import (
 
 	"tandem/internal/auth"
 	"tandem/internal/certs"
+	"tandem/internal/cluster"
 	"tandem/internal/hub"
 	"tandem/internal/web"
 	"tandem/internal/ws"
@@ -94,6 +95,19 @@ type Config struct {
 	// TLS, if not nil, makes Serve speak HTTPS and WSS; a plain HTTP request on the same port is redirected to
 	// https (see the certs package). Nil means plain HTTP.
 	TLS *tls.Config
+
+	// Cluster, if not nil, makes this server one node of a cluster (hub.Config.Cluster, docs/cluster.md);
+	// ResumeGrace is how long a call with a user of a node that died waits for that user to come back.
+	Cluster     cluster.Backend
+	ResumeGrace time.Duration
+	// DrainWindow is, in a cluster, how long a shutdown spreads the reconnects of this node's users over: each
+	// user's connection is closed with 1012 (service restart) in turn, keeping its name and call for its resume
+	// on another node (docs/cluster.md). Zero closes them all at once; a single node does not drain.
+	DrainWindow time.Duration
+
+	// TURNOverTLS, if not nil (and TLS is set), shares the HTTPS port with TURN over TLS: a TLS connection that
+	// carries STUN rather than HTTP is given to it (certs.ListenerConfig.TURN), e.g. turnserver.Server.HandOff.
+	TURNOverTLS func(net.Conn)
 }
 
 // DefaultConfig returns tandem's defaults: port 9090, as the tutorial, and the limits of docs/protocol.md.
@@ -118,8 +132,12 @@ func DefaultConfig() Config {
 		RequestTimeout:     DefaultRequestTimeout,
 		ResponseTimeout:    DefaultResponseTimeout,
 		MaxHTTPConns:       DefaultMaxHTTPConns,
+		DrainWindow:        DefaultDrainWindow,
 	}
 }
+
+// DefaultDrainWindow is Config.DrainWindow's default.
+const DefaultDrainWindow = 5 * time.Second
 
 // Server is a tandem server.
 type Server struct {
@@ -131,6 +149,7 @@ type Server struct {
 	handler  http.Handler
 	origins  *originRule
 	http     atomic.Pointer[HTTPServer] // the one Serve runs, for the metrics
+	draining atomic.Bool                // a cluster node's shutdown has begun: /readyz says so
 }
 
 // New checks cfg and builds a Server. It starts nothing: Serve does.
@@ -251,8 +270,13 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		Auth:         authn,
 		Logger:       logger,
 		Metrics:      hub.NewMetrics(reg),
+		Cluster:      cfg.Cluster,
+		ResumeGrace:  cfg.ResumeGrace,
 	})
 	s.registry = reg
+	if c, ok := cfg.Cluster.(interface{ Register(prometheus.Registerer) }); ok {
+		c.Register(reg)
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -281,6 +305,23 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
 	mux.Handle("GET /auth.json", auth.InfoHandler(s.cfg.Auth, s.cfg.AllowedOrigins)) // the access mode, for clients before they log in
+	// /readyz tells a load balancer whether to send this node new users: always on a single node; in a cluster,
+	// while its Redis is reachable (/healthz, liveness, never depends on Redis).
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if s.draining.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready: draining (shutting down)")
+			return
+		}
+		if err := s.hub.Ready(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready:", err)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
 	return mux
 }
 
@@ -312,6 +353,9 @@ func (s *Server) acceptWebSocket(r *ws.Request) func(*ws.Conn) ws.Handler {
 
 // Serve serves on ln until ctx is done, then shuts down gracefully: it stops accepting, tells every user in a
 // call that the call is over, closes connections with 1001 (going away) and returns within ShutdownTimeout.
+// A cluster node drains instead: it stops accepting, answers /readyz with 503, closes its users' connections with
+// 1012 (service restart) spread over DrainWindow, keeping their names and calls for their resume on other nodes,
+// then leaves the cluster and closes what is left with 1012 within ShutdownTimeout.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	scheme := "http"
 	if s.cfg.TLS != nil {
@@ -319,6 +363,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	if tcp, ok := ln.Addr().(*net.TCPAddr); ok {
 		s.origins.serve(scheme, tcp.Port)
+	}
+	if err := s.hub.Start(); err != nil { // joins the cluster, if any
+		return fmt.Errorf("server: %w", err)
 	}
 	if err := s.ws.Start(); err != nil {
 		return fmt.Errorf("server: %w", err)
@@ -329,6 +376,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			FirstRequest: s.cfg.RequestTimeout,
 			MaxPending:   s.cfg.MaxHTTPConns,
 			Logger:       s.log,
+			TURN:         s.cfg.TURNOverTLS,
 		})
 		handler = certs.RedirectPlain(handler)
 	} else {
@@ -355,11 +403,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case err = <-serveErr:
 		err = fmt.Errorf("server: %w", err)
 	}
+	closeCode, closeReason := ws.CloseGoingAway, "the server is shutting down"
+	if s.cfg.Cluster != nil {
+		// A rolling restart: the users reconnect to the other nodes, a few at a time, and keep their calls.
+		s.draining.Store(true)
+		s.hub.Drain(context.Background(), s.cfg.DrainWindow)
+		closeCode, closeReason = protocol.CloseServiceRestart, "service restart: reconnect and resume"
+	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	_ = hs.Shutdown(shutCtx) // waits for requests in flight; hijacked WebSockets are closed below
 	s.hub.Shutdown()
-	if werr := s.ws.Shutdown(shutCtx, ws.CloseGoingAway, "the server is shutting down"); werr != nil {
+	if werr := s.ws.Shutdown(shutCtx, closeCode, closeReason); werr != nil {
 		s.log.Warn("connections dropped at shutdown", "err", werr)
 	}
 	return err

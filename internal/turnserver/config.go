@@ -1,6 +1,7 @@
 package turnserver
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,15 +19,18 @@ import (
 // DefaultPort is the TURN port registered with IANA, used when Config.ListenAddr names none.
 const DefaultPort = 3478
 
+// DefaultTLSPort is the port registered with IANA for TURN over TLS (turns:, RFC 7065).
+const DefaultTLSPort = 5349
+
 // Defaults of the Config fields that bound what clients can make the server hold (docs/limits.md).
 const (
 	// DefaultMaxAllocationsPerSession is Config.MaxAllocationsPerSession when zero. A browser makes one allocation
-	// per TURN URL (two: UDP and TCP) and network interface for each peer connection, and a user may be in a call
-	// and an echo test call at once: 2 URLs x 2 interfaces x 2 calls is 8, doubled for an ICE restart.
-	DefaultMaxAllocationsPerSession = 16
+	// per TURN URL (three: UDP, TCP and TLS) and network interface for each peer connection, and a user may be in a
+	// call and an echo test call at once: 3 URLs x 2 interfaces x 2 calls is 12, doubled for an ICE restart.
+	DefaultMaxAllocationsPerSession = 24
 	// DefaultMaxAllocationsPerAddress is Config.MaxAllocationsPerAddress when zero: eight logins' worth, for the
 	// users behind one NAT (an office, a carrier-grade NAT).
-	DefaultMaxAllocationsPerAddress = 128
+	DefaultMaxAllocationsPerAddress = 192
 	// DefaultMaxRelayShare is Config.MaxRelayShare when zero: the percentage of a relay port range one client
 	// address may hold.
 	DefaultMaxRelayShare = 25
@@ -46,11 +50,32 @@ const maxUDPSockets = 16
 type Config struct {
 	// ListenAddr is the host:port to serve STUN and TURN on, UDP and TCP alike. Empty means ":3478".
 	// Port 0 picks a free port (tests); Server.Port reports it.
-	// When the host is empty or unspecified (0.0.0.0, ::), and neither RelayAddress nor PublicIP is set, the server
-	// listens on each IPv4 address of the machine's interfaces that are up, so that every allocation relays on the
-	// address its client reached: right for a LAN, where the machine has no single public address.
-	// Otherwise it listens once on the given host.
+	// When the host is empty or "::", the server listens on IPv4 and IPv6; "0.0.0.0" means IPv4 only. On IPv4 it
+	// listens on each IPv4 address of the machine's interfaces that are up, unless RelayAddress or PublicIP is
+	// set (then once, on every IPv4 address), so that every allocation relays on the address its client reached:
+	// right for a LAN, where the machine has no single public address. On IPv6 it listens on each IPv6 address of
+	// the interfaces (link-local ones left out), and relays on the address its client reached; an IPv6 address it
+	// cannot listen on is left out with a warning. A client reaching an IPv4 address gets an IPv4 relay, one
+	// reaching an IPv6 address an IPv6 relay. Otherwise (a host given) it listens once on the given address.
 	ListenAddr string
+
+	// TLS, if not nil, makes the server serve TURN over TLS (turns:, RFC 7065) with this configuration's
+	// certificate: on TLSAddr, and on the connections HandOff is given (a TLS port shared with HTTPS). Its
+	// NextProtos are replaced with TURN's ALPN protocol, "stun.turn". Nil means no TURN over TLS.
+	TLS *tls.Config
+
+	// TLSAddr is ":port", the port to serve TURN over TLS on, on the addresses ListenAddr listens on. Port 0
+	// picks a free port (tests); Server.TLSPort reports it. Empty means no port of its own. It needs TLS.
+	TLSAddr string
+
+	// TLSOptional makes a TLSAddr the server cannot listen on (taken by another program) a warning, and the server
+	// goes on without it; false makes it an error of Start.
+	TLSOptional bool
+
+	// SharedTLSPort is the port of an HTTPS listener that hands TURN-over-TLS connections to HandOff; ICEServers
+	// lists a turns: URL on it, and on no other TLS port (a client reached the page on that port, so its network
+	// lets it through). Zero means none. It needs TLS.
+	SharedTLSPort int
 
 	// UDPSockets is the number of UDP sockets listening on the port of each listening address, bound together
 	// with SO_REUSEPORT: the kernel spreads the clients over them, and each is read by its own goroutine, so that
@@ -69,12 +94,12 @@ type Config struct {
 	// so that calls longer than the TTL are not cut.
 	CredentialTTL time.Duration
 
-	// PublicIP is the IPv4 address to advertise for relays when the server is behind a 1:1 NAT (a cloud VM whose
-	// interface has a private address). Invalid (the zero netip.Addr) means: advertise the address relays are
-	// bound to.
+	// PublicIP is the IPv4 address to advertise for IPv4 relays when the server is behind a 1:1 NAT (a cloud VM
+	// whose interface has a private address). Invalid (the zero netip.Addr) means: advertise the address relays
+	// are bound to. IPv6 relays are advertised on their own addresses.
 	PublicIP netip.Addr
 
-	// RelayAddress is the IPv4 address relay sockets are bound to (and advertised, unless PublicIP is set).
+	// RelayAddress is the IPv4 address IPv4 relay sockets are bound to (and advertised, unless PublicIP is set).
 	// Invalid means: the listening address, or every address when PublicIP is set and the server listens on all.
 	RelayAddress netip.Addr
 
@@ -143,7 +168,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// normalize validates c and fills in the defaults, returning the listen host and port.
+// normalize validates c and fills in the defaults, returning the listen host and port. The host is the IPv6
+// unspecified address for both families, the IPv4 one for IPv4 only.
 func (c *Config) normalize() (host netip.Addr, port int, err error) {
 	if c.ListenAddr == "" {
 		c.ListenAddr = ":" + strconv.Itoa(DefaultPort)
@@ -157,16 +183,16 @@ func (c *Config) normalize() (host netip.Addr, port int, err error) {
 		return host, 0, fmt.Errorf("turnserver: listen address %q: bad port", c.ListenAddr)
 	}
 	if h == "" {
-		host = netip.IPv4Unspecified()
-	} else if host, err = netip.ParseAddr(h); err != nil {
-		return host, 0, fmt.Errorf("turnserver: listen address %q: the host must be an IP address: %w", c.ListenAddr, err)
+		host = netip.IPv6Unspecified()
+	} else if host, err = netip.ParseAddr(h); err != nil || host.Zone() != "" {
+		return host, 0, fmt.Errorf("turnserver: listen address %q: the host must be an IP address without a zone", c.ListenAddr)
 	}
 	host = host.Unmap()
-	if host.Is6() && !host.IsUnspecified() {
-		return host, 0, fmt.Errorf("turnserver: listen address %q: relays are IPv4 only, listen on an IPv4 address", c.ListenAddr)
+	if host.Is6() && !host.IsUnspecified() && (c.PublicIP.IsValid() || c.RelayAddress.IsValid()) {
+		return host, 0, fmt.Errorf("turnserver: listen address %q: the public IP and relay address are IPv4: listen on an IPv4 address, or on all", c.ListenAddr)
 	}
-	if host.Is6() {
-		host = netip.IPv4Unspecified()
+	if err := c.checkTLS(); err != nil {
+		return host, 0, err
 	}
 	if c.Realm == "" {
 		c.Realm = "tandem"
@@ -241,6 +267,37 @@ func (c *Config) normalize() (host netip.Addr, port int, err error) {
 		c.Logger = slog.Default()
 	}
 	return host, port, nil
+}
+
+// checkTLS checks the TURN-over-TLS settings.
+func (c *Config) checkTLS() error {
+	if c.TLS == nil && (c.TLSAddr != "" || c.SharedTLSPort != 0) {
+		return errors.New("turnserver: a TLS port without a TLS configuration")
+	}
+	if c.SharedTLSPort < 0 || c.SharedTLSPort > 65535 {
+		return fmt.Errorf("turnserver: shared TLS port %d out of range", c.SharedTLSPort)
+	}
+	if c.TLSAddr == "" {
+		return nil
+	}
+	h, p, err := net.SplitHostPort(c.TLSAddr)
+	if err != nil || h != "" {
+		return fmt.Errorf("turnserver: TLS address %q: want :port", c.TLSAddr)
+	}
+	if n, err := strconv.Atoi(p); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("turnserver: TLS address %q: bad port", c.TLSAddr)
+	}
+	return nil
+}
+
+// tlsPort returns the port of TLSAddr, or -1 when there is none.
+func (c *Config) tlsPort() int {
+	if c.TLSAddr == "" {
+		return -1
+	}
+	_, p, _ := net.SplitHostPort(c.TLSAddr)
+	n, _ := strconv.Atoi(p)
+	return n
 }
 
 // checkICEURL checks that u looks like a stun:, turn: or turns: URL (RFC 7064, RFC 7065).

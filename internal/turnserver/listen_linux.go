@@ -33,7 +33,7 @@ func setRelayBuffers(c *net.UDPConn) {
 // goroutines read them. The first socket is bound without SO_REUSEPORT and gets it after: binding with it first
 // could share a port some other socket of this user already holds with SO_REUSEPORT.
 func listenUDP(ip netip.Addr, port, n int) ([]*net.UDPConn, error) {
-	first, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))))
+	first, err := net.ListenUDP(udpNetwork(ip), net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))))
 	if err != nil {
 		return nil, fmt.Errorf("turnserver: listening on UDP %v: %w", netip.AddrPortFrom(ip, uint16(port)), err)
 	}
@@ -62,7 +62,7 @@ func listenUDP(ip netip.Addr, port, n int) ([]*net.UDPConn, error) {
 		return serr
 	}}
 	for range n - 1 {
-		pc, err := lc.ListenPacket(context.Background(), "udp4", addr.String())
+		pc, err := lc.ListenPacket(context.Background(), udpNetwork(ip), addr.String())
 		if err != nil {
 			return fail(fmt.Errorf("turnserver: listening on UDP %v again (SO_REUSEPORT): %w", addr, err))
 		}

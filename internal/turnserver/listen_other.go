@@ -21,7 +21,7 @@ func setRelayBuffers(c *net.UDPConn) {
 
 // listenUDP opens one UDP socket on ip:port (port 0: a free one); SO_REUSEPORT's spreading is used on Linux only.
 func listenUDP(ip netip.Addr, port, _ int) ([]*net.UDPConn, error) {
-	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))))
+	c, err := net.ListenUDP(udpNetwork(ip), net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))))
 	if err != nil {
 		return nil, fmt.Errorf("turnserver: listening on UDP %v: %w", netip.AddrPortFrom(ip, uint16(port)), err)
 	}

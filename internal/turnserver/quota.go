@@ -67,6 +67,16 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
+// clientNet is what the per-address caps count a client IP address as: an IPv4 address, or an IPv6 address's
+// /64 (one subscriber's network: a client given a /64 has as many addresses as it likes in it).
+func clientNet(ip netip.Addr) netip.Addr {
+	if ip = ip.Unmap(); ip.Is4() {
+		return ip
+	}
+	p, _ := ip.WithZone("").Prefix(64)
+	return p.Addr()
+}
+
 func clientKeyOf(src net.Addr) clientKey {
 	return clientKey{network: src.Network(), src: addrPortOf(src)}
 }
@@ -150,7 +160,7 @@ func (s *Server) quota(username, _ string, src net.Addr) bool {
 		s.limited(limitExpired, src, username)
 		return false
 	}
-	ip := addrPortOf(src).Addr()
+	ip := clientNet(addrPortOf(src).Addr())
 	s.amu.Lock()
 	ss := s.sessions[tag]
 	reason := ""
@@ -212,7 +222,7 @@ func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, _ string, r
 	r, ok := s.takeReservationLocked(src)
 	if !ok { // not through quota: cannot happen, but keep the books right
 		_, tag, _, _ := parseUsername(username)
-		r = reservation{tag: tag, ip: key.src.Addr()}
+		r = reservation{tag: tag, ip: clientNet(key.src.Addr())}
 		s.perAddr[r.ip]++
 		if ss := s.sessions[r.tag]; ss != nil {
 			ss.allocs++

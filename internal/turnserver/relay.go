@@ -35,15 +35,18 @@ type relayGenerator struct {
 }
 
 func (g *relayGenerator) Validate() error {
-	if !g.bind.IsValid() || !g.advertised.Is4() {
+	if !g.bind.IsValid() || !g.advertised.IsValid() || g.advertised.Is4() != g.bind.Is4() {
 		return fmt.Errorf("turnserver: bad relay addresses %v, %v", g.bind, g.advertised)
 	}
 	return nil
 }
 
-func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (net.PacketConn, net.Addr, error) {
+// AllocatePacketConn opens a relay socket of the family of g's addresses: pion always asks for "udp4", and does
+// not read REQUESTED-ADDRESS-FAMILY, so a client gets a relay of the family of the address it reached.
+func (g *relayGenerator) AllocatePacketConn(_ string, requestedPort int) (net.PacketConn, net.Addr, error) {
 	lo, hi := int(g.s.cfg.RelayMinPort), int(g.s.cfg.RelayMaxPort)
 	var lc net.ListenConfig
+	network := udpNetwork(g.bind)
 	listen := func(port int) (net.PacketConn, error) {
 		return lc.ListenPacket(context.Background(), network, net.JoinHostPort(g.bind.String(), strconv.Itoa(port)))
 	}

@@ -3,7 +3,8 @@
 // coturn.
 //
 // Browsers behind symmetric NATs, mobile carriers and corporate firewalls often cannot reach each other directly;
-// a TURN server relays their media. A Server listens on UDP and TCP on one port (3478 by default). Clients get
+// a TURN server relays their media. A Server listens on UDP and TCP on one port (3478 by default), on IPv4 and
+// IPv6, and with a certificate also over TLS, on a port of its own and on the HTTPS port (tls.go). Clients get
 // their ICE servers from ICEServers, called for each login: a STUN URL, and TURN URLs with a credential in the
 // TURN REST API scheme (username "<expiry>:<session tag>:<user>", password base64(HMAC-SHA1(secret, username))),
 // valid for a few hours. Expired, malformed and forged credentials are refused.
@@ -33,10 +34,12 @@
 package turnserver
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,9 +66,12 @@ type Server struct {
 
 	mu        sync.Mutex // guards what follows
 	turn      *turn.Server
-	tcp       []*trackedListener
+	tcp       []*trackedListener                // TCP, TLS and handed-off connections
 	udpConns  map[netip.AddrPort][]*net.UDPConn // the UDP listening sockets, by listening address
+	handoffs  []handoff                         // where HandOff puts connections, by listening address
 	port      int                               // the port listened on, once started
+	tlsPort   int                               // the TLS port listened on, once started; negative: none
+	listens   []netip.Addr                      // the addresses listened on, once started
 	hosts     []string                          // URL hosts to use when the client's host is unusable
 	started   bool
 	closed    bool
@@ -117,6 +123,7 @@ func New(cfg Config) (*Server, error) {
 		udpConns:    make(map[netip.AddrPort][]*net.UDPConn),
 		udpClients:  make(map[udpClient]*relayConn),
 		channelPath: true,
+		tlsPort:     -1,
 		relayIPs:    make(map[netip.Addr]int),
 		sessions:    make(map[string]*session),
 		sweepAt:     minSessionSweep,
@@ -141,12 +148,13 @@ func (s *Server) Credentials() *Credentials { return s.creds }
 // endpoint is one listening address with the addresses of its relays.
 type endpoint struct {
 	listen, bind, advertised netip.Addr
+	optional                 bool // an IPv6 address of the machine: failing to listen there is only a warning
 }
 
 func (s *Server) endpoints() ([]endpoint, error) {
 	c := &s.cfg
-	if !s.listenHost.IsUnspecified() {
-		e := endpoint{listen: s.listenHost, bind: s.listenHost, advertised: s.listenHost}
+	if h := s.listenHost; !h.IsUnspecified() {
+		e := endpoint{listen: h, bind: h, advertised: h}
 		if c.RelayAddress.IsValid() {
 			e.bind, e.advertised = c.RelayAddress, c.RelayAddress
 		}
@@ -155,46 +163,65 @@ func (s *Server) endpoints() ([]endpoint, error) {
 		}
 		return []endpoint{e}, nil
 	}
+	var eps []endpoint
 	if c.RelayAddress.IsValid() || c.PublicIP.IsValid() {
-		e := endpoint{listen: s.listenHost, bind: s.listenHost, advertised: c.RelayAddress}
+		any4 := netip.IPv4Unspecified()
+		e := endpoint{listen: any4, bind: any4, advertised: c.RelayAddress}
 		if c.RelayAddress.IsValid() {
 			e.bind = c.RelayAddress
 		}
 		if c.PublicIP.IsValid() {
 			e.advertised = c.PublicIP
 		}
-		return []endpoint{e}, nil
+		eps = append(eps, e)
 	}
-	ips, err := interfaceIPv4s()
+	all, err := netaddr.Local()
 	if err != nil {
-		return nil, err
+		if len(eps) > 0 {
+			s.cfg.Logger.Warn("TURN: cannot list this machine's addresses: IPv4 only", "err", err)
+			return eps, nil
+		}
+		return nil, fmt.Errorf("turnserver: %w", err)
 	}
-	eps := make([]endpoint, len(ips))
-	for i, ip := range ips {
-		eps[i] = endpoint{listen: ip, bind: ip, advertised: ip}
+	if len(eps) == 0 {
+		for _, ip := range all {
+			if ip.Is4() {
+				eps = append(eps, endpoint{listen: ip, bind: ip, advertised: ip})
+			}
+		}
+	}
+	if s.listenHost.Is6() { // "" or "::": IPv6 too
+		for _, ip := range all {
+			if ip.Is6() {
+				eps = append(eps, endpoint{listen: ip, bind: ip, advertised: ip, optional: true})
+			}
+		}
+	}
+	if len(eps) == 0 {
+		return nil, errors.New("turnserver: no IP address to listen on")
 	}
 	return eps, nil
 }
 
-// interfaceIPv4s lists the IPv4 addresses of the interfaces that are up, link-local ones left out.
-func interfaceIPv4s() ([]netip.Addr, error) {
-	all, err := netaddr.Local()
-	if err != nil {
-		return nil, fmt.Errorf("turnserver: %w", err)
-	}
-	var ips []netip.Addr
-	for _, ip := range all {
-		if ip.Is4() {
-			ips = append(ips, ip)
-		}
-	}
-	if len(ips) == 0 {
-		return nil, errors.New("turnserver: no IPv4 address to listen on")
-	}
-	return ips, nil
+// listening is what Start opened on one endpoint.
+type listening struct {
+	udp []*net.UDPConn
+	tcp net.Listener
+	tls net.Listener // nil without a TLS port
 }
 
-// Start opens the UDP and TCP listeners and starts serving. It fails if the port is taken.
+func (l *listening) close() {
+	for _, c := range l.udp {
+		_ = c.Close()
+	}
+	for _, c := range []net.Listener{l.tcp, l.tls} {
+		if c != nil {
+			_ = c.Close()
+		}
+	}
+}
+
+// Start opens the UDP, TCP and TLS listeners and starts serving. It fails if a port is taken.
 func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -209,43 +236,67 @@ func (s *Server) Start() error {
 		return err
 	}
 	var (
-		pconfs []turn.PacketConnConfig
-		lconfs []turn.ListenerConfig
-		opened []interface{ Close() error }
-		port   = s.listenPort
+		pconfs  []turn.PacketConnConfig
+		lconfs  []turn.ListenerConfig
+		opened  []*listening
+		served  []endpoint
+		port    = s.listenPort
+		tlsPort = s.cfg.tlsPort()
 	)
 	fail := func(err error) error {
-		for _, c := range opened {
-			_ = c.Close()
+		for _, l := range opened {
+			l.close()
 		}
-		s.tcp = nil
+		s.tcp, s.handoffs = nil, nil
+		clear(s.udpConns)
 		return err
 	}
+	var tlsCfg *tls.Config
+	if s.cfg.TLS != nil {
+		tlsCfg = s.cfg.TLS.Clone()
+		tlsCfg.NextProtos = []string{ALPNProtocol}
+	}
 	for _, e := range eps {
-		pcs, l, p, err := listenPair(e.listen, port, s.cfg.UDPSockets)
+		l, p, tp, err := listenEndpoint(e.listen, port, tlsPort, s.cfg.UDPSockets)
+		if err != nil && tlsPort >= 0 && s.cfg.TLSOptional && errors.Is(err, errTLSListen) {
+			s.cfg.Logger.Warn("TURN over TLS: cannot listen on its port; going on without it", "err", err)
+			tlsPort = -1
+			l, p, tp, err = listenEndpoint(e.listen, port, tlsPort, s.cfg.UDPSockets)
+		}
 		if err != nil {
+			if e.optional {
+				s.cfg.Logger.Warn("TURN: not listening on an IPv6 address of this machine", "address", e.listen, "err", err)
+				continue
+			}
 			return fail(err)
 		}
-		port = p
-		tl := s.newTrackedListener(l)
-		for _, pc := range pcs {
-			opened = append(opened, pc)
-		}
-		if len(pcs) > 0 {
-			ap := pcs[0].LocalAddr().(*net.UDPAddr).AddrPort()
-			s.udpConns[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = pcs
-		}
-		opened = append(opened, tl)
-		s.tcp = append(s.tcp, tl)
+		port, tlsPort = p, tp
+		opened = append(opened, l)
+		served = append(served, e)
+		ap := l.udp[0].LocalAddr().(*net.UDPAddr).AddrPort()
+		s.udpConns[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = l.udp
 		gen := &relayGenerator{s: s, bind: e.bind, advertised: e.advertised}
-		for _, pc := range pcs {
+		for _, pc := range l.udp {
 			pconfs = append(pconfs, turn.PacketConnConfig{
-				PacketConn: newPacketConn(s, pc), RelayAddressGenerator: gen, PermissionHandler: s.permit,
+				PacketConn: newPacketConn(s, pc), RelayAddressGenerator: gen, PermissionHandler: gen.permit,
 			})
 		}
-		lconfs = append(lconfs, turn.ListenerConfig{
-			Listener: tl, RelayAddressGenerator: gen, PermissionHandler: s.permit,
-		})
+		listeners := []*trackedListener{s.newTrackedListener(l.tcp, nil)}
+		if l.tls != nil {
+			listeners = append(listeners, s.newTrackedListener(l.tls, tlsCfg))
+		}
+		if tlsCfg != nil {
+			h := newHandoffListener(e.listen, port)
+			s.handoffs = append(s.handoffs, handoff{listen: e.listen, l: h})
+			listeners = append(listeners, s.newTrackedListener(h, nil))
+		}
+		for _, tl := range listeners {
+			s.tcp = append(s.tcp, tl)
+			lconfs = append(lconfs, turn.ListenerConfig{Listener: tl, RelayAddressGenerator: gen, PermissionHandler: gen.permit})
+		}
+	}
+	if len(served) == 0 {
+		return fail(errors.New("turnserver: could not listen on any address"))
 	}
 	srv, err := turn.NewServer(turn.ServerConfig{
 		PacketConnConfigs:  pconfs,
@@ -269,36 +320,73 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fail(fmt.Errorf("turnserver: %w", err))
 	}
-	s.turn, s.port, s.started = srv, port, true
-	s.hosts = s.fallbackHosts(eps)
-	s.cfg.Logger.Info("TURN server listening", "port", port, "addresses", len(eps), "realm", s.cfg.Realm)
+	s.turn, s.port, s.tlsPort, s.started = srv, port, tlsPort, true
+	s.hosts = s.fallbackHosts(served)
+	for _, e := range served {
+		s.listens = append(s.listens, e.listen)
+	}
+	s.cfg.Logger.Info("TURN server listening", "port", port, "tls_port", max(tlsPort, 0), "addresses", len(served), "realm", s.cfg.Realm)
 	return nil
 }
 
-// listenPair listens on UDP (with udpSockets sockets sharing the port) and TCP on ip:port; port 0 picks one free
-// for both.
-func listenPair(ip netip.Addr, port, udpSockets int) ([]*net.UDPConn, net.Listener, int, error) {
+// errTLSListen marks a failure to listen on the TLS port.
+var errTLSListen = errors.New("turnserver: cannot listen for TURN over TLS")
+
+// listenEndpoint listens on UDP (with udpSockets sockets sharing the port) and TCP on ip:port, and on TCP on
+// ip:tlsPort unless tlsPort is negative; port 0 picks a free one for UDP and TCP both, and tlsPort 0 another.
+func listenEndpoint(ip netip.Addr, port, tlsPort, udpSockets int) (*listening, int, int, error) {
 	tries := 1
 	if port == 0 {
 		tries = 10
 	}
-	var lastErr error
+	var (
+		l       = &listening{}
+		lastErr error
+	)
 	for range tries {
 		pcs, err := listenUDP(ip, port, udpSockets)
 		if err != nil {
-			return nil, nil, 0, err
+			return nil, 0, 0, err
 		}
 		p := pcs[0].LocalAddr().(*net.UDPAddr).Port
-		l, err := net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(p))))
+		tl, err := net.ListenTCP(tcpNetwork(ip), net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(p))))
 		if err == nil {
-			return pcs, l, p, nil
+			l.udp, l.tcp, port = pcs, tl, p
+			break
 		}
 		for _, pc := range pcs {
 			_ = pc.Close()
 		}
 		lastErr = fmt.Errorf("turnserver: listening on TCP %v: %w", netip.AddrPortFrom(ip, uint16(p)), err)
 	}
-	return nil, nil, 0, lastErr
+	if l.tcp == nil {
+		return nil, 0, 0, lastErr
+	}
+	if tlsPort >= 0 {
+		at := netip.AddrPortFrom(ip, uint16(tlsPort))
+		tl, err := net.ListenTCP(tcpNetwork(ip), net.TCPAddrFromAddrPort(at))
+		if err != nil {
+			l.close()
+			return nil, 0, 0, fmt.Errorf("%w: TCP %v: %w", errTLSListen, at, err)
+		}
+		l.tls, tlsPort = tl, tl.Addr().(*net.TCPAddr).Port
+	}
+	return l, port, tlsPort, nil
+}
+
+// tcpNetwork and udpNetwork are the networks of sockets bound to ip.
+func tcpNetwork(ip netip.Addr) string {
+	if ip.Is4() {
+		return "tcp4"
+	}
+	return "tcp6"
+}
+
+func udpNetwork(ip netip.Addr) string {
+	if ip.Is4() {
+		return "udp4"
+	}
+	return "udp6"
 }
 
 func (s *Server) fallbackHosts(eps []endpoint) []string {
@@ -330,6 +418,13 @@ func (s *Server) Port() int {
 	return s.port
 }
 
+// TLSPort returns the port the server serves TURN over TLS on (Config.TLSAddr), 0 before Start or without one.
+func (s *Server) TLSPort() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return max(s.tlsPort, 0)
+}
+
 // Close stops the server: it closes the listeners, every TCP connection and every allocation. Close before Start,
 // and a second Close, do nothing.
 func (s *Server) Close() error {
@@ -353,8 +448,10 @@ func (s *Server) Close() error {
 
 // ICEServers returns the ICE servers for a client of the user who reached the web page at host (a host name or IP
 // address, with or without a port, as in an HTTP Host header): the embedded server's STUN URL, its TURN URLs over
-// UDP and TCP with a fresh credential, and the External URLs with the same credential. The embedded server's URLs
-// name Config.Host or Config.PublicIP when set, otherwise host; before Start they are left out.
+// UDP and TCP with a fresh credential (and over TLS, with Config.TLS: on Config.SharedTLSPort when set, otherwise
+// on the server's TLS port), and the External URLs with the same credential. The embedded server's URLs name
+// Config.Host or Config.PublicIP when set, otherwise host; the turns: URL names Config.Host when set, otherwise
+// host, for that is the name its certificate was checked against. Before Start they are left out.
 //
 // The credential is bound to session, the id of the user's login: the login's allocations are held to
 // Config.MaxAllocationsPerSession, and once EndSession(session) is called the credential starts no allocation.
@@ -370,19 +467,30 @@ func (s *Server) ICEServers(user, host, session string) []protocol.ICEServer {
 	}
 	var out []protocol.ICEServer
 	s.mu.Lock()
-	port, hosts, running := s.port, s.hosts, s.started && !s.closed
+	port, tlsPort, hosts, listens, running := s.port, s.tlsPort, s.hosts, s.listens, s.started && !s.closed
 	s.mu.Unlock()
+	if s.cfg.SharedTLSPort > 0 {
+		tlsPort = s.cfg.SharedTLSPort
+	}
 	if running {
-		if s.cfg.Host == "" && !s.cfg.PublicIP.IsValid() {
-			if h, ok := urlHost(host); ok {
-				hosts = []string{h}
-			}
+		pageHost, pageOK := urlHost(host, listens)
+		tlsHosts := hosts
+		if s.cfg.Host == "" && pageOK {
+			tlsHosts = []string{pageHost}
+		}
+		if s.cfg.Host == "" && !s.cfg.PublicIP.IsValid() && pageOK {
+			hosts = []string{pageHost}
 		}
 		var stuns, turns []string
 		for _, h := range hosts {
 			hp := net.JoinHostPort(h, strconv.Itoa(port))
 			stuns = append(stuns, "stun:"+hp)
 			turns = append(turns, "turn:"+hp+"?transport=udp", "turn:"+hp+"?transport=tcp")
+		}
+		if tlsPort > 0 && s.cfg.TLS != nil {
+			for _, h := range tlsHosts {
+				turns = append(turns, "turns:"+net.JoinHostPort(h, strconv.Itoa(tlsPort))+"?transport=tcp")
+			}
 		}
 		if len(hosts) > 0 {
 			out = append(out,
@@ -398,21 +506,26 @@ func (s *Server) ICEServers(user, host, session string) []protocol.ICEServer {
 	return out
 }
 
-// urlHost turns the host a client reached the web page by into a host for stun: and turn: URLs. It reports false
-// when the host is unusable: empty, malformed, or an IPv6 address (relays and listeners are IPv4).
-func urlHost(host string) (string, bool) {
+// urlHost turns the host a client reached the web page by into a host for stun: and turn: URLs, given the
+// addresses the server listens on. It reports false when the host is unusable: empty, malformed, or an IPv6
+// address the server does not listen on.
+func urlHost(host string, listens []netip.Addr) (string, bool) {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 	if strings.EqualFold(host, "localhost") {
-		// Browsers may resolve localhost to ::1, where the server does not listen.
+		// Browsers may resolve localhost to ::1, where the server may not listen.
 		return "127.0.0.1", true
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
-		switch {
-		case ip.Unmap().Is4():
-			return ip.Unmap().String(), true
+		switch ip = ip.Unmap(); {
+		case ip.Zone() != "":
+			return "", false
+		case ip.Is4():
+			return ip.String(), true
+		case slices.Contains(listens, ip):
+			return ip.String(), true
 		case ip.IsLoopback():
 			return "127.0.0.1", true
 		default:
@@ -464,9 +577,11 @@ func (s *Server) onAuth(src, _ net.Addr, _, username, _, method string, verdict 
 	}
 }
 
-// permit is pion's PermissionHandler, for each peer of a CreatePermission and for each ChannelBind (new or
-// refreshed): the peer must be allowed, and the client's allocation must have a token left in its bucket.
-func (s *Server) permit(client net.Addr, peer net.IP) bool {
+// permit is pion's PermissionHandler (through relayGenerator.permit), for each peer of a CreatePermission and for
+// each ChannelBind (new or refreshed): the peer must be allowed, of the relay's address family (IPv4 when relay4;
+// RFC 8656 answers a mismatch with 443 Peer Address Family Mismatch, pion with 403), and the client's allocation
+// must have a token left in its bucket.
+func (s *Server) permit(client net.Addr, peer net.IP, relay4 bool) bool {
 	ip, ok := netip.AddrFromSlice(peer)
 	ip = ip.Unmap()
 	allowed := ok && s.filter.allows(ip)
@@ -478,6 +593,10 @@ func (s *Server) permit(client net.Addr, peer net.IP) bool {
 	if !allowed {
 		s.metrics.deniedPeers.Inc()
 		s.cfg.Logger.Debug("TURN peer denied", "client", client, "peer", peer)
+		return false
+	}
+	if ip.Is4() != relay4 {
+		s.cfg.Logger.Debug("TURN peer of the other address family than its relay's", "client", client, "peer", peer)
 		return false
 	}
 	if !s.takePermissionToken(client) {

@@ -1,6 +1,7 @@
 package turnserver
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -48,11 +49,11 @@ func (t *tcpLimits) admit(c *trackedConn) (limit string) {
 	switch {
 	case t.max >= 0 && t.total >= t.max:
 		return limitTCPConns
-	case t.maxPerAddr >= 0 && t.perAddr[c.key.remote.Addr()] >= t.maxPerAddr:
+	case t.maxPerAddr >= 0 && t.perAddr[clientNet(c.key.remote.Addr())] >= t.maxPerAddr:
 		return limitTCPAddress
 	}
 	t.total++
-	t.perAddr[c.key.remote.Addr()]++
+	t.perAddr[clientNet(c.key.remote.Addr())]++
 	t.conns[c.key] = c
 	return ""
 }
@@ -65,7 +66,7 @@ func (t *tcpLimits) release(c *trackedConn) {
 	}
 	delete(t.conns, c.key)
 	t.total--
-	ip := c.key.remote.Addr()
+	ip := clientNet(c.key.remote.Addr())
 	if n := t.perAddr[ip]; n <= 1 {
 		delete(t.perAddr, ip)
 	} else {
@@ -96,6 +97,7 @@ func (s *Server) tcpAllocated(remote, local netip.AddrPort, allocated bool) {
 type trackedListener struct {
 	net.Listener
 	s    *Server
+	tls  *tls.Config // TURN over TLS on this listener's connections; nil: none (TCP, or TLS already set up)
 	done chan struct{}
 
 	mu     sync.Mutex
@@ -103,8 +105,10 @@ type trackedListener struct {
 	closed bool
 }
 
-func (s *Server) newTrackedListener(l net.Listener) *trackedListener {
-	return &trackedListener{Listener: l, s: s, done: make(chan struct{}), conns: make(map[*trackedConn]struct{})}
+// newTrackedListener wraps l; with tlsCfg, its connections are served TLS (the handshake happens on the first
+// read, in the connection's goroutine, within the idle timeout).
+func (s *Server) newTrackedListener(l net.Listener, tlsCfg *tls.Config) *trackedListener {
+	return &trackedListener{Listener: l, s: s, tls: tlsCfg, done: make(chan struct{}), conns: make(map[*trackedConn]struct{})}
 }
 
 func (l *trackedListener) Accept() (net.Conn, error) {
@@ -142,6 +146,9 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 		}
 		l.s.metrics.tcpConns.Inc()
 		_ = c.SetDeadline(time.Now().Add(l.s.cfg.TCPIdleTimeout))
+		if l.tls != nil {
+			tc.Conn = tls.Server(c, l.tls)
+		}
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()

@@ -98,9 +98,40 @@ type Conn struct {
 	discard  bool   // the framing was lost: everything the peer sends is dropped until it hangs up
 	// closeAfterFlush: the peer's close frame was answered; drop the connection once the answer is written.
 	closeAfterFlush bool
+	// paused: the Handler asked that no more messages be read for now (PauseReading); what was read already
+	// waits in c.in. Set and cleared on the reading goroutine only.
+	paused bool
+	// resumeOnEnter: ResumeReading came while the connection was not yet in its loop (guarded by mu).
+	resumeOnEnter bool
+	resumed       chan struct{} // net.Conn mode: ResumeReading's signal to the waiting reader
 }
 
 var errClosed = errors.New("ws: connection closed")
+
+// PauseReading stops the reading of c's messages after the one being handled: the Handler gets no more until
+// ResumeReading is called. It is for a Handler that must wait on something slow (a round trip to another
+// server) without holding up the other connections its reader serves, and without letting c's next messages
+// overtake the one it waits on. It must be called from within one of the Handler's methods. Keepalive, queued
+// writes and closing go on as usual.
+func (c *Conn) PauseReading() { c.paused = true }
+
+// ResumeReading undoes PauseReading: the messages already read are handed to the Handler, in order, and reading
+// goes on, on c's reading goroutine. It may be called from any goroutine, and on a connection that is gone.
+func (c *Conn) ResumeReading() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.fd >= 0 && c.inLoop:
+		c.p.resume(c)
+	case c.fd >= 0:
+		c.resumeOnEnter = true // Upgrade is still reading it: enterLoop hands it over
+	default:
+		select {
+		case c.resumed <- struct{}{}:
+		default:
+		}
+	}
+}
 
 // Send queues msg as one text message. It never blocks, and reports whether the message was taken: false when
 // the connection is closing or closed, or when its queue overflowed (then the connection is dropped). msg may be
@@ -386,6 +417,9 @@ func (c *Conn) parse(data []byte) (ok, fresh bool) {
 		}
 		fresh = true
 		data = data[n:]
+		if c.paused {
+			break // the rest waits in c.in for ResumeReading
+		}
 	}
 	switch {
 	case len(data) == 0:

@@ -28,9 +28,10 @@ type poller struct {
 	conns map[int32]*Conn
 	doors map[int32]*door // listening sockets this loop accepts on
 
-	reapMu  sync.Mutex
-	reaping []*Conn // aborted connections for the loop to tear down (see Conn.abortLocked)
-	closed  bool    // the loop's descriptors are closed (guarded by reapMu)
+	reapMu   sync.Mutex
+	reaping  []*Conn // aborted connections for the loop to tear down (see Conn.abortLocked)
+	resuming []*Conn // paused connections to read again (see Conn.ResumeReading)
+	closed   bool    // the loop's descriptors are closed (guarded by reapMu)
 }
 
 func newPoller(s *Server) (*poller, error) {
@@ -133,19 +134,49 @@ func (p *poller) reap(c *Conn) {
 	p.wakeLocked()
 }
 
-// reapAll tears down the connections handed to reap, on the loop.
-func (p *poller) reapAll() {
+// resume has the loop read c again after a pause, from any goroutine; c.mu is held.
+func (p *poller) resume(c *Conn) {
+	p.reapMu.Lock()
+	defer p.reapMu.Unlock()
+	p.resuming = append(p.resuming, c)
+	p.wakeLocked()
+}
+
+// reapAll tears down the connections handed to reap, on the loop, and returns those handed to resume.
+func (p *poller) reapAll() (resumed []*Conn) {
 	var one [8]byte
 	_, _ = unix.Read(p.wakefd, one[:]) // the eventfd is level-triggered: empty it
 	p.reapMu.Lock()
 	batch := p.reaping
 	p.reaping = nil
+	resumed, p.resuming = p.resuming, nil
 	p.reapMu.Unlock()
 	for _, c := range batch {
 		if c.h != nil { // not torn down already
 			c.teardown()
 		}
 	}
+	return resumed
+}
+
+// resumeRead hands c's messages read before its pause to its Handler, then reads it again (its socket may have
+// become readable while it was paused, and the edge-triggered event that said so was not acted on). It reports
+// whether c may have more to read. A panic is contained as in serve.
+func (p *poller) resumeRead(c *Conn, buf []byte) (more bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			more = false
+			if !c.recovered(v, "epoll loop") {
+				c.teardown()
+			}
+		}
+	}()
+	c.paused = false
+	if !c.onData(nil) {
+		c.teardown()
+		return false
+	}
+	return p.read(c, buf)
 }
 
 func (p *poller) close() {
@@ -181,7 +212,11 @@ func (p *poller) run() {
 					return
 				default:
 				}
-				p.reapAll()
+				for _, c := range p.reapAll() {
+					if c.h != nil && p.resumeRead(c, buf) {
+						more = append(more, c)
+					}
+				}
 				continue
 			}
 			p.mu.RLock()
@@ -243,7 +278,7 @@ func (p *poller) wait(events []unix.EpollEvent, block bool) (int, error) {
 // events are edge-triggered, so a read that fills less than buf has emptied the socket (bytes that arrive after
 // it raise a new event).
 func (p *poller) read(c *Conn, buf []byte) bool {
-	for {
+	for !c.paused {
 		n, err := readRaw(c.fd, buf)
 		switch {
 		case err == unix.EINTR:
@@ -259,6 +294,7 @@ func (p *poller) read(c *Conn, buf []byte) bool {
 		}
 		return n == len(buf)
 	}
+	return false
 }
 
 // detach takes the socket out of the Go runtime's hands: it duplicates the descriptor and closes the original.

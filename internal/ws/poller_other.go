@@ -20,6 +20,7 @@ func (*poller) remove(*Conn)                  {}
 func (*poller) watchWrite(*Conn, bool)        {}
 func (*poller) wake()                         {}
 func (*poller) reap(*Conn)                    {}
+func (*poller) resume(*Conn)                  {}
 func (*poller) close()                        {}
 func (*poller) run()                          {}
 func detach(*net.TCPConn) (int, error)        { return -1, errNoEpoll }

@@ -274,7 +274,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newHandler func
 		http.Error(w, "this connection cannot be upgraded", http.StatusInternalServerError)
 		return errors.New("ws: response writer is not a Hijacker")
 	}
-	c := &Conn{srv: s, fd: -1}
+	c := &Conn{srv: s, fd: -1, resumed: make(chan struct{}, 1)}
 	var ip netip.Addr
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		ip = ap.Addr()
@@ -386,6 +386,10 @@ func (c *Conn) enterLoop() error {
 	}
 	err := c.p.add(c)
 	c.inLoop = err == nil
+	if c.inLoop && c.resumeOnEnter {
+		c.resumeOnEnter = false
+		c.p.resume(c)
+	}
 	c.mu.Unlock()
 	if err != nil {
 		c.teardown()
@@ -512,6 +516,21 @@ func (c *Conn) onDataSafely(data []byte) (ok bool) {
 func (c *Conn) readLoop() {
 	buf := make([]byte, 4096)
 	for {
+		if c.paused {
+			select {
+			case <-c.resumed:
+			case <-c.srv.stop:
+				c.teardown()
+				return
+			}
+			c.paused = false
+			if !c.onDataSafely(nil) { // what was read before the pause
+				break
+			}
+			if c.paused {
+				continue
+			}
+		}
 		n, err := c.nc.Read(buf)
 		if n > 0 && !c.onDataSafely(buf[:n]) {
 			break

@@ -9,6 +9,7 @@ package turnclient
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -58,10 +59,13 @@ type Options struct {
 	// RTO is how long a request waits for its response before it is sent again (UDP) or fails (TCP); zero means
 	// 250 ms.
 	RTO time.Duration
+	// TLS is the client's TLS configuration over "tls" (TURN over TLS, RFC 7065). Nil means the defaults, which
+	// check the server's certificate against the system's roots.
+	TLS *tls.Config
 }
 
-// Dial connects to the TURN server at server over network ("udp" or "tcp") with the long-term credential
-// username and password.
+// Dial connects to the TURN server at server over network ("udp", "tcp", or "tls": TCP with TLS, the handshake
+// done before Dial returns) with the long-term credential username and password.
 func Dial(network string, server netip.AddrPort, username, password string, opts *Options) (*Client, error) {
 	if opts == nil {
 		opts = &Options{}
@@ -71,14 +75,24 @@ func Dial(network string, server netip.AddrPort, username, password string, opts
 		switch network {
 		case "udp":
 			d.LocalAddr = net.UDPAddrFromAddrPort(opts.LocalAddr)
-		case "tcp":
+		case "tcp", "tls":
 			d.LocalAddr = net.TCPAddrFromAddrPort(opts.LocalAddr)
 		}
 	}
-	if network != "udp" && network != "tcp" {
-		return nil, fmt.Errorf("turnclient: network %q: want udp or tcp", network)
+	if network != "udp" && network != "tcp" && network != "tls" {
+		return nil, fmt.Errorf("turnclient: network %q: want udp, tcp or tls", network)
 	}
-	conn, err := d.Dial(network, server.String())
+	var (
+		conn net.Conn
+		err  error
+	)
+	if network == "tls" {
+		td := tls.Dialer{NetDialer: &d, Config: opts.TLS}
+		conn, err = td.Dial("tcp", server.String())
+		network = "tcp" // the same framing inside
+	} else {
+		conn, err = d.Dial(network, server.String())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("turnclient: %w", err)
 	}

@@ -1,8 +1,13 @@
 // The signaling connection: one WebSocket to the tandem server that served this page, speaking the JSON protocol of
 // docs/protocol.md. It logs in, reconnects by itself with backoff after a network blip or a server restart, and
-// logs back in under the same name with the resume token.
+// logs back in under the same name with the resume token. A server that is being restarted and says so (1012, a
+// node of a cluster draining) is left at once, without backoff: another node takes the session over.
 
 const CLOSE_REPLACED = 4000;
+const CLOSE_SERVICE_RESTART = 1012;
+// How long at most a client told 1012 waits before reconnecting: the server already spreads its clients' closes
+// over a few seconds; this only keeps those closed together from arriving together.
+const RESTART_JITTER_MS = 300;
 
 /** The WebSocket URL of the server that served this page: same host and port, wss when the page is https. */
 export function serverURL(loc = window.location) {
@@ -180,7 +185,7 @@ export class Signaling extends EventTarget {
         this.ws.close(1000);
         this.ws = null;
       }
-      this.scheduleReconnect(retryAfter * 1000);
+      this.scheduleReconnect(Math.max(1000, retryAfter * 1000));
       return;
     }
     // A reconnect could not take the name back (someone else has it now), or its credential is no longer good.
@@ -211,14 +216,26 @@ export class Signaling extends EventTarget {
       this.setState('offline');
       return;
     }
+    if (ev.code === CLOSE_SERVICE_RESTART) {
+      // Moved, not lost: reconnect now (the load balancer picks a node that is not restarting) and resume with
+      // the token; a call goes on meanwhile, its media being peer to peer. Should that fail, backoff as usual.
+      this.attempt = 0;
+      this.scheduleReconnect(Math.round(Math.random() * RESTART_JITTER_MS));
+      return;
+    }
     this.scheduleReconnect();
   }
 
-  scheduleReconnect(atLeast = 0) {
-    const base = Math.min(this.backoffMax, this.backoffMin * 2 ** this.attempt);
-    const delay = Math.max(atLeast, Math.round(base * (0.7 + Math.random() * 0.6)));
+  /** Reconnects after delay ms, or after the backoff of this attempt when delay is not given. */
+  scheduleReconnect(delay) {
+    const prompt = delay !== undefined;
+    if (!prompt) {
+      const base = Math.min(this.backoffMax, this.backoffMin * 2 ** this.attempt);
+      delay = Math.round(base * (0.7 + Math.random() * 0.6));
+    }
     this.attempt++;
-    this.setState('reconnecting', delay);
+    // A prompt reconnect reports no wait: the page need not announce a lost connection for it.
+    this.setState('reconnecting', prompt ? 0 : delay);
     this.pendingLogin = null;
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.open(), delay);

@@ -1,0 +1,43 @@
+package rediscluster
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the backend's counters, for /metrics (docs/cluster.md lists what to watch).
+type metrics struct {
+	sent, received, undelivered                prometheus.Counter
+	heartbeatFailures, epochChanges, nodesDown prometheus.Counter
+	subscriptions, probeFailures, conflicts    prometheus.Counter
+}
+
+func newMetrics(b *Backend) *metrics {
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_cluster_" + name, Help: help})
+	}
+	m := &metrics{
+		sent:              c("messages_sent_total", "Messages published to other nodes' channels (and received by them)."),
+		received:          c("messages_received_total", "Messages received from other nodes."),
+		undelivered:       c("messages_undelivered_total", "Messages to other nodes given up: the node was not subscribed for the retry time, or its outbox was full."),
+		heartbeatFailures: c("heartbeat_failures_total", "Heartbeats (lease renewals) that failed: Redis was unreachable or slow."),
+		epochChanges:      c("redis_data_lost_total", "Times Redis was found to have lost its data (a restart without persistence, a flush): this node registered its users again."),
+		nodesDown:         c("nodes_down_total", "Other nodes whose lease ran out."),
+		subscriptions:     c("subscriptions_total", "Subscriptions to this node's channel (the first, and each one made again after a loss or a failed probe)."),
+		probeFailures:     c("probe_failures_total", "Times the subscription delivered nothing, not even this node's probe, and was made again."),
+		conflicts:         c("name_conflicts_total", "Users of this node closed (4001) because their name was held by another after Redis lost its data."),
+	}
+	return m
+}
+
+func (m *metrics) register(reg prometheus.Registerer, b *Backend) {
+	{
+		reg.MustRegister(m.sent, m.received, m.undelivered, m.heartbeatFailures, m.epochChanges, m.nodesDown,
+			m.subscriptions, m.probeFailures, m.conflicts,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tandem_cluster_ready",
+				Help: "1 while this node can take new users (Redis reachable, lease held, subscribed), else 0."},
+				func() float64 {
+					if b.Ready() == nil {
+						return 1
+					}
+					return 0
+				}))
+	}
+}

@@ -1,0 +1,840 @@
+package hub
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"tandem/internal/cluster"
+	"tandem/protocol"
+)
+
+// Cluster mode: the hub is one node of several (Config.Cluster). What changes, and what does not:
+//
+//   - Two users on this node: exactly the single-node code, under the one lock, with direct pointers; nothing
+//     waits on the cluster.
+//   - A user of another node in a call with a user of this one is stood in for by a Session whose remote field
+//     is set and whose conn (a busConn) sends over the cluster's bus to that user's node. The single-node code
+//     treats it as any peer: relaying to it sends the message to the other node, which acts on it as if the
+//     sender were its own user (a stand-in there too) and delivers it. Each node keeps the state of its own users;
+//     the node of the user a message is for has the last word (busy, not in call, a caller's budget).
+//   - What needs the shared state (a login, the user list, the first offer to a user not on this node) pauses the
+//     reading of the connection that asked, runs on a goroutine of its own with a deadline, and then resumes the
+//     reading: no epoll loop waits, and the connection's later messages stay behind the one that waits.
+//   - A new call with a user of another node: this node finds the callee's node (one lookup), sends it the offer
+//     (a Call), and waits for its Verdict, the caller's reading paused; the callee's node decides as a single
+//     node would (busy, cooldown, ringing) and answers.
+//   - Writes to the shared state that need no answer (who is in a call, a name freed) go in order through one
+//     goroutine, fenced by the login's session id, so that a late one changes nothing it no longer owns.
+
+// pauser is what a cluster node needs of its connections: reading that waits (ws.Conn has it).
+type pauser interface {
+	PauseReading()
+	ResumeReading()
+}
+
+// clusterState is the hub's cluster mode.
+type clusterState struct {
+	b       cluster.Backend
+	node    string
+	timeout time.Duration
+	grace   time.Duration
+
+	writes   chan func(context.Context) // fire-and-forget writes to the shared state, in order
+	stop     chan struct{}
+	stopped  chan struct{}
+	stopOnce sync.Once
+	dropped  atomic.Uint64 // writes dropped because the queue was full
+	draining bool          // guarded by the hub's mu: a drain has begun (drain.go)
+
+	timersMu sync.Mutex
+	timers   map[*time.Timer]struct{} // resume graces running (NodeDown)
+}
+
+// DefaultClusterTimeout is Config.ClusterTimeout's default.
+const DefaultClusterTimeout = 5 * time.Second
+
+func (h *Hub) startCluster() {
+	c := &clusterState{
+		b: h.cfg.Cluster, node: h.cfg.Cluster.Node(), timeout: h.cfg.ClusterTimeout, grace: h.cfg.ResumeGrace,
+		writes: make(chan func(context.Context), 1<<16), stop: make(chan struct{}), stopped: make(chan struct{}),
+		timers: make(map[*time.Timer]struct{}),
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultClusterTimeout
+	}
+	if c.grace <= 0 {
+		c.grace = cluster.DefaultResumeGrace
+	}
+	// Caller ids must be unique over the cluster: each node starts its count at a random place.
+	var seed [8]byte
+	_, _ = rand.Read(seed[:])
+	h.nextID.Store(binary.LittleEndian.Uint64(seed[:]) &^ (1 << 63 >> 1)) // far from wrapping
+	h.cl = c
+	go c.writeLoop()
+}
+
+// Start joins the cluster (Config.Cluster): from then on this node receives messages from the others. It does
+// nothing on a single node.
+func (h *Hub) Start() error {
+	if h.cl == nil {
+		return nil
+	}
+	return h.cl.b.Start(h)
+}
+
+// Ready says whether the hub can take new users: always on a single node; in a cluster, while the shared state
+// can be reached (see cluster.Backend).
+func (h *Hub) Ready() error {
+	if h.cl == nil {
+		return nil
+	}
+	return h.cl.b.Ready()
+}
+
+func (c *clusterState) writeLoop() {
+	defer close(c.stopped)
+	for {
+		select {
+		case w := <-c.writes:
+			ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+			w(ctx)
+			cancel()
+		case <-c.stop:
+			// What is queued still goes, as far as it can within one timeout.
+			ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+			defer cancel()
+			for {
+				select {
+				case w := <-c.writes:
+					w(ctx)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// write queues a write to the shared state; it never blocks (a full queue drops it, and it reports false: the
+// state is set right when the node registers its users again).
+func (c *clusterState) write(w func(context.Context)) bool {
+	select {
+	case c.writes <- w:
+		return true
+	default:
+		c.dropped.Add(1)
+		return false
+	}
+}
+
+// closeCluster ends cluster mode at shutdown: the queued writes go out, and the node leaves the cluster; with
+// release its users' names are freed at once, without (a drain) they wait the resume grace.
+func (h *Hub) closeCluster(release bool) {
+	c := h.cl
+	c.stopOnce.Do(func() {
+		c.timersMu.Lock()
+		for t := range c.timers {
+			t.Stop()
+		}
+		c.timers = nil
+		c.timersMu.Unlock()
+		close(c.stop)
+		<-c.stopped
+		_ = c.b.Close(release)
+	})
+}
+
+func (h *Hub) connectCluster(s *Session) {
+	p, ok := s.conn.(pauser)
+	if !ok {
+		panic("hub: a cluster node's connections must be able to pause their reading")
+	}
+	s.pauser = p
+}
+
+// localOnly reports whether name never goes to the shared state: the echo test user's, which every node has of
+// its own.
+func (h *Hub) localOnly(name string) bool {
+	return h.cfg.EchoName != "" && fold(name) == fold(h.cfg.EchoName)
+}
+
+// holds reports whether s is logged in as name.
+func (s *Session) holds(name string) bool {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return s.name == name && h.users[name] == s
+}
+
+// notePeerLocked records in the shared state who s, a user of this node, is in a call with (its busy flag).
+func (h *Hub) notePeerLocked(s *Session) {
+	if s.remote != nil || s.name == "" || s.sid == "" || h.localOnly(s.name) {
+		return
+	}
+	name, sid, peer := s.name, s.sid, ""
+	if s.peer != nil {
+		peer = s.peer.name
+	}
+	b := h.cl.b
+	h.cl.write(func(ctx context.Context) { _ = b.SetPeer(ctx, name, sid, peer) })
+}
+
+// released frees name, which session sid of this node held, in the shared state, and then calls then (if not
+// nil): the peers of a user who left are told once the name is free, so that what they send next finds it gone.
+func (h *Hub) released(name, sid string, then func()) {
+	if h.localOnly(name) || sid == "" {
+		if then != nil {
+			then()
+		}
+		return
+	}
+	b := h.cl.b
+	if !h.cl.write(func(ctx context.Context) {
+		_ = b.Release(ctx, name, sid)
+		if then != nil {
+			then()
+		}
+	}) && then != nil {
+		then()
+	}
+}
+
+// wait runs op off the connection's reading path: reading pauses until op is done.
+func (s *Session) wait(op func(ctx context.Context)) {
+	s.pauser.PauseReading()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.hub.cl.timeout)
+		defer cancel()
+		op(ctx)
+	}()
+}
+
+func (s *Session) unavailable(request, name string) {
+	s.fail(protocol.CodeUnavailable, "the cluster's shared state or the other node could not be reached in time: try again", request, name)
+}
+
+// loginCluster logs s in as name through the shared state: a fresh claim, a resume (token) of a session on this
+// node or another, or name_taken.
+func (s *Session) loginCluster(name string, token []byte) {
+	h := s.hub
+	claim := cluster.Claim{Name: name, Session: newToken(), Token: string(token), NewToken: newToken(), Caller: s.id}
+	s.wait(func(ctx context.Context) {
+		defer s.pauser.ResumeReading()
+		res, err := h.cl.b.Claim(ctx, claim)
+		switch {
+		case err != nil:
+			h.log.Warn("login: the cluster is unavailable", "name", name, "err", err)
+			s.loginFailed(protocol.CodeUnavailable, "the server cannot log anyone in right now (its cluster is unavailable): try again in a moment")
+			return
+		case res.Outcome == cluster.Taken:
+			h.m.loginsFailed.Inc()
+			msg := "the name " + name + " is taken: choose another"
+			if len(token) > 0 {
+				msg = "the name " + name + " is taken, and the resume token does not match"
+			}
+			s.loginFailed(protocol.CodeNameTaken, msg)
+			return
+		}
+		s.claimed(name, claim, res)
+	})
+}
+
+// claimed makes s the holder of name, which the shared state gave it.
+func (s *Session) claimed(name string, claim cluster.Claim, res cluster.ClaimResult) {
+	h := s.hub
+	type leave struct {
+		to           Conn
+		from, reason string
+	}
+	var (
+		tell     []leave
+		ended    []string
+		replaced Conn
+		envs     []sendTo
+	)
+	h.mu.Lock()
+	if s.gone {
+		h.mu.Unlock()
+		h.released(name, claim.Session, nil)
+		return
+	}
+	// A rename, or a resume of another name: the name s had is freed first, and its call ends.
+	if s.name != "" {
+		ps, old, sid := s.unregisterLocked()
+		for _, p := range ps {
+			tell = append(tell, leave{p, old, protocol.ReasonRenamed})
+		}
+		ended = append(ended, sid)
+		h.released(old, sid, nil)
+	}
+	// Someone of this node under the name: the session resumed here, or (after the shared state was lost) one
+	// the shared state no longer knows, which gives way.
+	if other := h.users[name]; other != nil && other != s {
+		if res.Outcome == cluster.Resumed && res.Old.Node == h.cl.node && res.Old.Session == other.sid {
+			s.takeOverLocked(other)
+			ended = append(ended, other.sid)
+			other.sid = ""
+			replaced = other.conn
+		} else {
+			ps, _, sid := other.unregisterLocked()
+			other.gone = true
+			for _, p := range ps {
+				tell = append(tell, leave{p, name, protocol.ReasonDisconnected})
+			}
+			ended = append(ended, sid)
+			h.m.online.Dec()
+			other.conn.Close(protocol.CloseNameConflict, "name conflict: another connection holds the name "+name)
+		}
+	}
+	if s.name != name { // not taken over here: the name is new on this node
+		s.name, s.key = name, fold(name)
+		h.users[name] = s
+		h.index.ReplaceOrInsert(s)
+		h.m.online.Inc()
+	}
+	s.token, s.sid = res.Token, claim.Session
+	if res.Outcome == cluster.Resumed && res.Old.Node != h.cl.node {
+		s.id = res.Caller
+		// The old session is on another node: it is closed there, and the call, if any, goes on from here.
+		envs = append(envs, sendTo{res.Old.Node, &cluster.Envelope{Kind: cluster.Takeover, From: name,
+			FromNode: h.cl.node, FromSession: s.sid, Caller: s.id, To: name, ToSession: res.Old.Session}})
+		if res.Peer != "" && s.peer == nil {
+			if res.PeerRoute.Node == h.cl.node {
+				if p := h.users[res.Peer]; p != nil && p.peer != nil && p.peer.remote != nil && p.peer.name == name {
+					s.peer, s.unanswered, p.peer = p, p.peer.unanswered, s
+				}
+			} else if res.PeerRoute.Node != "" {
+				s.peer = h.newStub(res.Peer, res.PeerRoute.Node, 0, s)
+				if res.PeerRoute.Node != res.Old.Node { // the Takeover tells the old node's users itself
+					envs = append(envs, sendTo{res.PeerRoute.Node, &cluster.Envelope{Kind: cluster.Moved,
+						From: name, FromNode: h.cl.node, FromSession: s.sid, Caller: s.id, To: res.Peer}})
+				}
+			}
+		}
+	}
+	h.notePeerLocked(s)
+	reply := protocol.LoginOK{Name: s.name, Token: s.token, Device: s.loginDevice}
+	s.loginDevice = ""
+	if s.peer != nil {
+		reply.Peer = s.peer.name
+	}
+	if e := h.cfg.EchoName; e != "" && h.users[e] != nil {
+		reply.Echo = e
+	}
+	if h.cfg.ICEServers != nil {
+		reply.ICEServers = h.cfg.ICEServers(reply.Name, s.host, s.sid)
+	}
+	h.mu.Unlock()
+
+	for _, e := range envs {
+		h.cl.b.Send(e.node, e.env)
+	}
+	h.endSessions(ended...)
+	if replaced != nil {
+		replaced.Close(protocol.CloseReplaced, "replaced: this name logged in from another connection")
+	}
+	for _, l := range tell {
+		h.send(l.to, func(b []byte) []byte { return protocol.AppendLeave(b, l.from, l.reason) })
+	}
+	s.conn.LoggedIn()
+	h.m.logins.Inc()
+	h.log.Debug("user logged in", "name", reply.Name, "resumed", res.Outcome == cluster.Resumed, "host", s.host)
+	s.reply(func(b []byte) []byte { return protocol.AppendLoginOK(b, reply) })
+}
+
+type sendTo struct {
+	node string
+	env  *cluster.Envelope
+}
+
+// pendingCall is an offer of a user of this node to a user of another, waiting for the verdict of its node.
+type pendingCall struct {
+	callee string
+	node   string
+	done   chan struct{} // closed by whoever ends the wait (verdict or timeout), which resumes the reading
+}
+
+// callRemote places s's call with callee, who is not on this node: it finds callee's node, sends it the offer
+// and waits for its verdict, s's reading paused meanwhile (so that what s sends next, its candidates, follows
+// the offer to the node that took it).
+func (s *Session) callRemote(m *protocol.Message) {
+	h := s.hub
+	callee := string(m.Name) // (made here: the single-node path keeps its callee on the stack)
+	h.mu.Lock()
+	from, sid, id := s.name, s.sid, s.id
+	h.mu.Unlock()
+	frame := protocol.AppendRelay(nil, protocol.TypeOffer, m.Offer, from)
+	s.wait(func(ctx context.Context) {
+		route, ok, err := h.cl.b.Locate(ctx, callee)
+		switch {
+		case err != nil:
+			s.unavailable(protocol.TypeOffer, callee)
+			s.pauser.ResumeReading()
+			return
+		case !ok || route.Node == h.cl.node: // not online (or, here, only since the lookup missed: gone again)
+			s.callFailed(protocol.CodeNotOnline, protocol.TypeOffer, callee)
+			s.pauser.ResumeReading()
+			return
+		}
+		pc := &pendingCall{callee: callee, node: route.Node, done: make(chan struct{})}
+		h.mu.Lock()
+		if s.gone || s.name != from {
+			h.mu.Unlock()
+			s.pauser.ResumeReading()
+			return
+		}
+		s.call = pc
+		h.mu.Unlock()
+		sent := h.cl.b.Send(route.Node, &cluster.Envelope{Kind: cluster.Call, From: from, FromNode: h.cl.node,
+			FromSession: sid, Caller: id, To: callee, Frame: frame})
+		if sent {
+			select {
+			case <-pc.done:
+				return // the verdict came, was acted on, and the reading resumed
+			case <-ctx.Done():
+			}
+		}
+		h.mu.Lock()
+		mine := s.call == pc
+		if mine {
+			s.call = nil
+		}
+		h.mu.Unlock()
+		if mine {
+			s.unavailable(protocol.TypeOffer, callee)
+			s.pauser.ResumeReading()
+		}
+	})
+}
+
+// usersCluster answers a users request from the shared state, with this node's echo user added.
+func (s *Session) usersCluster(m *protocol.Message) {
+	h := s.hub
+	limit := m.Limit
+	if limit <= 0 {
+		limit = defaultListLimit
+	}
+	if limit > maxListLimit {
+		limit = maxListLimit
+	}
+	query := strings.TrimSpace(string(m.Query))
+	prefix := fold(query)
+	s.wait(func(ctx context.Context) {
+		defer s.pauser.ResumeReading()
+		entries, more, total, err := h.cl.b.List(ctx, prefix, limit)
+		if err != nil {
+			s.unavailable(protocol.TypeUsers, "")
+			return
+		}
+		list := make([]protocol.User, 0, len(entries)+1)
+		for _, e := range entries {
+			list = append(list, protocol.User{Name: e.Name, Busy: e.Busy})
+		}
+		if echo := h.cfg.EchoName; echo != "" {
+			h.mu.Lock()
+			online := h.users[echo] != nil
+			h.mu.Unlock()
+			if online {
+				total++
+				if key := fold(echo); strings.HasPrefix(key, prefix) {
+					list, more = insertEcho(list, echo, limit, more)
+				}
+			}
+		}
+		s.reply(func(b []byte) []byte { return protocol.AppendUsers(b, query, list, more, total) })
+	})
+}
+
+// insertEcho puts the echo user in its place in a list in index order, keeping it within limit.
+func insertEcho(list []protocol.User, echo string, limit int, more bool) ([]protocol.User, bool) {
+	key := fold(echo)
+	i := 0
+	for i < len(list) {
+		k := fold(list[i].Name)
+		if k > key || k == key && list[i].Name > echo {
+			break
+		}
+		i++
+	}
+	if i == len(list) && len(list) == limit {
+		return list, true // beyond this page
+	}
+	list = append(list, protocol.User{})
+	copy(list[i+1:], list[i:])
+	list[i] = protocol.User{Name: echo, Echo: true}
+	if len(list) > limit {
+		list, more = list[:limit], true
+	}
+	return list, more
+}
+
+// busConn is the conn of a stand-in: what the hub sends it goes to the node of the user it stands in for.
+type busConn struct {
+	h     *Hub
+	to    string // the user it stands in for
+	route atomic.Pointer[string]
+	// from is the user of this node in a call with it, and fromID that user's caller id.
+	from   string
+	fromID uint64
+	// verdict: the stand-in of a caller whose Call is being decided: the first ringing or error sent to it is
+	// the Verdict.
+	verdict atomic.Bool
+}
+
+// newStub makes the stand-in for user name of node, with caller id id, in a call (or about to be) with s.
+func (h *Hub) newStub(name, node string, id uint64, s *Session) *Session {
+	bc := &busConn{h: h, to: name, from: s.name, fromID: s.id}
+	bc.route.Store(&node)
+	return &Session{hub: h, conn: bc, name: name, key: fold(name), id: id, remote: bc, peer: s, offers: offerBurst, offersAt: h.now()}
+}
+
+func (c *busConn) node() string { return *c.route.Load() }
+
+func (c *busConn) LoggedIn()         {}
+func (c *busConn) Close(int, string) {}
+
+// Send passes msg to the user's node: a relayed message or a leave as a Message, ringing or an error as a Reply
+// (or the Verdict of a Call).
+func (c *busConn) Send(msg []byte) bool {
+	e := &cluster.Envelope{Kind: cluster.Message, From: c.from, FromNode: c.h.cl.node, Caller: c.fromID, To: c.to, Frame: msg}
+	if typ := frameType(msg); typ == protocol.TypeError || typ == protocol.TypeRinging {
+		e.Kind = cluster.Reply
+		if c.verdict.Swap(false) {
+			e.Kind, e.Accepted = cluster.Verdict, typ == protocol.TypeRinging
+		}
+	}
+	if !c.h.cl.b.Send(c.node(), e) {
+		c.h.Undelivered(e) // its sender is told
+		return false
+	}
+	return true
+}
+
+// frameType is the type of a message the hub built ({"type":"...).
+func frameType(msg []byte) string {
+	const prefix = `{"type":"`
+	if !bytes.HasPrefix(msg, []byte(prefix)) {
+		return ""
+	}
+	rest := msg[len(prefix):]
+	if i := bytes.IndexByte(rest, '"'); i >= 0 {
+		return string(rest[:i])
+	}
+	return ""
+}
+
+// Deliver implements cluster.Local: it acts on a message from another node.
+func (h *Hub) Deliver(e *cluster.Envelope) {
+	switch e.Kind {
+	case cluster.Message, cluster.Call:
+		h.remoteMessage(e)
+	case cluster.Reply:
+		h.mu.Lock()
+		t := h.users[e.To]
+		h.mu.Unlock()
+		switch {
+		case t != nil:
+			t.conn.Send(e.Frame)
+		case !e.Forwarded:
+			h.forward(e)
+		}
+	case cluster.Verdict:
+		h.remoteVerdict(e)
+	case cluster.Takeover:
+		h.remoteTakeover(e)
+	case cluster.Moved:
+		h.mu.Lock()
+		if t := h.users[e.To]; t != nil && t.peer != nil && t.peer.remote != nil && t.peer.name == e.From {
+			node := e.FromNode
+			t.peer.remote.route.Store(&node)
+			t.peer.id = e.Caller
+		}
+		h.mu.Unlock()
+	}
+}
+
+// remoteMessage acts on a message a user of another node sent a user of this one, as the single-node code would
+// with the sender's stand-in as the sender.
+func (h *Hub) remoteMessage(e *cluster.Envelope) {
+	var m protocol.Message
+	if err := protocol.Decode(e.Frame, &m); err != nil {
+		h.log.Warn("cluster: undecodable message from another node", "node", e.FromNode, "err", err)
+		return
+	}
+	h.mu.Lock()
+	t := h.users[e.To]
+	var s *Session
+	if t != nil && t.peer != nil && t.peer.remote != nil && t.peer.name == e.From {
+		s = t.peer
+		if node := e.FromNode; s.remote.node() != node {
+			s.remote.route.Store(&node)
+		}
+		if s.id == 0 {
+			s.id = e.Caller
+		}
+	}
+	h.mu.Unlock()
+	if t == nil && !e.Forwarded && e.Kind == cluster.Message {
+		h.forward(e) // the recipient moved (a resume on another node): it goes after it, once
+		return
+	}
+	if s == nil {
+		// Not in a call with the sender (or the recipient is not here): a stand-in of its own answers it.
+		s = &Session{hub: h, name: e.From, key: fold(e.From), id: e.Caller, offers: offerBurst, offersAt: h.now()}
+		bc := &busConn{h: h, to: e.From}
+		node := e.FromNode
+		bc.route.Store(&node)
+		if t != nil {
+			bc.from, bc.fromID = t.name, t.id
+		} else {
+			bc.from = e.To
+		}
+		s.conn, s.remote = bc, bc
+	}
+	if e.Kind == cluster.Call {
+		s.remote.verdict.Store(true)
+	}
+	m.Name, m.HasName = []byte(e.To), true
+	switch string(m.Type) {
+	case protocol.TypeOffer:
+		if e.Kind == cluster.Message && s.peer == nil {
+			// An offer within a call that has ended here meanwhile: it does not start a new one.
+			s.callFailed(protocol.CodeNotInCall, protocol.TypeOffer, e.To)
+			break
+		}
+		s.offer(&m)
+	case protocol.TypeAnswer:
+		s.relay(protocol.TypeAnswer, &m, m.Answer)
+	case protocol.TypeCandidate:
+		s.relay(protocol.TypeCandidate, &m, m.Candidate)
+	case protocol.TypeLeave:
+		s.leave(&m)
+	}
+	if e.Kind == cluster.Call && s.remote.verdict.Swap(false) {
+		// Taken without a word for the caller (the callee had offered back: glare).
+		h.cl.b.Send(s.remote.node(), &cluster.Envelope{Kind: cluster.Verdict, Accepted: s.peer != nil,
+			From: e.To, FromNode: h.cl.node, To: e.From})
+	}
+}
+
+// forward sends a message for a user who is no longer on this node to the node that has the user now, if any.
+func (h *Hub) forward(e *cluster.Envelope) {
+	f := *e
+	f.Frame = append([]byte(nil), e.Frame...)
+	f.Forwarded = true
+	c := h.cl
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		defer cancel()
+		if route, ok, err := c.b.Locate(ctx, f.To); err == nil && ok && route.Node != c.node {
+			c.b.Send(route.Node, &f)
+		}
+	}()
+}
+
+// refuseRemote answers a message for a user who is not on this node and not in a call with the sender: not in
+// call if the user is online on another node, not online otherwise (as one node would).
+func (s *Session) refuseRemote(request, name string) {
+	h := s.hub
+	s.wait(func(ctx context.Context) {
+		defer s.pauser.ResumeReading()
+		_, ok, err := h.cl.b.Locate(ctx, name)
+		switch {
+		case err != nil:
+			s.unavailable(request, name)
+		case ok:
+			s.callFailed(protocol.CodeNotInCall, request, name)
+		default:
+			s.callFailed(protocol.CodeNotOnline, request, name)
+		}
+	})
+}
+
+// remoteVerdict acts on the answer to a call a user of this node placed with a user of another: the two are now
+// in a call (the caller is told ringing), or the caller is told why not.
+func (h *Hub) remoteVerdict(e *cluster.Envelope) {
+	var ended Conn
+	h.mu.Lock()
+	t := h.users[e.To]
+	var pc *pendingCall
+	if t != nil && t.call != nil && t.call.callee == e.From {
+		pc, t.call = t.call, nil
+	}
+	if pc == nil {
+		inCall := t != nil && t.peer != nil && t.peer.remote != nil && t.peer.name == e.From
+		h.mu.Unlock()
+		if e.Accepted && !inCall { // too late: the caller was told the call failed, so it does not take place
+			h.cl.b.Send(e.FromNode, &cluster.Envelope{Kind: cluster.Message, From: e.To, FromNode: h.cl.node, To: e.From,
+				Frame: protocol.AppendLeave(nil, e.To, protocol.ReasonCancelled)})
+		}
+		return
+	}
+	from := t.name
+	if e.Accepted {
+		if p := t.peer; p == nil || p.remote == nil || p.name != e.From {
+			if p != nil { // calling someone else ends the call t was in
+				endCallLocked(t, p)
+				ended = p.conn
+			}
+			stub := h.newStub(e.From, e.FromNode, e.Caller, t)
+			t.peer, stub.peer, t.unanswered = stub, t, true
+			h.notePeerLocked(t)
+		}
+	}
+	h.mu.Unlock()
+	if ended != nil {
+		h.send(ended, func(b []byte) []byte { return protocol.AppendLeave(b, from, protocol.ReasonHangup) })
+	}
+	if len(e.Frame) > 0 {
+		t.conn.Send(e.Frame)
+	}
+	if code := errorCode(e.Frame); code != "" {
+		h.m.errors(code).Inc()
+	}
+	close(pc.done)
+	t.pauser.ResumeReading()
+}
+
+// errorCode is the code of an error message the hub built.
+func errorCode(msg []byte) string {
+	const prefix = `{"type":"error","code":"`
+	if !bytes.HasPrefix(msg, []byte(prefix)) {
+		return ""
+	}
+	rest := msg[len(prefix):]
+	if i := bytes.IndexByte(rest, '"'); i >= 0 {
+		return string(rest[:i])
+	}
+	return ""
+}
+
+// remoteTakeover closes a session of this node that was resumed on another: its connection is closed (4000), its
+// call goes on from the new node.
+func (h *Hub) remoteTakeover(e *cluster.Envelope) {
+	h.mu.Lock()
+	old := h.users[e.To]
+	if old == nil || old.sid != e.ToSession {
+		h.mu.Unlock()
+		return
+	}
+	delete(h.users, old.name)
+	h.index.Delete(old)
+	h.m.online.Dec()
+	if p := old.peer; p != nil && p.remote == nil && p.peer == old {
+		// The peer is a user of this node: it now talks to the new session, on the other node.
+		stub := h.newStub(old.name, e.FromNode, e.Caller, p)
+		stub.peer, stub.unanswered, stub.strangers = p, old.unanswered, old.strangers
+		p.peer = stub
+	}
+	for c := range old.callers { // (the echo user never moves; for completeness)
+		endCallLocked(old, c)
+	}
+	sid := old.sid
+	old.name, old.key, old.token, old.sid, old.peer, old.callers = "", "", "", "", nil, nil
+	old.unanswered, old.strangers, old.gone = false, nil, true
+	h.mu.Unlock()
+	h.endSessions(sid)
+	old.conn.Close(protocol.CloseReplaced, "replaced: this name logged in from another connection")
+}
+
+// NodeDown implements cluster.Local: the calls of this node's users with users of node end after the resume
+// grace, unless those users moved to another node meanwhile.
+func (h *Hub) NodeDown(node string) {
+	h.mu.Lock()
+	var affected []*Session
+	for _, s := range h.users {
+		if p := s.peer; p != nil && p.remote != nil && p.remote.node() == node {
+			affected = append(affected, s)
+		}
+	}
+	h.mu.Unlock()
+	if len(affected) == 0 {
+		return
+	}
+	h.log.Info("cluster: a node is gone; its users' calls end unless they resume elsewhere", "node", node,
+		"calls", len(affected), "grace", h.cl.grace)
+	c := h.cl
+	var t *time.Timer
+	t = time.AfterFunc(c.grace, func() {
+		c.timersMu.Lock()
+		if c.timers == nil { // the hub shut down
+			c.timersMu.Unlock()
+			return
+		}
+		delete(c.timers, t)
+		c.timersMu.Unlock()
+		if c.b.Alive(node) {
+			return // it came back (Redis had lost its data, and the node registered again)
+		}
+		for _, s := range affected {
+			h.mu.Lock()
+			p := s.peer
+			gone := p != nil && p.remote != nil && p.remote.node() == node
+			if gone {
+				endCallLocked(s, p)
+			}
+			h.mu.Unlock()
+			if gone {
+				h.send(s.conn, func(b []byte) []byte { return protocol.AppendLeave(b, p.name, protocol.ReasonDisconnected) })
+			}
+		}
+	})
+	c.timersMu.Lock()
+	if c.timers != nil {
+		c.timers[t] = struct{}{}
+	} else {
+		t.Stop()
+	}
+	c.timersMu.Unlock()
+}
+
+// Registrations implements cluster.Local.
+func (h *Hub) Registrations() []cluster.Registration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	regs := make([]cluster.Registration, 0, len(h.users))
+	for name, s := range h.users {
+		if h.localOnly(name) || s.sid == "" {
+			continue
+		}
+		r := cluster.Registration{Name: name, Session: s.sid, Token: s.token, Caller: s.id}
+		if s.peer != nil {
+			r.Peer = s.peer.name
+		}
+		regs = append(regs, r)
+	}
+	return regs
+}
+
+// Evict implements cluster.Local: the session is closed (4001), and its connection's closing ends its call.
+func (h *Hub) Evict(name, session string) {
+	h.mu.Lock()
+	s := h.users[name]
+	if s == nil || s.sid != session {
+		h.mu.Unlock()
+		return
+	}
+	h.mu.Unlock()
+	h.log.Warn("cluster: name conflict after the shared state was lost; this node's session gives way", "name", name)
+	s.conn.Close(protocol.CloseNameConflict, "name conflict: another connection holds the name "+name)
+}
+
+// Undelivered implements cluster.Local: the sender of a message that could not reach its recipient's node is told.
+func (h *Hub) Undelivered(e *cluster.Envelope) {
+	if e.Kind != cluster.Message {
+		return // a Call's caller hears of it when its wait ends; replies and notices have no one to tell
+	}
+	h.mu.Lock()
+	s := h.users[e.From]
+	h.mu.Unlock()
+	if s != nil {
+		s.fail(protocol.CodeUnavailable, "your "+frameType(e.Frame)+" did not reach "+e.To+": the server "+e.To+
+			" is on could not be reached", frameType(e.Frame), e.To)
+	}
+}
