@@ -95,4 +95,3 @@ func TestEveryModeOnEveryNode(t *testing.T) {
 func signHS(t *testing.T, name string) string {
 	return sign(t, jwt.SigningMethodHS256, claims(name), jwtSecret, "")
 }
-
