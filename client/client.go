@@ -217,11 +217,51 @@ func (c *Client) Login(ctx context.Context, name, token string) (*Message, error
 // SendLogin sends a login request, with the resume token if it is not empty (and not in tutorial mode), without
 // waiting for the reply.
 func (c *Client) SendLogin(ctx context.Context, name, token string) error {
+	return c.SendLoginWith(ctx, name, token, Credentials{})
+}
+
+// Credentials are what a login carries to a server that checks who logs in (docs/access.md); the empty ones are
+// left out.
+type Credentials struct {
+	Password string // the server's password (password mode) or the account's (accounts mode)
+	Invite   string // the secret of an invite link (what follows #invite= in the link)
+	JWT      string // a token from the operator's app (jwt mode)
+	Device   string // the device credential of an earlier login reply (Message.Device)
+}
+
+// LoginWith is Login with credentials. name may be empty when the credential fixes the name (a token, an
+// invite for a given name, a device credential of an account); it is then left out of the request.
+func (c *Client) LoginWith(ctx context.Context, name, token string, cred Credentials) (*Message, error) {
+	if err := c.SendLoginWith(ctx, name, token, cred); err != nil {
+		return nil, err
+	}
+	m, err := c.WaitFor(ctx, protocol.TypeLogin)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Err(); err != nil {
+		return m, fmt.Errorf("client: login as %q: %w", name, err)
+	}
+	return m, nil
+}
+
+// SendLoginWith is SendLogin with credentials, without waiting for the reply.
+func (c *Client) SendLoginWith(ctx context.Context, name, token string, cred Credentials) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	b := appendString(append(c.wbuf[:0], `{"type":"login"`...), "name", name)
+	b := append(c.wbuf[:0], `{"type":"login"`...)
+	if name != "" || (cred == Credentials{}) {
+		b = appendString(b, "name", name)
+	}
 	if token != "" && !c.tutorial {
 		b = appendString(b, "token", token)
+	}
+	for _, f := range [...]struct{ key, value string }{
+		{"password", cred.Password}, {"invite", cred.Invite}, {"jwt", cred.JWT}, {"device", cred.Device},
+	} {
+		if f.value != "" {
+			b = appendString(b, f.key, f.value)
+		}
 	}
 	return c.write(ctx, b)
 }

@@ -56,6 +56,10 @@ var (
 	ErrNotAnswered        = &Error{Code: protocol.CodeNotAnswered}
 	ErrCooldown           = &Error{Code: protocol.CodeCooldown}
 	ErrInternal           = &Error{Code: protocol.CodeInternal}
+	ErrAuthRequired       = &Error{Code: protocol.CodeAuthRequired}
+	ErrUnauthorized       = &Error{Code: protocol.CodeUnauthorized}
+	ErrExpired            = &Error{Code: protocol.CodeExpired}
+	ErrServerBusy         = &Error{Code: protocol.CodeServerBusy}
 )
 
 // CloseError reports that the connection was closed with a WebSocket close frame. Read returns it (wrapped) once

@@ -27,9 +27,10 @@ type Message struct {
 	Token   string // login: the resume token
 	Peer    string // login: the peer of a resumed session that is in a call
 	Echo    string // login: the name of the echo test user, when it is online
+	Device  string // login: a device credential for later logins to a server that checks who logs in
 
 	ICEServers []protocol.ICEServer // login: the STUN/TURN servers to use
-	RetryAfter int                  // error (cooldown): how many seconds to wait before the request can succeed
+	RetryAfter int                  // error (cooldown), failed login (rate_limited, server_busy): seconds to wait before trying again
 
 	Offer     json.RawMessage // offer
 	Answer    json.RawMessage // answer
@@ -135,6 +136,8 @@ func (d *decoder) decode(m *Message) error {
 			err = readString(dec, &m.Peer, false)
 		case `"echo"`:
 			err = readString(dec, &m.Echo, false)
+		case `"device"`:
+			err = readString(dec, &m.Device, false)
 		case `"query"`:
 			err = readString(dec, &m.Query, false)
 		case `"more"`:

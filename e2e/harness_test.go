@@ -148,6 +148,13 @@ type pageSetup struct {
 	scheme  string          // the system's colour scheme, "light" or "dark"; the browser's own when empty
 	langs   string          // the browser's languages, as in Accept-Language ("zh-CN,zh"); the browser's own when empty
 	browser context.Context // nil: the shared browser
+	device  bool            // a browser context of its own: another device, with storage of its own
+}
+
+// asAnotherDevice opens the page in a browser context of its own (as another device would: nothing in its
+// localStorage from the other pages).
+func asAnotherDevice() pageOption {
+	return func(s *pageSetup) { s.device = true }
 }
 
 // withLanguages opens the page in a browser whose languages are langs, as an Accept-Language header lists them
@@ -183,7 +190,11 @@ func openPage(t *testing.T, label, url string, opts ...pageOption) *page {
 	if parent == nil {
 		parent = browser(t)
 	}
-	ctx, cancel := chromedp.NewContext(parent)
+	var ctxOpts []chromedp.ContextOption
+	if setup.device {
+		ctxOpts = append(ctxOpts, chromedp.WithNewBrowserContext())
+	}
+	ctx, cancel := chromedp.NewContext(parent, ctxOpts...)
 	p := &page{t: t, label: label, ctx: ctx, logs: &syncBuffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -15,6 +15,10 @@ type Message struct {
 	Name      []byte // the user the message is for (login: the name wanted)
 	HasName   bool
 	Token     []byte // login: the resume token
+	Password  []byte // login: the server's password, or the account's (docs/access.md)
+	Invite    []byte // login: the secret of an invite link
+	JWT       []byte // login: a token from the operator's app
+	Device    []byte // login: the device credential an earlier login reply gave
 	Reason    []byte // leave: why
 	Query     []byte // users: the name prefix
 	Limit     int    // users: how many at most; 0 when absent
@@ -126,6 +130,14 @@ func (m *Message) field(key []byte, escaped bool, raw []byte, kind byte) *Decode
 		return e
 	case "token":
 		return str(&m.Token)
+	case "password":
+		return str(&m.Password)
+	case "invite":
+		return str(&m.Invite)
+	case "jwt":
+		return str(&m.JWT)
+	case "device":
+		return str(&m.Device)
 	case "reason":
 		return str(&m.Reason)
 	case "query":

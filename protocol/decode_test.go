@@ -52,6 +52,13 @@ func TestDecode(t *testing.T) {
 				t.Error("HasName")
 			}
 		}},
+		{name: "login credentials", in: `{"type":"login","name":"a","password":"p\u00e9","invite":"i","jwt":"j.w.t","device":"d"}`, check: func(t *testing.T, m *Message) {
+			if string(m.Password) != "p\u00e9" || string(m.Invite) != "i" || string(m.JWT) != "j.w.t" || string(m.Device) != "d" {
+				t.Errorf("got password %q invite %q jwt %q device %q", m.Password, m.Invite, m.JWT, m.Device)
+			}
+		}},
+		{name: "number password", in: `{"type":"login","name":"a","password":1234}`, code: CodeInvalidMessage, errPart: `"password" must be a string`},
+		{name: "object jwt", in: `{"type":"login","jwt":{}}`, code: CodeInvalidMessage, errPart: `"jwt"`},
 		{name: "unknown fields ignored", in: `{"type":"login","name":"a","extra":[1,2,{"x":-1.5e3}],"t":true}`},
 		{name: "empty", in: ``, code: CodeInvalidJSON},
 		{name: "hello world", in: `Hello world`, code: CodeInvalidJSON},
@@ -144,6 +151,8 @@ func TestAppendMessagesAreJSON(t *testing.T) {
 		AppendRetryError(nil, CodeCooldown, "wait", "offer", "bob", 12),
 		AppendLoginOK(nil, LoginOK{Name: "a", Token: "t", Peer: "b", ICEServers: []ICEServer{{URLs: []string{"stun:x"}}, {URLs: []string{"turn:x", "turns:y"}, Username: "u", Credential: "c"}}}),
 		AppendLoginFailed(nil, CodeNameTaken, "taken"),
+		AppendLoginOK(nil, LoginOK{Name: "a", Token: "t", Device: "d1.x.y"}),
+		AppendLoginRefused(nil, CodeRateLimited, "wait", 7),
 		AppendUsers(nil, "a", []User{{Name: "a", Busy: true}, {Name: "echo", Echo: true}}, true, 7),
 		AppendUsers(nil, "", nil, false, 0),
 		AppendString(nil, "bad \xff utf8 \u2028"),

@@ -81,6 +81,7 @@ type LoginOK struct {
 	Peer       string      // the peer of a resumed session in a call, or ""
 	Echo       string      // the name of the echo test user when it is online, or ""
 	ICEServers []ICEServer // may be nil
+	Device     string      // a device credential for later logins (docs/access.md), or ""
 }
 
 // AppendLoginOK writes a successful login reply.
@@ -123,15 +124,29 @@ func AppendLoginOK(dst []byte, r LoginOK) []byte {
 		}
 		dst = append(dst, ']')
 	}
+	if r.Device != "" {
+		dst = append(dst, `,"device":`...)
+		dst = AppendString(dst, r.Device)
+	}
 	return append(dst, '}')
 }
 
 // AppendLoginFailed writes {"type":"login","success":false,"code":code,"message":message}.
 func AppendLoginFailed(dst []byte, code, message string) []byte {
+	return AppendLoginRefused(dst, code, message, -1)
+}
+
+// AppendLoginRefused writes a failed login reply that also says, in whole seconds, when to try again, unless
+// retryAfter is negative: {"type":"login","success":false,"code":code,"message":message,"retryAfter":seconds}.
+func AppendLoginRefused(dst []byte, code, message string, retryAfter int) []byte {
 	dst = append(dst, `{"type":"login","success":false,"code":"`...)
 	dst = append(dst, code...)
 	dst = append(dst, `","message":`...)
 	dst = AppendString(dst, message)
+	if retryAfter >= 0 {
+		dst = append(dst, `,"retryAfter":`...)
+		dst = strconv.AppendInt(dst, int64(retryAfter), 10)
+	}
 	return append(dst, '}')
 }
 

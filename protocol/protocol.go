@@ -33,6 +33,12 @@ const (
 	CodeNotAnswered        = "not_answered"
 	CodeCooldown           = "cooldown"
 	CodeInternal           = "internal"
+	// Access control (docs/access.md): a login refused for its credentials, or because the server is too busy
+	// checking others'.
+	CodeAuthRequired = "auth_required"
+	CodeUnauthorized = "unauthorized"
+	CodeExpired      = "expired"
+	CodeServerBusy   = "server_busy"
 	// CodeUnavailable: in a cluster, what the request needed (the shared state, or another node) could not be
 	// reached in time; nothing was done, and the client may try again.
 	CodeUnavailable = "unavailable"

@@ -103,7 +103,7 @@ func TestDashboardMetrics(t *testing.T) {
 	if ops == nil {
 		t.Fatalf("no metrics address in:\n%s", out)
 	}
-	url := wsURL(t, out)
+	url := wsURL(t, out.String())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	api, err := webrtctest.NewAPI()

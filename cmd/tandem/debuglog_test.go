@@ -49,16 +49,6 @@ func runTandem(t *testing.T, args ...string) (out, logs *lockedBuffer, stop func
 	return out, logs, stop
 }
 
-// wsURL is the WebSocket URL of the tandem whose output is out.
-func wsURL(t *testing.T, out *lockedBuffer) string {
-	t.Helper()
-	m := regexp.MustCompile(`open http://(\S+)/`).FindStringSubmatch(out.String())
-	if m == nil {
-		t.Fatalf("no URL in:\n%s", out)
-	}
-	return "ws://" + strings.Replace(m[1], "localhost", "127.0.0.1", 1) + "/"
-}
-
 // TestDebugLog: at -log-level debug the log has tandem's own decisions (a login, a TURN allocation) and none of
 // pion's lines; -log-level trace adds pion's, at level TRACE.
 func TestDebugLog(t *testing.T) {
@@ -68,7 +58,7 @@ func TestDebugLog(t *testing.T) {
 				"-data-dir", t.TempDir(), "-log-level", level)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			c, err := client.Dial(ctx, wsURL(t, out), nil)
+			c, err := client.Dial(ctx, wsURL(t, out.String()), nil)
 			if err != nil {
 				t.Fatal(err)
 			}

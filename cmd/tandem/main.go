@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"tandem/internal/auth"
 	"tandem/internal/cli"
 	"tandem/internal/server"
 	"tandem/internal/version"
@@ -35,6 +36,9 @@ type options struct {
 // run is tandem: it parses args (each flag may also come from a TANDEM_* environment variable), listens, and
 // serves until ctx is done.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if cmd := subcommand(args); cmd != nil { // tandem user ..., tandem invite ...: usercmd.go
+		return cmd(args, getenv, os.Stdin, stdout, stderr)
+	}
 	cfg := server.DefaultConfig()
 	var opts options
 	fs := flag.NewFlagSet("tandem", flag.ContinueOnError)
@@ -65,6 +69,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return nil
 	})
+	var aopts accessOptions // who may log in: access.go
+	aopts.register(fs)
 	fs.StringVar(&cfg.PublicURL, "public-url", "", "the address users open tandem by, if not what tandem sees (behind a reverse proxy or a port forward), e.g. https://call.example.org/; its pages count as tandem's own for -allowed-origins")
 	fs.IntVar(&cfg.MaxHTTPConns, "max-http-conns", cfg.MaxHTTPConns, "connections served over HTTP at once (page loads, /metrics; with TLS also WebSocket handshakes); idle ones make room, more are answered 503")
 	fs.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
@@ -135,6 +141,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	cfg.PrivateMetrics = opts.metrics != ""
 	cfg.Node = copts.node // the call log's node: -node-id, or the host name (a cluster node's own id with -redis)
+	authn, err := aopts.open(nopts.dataDir, getenv, cfg.LimitLoopback, logger)
+	if err != nil {
+		return err
+	}
+	defer authn.Close() // after the server has stopped
+	cfg.Auth = authn
 	if err := copts.configure(&cfg, logger); err != nil {
 		return err
 	}
@@ -150,6 +162,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		defer stopOps()
 		fmt.Fprintf(stdout, "tandem: metrics, health and profiler on http://%s/ (/metrics, /healthz, /readyz, /debug/pprof/)\n", opsAddr)
+	}
+	if authn.Mode() != auth.Open {
+		srv.Registry().MustRegister(authn.Collectors()...)
 	}
 	// Listen first, so that "address in use" comes back at once.
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -172,7 +187,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		defer stopEcho()
 	}
-	logger.Info("tandem is listening", "addr", ln.Addr().String(), "https", netw.tls != nil, "version", version.String())
+	logger.Info("tandem is listening", "addr", ln.Addr().String(), "https", netw.tls != nil, "version", version.String(), "auth", string(authn.Mode()))
+	warnIfOpen(authn, ln.Addr(), &nopts, logger)
 	netw.printURLs(stdout, ln.Addr())
 	start := time.Now()
 	err = srv.Serve(ctx, ln)

@@ -319,7 +319,8 @@ func (s *Session) claimed(name string, claim cluster.Claim, res cluster.ClaimRes
 		}
 	}
 	h.notePeerLocked(s)
-	reply := protocol.LoginOK{Name: s.name, Token: s.token}
+	reply := protocol.LoginOK{Name: s.name, Token: s.token, Device: s.loginDevice}
+	s.loginDevice = ""
 	if s.peer != nil {
 		reply.Peer = s.peer.name
 	}

@@ -56,6 +56,9 @@ type Config struct {
 	// CallCooldown is how long a caller whose call was declined, or rang unanswered (no_answer), must wait
 	// before calling the same user again; default 30 s, negative for none.
 	CallCooldown time.Duration
+	// Auth, if not nil, checks the credentials of every login but the echo peer's (internal/auth, every mode but
+	// open): only the users it lets in get a name, and nothing but login is answered before login.
+	Auth Authenticator
 	// Logger receives the hub's logs; default slog.Default().
 	Logger *slog.Logger
 	// Metrics, if not nil, is told about messages and errors.
@@ -182,6 +185,8 @@ type Session struct {
 	remote *busConn
 	call   *pendingCall
 	pauser pauser
+	// loginDevice is the device credential (Config.Auth) of a login waiting on the cluster, for its reply.
+	loginDevice string
 }
 
 // Connect registers a new connection; host is the host the client reached tandem by (for ICE server URLs).
@@ -453,7 +458,10 @@ func (s *Session) allow() bool {
 }
 
 func (s *Session) login(m *protocol.Message) {
-	h := s.hub
+	if a := s.hub.cfg.Auth; a != nil && !s.hub.echoLogin(m) {
+		s.checkLogin(a, m)
+		return
+	}
 	if !m.HasName {
 		s.loginFailed(protocol.CodeInvalidName, "a login needs a name")
 		return
@@ -463,6 +471,13 @@ func (s *Session) login(m *protocol.Message) {
 		s.loginFailed(protocol.CodeInvalidName, err.Error())
 		return
 	}
+	s.loginAs(name, m.Token, "")
+}
+
+// loginAs logs s in as name, a valid name, with the resume token sent (if any); device is handed out in the reply.
+// It reports whether s is logged in.
+func (s *Session) loginAs(name string, token []byte, device string) bool {
+	h := s.hub
 	var (
 		tell       []Conn // peers whose call ended
 		tellName   string
@@ -482,25 +497,26 @@ func (s *Session) login(m *protocol.Message) {
 		ended = append(ended, sid)
 	}
 	if h.cl != nil && !h.localOnly(name) && !s.holds(name) {
-		s.loginCluster(name, m.Token)
-		return
+		s.loginDevice = device // for the reply, which comes when the shared state has answered
+		s.loginCluster(name, token)
+		return true
 	}
 	s.lockHub()
 	if s.gone {
 		s.unlockHub()
-		return
+		return false
 	}
 	other := h.users[name]
-	resume := other != nil && other != s && len(m.Token) > 0 &&
-		subtle.ConstantTimeCompare(m.Token, []byte(other.token)) == 1
+	resume := other != nil && other != s && len(token) > 0 &&
+		subtle.ConstantTimeCompare(token, []byte(other.token)) == 1
 	if other != s && h.reservedLocked(name) {
 		// Only the echo peer, which holds the echo token, may log in as the echo user (or resume it).
-		echoPeer := name == h.cfg.EchoName && subtle.ConstantTimeCompare(m.Token, []byte(h.cfg.EchoToken)) == 1
+		echoPeer := name == h.cfg.EchoName && subtle.ConstantTimeCompare(token, []byte(h.cfg.EchoToken)) == 1
 		if !echoPeer && !resume {
 			s.unlockHub()
 			h.m.loginsFailed.Inc()
 			s.loginFailed(protocol.CodeNameTaken, "the name "+name+" is reserved for the echo test user: choose another")
-			return
+			return false
 		}
 		resume = other != nil
 		// The echo peer answers every test call on one connection: the per-connection rate limit, made for one
@@ -521,11 +537,11 @@ func (s *Session) login(m *protocol.Message) {
 		s.unlockHub()
 		h.m.loginsFailed.Inc()
 		msg := "the name " + name + " is taken: choose another"
-		if len(m.Token) > 0 {
+		if len(token) > 0 {
 			msg = "the name " + name + " is taken, and the resume token does not match"
 		}
 		s.loginFailed(protocol.CodeNameTaken, msg)
-		return
+		return false
 	default:
 		endOwnLocked() // a rename: the old name is freed first
 		s.name, s.key, s.token, s.sid = name, fold(name), newToken(), newToken()
@@ -533,7 +549,7 @@ func (s *Session) login(m *protocol.Message) {
 		h.index.ReplaceOrInsert(s)
 		h.m.online.Inc()
 	}
-	reply := protocol.LoginOK{Name: s.name, Token: s.token}
+	reply := protocol.LoginOK{Name: s.name, Token: s.token, Device: device}
 	if s.peer != nil {
 		reply.Peer = s.peer.name
 	}
@@ -557,6 +573,7 @@ func (s *Session) login(m *protocol.Message) {
 	h.m.logins.Inc()
 	h.log.Debug("user logged in", "name", reply.Name, "resumed", replaced != nil, "host", s.host)
 	s.reply(func(b []byte) []byte { return protocol.AppendLoginOK(b, reply) })
+	return true
 }
 
 // reservedLocked reports whether name is the echo user's, or differs from it only in case, while an echo token
@@ -922,6 +939,10 @@ const (
 
 func (s *Session) users(m *protocol.Message) {
 	h := s.hub
+	if h.cfg.Auth != nil && !s.loggedIn() { // nothing but login before login
+		s.callFailed(protocol.CodeNotLoggedIn, protocol.TypeUsers, "")
+		return
+	}
 	if h.cl != nil {
 		s.usersCluster(m)
 		return

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"tandem/internal/calllog"
+	"tandem/internal/auth"
 	"tandem/internal/certs"
 	"tandem/internal/cluster"
 	"tandem/internal/hub"
@@ -71,6 +72,9 @@ type Config struct {
 	// part (a page on a name of its own, pointed at tandem, must not pass for tandem's). Empty allows every
 	// origin, as the tutorial does (its client may be a file:// page or on another port).
 	AllowedOrigins []string
+	// Auth, if not nil, decides who may log in (docs/access.md); nil is the open mode. The caller closes it after
+	// Serve returns.
+	Auth *auth.Auth
 	// Hosts are the names and IP addresses tandem's page is opened by: the certificate's names, the ACME domains,
 	// the machine's own names and addresses. A name may be a wildcard of one label, "*.example.org".
 	Hosts []string
@@ -266,6 +270,10 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.calls = calls
+	var authn hub.Authenticator
+	if cfg.Auth != nil && cfg.Auth.Mode() != auth.Open {
+		authn = cfg.Auth
+	}
 	s.hub = hub.New(hub.Config{
 		Rate:         cfg.Rate,
 		Burst:        cfg.Burst,
@@ -275,6 +283,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		EchoToken:    cfg.EchoToken,
 		EchoMaxCalls: cfg.EchoMaxCalls,
 		CallCooldown: cooldown,
+		Auth:         authn,
 		Logger:       logger,
 		Metrics:      hub.NewMetrics(reg),
 		Calls:        calls,
@@ -313,6 +322,7 @@ func (s *Server) routes() http.Handler {
 	if !s.cfg.PrivateMetrics {
 		mux.Handle("GET /metrics", s.metricsHandler())
 	}
+	mux.Handle("GET /auth.json", auth.InfoHandler(s.cfg.Auth, s.cfg.AllowedOrigins)) // the access mode, for clients before they log in
 	return mux
 }
 
@@ -339,7 +349,7 @@ func (s *Server) acceptWebSocket(r *ws.Request) func(*ws.Conn) ws.Handler {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	return func(c *ws.Conn) ws.Handler { return s.hub.Connect(c, host) }
+	return func(c *ws.Conn) ws.Handler { return s.cfg.Auth.Connect(s.hub, c, host) }
 }
 
 // Serve serves on ln until ctx is done, then shuts down gracefully: it stops accepting, tells every user in a

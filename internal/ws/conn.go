@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,6 +85,7 @@ type Conn struct {
 	// Guarded by srv.mu: how c is counted against the caps on connections (see admitLocked).
 	acct uint8
 	addr *addrCount // its client address's counts; nil when exempt
+	ip   netip.Addr // the client's address (RemoteIP); set once, before the handler is made
 
 	// Read side, owned by the reading goroutine.
 	in       []byte // bytes of a frame not complete yet

@@ -113,9 +113,13 @@ func (s *Server) admitLocked(c *Conn, ip netip.Addr) *refusal {
 		a.conns++
 		a.unlogged++
 	}
-	c.addr, c.acct = a, acctAdmitted
+	c.addr, c.acct, c.ip = a, acctAdmitted, ip.Unmap()
 	return nil
 }
+
+// RemoteIP returns the client's IP address (the TCP peer's: a reverse proxy's, behind one); the zero Addr when it
+// is not known.
+func (c *Conn) RemoteIP() netip.Addr { return c.ip }
 
 // uncountLocked takes c out of the counts; s.mu is held.
 func (s *Server) uncountLocked(c *Conn) {

@@ -10,6 +10,10 @@
 // reason, never send `ringing`, and answer every offer at once. Everything below copes with that.
 
 import { Signaling, LoginError, serverURL } from './signaling.js';
+import {
+  access, credentials, forgetDevice, listenForTokens, loadAccess, needsPassword, refusalText, refused, renderAccess,
+  signedIn, storedDevice,
+} from './access.js';
 import { LocalMedia } from './media.js';
 import { Call, sdpHasVideo } from './call.js';
 import { CandidateQueue, LIMITS, drop, dropped } from './limits.js';
@@ -136,32 +140,51 @@ function setBusy(busy, label = 'login.signingIn') {
 
 async function submitLogin(ev) {
   ev.preventDefault();
+  tone.unlock(); // a user gesture: from now on the page may ring
+  if (access.mode === 'jwt') { // the token names the user
+    if (access.jwt) await signIn('', '');
+    return;
+  }
   const input = $('#login-name');
   const { name, error } = validateName(input.value);
   if (error) {
     showLogin({ error: () => t(error) });
     return;
   }
-  tone.unlock(); // a user gesture: from now on the page may ring
-  await signIn(name, '');
+  const password = needsPassword() ? $('#login-password').value : '';
+  if (needsPassword() && !password) {
+    showLogin({ name, error: () => refusalText({ code: 'auth_required' }) });
+    $('#login-password').focus();
+    return;
+  }
+  await signIn(name, '', password);
 }
 
-async function signIn(name, token) {
+async function signIn(name, token, password = '') {
+  state.signInStarted = true;
   setBusy(true, token ? 'login.resuming' : 'login.signingIn');
   $('#login-error').textContent = '';
   let reply;
   try {
-    reply = await signaling.login(name, token);
+    reply = await signaling.login(name, token, credentials(password));
   } catch (err) {
     if (err instanceof LoginError && err.code === 'superseded') return;
     sessionStorage.removeItem(SESSION_KEY);
+    refused(err);
+    renderAccess();
     showLogin({ name, error: () => loginErrorText(err, name) });
+    if (needsPassword() && (err.code === 'unauthorized' || err.code === 'expired')) $('#login-password').focus();
     return;
   }
+  signedIn(reply);
+  renderAccess();
   enterCallView(reply);
 }
 
 function loginErrorText(err, name) {
+  const about = refusalText(err);
+  if (about) return about;
+  if (err.code === 'invalid_name' && !name) return t('login.chooseName');
   switch (err.code) {
     case 'name_taken': return t('login.nameTaken', { name });
     case 'invalid_name': return t('login.invalidName');
@@ -221,6 +244,8 @@ function loadSession() {
 function signOut() {
   if (state.phase !== 'idle') hangUp();
   sessionStorage.removeItem(SESSION_KEY);
+  forgetDevice(); // signing out of this device: the next visit asks for the password again
+  renderAccess();
   signaling.close();
   media.stop();
   stopListTimer();
@@ -970,6 +995,7 @@ async function chooseLanguage(ev) {
 function relabel() {
   for (const select of document.querySelectorAll('.lang-select')) select.value = language();
   setBusy($('#login-button').disabled, state.busyLabel === 'login.submit' ? undefined : state.busyLabel);
+  renderAccess();
   if (state.loginError) $('#login-error').textContent = state.loginError();
   if (state.connection) setConnection(...state.connection);
   if (state.users) renderUsers();
@@ -1542,7 +1568,11 @@ signaling.addEventListener('lost', (ev) => {
   stopListTimer();
   sessionStorage.removeItem(SESSION_KEY);
   const lostName = state.name;
-  const error = reason === 'replaced' ? () => t('login.replaced') : () => t('login.nameLost', { name: lostName });
+  const err = { code: reason, sent: ev.detail.sent || '' };
+  refused(err); // a credential the server no longer takes (a token that expired, a device signed out)
+  renderAccess();
+  const error = reason === 'replaced' ? () => t('login.replaced')
+    : refusalText(err) ? () => refusalText(err) : () => t('login.nameLost', { name: lostName });
   showLogin({ name: state.name, error });
 });
 
@@ -1636,12 +1666,32 @@ async function boot() {
   renderControls();
   renderView();
   renderChatNote();
+  await loadAccess(); // what the server's mode needs, and an invite or a token in the address
+  renderAccess();
+  listenForTokens(() => {
+    // A token from the page that embeds this one: sign in with it, or keep it for the next reconnect.
+    renderAccess();
+    if (document.body.dataset.view === 'login' && !$('#login-button').disabled) signIn('', '');
+    else signaling.setCredentials({ jwt: access.jwt });
+  });
   const saved = loadSession();
-  if (saved) {
+  const device = storedDevice();
+  if (state.signInStarted) {
+    // The person signed in while the page was starting: leave that sign-in (and its outcome) alone.
+  } else if (saved) {
     // A reload in the same tab: take the name back with the resume token.
     $('#login-name').value = saved.name;
     document.body.dataset.view = 'login';
     signIn(saved.name, saved.token);
+  } else if (access.jwt || access.invite) {
+    // Opened by the app with a token, or by an invite link: straight in (an invite without a name asks for one).
+    document.body.dataset.view = 'login';
+    signIn('', '');
+  } else if (device && (access.mode === 'password' || access.mode === 'accounts')) {
+    // This device signed in before: back in, without the password.
+    $('#login-name').value = device.name;
+    document.body.dataset.view = 'login';
+    signIn(device.name, '');
   } else {
     showLogin({ name: params.get('name') || '' });
   }

@@ -16,23 +16,34 @@ export function serverURL(loc = window.location) {
 }
 
 /**
- * A LoginError is a refused login: code is the protocol's code (name_taken, invalid_name), "unreachable" or
- * "bad_address"; message is the server's (in English) or the cause's. The page puts it in words of its language.
+ * A LoginError is a refused login: code is the protocol's code (name_taken, invalid_name, unauthorized, expired,
+ * ...), "unreachable" or "bad_address"; message is the server's (in English) or the cause's; retryAfter, in
+ * seconds, when the server says when to try again; sent names the credential the login carried (password,
+ * invite, jwt, device, or ''). The page puts it in words of its language.
  */
 export class LoginError extends Error {
-  constructor(code, message) {
+  constructor(code, message, retryAfter = 0, sent = '') {
     super(message);
     this.name = 'LoginError';
     this.code = code;
+    this.retryAfter = retryAfter;
+    this.sent = sent;
   }
 }
+
+/** The login fields that carry credentials (docs/access.md), in the order they are tried. */
+const CREDENTIALS = ['invite', 'jwt', 'password', 'device'];
+
+/** Codes of a refused reconnect that are worth trying again later rather than giving up. */
+const TRANSIENT = new Set(['rate_limited', 'server_busy']);
 
 /**
  * Signaling is the client side of the protocol. Events (CustomEvent, data in detail):
  *  - "message": a message from the server other than a login reply;
  *  - "state": "online" | "connecting" | "reconnecting" | "offline" (detail.state, detail.retryIn in ms);
  *  - "resumed": logged back in after a reconnect (detail is the login reply);
- *  - "lost": the session is gone for good (detail.reason: "replaced" | "name_taken" | "invalid_name").
+ *  - "lost": the session is gone for good (detail.reason: "replaced", or the code of the refused login:
+ *    "name_taken", "invalid_name", "unauthorized", "expired"...; detail.sent: the credential it carried).
  */
 export class Signaling extends EventTarget {
   constructor(url = serverURL(), { backoffMin = 500, backoffMax = 15000 } = {}) {
@@ -47,6 +58,8 @@ export class Signaling extends EventTarget {
     this.attempt = 0;
     this.retryTimer = 0;
     this.pendingLogin = null; // {resolve, reject} of the login in flight
+    this.credentials = {}; // what the next login carries besides the name and token (login())
+    this.sent = ''; // the credential the last login carried
     this.wanted = false; // whether we want to stay connected
     // When the device gets its network back, do not wait out the backoff.
     this.onOnline = () => { if (this.wanted && this.state === 'reconnecting') this.reconnectNow(); };
@@ -55,11 +68,15 @@ export class Signaling extends EventTarget {
 
   /**
    * Connects (if needed) and logs in. Resolves with the server's login reply; rejects with a LoginError.
-   * A token, when given, resumes the session that holds the name.
+   * A token, when given, resumes the session that holds the name. credentials holds what a server with an access
+   * mode needs ({password, invite, jwt, device}); they are kept in memory only, and once in, only the device
+   * credential (or a token from the app) is kept, for reconnects. An empty name is left out (the credential
+   * names the user).
    */
-  login(name, token = '') {
+  login(name, token = '', credentials = {}) {
     this.name = name;
     this.token = token;
+    this.credentials = { ...credentials };
     this.wanted = true;
     if (this.pendingLogin) this.pendingLogin.reject(new LoginError('superseded', 'Another sign-in started.'));
     return new Promise((resolve, reject) => {
@@ -109,9 +126,17 @@ export class Signaling extends EventTarget {
   }
 
   sendLogin() {
-    const msg = { type: 'login', name: this.name };
+    const msg = { type: 'login' };
+    if (this.name) msg.name = this.name;
     if (this.token) msg.token = this.token;
+    for (const k of CREDENTIALS) if (this.credentials && this.credentials[k]) msg[k] = this.credentials[k];
+    this.sent = CREDENTIALS.find((k) => msg[k] && (k !== 'device' || !msg.password)) || '';
     this.ws.send(JSON.stringify(msg));
+  }
+
+  /** Replaces the credentials used for the next reconnects (a new token from the app, say). */
+  setCredentials(credentials) {
+    this.credentials = { ...credentials };
   }
 
   receive(data) {
@@ -135,13 +160,17 @@ export class Signaling extends EventTarget {
     if (msg.success) {
       this.name = msg.name || this.name;
       this.token = msg.token || '';
+      // Keep no password, and no invite (it is used up): the device credential brings this device back.
+      const c = this.credentials || {};
+      this.credentials = msg.device ? { device: msg.device } : c.jwt ? { jwt: c.jwt } : c.device ? { device: c.device } : {};
       this.attempt = 0;
       this.setState('online');
       if (pending) pending.resolve(msg);
       else this.dispatchEvent(new CustomEvent('resumed', { detail: msg }));
       return;
     }
-    const err = new LoginError(msg.code || 'refused', typeof msg.message === 'string' ? msg.message : '');
+    const retryAfter = Number.isInteger(msg.retryAfter) ? msg.retryAfter : 0;
+    const err = new LoginError(msg.code || 'refused', typeof msg.message === 'string' ? msg.message : '', retryAfter, this.sent);
     if (pending && pending.first) {
       // A sign-in the user asked for: they get to fix the name and try again on a new connection.
       this.token = '';
@@ -149,9 +178,19 @@ export class Signaling extends EventTarget {
       pending.reject(err);
       return;
     }
-    // A reconnect could not take the name back (someone else has it now).
+    if (TRANSIENT.has(err.code) && this.wanted) {
+      // The server is busy or slowing logins from this address down: try again when it says.
+      if (this.ws) {
+        this.ws.onclose = null;
+        this.ws.close(1000);
+        this.ws = null;
+      }
+      this.scheduleReconnect(Math.max(1000, retryAfter * 1000));
+      return;
+    }
+    // A reconnect could not take the name back (someone else has it now), or its credential is no longer good.
     this.wanted = false;
-    this.dispatchEvent(new CustomEvent('lost', { detail: { reason: err.code, message: err.message } }));
+    this.dispatchEvent(new CustomEvent('lost', { detail: { reason: err.code, message: err.message, sent: err.sent } }));
     this.close();
   }
 

@@ -1,0 +1,12 @@
+//go:build unix
+
+package auth
+
+import (
+	"os"
+	"syscall"
+)
+
+func lockFile(f *os.File) error { return syscall.Flock(int(f.Fd()), syscall.LOCK_EX) }
+
+func unlockFile(f *os.File) { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }
