@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"tandem/internal/calllog"
 	"tandem/internal/auth"
+	"tandem/internal/calllog"
 	"tandem/internal/certs"
 	"tandem/internal/cluster"
 	"tandem/internal/hub"
