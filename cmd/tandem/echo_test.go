@@ -45,7 +45,9 @@ func findUser(t *testing.T, url string, opts *client.Options, name string, prese
 	}
 }
 
-var openURL = regexp.MustCompile(`(https?)://((?:127\.0\.0\.1|localhost):\d+)/`)
+// openURL finds the address tandem prints for its page ("open http://…", or an indented line of the list it prints
+// with a self-signed certificate), not the -metrics-addr line.
+var openURL = regexp.MustCompile(`(?m)(?:open |^\s+)(https?)://((?:127\.0\.0\.1|localhost):\d+)/`)
 
 func TestEchoInServer(t *testing.T) {
 	for _, tc := range []struct {
