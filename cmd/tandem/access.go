@@ -38,6 +38,7 @@ type accessOptions struct {
 	loginRate     float64
 	loginBurst    int
 	maxBackoff    time.Duration
+	redis         auth.RedisConfig // the cluster's Redis (-redis, -redis-prefix), for the shared login state
 }
 
 func (o *accessOptions) register(fs *flag.FlagSet) {
@@ -69,7 +70,7 @@ func (o *accessOptions) open(dataDir string, getenv func(string) string, limitLo
 	cfg := auth.Config{
 		Mode: mode, DeviceTTL: o.deviceTTL, HashWorkers: o.hashWorkers, HashQueue: o.hashQueue,
 		LoginRate: o.loginRate, LoginBurst: o.loginBurst, MaxBackoff: o.maxBackoff, LimitLoopback: limitLoopback,
-		Logger: logger,
+		Redis: o.redis, Logger: logger,
 	}
 	if o.hashWorkers < 1 || o.hashQueue < 1 || o.loginBurst < 1 {
 		return nil, errors.New("-auth-hash-workers, -auth-hash-queue and -auth-login-burst must be at least 1")

@@ -79,7 +79,10 @@ type Config struct {
 	// LimitLoopback throttles loopback clients too (by default they are exempt, as from the transport's
 	// per-address caps: a reverse proxy on the same host would otherwise put everyone in one bucket).
 	LimitLoopback bool
-	Logger        *slog.Logger
+	// Redis, on the nodes of a cluster, shares the failure backoff, the token ids seen and the invite uses
+	// between the nodes (shared.go); without it (a single node) they are kept in memory.
+	Redis  RedisConfig
+	Logger *slog.Logger
 }
 
 // Defaults of Config.
@@ -99,6 +102,7 @@ type Auth struct {
 	log      *slog.Logger
 	pool     *pool
 	throttle *throttle
+	shared   *shared // nil on a single node
 	key      deviceKey
 	jwt      *verifier
 	clock    atomic.Pointer[func() time.Time] // time.Now; tests replace it
@@ -209,6 +213,13 @@ func New(cfg Config) (*Auth, error) {
 		a.log.Warn("the users file has no accounts yet: nobody can log in until one is added (tandem user add NAME)", "file", cfg.UsersFile)
 	}
 	a.throttle = newThrottle(cfg.LoginRate, cfg.LoginBurst, cfg.MaxBackoff, cfg.LimitLoopback)
+	if cfg.Redis.URL != "" {
+		s, err := newShared(cfg.Redis, a.throttle, a.log)
+		if err != nil {
+			return nil, err
+		}
+		a.shared = s
+	}
 	a.pool = newPool(cfg.HashWorkers, cfg.HashQueue)
 	go a.watch()
 	return a, nil
@@ -228,6 +239,9 @@ func (a *Auth) Close() {
 		close(a.stop)
 		<-a.done
 		a.pool.close()
+		if a.shared != nil {
+			a.shared.close()
+		}
 	})
 }
 
@@ -382,23 +396,36 @@ func (a *Auth) CheckLogin(s *hub.Session, req *hub.LoginRequest) {
 		a.conclude(g, s, req, ip, waitOutcome(protocol.CodeRateLimited, "too many failed logins", wait))
 		return
 	}
+	// In a cluster the failures the other nodes saw are asked of Redis, on the pool, before the check.
+	checked := func(check func() outcome) func() outcome {
+		if a.shared == nil {
+			return check
+		}
+		return func() outcome {
+			if wait := a.shared.backoff(ip, account, a.now()); wait > 0 {
+				a.logins.WithLabelValues("throttled").Inc()
+				return waitOutcome(protocol.CodeRateLimited, "too many failed logins", wait)
+			}
+			return check()
+		}
+	}
 	switch {
 	case req.Invite != "":
 		if a.cfg.InvitesFile == "" {
 			a.conclude(g, s, req, ip, failure("this server takes no invite links"))
 			return
 		}
-		a.async(g, s, req, ip, func() outcome { return a.checkInvite(req) })
+		a.async(g, s, req, ip, checked(func() outcome { return a.checkInvite(req) }))
 	case a.cfg.Mode == Password && req.Password != "":
-		if a.passwordHash != nil {
-			a.async(g, s, req, ip, func() outcome { return a.checkPassword(req, a.passwordHash.verify(req.Password)) })
+		if a.passwordHash != nil || a.shared != nil {
+			a.async(g, s, req, ip, checked(func() outcome { return a.checkServerPassword(req) }))
 			return
 		}
-		a.conclude(g, s, req, ip, a.checkPassword(req, hmac.Equal(a.key.mac("password:"+req.Password), a.passwordMAC)))
+		a.conclude(g, s, req, ip, a.checkServerPassword(req))
 	case a.cfg.Mode == Accounts && req.Password != "":
-		a.async(g, s, req, ip, func() outcome { return a.checkAccount(req) })
+		a.async(g, s, req, ip, checked(func() outcome { return a.checkAccount(req) }))
 	case a.cfg.Mode == JWT && req.JWT != "":
-		a.async(g, s, req, ip, func() outcome { return a.checkJWT(req) })
+		a.async(g, s, req, ip, checked(func() outcome { return a.checkJWT(req) }))
 	default:
 		a.conclude(g, s, req, ip, refuse(protocol.CodeAuthRequired, "this server lets in only "+a.who()+": "+a.needs()))
 	}
@@ -462,6 +489,9 @@ func (a *Auth) async(g *gate, s *hub.Session, req *hub.LoginRequest, ip netip.Ad
 func (a *Auth) conclude(g *gate, s *hub.Session, req *hub.LoginRequest, ip netip.Addr, o outcome) {
 	if o.failed {
 		a.throttle.failed(ip, o.account)
+		if a.shared != nil {
+			a.shared.failed(ip, o.account, a.now())
+		}
 	}
 	if o.v.Code != "" && o.v.Code != protocol.CodeRateLimited && o.v.Code != protocol.CodeServerBusy {
 		a.logins.WithLabelValues("refused").Inc()
@@ -478,10 +508,21 @@ func (a *Auth) conclude(g *gate, s *hub.Session, req *hub.LoginRequest, ip netip
 		}
 		if o.account != "" {
 			a.throttle.succeeded(o.account)
+			if a.shared != nil {
+				a.shared.succeeded(o.account)
+			}
 		}
 	case o.v.Code == "" && o.undo != nil:
 		o.undo()
 	}
+}
+
+// checkServerPassword checks the server's password: its hash (on the pool), or its MAC (cheap).
+func (a *Auth) checkServerPassword(req *hub.LoginRequest) outcome {
+	if a.passwordHash != nil {
+		return a.checkPassword(req, a.passwordHash.verify(req.Password))
+	}
+	return a.checkPassword(req, hmac.Equal(a.key.mac("password:"+req.Password), a.passwordMAC))
 }
 
 // checkPassword is the password mode's verdict once the password is checked.
@@ -512,8 +553,10 @@ func (a *Auth) checkAccount(req *hub.LoginRequest) outcome {
 
 // checkInvite counts a use of an invite link (on the pool: it edits the invites file).
 func (a *Auth) checkInvite(req *hub.LoginRequest) outcome {
-	inv, err := useInvite(a.cfg.InvitesFile, req.Invite, a.now())
+	inv, err := a.useInvite(req.Invite)
 	switch {
+	case errors.Is(err, errShared):
+		return refuse(protocol.CodeUnavailable, "the invite could not be checked (the cluster's shared state cannot be reached): try again shortly")
 	case errors.Is(err, errInviteExpired):
 		return refuse(protocol.CodeExpired, err.Error()+": ask for a new one")
 	case errors.Is(err, errInviteUsed):
@@ -537,17 +580,47 @@ func (a *Auth) checkInvite(req *hub.LoginRequest) outcome {
 		o = a.guestName(req.Name, gr)
 	}
 	if o.v.Code != "" {
-		_ = refundInvite(a.cfg.InvitesFile, inv.ID)
+		_ = a.refundInvite(inv.ID)
 		return o
 	}
 	o.undo = func() {
-		if err := refundInvite(a.cfg.InvitesFile, inv.ID); err != nil {
+		if err := a.refundInvite(inv.ID); err != nil {
 			a.log.Error("invite links: cannot give back an invite's use", "err", err)
 		}
 	}
 	// The device credential names the invite, so that revoking it ends it.
 	o.grant.kind = kindInvite + ":" + inv.ID
 	return o
+}
+
+// useInvite counts a use of the invite whose secret is given: in the invites file on a single node, in Redis (the
+// file only says which invites there are) in a cluster.
+func (a *Auth) useInvite(secret string) (Invite, error) {
+	now := a.now()
+	if a.shared == nil {
+		return useInvite(a.cfg.InvitesFile, secret, now)
+	}
+	inv, err := findInvite(a.cfg.InvitesFile, secret, now)
+	if err != nil {
+		return inv, err
+	}
+	ok, err := a.shared.useInvite(inv, now)
+	switch {
+	case err != nil:
+		return inv, err
+	case !ok:
+		return inv, errInviteUsed
+	}
+	return inv, nil
+}
+
+// refundInvite gives back a use of invite id, where useInvite counted it.
+func (a *Auth) refundInvite(id string) error {
+	if a.shared != nil {
+		a.shared.refundInvite(id)
+		return nil
+	}
+	return refundInvite(a.cfg.InvitesFile, id)
 }
 
 // guestName lets a guest (server password, invite) in under a name of their choosing, which in the accounts
@@ -576,7 +649,18 @@ func (a *Auth) checkJWT(req *hub.LoginRequest) outcome {
 		return refuse(protocol.CodeUnauthorized, "this token is for "+name+", not "+req.Name)
 	}
 	o := admit(name, grant{kind: kindJWT, fixed: name})
-	if jti != "" {
+	switch {
+	case jti == "":
+	case a.shared != nil: // every node's tokens in one set, in Redis; refused when it cannot be asked
+		ok, err := a.shared.useJTI(jti, exp.Add(a.jwt.cfg.Leeway), now)
+		if err != nil {
+			return refuse(protocol.CodeUnavailable, "the token could not be checked (the cluster's shared state cannot be reached): try again shortly")
+		}
+		if !ok {
+			return failure(errTokenUsed.Error())
+		}
+		o.undo = func() { a.shared.forgetJTI(jti) }
+	default:
 		if !a.jwt.markUsed(jti, exp, now) {
 			return failure(errTokenUsed.Error())
 		}

@@ -183,6 +183,24 @@ func useInvite(file, secret string, now time.Time) (Invite, error) {
 	return inv, err
 }
 
+// findInvite returns the invite whose secret is given, from the file, without counting a use (the cluster's
+// Redis counts them); it fails when the invite is unknown or expired. It reads the file: call it on the pool.
+func findInvite(file, secret string, now time.Time) (Invite, error) {
+	f, err := readInvites(file)
+	if err != nil {
+		return Invite{}, err
+	}
+	h := hashSecret(secret)
+	i := slices.IndexFunc(f.Invites, func(inv Invite) bool { return inv.Hash == h })
+	switch {
+	case i < 0:
+		return Invite{}, errInviteUnknown
+	case !now.Before(f.Invites[i].Expires):
+		return Invite{}, errInviteExpired
+	}
+	return f.Invites[i], nil
+}
+
 // refundInvite gives back a use of invite id that let in a login which then failed (its name was taken).
 func refundInvite(file, id string) error {
 	return editInvites(file, func(f *invitesFile) error {
