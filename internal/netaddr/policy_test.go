@@ -32,6 +32,7 @@ func TestPeerPolicy(t *testing.T) {
 		{"169.254.169.254", false, false, false},
 		{"100.64.0.1", false, false, false},
 		{"224.0.0.1", false, false, false},
+		{"239.255.255.250", false, false, false},
 		{"255.255.255.255", false, false, false},
 		{"0.0.0.0", false, false, false},
 		{"::", false, false, false},

@@ -622,6 +622,9 @@ func TestRelayPortRange(t *testing.T) {
 	mustAllocate(t, s, "udp", "127.0.0.2", ub, pb, "bob's allocation once the port is free")
 }
 
+// TestPeerFilter checks that the TURN configuration reaches the peer address policy (internal/netaddr, whose
+// TestPeerPolicy checks the policy itself, range by range): the defaults, -turn-allow-loopback, and the operator's
+// allowed and denied networks.
 func TestPeerFilter(t *testing.T) {
 	t.Parallel()
 	def := newPeerFilter(&Config{})
@@ -636,28 +639,11 @@ func TestPeerFilter(t *testing.T) {
 	}{
 		{"8.8.8.8", true, true, false},
 		{"1.1.1.1", true, true, true},
-		{"2606:4700::1111", true, true, true},
 		{"127.0.0.1", false, true, false},
-		{"127.8.9.10", false, true, false},
 		{"::1", false, true, false},
-		{"::ffff:127.0.0.1", false, true, false},
-		{"::ffff:8.8.4.4", true, true, true},
 		{"10.1.2.3", false, false, true},
 		{"10.9.1.1", false, false, false},
-		{"172.16.0.1", false, false, false},
-		{"172.32.0.1", true, true, true},
 		{"192.168.0.1", false, false, false},
-		{"169.254.169.254", false, false, false},
-		{"100.64.0.1", false, false, false},
-		{"224.0.0.1", false, false, false},
-		{"239.255.255.250", false, false, false},
-		{"255.255.255.255", false, false, false},
-		{"0.0.0.0", false, false, false},
-		{"::", false, false, false},
-		{"fd12:3456::1", false, false, false},
-		{"fe80::1", false, false, false},
-		{"ff02::1", false, false, false},
-		{"64:ff9b::a00:1", false, false, false},
 	}
 	for _, tt := range tests {
 		ip := netip.MustParseAddr(tt.ip)
