@@ -611,6 +611,13 @@ func TestRelayPortRange(t *testing.T) {
 	ub, pb := credential(t, s, "bob", "login-2")
 	for range 3 {
 		mustNotAllocate(t, s, "udp", "127.0.0.2", ub, pb, "an allocation beyond a full port range")
+		// pion sends the error response before it reports the failure (OnAllocationError), which gives the
+		// reservation back; with a read loop per core the next attempt can be read before that.
+		waitFor(t, "the refused allocation's reservation to be given back", func() bool {
+			s.amu.Lock()
+			defer s.amu.Unlock()
+			return len(s.pending) == 0
+		})
 	}
 	if got := metric(t, reg, "tandem_turn_limited_total", "limit", limitAddress); got != 0 {
 		t.Errorf("limited{address} = %v: bob was refused for his quota, not for the full range", got)
