@@ -79,8 +79,8 @@ type Config struct {
 	// LimitLoopback throttles loopback clients too (by default they are exempt, as from the transport's
 	// per-address caps: a reverse proxy on the same host would otherwise put everyone in one bucket).
 	LimitLoopback bool
-	// Redis, on the nodes of a cluster, shares the failure backoff, the token ids seen and the invite uses
-	// between the nodes (shared.go); without it (a single node) they are kept in memory.
+	// Redis, on the nodes of a cluster, shares the login allowance per address, the failure backoff, the token ids
+	// seen and the invite uses between the nodes (shared.go); without it (a single node) they are kept in memory.
 	Redis  RedisConfig
 	Logger *slog.Logger
 }
@@ -258,6 +258,15 @@ func (a *Auth) Collectors() []prometheus.Collector {
 			}
 			return float64(a.pool.busy.Load())
 		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tandem_auth_redis_errors_total",
+			Help: "Calls to the cluster's Redis for the shared login state that failed: the allowance and backoff then fail open (each node's own still apply), single-use credentials closed.",
+		}, func() float64 {
+			if a.shared == nil {
+				return 0
+			}
+			return float64(a.shared.errors.Load())
+		}),
 	}
 }
 
@@ -396,12 +405,16 @@ func (a *Auth) CheckLogin(s *hub.Session, req *hub.LoginRequest) {
 		a.conclude(g, s, req, ip, waitOutcome(protocol.CodeRateLimited, "too many failed logins", wait))
 		return
 	}
-	// In a cluster the failures the other nodes saw are asked of Redis, on the pool, before the check.
+	// In a cluster the attempts and failures the other nodes saw are asked of Redis, on the pool, before the check.
 	checked := func(check func() outcome) func() outcome {
 		if a.shared == nil {
 			return check
 		}
 		return func() outcome {
+			if wait := a.shared.attempt(ip, a.now()); wait > 0 {
+				a.logins.WithLabelValues("throttled").Inc()
+				return waitOutcome(protocol.CodeRateLimited, "too many logins from your address", wait)
+			}
 			if wait := a.shared.backoff(ip, account, a.now()); wait > 0 {
 				a.logins.WithLabelValues("throttled").Inc()
 				return waitOutcome(protocol.CodeRateLimited, "too many failed logins", wait)

@@ -15,3 +15,6 @@ func Pending(a *Auth) int64 { return a.pool.busy.Load() }
 
 // Reload makes a look at its files at once, as its watcher does every second.
 func Reload(a *Auth) { a.reload() }
+
+// RedisErrors returns how many calls to the cluster's Redis failed.
+func RedisErrors(a *Auth) uint64 { return a.shared.errors.Load() }

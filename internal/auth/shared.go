@@ -17,8 +17,9 @@ import (
 )
 
 // RedisConfig makes the login state that must be shared between the nodes of a cluster live in the cluster's
-// Redis: the failure backoff per client address and per account, the token ids (jti) seen, and the uses of invite
-// links. The token bucket of login attempts per address stays each node's own (it limits what one node does).
+// Redis: the allowance of login attempts per client address (for the logins that carry a credential to check),
+// the failure backoff per client address and per account, the token ids (jti) seen, and the uses of invite links.
+// Each node also keeps its own allowance per address, which holds when Redis cannot be asked.
 type RedisConfig struct {
 	URL    string // as -redis; "" for a single node (everything in memory)
 	Prefix string // of the keys, as -redis-prefix
@@ -45,6 +46,7 @@ type shared struct {
 	wg      sync.WaitGroup
 	stop    chan struct{}
 	logged  atomic.Int64 // unix seconds of the last "Redis unreachable" log line, to keep them rare
+	errors  atomic.Uint64 // calls to Redis that failed (tandem_auth_redis_errors_total)
 }
 
 func newShared(cfg RedisConfig, t *throttle, log *slog.Logger) (*shared, error) {
@@ -111,6 +113,7 @@ func (s *shared) enqueue(f func(context.Context)) {
 
 // unreachable logs, at most once a minute, that Redis could not be asked.
 func (s *shared) unreachable(what string, err error) {
+	s.errors.Add(1)
 	now := time.Now().Unix()
 	if last := s.logged.Load(); now-last >= 60 && s.logged.CompareAndSwap(last, now) {
 		s.log.Warn("access: Redis unreachable: "+what, "err", err)
@@ -203,6 +206,45 @@ func (s *shared) backoff(ip netip.Addr, name string, now time.Time) time.Duratio
 		}
 	}
 	return left
+}
+
+// rateScript takes one login attempt from an address's allowance, a token bucket {k: tokens, t: unix ms} that
+// refills at ARGV[2] a second up to ARGV[3], and keeps it only until it is full again. It returns 0, or the ms to
+// wait when the bucket is empty. ARGV: now ms, rate, burst.
+var rateScript = rueidis.NewLuaScript(`
+local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local r = redis.call('HMGET', KEYS[1], 'k', 't')
+local k = tonumber(r[1]) or burst
+local t = tonumber(r[2]) or now
+k = math.min(burst, k + math.max(0, now - t) * rate / 1000)
+local wait = 0
+if k < 1 then
+  wait = math.ceil((1 - k) * 1000 / rate)
+else
+  k = k - 1
+end
+redis.call('HSET', KEYS[1], 'k', tostring(k), 't', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - k) * 1000 / rate) + 1000)
+return wait`)
+
+// attempt takes one login attempt from ip's allowance on the whole cluster; when it is used up it returns how long
+// until it is not. A Redis that cannot be asked lets the attempt through (the node's own allowance still
+// applies), and is logged and counted.
+func (s *shared) attempt(ip netip.Addr, now time.Time) time.Duration {
+	k, ok := s.t.key(ip)
+	if !ok || s.t.rate <= 0 {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	ms, err := rateScript.Exec(ctx, s.client, []string{s.prefix + "ra:" + hex.EncodeToString(k[:])},
+		[]string{strconv.FormatInt(now.UnixMilli(), 10), strconv.FormatFloat(s.t.rate, 'g', -1, 64),
+			strconv.FormatFloat(s.t.burst, 'g', -1, 64)}).AsInt64()
+	if err != nil {
+		s.unreachable("login attempts are limited per node only", err)
+		return 0
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 // errShared: Redis could not be asked whether a single-use credential was used already.

@@ -139,3 +139,42 @@ func TestSharedInvites(t *testing.T) {
 	b.refused("guest", client.Credentials{Invite: other}, protocol.CodeUnavailable)
 	b.refused("someone", client.Credentials{Password: "wrong"}, protocol.CodeUnauthorized)
 }
+
+// The login attempts of one address are limited on the whole cluster as on one node: attempts spread over two
+// nodes draw on one allowance, kept in Redis. Without Redis the node's own allowance still applies (fail open),
+// the failure is counted and the login is checked.
+func TestSharedLoginRate(t *testing.T) {
+	rs := redistest.Start(t)
+	// A burst of 3 and no refill while the clocks are frozen: each node alone would let 3 attempts through.
+	cfg := auth.Config{Mode: auth.Password, Password: "family password", LimitLoopback: true, LoginBurst: 3, LoginRate: 0.5}
+	a, b := startNodes(t, rs, cfg, cfg)
+	var frozen atomic.Int64
+	frozen.Store(time.Now().UnixNano())
+	for _, e := range []*env{a, b} {
+		auth.SetClock(e.a, func() time.Time { return time.Unix(0, frozen.Load()) })
+	}
+	a.refused("m1", client.Credentials{Password: "guess"}, protocol.CodeUnauthorized)
+	b.refused("m2", client.Credentials{Password: "guess"}, protocol.CodeUnauthorized)
+	a.refused("m3", client.Credentials{Password: "guess"}, protocol.CodeUnauthorized)
+	// The fourth attempt, on node b, which has seen one: the cluster's allowance of 3 is used up.
+	m := b.refused("m4", client.Credentials{Password: "family password"}, protocol.CodeRateLimited)
+	if m.RetryAfter != 2 || !strings.Contains(m.Message, "too many logins from your address") {
+		t.Errorf("refusal: retryAfter %d (want 2: one attempt at 0.5 a second), %q", m.RetryAfter, m.Message)
+	}
+	if ttl := rs.Do("PTTL", "tandem:auth:ra:00000000000000000000ffff7f000001"); ttl == ":-1" || ttl == ":-2" {
+		t.Errorf("the address's allowance in Redis has no expiry: %s", ttl)
+	}
+	// Two seconds later the allowance has one attempt again, on either node.
+	frozen.Add(int64(2 * time.Second))
+	c, _ := a.in("alice", client.Credentials{Password: "family password"})
+	_ = c.Close()
+
+	// Redis gone: the login is checked (node b has attempts of its own left), and the failure counted.
+	rs.Stop()
+	frozen.Add(int64(10 * time.Second))
+	before := auth.RedisErrors(b.a)
+	b.refused("m5", client.Credentials{Password: "guess"}, protocol.CodeUnauthorized)
+	if after := auth.RedisErrors(b.a); after <= before {
+		t.Errorf("Redis errors counted: %d before, %d after", before, after)
+	}
+}
