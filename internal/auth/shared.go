@@ -45,7 +45,7 @@ type shared struct {
 	dropped atomic.Uint64
 	wg      sync.WaitGroup
 	stop    chan struct{}
-	logged  atomic.Int64 // unix seconds of the last "Redis unreachable" log line, to keep them rare
+	logged  atomic.Int64  // unix seconds of the last "Redis unreachable" log line, to keep them rare
 	errors  atomic.Uint64 // calls to Redis that failed (tandem_auth_redis_errors_total)
 }
 
