@@ -15,6 +15,7 @@ import (
 
 	"tandem/internal/auth"
 	"tandem/internal/netaddr"
+	"tandem/internal/ws"
 )
 
 // accessOptions are the command line's access-control settings; docs/access.md explains them. The secrets (the
@@ -38,6 +39,7 @@ type accessOptions struct {
 	loginRate     float64
 	loginBurst    int
 	maxBackoff    time.Duration
+	proxies       []netip.Prefix   // -trusted-proxies
 	redis         auth.RedisConfig // the cluster's Redis (-redis, -redis-prefix), for the shared login state
 }
 
@@ -59,6 +61,11 @@ func (o *accessOptions) register(fs *flag.FlagSet) {
 	fs.Float64Var(&o.loginRate, "auth-login-rate", auth.DefaultLoginRate, "login attempts a second per client address (-1: no limit)")
 	fs.IntVar(&o.loginBurst, "auth-login-burst", auth.DefaultLoginBurst, "login attempts at once per client address above -auth-login-rate")
 	fs.DurationVar(&o.maxBackoff, "auth-max-backoff", auth.DefaultMaxBackoff, "longest wait after repeated failed logins from one address (or against one account)")
+	fs.Func("trusted-proxies", "reverse proxies (addresses and CIDR prefixes, comma-separated) whose X-Forwarded-For or Forwarded header gives the client's address for the per-address limits; empty: none, the headers are ignored", func(v string) error {
+		p, err := ws.ParseTrustedProxies(v)
+		o.proxies = p
+		return err
+	})
 }
 
 // open makes the Auth the options describe; dataDir holds the default files and the device-credential key.

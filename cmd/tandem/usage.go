@@ -14,6 +14,6 @@ var usageSections = []cli.Section{
 		"message-timeout", "limit-loopback", "shutdown-timeout", "echo-max-calls", "call-cooldown", "http-*",
 	}},
 	{Title: "Cluster (docs/cluster.md)", Flags: []string{"redis", "redis-*", "node-id", "cluster-*", "resume-grace", "drain-window"}},
-	{Title: "Access (docs/access.md)", Flags: []string{"auth", "allowed-origins", "access-*", "auth-*", "invite-*", "password*", "users-file"}},
+	{Title: "Access (docs/access.md)", Flags: []string{"auth", "allowed-origins", "trusted-proxies", "embed-origins", "access-*", "auth-*", "invite-*", "password*", "users-file"}},
 	{Title: "Observability (docs/deploy.md)", Flags: []string{"log-*", "metrics-addr", "pprof", "version"}},
 }

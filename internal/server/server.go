@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -48,6 +49,9 @@ type Config struct {
 	LimitLoopback      bool
 	MessageTimeout     time.Duration
 	MaxPartial         int // bytes held for unfinished messages, over all connections
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For (or Forwarded) header gives the client's
+	// address (ws.Config.TrustedProxies): the per-address caps and the login throttle count that address.
+	TrustedProxies []netip.Prefix
 	// ShutdownTimeout bounds a graceful shutdown, after which remaining connections are dropped.
 	ShutdownTimeout time.Duration
 
@@ -207,6 +211,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		MaxConnsPerAddr:    cfg.MaxConnsPerAddr,
 		MaxUnloggedPerAddr: cfg.MaxUnloggedPerAddr,
 		LimitLoopback:      cfg.LimitLoopback,
+		TrustedProxies:     cfg.TrustedProxies,
 		MessageTimeout:     cfg.MessageTimeout,
 		TotalPartial:       cfg.MaxPartial,
 	})

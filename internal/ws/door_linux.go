@@ -251,6 +251,13 @@ func (c *Conn) onRequest(data []byte) bool {
 		c.refuse(r.refusal)
 		return false
 	}
+	if c.srv.trustedProxy(c.ip) { // from a reverse proxy: held to the caps under its client's address
+		if r := c.srv.readdress(c, hs.forwardedFor, hs.forwarded); r != nil {
+			c.srv.refused.Add(1)
+			c.refuse(r)
+			return false
+		}
+	}
 	if !c.answerHandshake(hs.key) {
 		return false
 	}

@@ -56,26 +56,37 @@ var (
 	refuseUnlogged = &refusal{http.StatusServiceUnavailable, "too many connections are waiting to log in; try again later"}
 	refuseAddr     = &refusal{http.StatusTooManyRequests, "too many connections from your address"}
 	refuseAddrWait = &refusal{http.StatusTooManyRequests, "too many connections from your address have not logged in"}
+	// refuseForwarded: a trusted proxy's header does not say who the client is (proxy.go).
+	refuseForwarded = &refusal{http.StatusBadRequest, "the proxy's X-Forwarded-For (or Forwarded) header has no valid client address"}
 )
+
+// retry is the Retry-After of a refusal: 10 s for a busy server or address, none for a bad request.
+func (r *refusal) retry() bool { return r.status != http.StatusBadRequest }
 
 // response is the whole HTTP answer of a refusal, for a handshake the epoll loop read.
 func (r *refusal) response() []byte {
 	body := r.text + "\n"
+	retry := ""
+	if r.retry() {
+		retry = "Retry-After: 10\r\n"
+	}
 	return []byte("HTTP/1.1 " + strconv.Itoa(r.status) + " " + http.StatusText(r.status) + "\r\n" +
 		"Content-Type: text/plain; charset=utf-8\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n" +
-		"Retry-After: 10\r\nConnection: close\r\n\r\n" + body)
+		retry + "Connection: close\r\n\r\n" + body)
 }
 
 // write answers an HTTP request (Upgrade) with the refusal.
 func (r *refusal) write(w http.ResponseWriter) {
-	w.Header().Set("Retry-After", "10")
+	if r.retry() {
+		w.Header().Set("Retry-After", "10")
+	}
 	http.Error(w, r.text, r.status)
 }
 
 // limited reports whether ip is held to the per-address caps, and its key.
 func (s *Server) limited(ip netip.Addr) (addrKey, bool) {
 	ip = ip.Unmap()
-	if !ip.IsValid() || (ip.IsLoopback() && !s.cfg.LimitLoopback) {
+	if !ip.IsValid() || (ip.IsLoopback() && !s.cfg.LimitLoopback) || s.trustedProxy(ip) {
 		return addrKey{}, false
 	}
 	k := addrKey(ip.As16())
@@ -117,8 +128,8 @@ func (s *Server) admitLocked(c *Conn, ip netip.Addr) *refusal {
 	return nil
 }
 
-// RemoteIP returns the client's IP address (the TCP peer's: a reverse proxy's, behind one); the zero Addr when it
-// is not known.
+// RemoteIP returns the client's IP address: the TCP peer's, or, when that is a trusted proxy
+// (Config.TrustedProxies), the client's address the proxy forwarded; the zero Addr when it is not known.
 func (c *Conn) RemoteIP() netip.Addr { return c.ip }
 
 // uncountLocked takes c out of the counts; s.mu is held.

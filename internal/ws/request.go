@@ -27,6 +27,9 @@ const maxRequest = 8 << 10
 type handshake struct {
 	Request
 	key []byte // Sec-WebSocket-Key, checked: base64 of 16 bytes
+	// forwardedFor and forwarded are the X-Forwarded-For and Forwarded headers (repeated lines joined with
+	// commas), looked at only when the peer is a trusted proxy.
+	forwardedFor, forwarded string
 }
 
 // parseHandshake reads a request that is complete (it ends with the empty line) and reports whether it is a
@@ -97,6 +100,10 @@ func parseHandshake(req []byte) (handshake, bool) {
 			bit, upgrade = 16, hasToken(value, "websocket")
 		case asciiEqualFold(name, "connection"):
 			connection = connection || hasToken(value, "upgrade")
+		case asciiEqualFold(name, "x-forwarded-for"):
+			hs.forwardedFor = joinHeader(hs.forwardedFor, value)
+		case asciiEqualFold(name, "forwarded"):
+			hs.forwarded = joinHeader(hs.forwarded, value)
 		case asciiEqualFold(name, "content-length"), asciiEqualFold(name, "transfer-encoding"):
 			return hs, false
 		}
@@ -118,6 +125,14 @@ func parseHandshake(req []byte) (handshake, bool) {
 		return hs, false
 	}
 	return hs, true
+}
+
+// joinHeader adds a repeated header line's value to those before it, as a comma-separated list.
+func joinHeader(before string, value []byte) string {
+	if before == "" {
+		return string(value)
+	}
+	return before + "," + string(value)
 }
 
 // switchingProtocols is the answer to a handshake with key.

@@ -53,6 +53,10 @@ type Config struct {
 	MaxConnsPerAddr    int
 	MaxUnloggedPerAddr int
 	LimitLoopback      bool
+	// TrustedProxies are the reverse proxies (addresses and prefixes) whose connections carry their client's
+	// address in X-Forwarded-For or Forwarded (proxy.go): such a connection is held to the per-address caps, and
+	// RemoteIP gives, the client's address, once its handshake is read. Default none: the headers are ignored.
+	TrustedProxies []netip.Prefix
 	// MessageTimeout: a message (or a frame) whose first bytes have come must arrive whole within it, or the
 	// connection is closed with 1008. Default 30 s.
 	MessageTimeout time.Duration
@@ -275,9 +279,11 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newHandler func
 		return errors.New("ws: response writer is not a Hijacker")
 	}
 	c := &Conn{srv: s, fd: -1, resumed: make(chan struct{}, 1)}
-	var ip netip.Addr
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		ip = ap.Addr()
+	ip, err := s.requestClient(r)
+	if err != nil {
+		s.refused.Add(1)
+		refuseForwarded.write(w)
+		return err
 	}
 	s.mu.Lock()
 	closing := s.closing
