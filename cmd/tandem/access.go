@@ -15,6 +15,7 @@ import (
 
 	"tandem/internal/auth"
 	"tandem/internal/netaddr"
+	"tandem/internal/web"
 	"tandem/internal/ws"
 )
 
@@ -40,6 +41,7 @@ type accessOptions struct {
 	loginBurst    int
 	maxBackoff    time.Duration
 	proxies       []netip.Prefix   // -trusted-proxies
+	embedders     []string         // -embed-origins
 	redis         auth.RedisConfig // the cluster's Redis (-redis, -redis-prefix), for the shared login state
 }
 
@@ -64,6 +66,11 @@ func (o *accessOptions) register(fs *flag.FlagSet) {
 	fs.Func("trusted-proxies", "reverse proxies (addresses and CIDR prefixes, comma-separated) whose X-Forwarded-For or Forwarded header gives the client's address for the per-address limits; empty: none, the headers are ignored", func(v string) error {
 		p, err := ws.ParseTrustedProxies(v)
 		o.proxies = p
+		return err
+	})
+	fs.Func("embed-origins", "sites (https origins, comma-separated, e.g. https://app.example.org) that may put the web client in an iframe and hand it a token; empty: none may frame it", func(v string) error {
+		e, err := web.ParseEmbedOrigins(v)
+		o.embedders = e
 		return err
 	})
 }

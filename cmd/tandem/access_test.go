@@ -245,3 +245,45 @@ func expectLogin(t *testing.T, ctx context.Context, url, name string, cred clien
 }
 
 func writeFile(file, s string) error { return os.WriteFile(file, []byte(s), 0o600) }
+
+// -embed-origins (here from TANDEM_EMBED_ORIGINS) lets the sites listed frame the web client and post it a token:
+// the page's frame-ancestors names them and /auth.json tells the page; -trusted-proxies is read as a list. Bad
+// values stop tandem at start with an error that names them.
+func TestEmbedAndProxyFlags(t *testing.T) {
+	env := map[string]string{"TANDEM_EMBED_ORIGINS": "https://App.example.org/, http://127.0.0.1:8081", "TANDEM_AUTH_JWT_SECRET": strings.Repeat("s", 32)}
+	out := startRun(t, []string{"-addr", "127.0.0.1:0", "-turn-addr", "off", "-echo=false", "-data-dir", t.TempDir(), "-log-level", "error",
+		"-auth", "jwt", "-auth-jwt-audience", "a", "-auth-jwt-issuer", "i", "-allowed-origins", "https://other.example.org",
+		"-trusted-proxies", "127.0.0.1, 10.0.0.0/8"}, env, "tandem: open http")
+	base := "http://" + strings.TrimPrefix(strings.TrimSuffix(wsURL(t, out), "/"), "ws://")
+	resp, err := http.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.HasSuffix(csp, "frame-ancestors https://app.example.org http://127.0.0.1:8081") {
+		t.Errorf("Content-Security-Policy %q", csp)
+	}
+	resp, err = http.Get(base + "/auth.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct{ Embedders []string }
+	_ = json.NewDecoder(resp.Body).Decode(&info)
+	resp.Body.Close()
+	if got := strings.Join(info.Embedders, " "); got != "https://app.example.org http://127.0.0.1:8081 https://other.example.org" {
+		t.Errorf("/auth.json embedders: %q", got)
+	}
+
+	for _, tc := range []struct{ args []string }{
+		{[]string{"-embed-origins", "http://app.example.org"}},
+		{[]string{"-embed-origins", "https://app.example.org/path"}},
+		{[]string{"-trusted-proxies", "proxy.example.org"}},
+		{[]string{"-trusted-proxies", "10.0.0.0/40"}},
+	} {
+		args := append([]string{"-addr", "127.0.0.1:0", "-turn-addr", "off", "-echo=false", "-data-dir", t.TempDir()}, tc.args...)
+		err := run(context.Background(), args, func(string) string { return "" }, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.args[1]) || !strings.Contains(err.Error(), tc.args[0]) {
+			t.Errorf("%v: %v", tc.args, err)
+		}
+	}
+}

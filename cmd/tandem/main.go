@@ -149,7 +149,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer authn.Close() // after the server has stopped
 	cfg.Auth = authn
-	cfg.TrustedProxies = aopts.proxies
+	cfg.TrustedProxies, cfg.EmbedOrigins = aopts.proxies, aopts.embedders
 	if err := copts.configure(&cfg, logger); err != nil {
 		return err
 	}

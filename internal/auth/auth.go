@@ -284,7 +284,7 @@ type Info struct {
 	Mode    Mode `json:"mode"`
 	Invites bool `json:"invites,omitempty"` // invite links are accepted
 	// Embedders are the origins (besides the page's own) that may hand the web client a token with postMessage,
-	// in the jwt mode: the server's -allowed-origins.
+	// in the jwt mode: the server's -embed-origins (the sites that may frame it) and -allowed-origins.
 	Embedders []string `json:"embedders,omitempty"`
 }
 
@@ -296,8 +296,8 @@ func (a *Auth) Info() Info {
 	return Info{Mode: a.cfg.Mode, Invites: a.cfg.InvitesFile != "" && a.cfg.Mode != Open}
 }
 
-// InfoHandler serves Info as JSON; a nil a is the open mode. embedders are the origins allowed to embed the web
-// client (-allowed-origins), told to it in the jwt mode.
+// InfoHandler serves Info as JSON; a nil a is the open mode. embedders are the origins allowed to hand the web
+// client a token (-embed-origins and -allowed-origins), told to it in the jwt mode.
 func InfoHandler(a *Auth, embedders []string) http.Handler {
 	info := a.Info()
 	if info.Mode == JWT {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -76,6 +77,9 @@ type Config struct {
 	// part (a page on a name of its own, pointed at tandem, must not pass for tandem's). Empty allows every
 	// origin, as the tutorial does (its client may be a file:// page or on another port).
 	AllowedOrigins []string
+	// EmbedOrigins are the sites (origins, as web.ParseEmbedOrigins returns them) that may put the web client in
+	// a frame, and hand it a token with postMessage; none by default: nothing may frame it.
+	EmbedOrigins []string
 	// Auth, if not nil, decides who may log in (docs/access.md); nil is the open mode. The caller closes it after
 	// Serve returns.
 	Auth *auth.Auth
@@ -311,7 +315,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	client := web.Handler()
+	client := web.EmbeddableHandler(s.cfg.EmbedOrigins)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/" && ws.IsWebSocket(r) {
 			s.serveWebSocket(w, r)
@@ -327,7 +331,8 @@ func (s *Server) routes() http.Handler {
 	if !s.cfg.PrivateMetrics {
 		mux.Handle("GET /metrics", s.metricsHandler())
 	}
-	mux.Handle("GET /auth.json", auth.InfoHandler(s.cfg.Auth, s.cfg.AllowedOrigins)) // the access mode, for clients before they log in
+	// The access mode, for clients before they log in, and the pages that may post the web client a token.
+	mux.Handle("GET /auth.json", auth.InfoHandler(s.cfg.Auth, append(slices.Clip(s.cfg.EmbedOrigins), s.cfg.AllowedOrigins...)))
 	return mux
 }
 

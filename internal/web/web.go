@@ -9,11 +9,16 @@ import (
 	"embed"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"path"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -37,9 +42,100 @@ var contentTypes = map[string]string{
 
 // contentSecurityPolicy keeps the page to its own origin: scripts, styles and images come from the tandem server,
 // and the only connection is the WebSocket back to it. Media elements play MediaStreams, which need no source.
-const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+// No other page may frame it, unless the operator lists the sites that embed it (contentSecurityPolicyFor).
+const contentSecurityPolicy = cspSources + "frame-ancestors 'none'"
+
+const cspSources = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; " +
-	"form-action 'self'; frame-ancestors 'none'"
+	"form-action 'self'; "
+
+// contentSecurityPolicyFor is the policy of a page that the origins given (ParseEmbedOrigins) may frame.
+func contentSecurityPolicyFor(embedders []string) string {
+	if len(embedders) == 0 {
+		return contentSecurityPolicy
+	}
+	return cspSources + "frame-ancestors " + strings.Join(embedders, " ")
+}
+
+// ParseEmbedOrigins reads the origins allowed to put the web client in a frame (-embed-origins): a comma-separated
+// list of https origins (https://app.example.org, a port if not 443), or http ones on a loopback host (for
+// development). Each is returned as a browser writes it (lower case, no default port, no trailing slash), which is
+// how it goes into the Content-Security-Policy and how the page compares a message's origin with it. Paths,
+// wildcards, user names and anything that is not an origin are refused with an error that says why.
+func ParseEmbedOrigins(s string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		o, err := parseEmbedOrigin(f)
+		if err != nil {
+			return nil, fmt.Errorf("embed origin %q: %w", f, err)
+		}
+		if !slices.Contains(out, o) {
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+func parseEmbedOrigin(s string) (string, error) {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || u.Opaque != "" || u.Host == "":
+		return "", errors.New("not an origin: write it as https://app.example.org")
+	case u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+		return "", errors.New("an origin has no path, query, fragment or user: write it as https://app.example.org")
+	case strings.Contains(u.Host, "*"):
+		return "", errors.New("no wildcards: list each origin")
+	}
+	scheme, host := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname())
+	ip, ipErr := netip.ParseAddr(host)
+	loopback := host == "localhost" || (ipErr == nil && ip.IsLoopback())
+	switch {
+	case scheme != "https" && !(scheme == "http" && loopback):
+		return "", errors.New("must be https (http only for a loopback host, for development)")
+	case ipErr == nil && ip.Zone() != "":
+		return "", errors.New("no zone in the address")
+	case ipErr != nil && !validHostName(host):
+		return "", errors.New("not a host name")
+	}
+	if ipErr == nil {
+		host = ip.Unmap().String()
+		if ip.Unmap().Is6() {
+			host = "[" + host + "]"
+		}
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		switch {
+		case err != nil || n < 1 || n > 65535:
+			return "", errors.New("bad port")
+		case !(scheme == "https" && n == 443) && !(scheme == "http" && n == 80):
+			host += ":" + strconv.Itoa(n)
+		}
+	}
+	return scheme + "://" + host, nil
+}
+
+// validHostName reports whether h (lower case) is a DNS name: labels of letters, digits and hyphens.
+func validHostName(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // asset is one file of the client, prepared once: its bytes, a gzip-compressed copy when that is smaller, and a
 // strong validator for conditional requests.
@@ -55,17 +151,24 @@ type asset struct {
 // Every response may be cached but must be revalidated (Cache-Control: no-cache with a strong ETag), so a browser
 // picks up a new tandem version at once and otherwise gets a cheap 304. Text assets are served gzip-compressed to
 // clients that accept it. Only GET and HEAD are allowed; an unknown path gets a 404.
-func Handler() http.Handler {
+func Handler() http.Handler { return EmbeddableHandler(nil) }
+
+// EmbeddableHandler is Handler for a page that the origins given (as ParseEmbedOrigins returns them) may put in a
+// frame: its Content-Security-Policy lists them in frame-ancestors (and it sends no X-Frame-Options, which cannot
+// name them). With none, nothing may frame it.
+func EmbeddableHandler(embedders []string) http.Handler {
 	assets, err := load(staticFS, "static")
 	if err != nil {
 		// The files are compiled into the binary; failing to read them is a build defect, not a runtime condition.
 		panic(fmt.Sprintf("web: reading embedded client: %v", err))
 	}
-	return &handler{assets: assets}
+	return &handler{assets: assets, csp: contentSecurityPolicyFor(embedders), embeddable: len(embedders) > 0}
 }
 
 type handler struct {
-	assets map[string]*asset // by URL path, "/" for the page
+	assets     map[string]*asset // by URL path, "/" for the page
+	csp        string
+	embeddable bool
 }
 
 func load(fsys fs.FS, root string) (map[string]*asset, error) {
@@ -172,9 +275,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("Content-Type", a.contentType)
 	hdr.Set("Cache-Control", "no-cache")
 	if strings.HasPrefix(a.contentType, "text/html") {
-		hdr.Set("Content-Security-Policy", contentSecurityPolicy)
+		hdr.Set("Content-Security-Policy", h.csp)
 		hdr.Set("Permissions-Policy", "camera=(self), microphone=(self), display-capture=(self)")
-		hdr.Set("X-Frame-Options", "DENY")
+		if !h.embeddable {
+			hdr.Set("X-Frame-Options", "DENY")
+		}
 	}
 	body, etag := a.body, a.etag
 	if a.gzipped != nil {

@@ -228,3 +228,63 @@ func TestLanguageIndexFromFiles(t *testing.T) {
 		t.Errorf("languages %s, want [\"de\",\"en\",\"fr\"]", got)
 	}
 }
+
+// The page may be framed only by the origins the operator lists (-embed-origins): by default by none, with
+// X-Frame-Options as well for old browsers; with a list, frame-ancestors names exactly those origins.
+func TestFrameAncestors(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		embedders []string
+		frame     string
+		xfo       string
+	}{
+		{nil, "frame-ancestors 'none'", "DENY"},
+		{[]string{"https://app.example.org"}, "frame-ancestors https://app.example.org", ""},
+		{[]string{"https://app.example.org", "http://127.0.0.1:8081"}, "frame-ancestors https://app.example.org http://127.0.0.1:8081", ""},
+	} {
+		resp := get(t, EmbeddableHandler(tt.embedders), http.MethodGet, "/", nil)
+		csp := resp.Header.Get("Content-Security-Policy")
+		if !strings.HasSuffix(csp, "; "+tt.frame) || strings.Count(csp, "frame-ancestors") != 1 || !strings.Contains(csp, "default-src 'self'") {
+			t.Errorf("%v: Content-Security-Policy %q, want it to end with %q", tt.embedders, csp, tt.frame)
+		}
+		if got := resp.Header.Get("X-Frame-Options"); got != tt.xfo {
+			t.Errorf("%v: X-Frame-Options %q, want %q", tt.embedders, got, tt.xfo)
+		}
+		// Only the page carries the policy; its scripts are not documents.
+		if js := get(t, EmbeddableHandler(tt.embedders), http.MethodGet, "/js/app.js", nil); js.Header.Get("Content-Security-Policy") != "" {
+			t.Errorf("a script with a Content-Security-Policy")
+		}
+	}
+}
+
+func TestParseEmbedOrigins(t *testing.T) {
+	t.Parallel()
+	got, err := ParseEmbedOrigins(" HTTPS://App.Example.org:443/ , https://app.example.org,https://b.example:8443, http://localhost:8080, http://[::1]:9000, http://127.0.0.1 ,")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "https://app.example.org https://b.example:8443 http://localhost:8080 http://[::1]:9000 http://127.0.0.1"
+	if strings.Join(got, " ") != want {
+		t.Errorf("got %q, want %q", strings.Join(got, " "), want)
+	}
+	if got, err := ParseEmbedOrigins(""); err != nil || got != nil {
+		t.Errorf("empty: %v, %v", got, err)
+	}
+	for bad, why := range map[string]string{
+		"http://app.example.org":        "must be https",
+		"https://app.example.org/embed": "no path",
+		"https://*.example.org":         "no wildcards",
+		"app.example.org":               "not an origin",
+		"https://user@app.example.org":  "no path, query, fragment or user",
+		"https://app.example.org?x=1":   "no path, query",
+		"https://app.example.org:99999": "bad port",
+		"https://app;script-src *":      "not",
+		"https://exa mple.org":          "not",
+		"null":                          "not an origin",
+	} {
+		_, err := ParseEmbedOrigins("https://ok.example.org," + bad)
+		if err == nil || !strings.Contains(err.Error(), why) || !strings.Contains(err.Error(), bad) {
+			t.Errorf("%q: %v, want an error naming it and saying %q", bad, err, why)
+		}
+	}
+}
