@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,12 +12,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"tandem/client"
 	"tandem/internal/auth"
+	"tandem/internal/redistest"
 	"tandem/protocol"
 )
 
@@ -286,4 +289,53 @@ func TestEmbedAndProxyFlags(t *testing.T) {
 			t.Errorf("%v: %v", tc.args, err)
 		}
 	}
+}
+
+// A cluster node talks to Redis through one client, for the cluster and for the login state the nodes share:
+// after a login checked against the shared state, Redis has no connection of the access control's own.
+func TestOneRedisClient(t *testing.T) {
+	rs := redistest.Start(t)
+	env := map[string]string{"TANDEM_REDIS": rs.URL(), "TANDEM_NODE_ID": "n1", "TANDEM_AUTH_PASSWORD": "pw"}
+	out := startRun(t, []string{"-addr", "127.0.0.1:0", "-turn-addr", "off", "-echo=false", "-data-dir", t.TempDir(),
+		"-log-level", "error", "-auth", "password", "-limit-loopback"}, env, "tandem: open http")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	expectLogin(t, ctx, wsURL(t, out), "mallory", client.Credentials{Password: "guess"}, protocol.CodeUnauthorized)
+	// The failure is written to Redis by the access control (its key shows it did reach Redis).
+	deadline := time.Now().Add(10 * time.Second)
+	for rs.Do("EXISTS", "tandem:auth:fa:00000000000000000000ffff7f000001") != ":1" {
+		if time.Now().After(deadline) {
+			t.Fatal("the failed login never reached Redis")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	list := clientList(t, rs.Socket())
+	if strings.Contains(list, "name=tandem-auth") || !strings.Contains(list, "name=tandem-n1") {
+		t.Errorf("Redis's clients:\n%s", list)
+	}
+}
+
+// clientList is Redis's CLIENT LIST: a line for each connection, with its name.
+func clientList(t *testing.T, sock string) string {
+	t.Helper()
+	c, err := net.DialTimeout("unix", sock, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "*2\r\n$6\r\nCLIENT\r\n$4\r\nLIST\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	head, err := br.ReadString('\n')
+	n, convErr := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "$")))
+	if err != nil || convErr != nil {
+		t.Fatalf("CLIENT LIST: %q, %v", head, err)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(br, body); err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
 }

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/redis/rueidis"
+
 	"tandem/internal/cluster"
 	"tandem/internal/cluster/rediscluster"
 	"tandem/internal/server"
@@ -20,6 +22,7 @@ type clusterOptions struct {
 	lease     time.Duration
 	grace     time.Duration
 	drain     time.Duration
+	client    rueidis.Client // made by dial; shared with the access control's shared state
 }
 
 func (o *clusterOptions) register(fs *flag.FlagSet) {
@@ -30,6 +33,18 @@ func (o *clusterOptions) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.lease, "cluster-lease", rediscluster.DefaultLease, "how long a node counts as alive after its last heartbeat (at least two heartbeats)")
 	fs.DurationVar(&o.grace, "resume-grace", cluster.DefaultResumeGrace, "how long the name and calls of a user of a node that died wait for the user to resume on another node")
 	fs.DurationVar(&o.drain, "drain-window", server.DefaultDrainWindow, "on SIGTERM, how long a cluster node spreads its users' reconnects (1012, service restart) to other nodes over; their calls go on (0: all at once)")
+}
+
+// dial makes the node's Redis client, for the cluster and the login state the nodes share.
+func (o *clusterOptions) dial(logger *slog.Logger) (rueidis.Client, error) {
+	if o.node == "" {
+		o.node = rediscluster.DefaultNodeID()
+	}
+	c, err := rediscluster.NewClient(o.redis, o.node, 0, logger)
+	if err != nil {
+		return nil, fmt.Errorf("-redis: %w", err)
+	}
+	return c, nil
 }
 
 // configure makes cfg a cluster node when -redis is set.
@@ -44,7 +59,7 @@ func (o *clusterOptions) configure(cfg *server.Config, logger *slog.Logger) erro
 		return fmt.Errorf("-drain-window must not be negative")
 	}
 	b, err := rediscluster.New(rediscluster.Config{URL: o.redis, Node: o.node, Prefix: o.prefix,
-		Heartbeat: o.heartbeat, Lease: o.lease, ResumeGrace: o.grace, Logger: logger})
+		Heartbeat: o.heartbeat, Lease: o.lease, ResumeGrace: o.grace, Logger: logger, Client: o.client})
 	if err != nil {
 		return fmt.Errorf("-redis: %w", err)
 	}

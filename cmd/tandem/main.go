@@ -141,8 +141,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	cfg.PrivateMetrics = opts.metrics != ""
 	cfg.Node = copts.node // the call log's node: -node-id, or the host name (a cluster node's own id with -redis)
-	// The login state the nodes of a cluster share (internal/auth/shared.go) goes in the cluster's Redis.
-	aopts.redis = auth.RedisConfig{URL: copts.redis, Prefix: copts.prefix}
+	// The login state the nodes of a cluster share (internal/auth/shared.go) goes in the cluster's Redis, through
+	// the cluster's client: one set of settings and connections.
+	if copts.redis != "" {
+		if copts.client, err = copts.dial(logger); err != nil {
+			return err
+		}
+		defer copts.client.Close() // last: after the node has left the cluster and authn is closed
+	}
+	aopts.redis = auth.RedisConfig{URL: copts.redis, Prefix: copts.prefix, Client: copts.client}
 	authn, err := aopts.open(nopts.dataDir, getenv, cfg.LimitLoopback, logger)
 	if err != nil {
 		return err

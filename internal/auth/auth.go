@@ -213,7 +213,7 @@ func New(cfg Config) (*Auth, error) {
 		a.log.Warn("the users file has no accounts yet: nobody can log in until one is added (tandem user add NAME)", "file", cfg.UsersFile)
 	}
 	a.throttle = newThrottle(cfg.LoginRate, cfg.LoginBurst, cfg.MaxBackoff, cfg.LimitLoopback)
-	if cfg.Redis.URL != "" {
+	if cfg.Redis.URL != "" || cfg.Redis.Client != nil {
 		s, err := newShared(cfg.Redis, a.throttle, a.log)
 		if err != nil {
 			return nil, err

@@ -23,6 +23,9 @@ import (
 type RedisConfig struct {
 	URL    string // as -redis; "" for a single node (everything in memory)
 	Prefix string // of the keys, as -redis-prefix
+	// Client, if not nil, is the process's Redis client (the cluster's, rediscluster.NewClient), used instead of
+	// one of its own made from URL; its owner closes it, after Auth.Close.
+	Client rueidis.Client
 	// Timeout bounds each call to Redis; default 2 s.
 	Timeout time.Duration
 }
@@ -36,6 +39,7 @@ const sharedQueue = 1024
 // reader, go through a queue written by one goroutine).
 type shared struct {
 	client  rueidis.Client
+	owned   bool // client was made here, and is closed by close
 	prefix  string
 	timeout time.Duration
 	log     *slog.Logger
@@ -50,15 +54,32 @@ type shared struct {
 }
 
 func newShared(cfg RedisConfig, t *throttle, log *slog.Logger) (*shared, error) {
-	opt, err := rueidis.ParseURL(cfg.URL)
-	if err != nil {
-		return nil, fmt.Errorf("auth: -redis: %w", err)
-	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = "tandem:"
+	}
+	client, owned := cfg.Client, false
+	if client == nil {
+		var err error
+		if client, err = newClient(cfg, log); err != nil {
+			return nil, err
+		}
+		owned = true
+	}
+	s := &shared{client: client, owned: owned, prefix: cfg.Prefix + "auth:", timeout: cfg.Timeout, log: log, t: t,
+		queue: make(chan func(context.Context), sharedQueue), stop: make(chan struct{})}
+	s.wg.Add(1)
+	go s.writer()
+	return s, nil
+}
+
+// newClient makes a Redis client of the shared state's own, for an Auth not given the process's.
+func newClient(cfg RedisConfig, log *slog.Logger) (rueidis.Client, error) {
+	opt, err := rueidis.ParseURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("auth: -redis: %w", err)
 	}
 	opt.DisableCache = true
 	opt.DisableRetry = true
@@ -75,17 +96,15 @@ func newShared(cfg RedisConfig, t *throttle, log *slog.Logger) (*shared, error) 
 	if err != nil {
 		log.Warn("access: Redis is not reachable yet: logins that need it are refused until it is", "err", err)
 	}
-	s := &shared{client: client, prefix: cfg.Prefix + "auth:", timeout: cfg.Timeout, log: log, t: t,
-		queue: make(chan func(context.Context), sharedQueue), stop: make(chan struct{})}
-	s.wg.Add(1)
-	go s.writer()
-	return s, nil
+	return client, nil
 }
 
 func (s *shared) close() {
 	close(s.stop)
 	s.wg.Wait()
-	s.client.Close()
+	if s.owned {
+		s.client.Close()
+	}
 }
 
 // writer writes the queued failures and successes, one at a time.

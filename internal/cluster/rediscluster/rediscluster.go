@@ -59,6 +59,9 @@ type Config struct {
 	Timeout time.Duration
 	// Logger receives the backend's logs; default slog.Default().
 	Logger *slog.Logger
+	// Client, if not nil, is the Redis client to use (NewClient), shared with other parts of the process (the
+	// access control's shared state); its owner closes it, after Close. Nil: the backend makes its own from URL.
+	Client rueidis.Client
 }
 
 // Defaults of Config.
@@ -81,6 +84,8 @@ type Backend struct {
 	inc    string // this process's incarnation
 	log    *slog.Logger
 	m      *metrics
+	// ownClient: client was made by New (not given in Config.Client), and Close closes it.
+	ownClient bool
 
 	mu       sync.Mutex
 	local    cluster.Local
@@ -105,12 +110,8 @@ var _ cluster.Backend = (*Backend)(nil)
 
 // New checks cfg and connects (lazily: Redis need not be up yet).
 func New(cfg Config) (*Backend, error) {
-	if cfg.URL == "" {
+	if cfg.URL == "" && cfg.Client == nil {
 		return nil, errors.New("rediscluster: no Redis URL")
-	}
-	opt, err := rueidis.ParseURL(cfg.URL)
-	if err != nil {
-		return nil, fmt.Errorf("rediscluster: %w", err)
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -137,14 +138,44 @@ func New(cfg Config) (*Backend, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	client, owned := cfg.Client, false
+	if client == nil {
+		var err error
+		if client, err = NewClient(cfg.URL, cfg.Node, cfg.Timeout, cfg.Logger); err != nil {
+			return nil, err
+		}
+		owned = true
+	}
+	b := &Backend{
+		cfg: cfg, client: client, ownClient: owned, inc: randomID(), log: cfg.Logger.With("node", cfg.Node),
+		outboxes: make(map[string]*outbox), live: make(map[string]bool), missing: make(map[string]time.Time),
+		stop: make(chan struct{}),
+	}
+	b.m = newMetrics(b)
+	return b, nil
+}
+
+// NewClient connects (lazily: Redis need not be up yet) to the Redis at url, as node, each write bounded by
+// timeout (default DefaultTimeout), for a Backend (Config.Client) and whatever else of the process shares it.
+func NewClient(url, node string, timeout time.Duration, logger *slog.Logger) (rueidis.Client, error) {
+	opt, err := rueidis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("rediscluster: %w", err)
+	}
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
 	// Lessons of other Redis users: no client-side cache (not used), no endless retries (every call here has a
 	// deadline and an answer for failure), a short dial timeout and TCP keepalive, so that a dead connection is
 	// noticed within seconds.
 	opt.DisableCache = true
 	opt.DisableRetry = true
 	opt.Dialer = net.Dialer{Timeout: 2 * time.Second, KeepAlive: time.Second}
-	opt.ConnWriteTimeout = cfg.Timeout
-	opt.ClientName = "tandem-" + cfg.Node
+	opt.ConnWriteTimeout = timeout
+	opt.ClientName = "tandem-" + node
 	if opt.Sentinel.MasterSet == "" {
 		// Standalone: a Redis that is not up yet is no reason not to start (the client dials again when used).
 		opt.ForceSingleClient = true
@@ -154,15 +185,9 @@ func New(cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("rediscluster: %w", err)
 	}
 	if err != nil {
-		cfg.Logger.Warn("cluster: Redis is not reachable yet; the node is not ready until it is", "err", err)
+		logger.Warn("cluster: Redis is not reachable yet; the node is not ready until it is", "err", err)
 	}
-	b := &Backend{
-		cfg: cfg, client: client, inc: randomID(), log: cfg.Logger.With("node", cfg.Node),
-		outboxes: make(map[string]*outbox), live: make(map[string]bool), missing: make(map[string]time.Time),
-		stop: make(chan struct{}),
-	}
-	b.m = newMetrics(b)
-	return b, nil
+	return client, nil
 }
 
 // Register adds the backend's metrics to reg.
@@ -731,7 +756,9 @@ func (b *Backend) Close(release bool) error {
 		rel = "1"
 	}
 	err := leaveScript.Exec(ctx, b.client, nil, []string{b.cfg.Prefix, b.cfg.Node, b.inc, rel}).Error()
-	b.client.Close()
+	if b.ownClient {
+		b.client.Close()
+	}
 	if err != nil {
 		return unavailable(err)
 	}
