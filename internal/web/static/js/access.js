@@ -128,8 +128,9 @@ export function refusalText(err) {
 }
 
 /**
- * Takes tokens posted by the app's page that opened this one ({type: 'tandem-jwt', jwt}), in the jwt mode, from
- * this page's own origin or one the server lists (-allowed-origins); onToken is called with each.
+ * Takes tokens posted by the app's page that opened or frames this one ({type: 'tandem-jwt', jwt}), in the jwt
+ * mode, from this page's own origin or one the server lists in /auth.json's embedders (-embed-origins and
+ * -allowed-origins); a token from any other origin is ignored. onToken is called with each.
  */
 export function listenForTokens(onToken) {
   window.addEventListener('message', (ev) => {
