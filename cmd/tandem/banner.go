@@ -48,14 +48,18 @@ func listenURLs(hosts certs.Hosts, addr net.Addr, virtual map[netip.Addr]bool) [
 		return nil
 	}
 	if ip = ip.Unmap(); !ip.IsUnspecified() {
-		host := ip.String()
+		if !ip.IsLoopback() {
+			return certs.Hosts{IPs: []netip.Addr{ip}}.URLs(tcp.Port)
+		}
+		// Hosts.URLs leaves loopback addresses to localhost: name both.
+		host, suffix := ip.String(), ""
 		if ip.Is6() {
 			host = "[" + host + "]"
 		}
 		if tcp.Port != 443 {
-			host += ":" + strconv.Itoa(tcp.Port)
+			suffix = ":" + strconv.Itoa(tcp.Port)
 		}
-		return []string{"https://" + host + "/"}
+		return []string{"https://" + host + suffix + "/", "https://localhost" + suffix + "/"}
 	}
 	out := certs.Hosts{Names: slices.Clone(hosts.Names)}
 	for _, a := range hosts.IPs {
