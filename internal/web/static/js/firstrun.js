@@ -38,6 +38,7 @@ function languagePicker() {
   select.replaceChildren(...languages().map((code) => {
     const o = document.createElement('option');
     o.value = code;
+    o.lang = code; // a language's name is in that language
     o.textContent = languageName(code);
     return o;
   }));
