@@ -76,7 +76,7 @@ func TestLANBannerListsListenedAddresses(t *testing.T) {
 	}
 	c.Close()
 
-	plain := regexp.MustCompile(`plain HTTP on (127\.0\.0\.1:\d+) explains`).FindStringSubmatch(out)
+	plain := regexp.MustCompile(`plain HTTP on (127\.0\.0\.1:\d+) answers with a page`).FindStringSubmatch(out)
 	if plain == nil {
 		t.Fatalf("no plain HTTP listener in:\n%s", out)
 	}

@@ -178,7 +178,7 @@ func newNetwork(o *netOptions, logger *slog.Logger) (*network, error) {
 		}
 		n.tls = n.acme.TLSConfig()
 	}
-	if o.qr != qrAuto && o.qr != qrOn && o.qr != qrOff {
+	if o.qr != "" && o.qr != qrAuto && o.qr != qrOn && o.qr != qrOff {
 		return nil, fmt.Errorf("-qr %q: want auto, on or off", o.qr)
 	}
 	if o.httpRedirect != "" && n.tls == nil {
@@ -424,7 +424,7 @@ func (n *network) printURLs(w io.Writer, addr net.Addr, qr bool) {
 	}
 	switch {
 	case n.redirectAddr != nil && n.firstRun != nil:
-		fmt.Fprintf(w, "tandem: plain HTTP on %s explains the certificate warning and links to https\n", n.redirectAddr)
+		fmt.Fprintf(w, "tandem: plain HTTP on %s answers with a page that explains the certificate warning, and otherwise redirects to https\n", n.redirectAddr)
 	case n.redirectAddr != nil:
 		fmt.Fprintf(w, "tandem: plain HTTP on %s answers ACME challenges and redirects to https\n", n.redirectAddr)
 	}
