@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -29,6 +30,9 @@ const (
 type Page struct {
 	fingerprint string
 	urls        atomic.Pointer[[]string]
+
+	mu  sync.Mutex
+	qrs map[string][]byte // the SVG QR code of each of urls, drawn once
 }
 
 // New returns the page for the certificate whose SHA-256 fingerprint is given (certs.SelfSigned.Fingerprint).
@@ -172,13 +176,31 @@ func (p *Page) serveInfo(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(body)
 }
 
+// qrOf returns the SVG QR code of u, one of the page's addresses (so that what is kept is bounded by them).
+func (p *Page) qrOf(u string) ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if svg, ok := p.qrs[u]; ok {
+		return svg, nil
+	}
+	svg, err := SVG(u)
+	if err != nil {
+		return nil, err
+	}
+	if p.qrs == nil {
+		p.qrs = make(map[string][]byte)
+	}
+	p.qrs[u] = svg
+	return svg, nil
+}
+
 func (p *Page) serveQR(w http.ResponseWriter, r *http.Request) {
 	info := p.Info(r.Host)
 	if info.QR == "" {
 		http.Error(w, "404 no https address known yet", http.StatusNotFound)
 		return
 	}
-	svg, err := SVG(info.QR)
+	svg, err := p.qrOf(info.QR)
 	if err != nil {
 		http.Error(w, "500 internal error", http.StatusInternalServerError)
 		return
@@ -187,6 +209,6 @@ func (p *Page) serveQR(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "image/svg+xml")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+	h.Set("Content-Security-Policy", "default-src 'none'")
 	_, _ = w.Write(svg)
 }
