@@ -26,6 +26,7 @@ type Message struct {
 	Answer    []byte
 	Candidate []byte
 	Quality   []byte // quality: the report object, raw (ParseQuality reads it)
+	Missed    bool   // login: the client wants "missed" messages (who called while it was busy)
 }
 
 // DecodeError says why a frame is not a usable message. Code is CodeInvalidJSON or CodeInvalidMessage.
@@ -166,6 +167,14 @@ func (m *Message) field(key []byte, escaped bool, raw []byte, kind byte) *Decode
 			return wrong("an object (a call quality report)")
 		}
 		m.Quality = raw
+	case "missed":
+		switch kind {
+		case 't', 'f', 'n':
+			m.Missed = kind == 't'
+		default:
+			m.Missed = false
+			return wrong("true or false")
+		}
 	case "candidate":
 		if kind != '{' && kind != 'n' {
 			return wrong("an object (an RTCIceCandidate) or null")

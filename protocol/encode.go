@@ -42,6 +42,13 @@ func AppendRinging(dst []byte, callee string) []byte {
 	return append(dst, '}')
 }
 
+// AppendMissed writes {"type":"missed","name":caller}: caller called while the user was in another call.
+func AppendMissed(dst []byte, caller string) []byte {
+	dst = append(dst, `{"type":"missed","name":`...)
+	dst = AppendString(dst, caller)
+	return append(dst, '}')
+}
+
 // AppendError writes an error message. request (the type of the message refused) and name are left out when
 // empty.
 func AppendError(dst []byte, code, message, request, name string) []byte {

@@ -13,6 +13,9 @@ const (
 	TypeUsers     = "users"
 	TypeRinging   = "ringing"
 	TypeQuality   = "quality" // a client's report on how its call connected (quality.go); never relayed
+	// TypeMissed tells a user that someone called while they were in another call (and was answered busy); sent
+	// only to logins that asked for it (Message.Missed).
+	TypeMissed = "missed"
 )
 
 // Error codes, carried in the code field of error messages and failed login replies.

@@ -128,6 +128,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	cfg.TLS, cfg.ICEServers, cfg.SessionEnded = netw.tls, netw.iceServers, netw.sessionEnded
 	cfg.TURNOverTLS = netw.turnOverTLS()
+	cfg.FirstRun = netw.firstRun // plain HTTP on the HTTPS port explains a self-signed certificate
 	cfg.Hosts = netw.ownHosts(cfg.Addr)
 	if eopts.on {
 		if cfg.EchoName, err = protocol.ValidateName([]byte(eopts.name)); err != nil {
@@ -199,7 +200,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logger.Info("tandem is listening", "addr", ln.Addr().String(), "https", netw.tls != nil, "version", version.String(), "auth", string(authn.Mode()))
 	warnIfOpen(authn, ln.Addr(), &nopts, logger)
-	netw.printURLs(stdout, ln.Addr())
+	netw.printURLs(stdout, ln.Addr(), nopts.showQR(stdout))
 	start := time.Now()
 	err = srv.Serve(ctx, ln)
 	logger.Info("tandem stopped", "uptime", time.Since(start).Round(time.Second))

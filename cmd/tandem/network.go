@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tandem/internal/certs"
+	"tandem/internal/firstrun"
 	"tandem/internal/server"
 	"tandem/internal/turnserver"
 	"tandem/protocol"
@@ -34,6 +35,7 @@ type netOptions struct {
 	acmeEmail       string
 	acmeCA          string
 	httpRedirect    string
+	qr              string
 
 	turnAddr          string
 	turnAddrExplicit  bool // -turn-addr was given, so failing to listen there is an error
@@ -63,6 +65,7 @@ func (o *netOptions) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS and WSS with this PEM certificate (chain); needs -tls-key")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "the PEM private key of -tls-cert")
 	fs.BoolVar(&o.selfSigned, "tls-self-signed", false, "LAN mode: serve HTTPS with a self-signed certificate for this machine, kept in -data-dir")
+	fs.StringVar(&o.qr, "qr", qrAuto, "with -tls-self-signed, draw the QR code of the LAN https address at start, for a phone's camera: auto (when the output is a terminal), on or off")
 	fs.StringVar(&o.acmeDomains, "acme-domain", "", "serve HTTPS with certificates from Let's Encrypt for these domains (comma-separated)")
 	fs.StringVar(&o.acmeEmail, "acme-email", "", "contact address given to the ACME certificate authority")
 	fs.StringVar(&o.acmeCA, "acme-ca", "", "ACME directory URL of the certificate authority; empty: Let's Encrypt")
@@ -119,6 +122,11 @@ type network struct {
 	turnOn bool // the built-in or an external TURN server is configured
 	turnCf turnserver.Config
 
+	// firstRun is the page plain HTTP gets with a self-signed certificate; urls are the https addresses tandem
+	// listens on (start), LAN ones first.
+	firstRun *firstrun.Page
+	urls     []string
+
 	redirect     *server.HTTPServer
 	redirectAddr net.Addr
 	redirectDone chan error
@@ -157,6 +165,7 @@ func newNetwork(o *netOptions, logger *slog.Logger) (*network, error) {
 			logger.Info("made a self-signed certificate", "file", n.self.CertFile)
 		}
 		n.tls = n.self.TLSConfig()
+		n.firstRun = firstrun.New(n.self.Fingerprint())
 	case o.acmeDomains != "":
 		n.acme, err = certs.NewACME(certs.ACMEConfig{
 			Domains:      splitList(o.acmeDomains),
@@ -168,6 +177,9 @@ func newNetwork(o *netOptions, logger *slog.Logger) (*network, error) {
 			return nil, err
 		}
 		n.tls = n.acme.TLSConfig()
+	}
+	if o.qr != "" && o.qr != qrAuto && o.qr != qrOn && o.qr != qrOff {
+		return nil, fmt.Errorf("-qr %q: want auto, on or off", o.qr)
 	}
 	if o.httpRedirect != "" && n.tls == nil {
 		return nil, errors.New("-http-redirect needs HTTPS: -tls-self-signed, -acme-domain or -tls-cert")
@@ -320,6 +332,10 @@ func (n *network) sessionEnded(session string) {
 // only a warning.
 func (n *network) start(srv *server.Server, addr net.Addr) error {
 	var reg prometheus.Registerer = srv.Registry()
+	if n.self != nil {
+		n.urls = listenURLs(n.hosts, addr, virtualAddrs())
+		n.firstRun.SetURLs(n.urls)
+	}
 	if n.turnOn {
 		cfg := n.turnCf
 		cfg.Registerer = reg
@@ -348,6 +364,9 @@ func (n *network) start(srv *server.Server, addr net.Addr) error {
 		_, p, _ := net.SplitHostPort(addr.String())
 		port, _ := strconv.Atoi(p)
 		var h http.Handler = certs.RedirectHandler(port)
+		if n.firstRun != nil {
+			h = n.firstRun.Handler(srv.Handler(), h)
+		}
 		if n.acme != nil {
 			h = n.acme.HTTPHandler(h)
 		}
@@ -380,17 +399,20 @@ func (n *network) close() {
 	}
 }
 
-// printURLs tells the person who started tandem what to open.
-func (n *network) printURLs(w io.Writer, addr net.Addr) {
+// port is the port of a listening address.
+func port(addr net.Addr) int {
 	_, p, _ := net.SplitHostPort(addr.String())
-	port, _ := strconv.Atoi(p)
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// printURLs tells the person who started tandem what to open; qr draws the QR code of the LAN address too (LAN
+// mode only).
+func (n *network) printURLs(w io.Writer, addr net.Addr, qr bool) {
+	port := port(addr)
 	switch {
 	case n.self != nil:
-		fmt.Fprintln(w, "tandem: open one of these on your devices (the certificate is self-signed: accept the browser's warning once)")
-		for _, u := range n.hosts.URLs(port) {
-			fmt.Fprintln(w, "  "+u)
-		}
-		fmt.Fprintln(w, "tandem: certificate SHA-256 fingerprint "+n.self.Fingerprint())
+		n.printSelfSigned(w, qr)
 	case n.acme != nil:
 		for _, d := range splitList(n.opts.acmeDomains) {
 			fmt.Fprintln(w, "tandem: open "+(certs.Hosts{Names: []string{d}}).URLs(port)[0])
@@ -400,7 +422,10 @@ func (n *network) printURLs(w io.Writer, addr net.Addr) {
 	default:
 		fmt.Fprintf(w, "tandem: open http://%s/ in a browser\n", displayHost(addr))
 	}
-	if n.redirectAddr != nil {
+	switch {
+	case n.redirectAddr != nil && n.firstRun != nil:
+		fmt.Fprintf(w, "tandem: plain HTTP on %s answers with a page that explains the certificate warning, and otherwise redirects to https\n", n.redirectAddr)
+	case n.redirectAddr != nil:
 		fmt.Fprintf(w, "tandem: plain HTTP on %s answers ACME challenges and redirects to https\n", n.redirectAddr)
 	}
 	if n.turn != nil {

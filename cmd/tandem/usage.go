@@ -7,7 +7,7 @@ import "tandem/internal/cli"
 // TestUsageSections: add it here.
 var usageSections = []cli.Section{
 	{Title: "Basics", Flags: []string{"addr", "public-url", "data-dir", "echo", "echo-name", "echo-limit"}},
-	{Title: "HTTPS", Flags: []string{"tls-*", "acme-*", "http-redirect"}},
+	{Title: "HTTPS", Flags: []string{"tls-*", "acme-*", "http-redirect", "qr"}},
 	{Title: "TURN (STUN/TURN server; docs/networks.md)", Flags: []string{"turn-*"}},
 	{Title: "Limits (docs/limits.md)", Flags: []string{
 		"max-*", "rate", "burst", "send-queue", "pollers", "ping-interval", "idle-timeout", "login-timeout",

@@ -289,3 +289,15 @@ func RedirectPlain(next http.Handler) http.Handler {
 		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusTemporaryRedirect)
 	})
 }
+
+// ServePlain passes requests that came over TLS to next, and the others to plain: with a self-signed certificate,
+// a page that explains the browser's warning (package firstrun) rather than RedirectPlain's redirect into it.
+func ServePlain(next, plain http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		plain.ServeHTTP(w, r)
+	})
+}

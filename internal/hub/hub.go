@@ -187,6 +187,8 @@ type Session struct {
 	pauser pauser
 	// loginDevice is the device credential (Config.Auth) of a login waiting on the cluster, for its reply.
 	loginDevice string
+
+	missed missedCalls // who called while this user was busy (missed.go)
 }
 
 // Connect registers a new connection; host is the host the client reached tandem by (for ICE server URLs).
@@ -458,6 +460,7 @@ func (s *Session) allow() bool {
 }
 
 func (s *Session) login(m *protocol.Message) {
+	s.missed.wanted.Store(m.Missed)
 	if a := s.hub.cfg.Auth; a != nil && !s.hub.echoLogin(m) {
 		s.checkLogin(a, m)
 		return
@@ -714,7 +717,11 @@ func (s *Session) offer(m *protocol.Message) {
 		to, from = t.conn, s.name
 	}
 	s.callRefusedLocked(t, code, refused.code)
+	missedTo, missedFrom := s.missedLocked(t, code)
 	s.unlockHub()
+	if missedTo != nil {
+		h.send(missedTo, func(b []byte) []byte { return protocol.AppendMissed(b, missedFrom) })
+	}
 
 	switch {
 	case code == protocol.CodeNotOnline && h.cl != nil && s.remote == nil:

@@ -22,6 +22,7 @@ import (
 	"tandem/internal/calllog"
 	"tandem/internal/certs"
 	"tandem/internal/cluster"
+	"tandem/internal/firstrun"
 	"tandem/internal/hub"
 	"tandem/internal/web"
 	"tandem/internal/ws"
@@ -121,6 +122,10 @@ type Config struct {
 	// TURNOverTLS, if not nil (and TLS is set), shares the HTTPS port with TURN over TLS: a TLS connection that
 	// carries STUN rather than HTTP is given to it (certs.ListenerConfig.TURN), e.g. turnserver.Server.HandOff.
 	TURNOverTLS func(net.Conn)
+
+	// FirstRun, if not nil (and TLS is set), answers plain HTTP on the HTTPS port with the first-run page of a
+	// self-signed certificate (package firstrun) instead of a redirect to https.
+	FirstRun *firstrun.Page
 }
 
 // DefaultConfig returns tandem's defaults: port 9090, as the tutorial, and the limits of docs/protocol.md.
@@ -391,7 +396,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			Logger:       s.log,
 			TURN:         s.cfg.TURNOverTLS,
 		})
-		handler = certs.RedirectPlain(handler)
+		if s.cfg.FirstRun != nil {
+			handler = certs.ServePlain(handler, s.cfg.FirstRun.Handler(handler, certs.RedirectPlain(handler)))
+		} else {
+			handler = certs.RedirectPlain(handler)
+		}
 	} else {
 		// The epoll loops accept, and answer WebSocket handshakes themselves; net/http gets the rest.
 		wsln, err := s.ws.Listen(ln, s.acceptWebSocket)

@@ -559,12 +559,10 @@ function onOffer(msg) {
     return;
   }
   if (state.phase !== 'idle') {
-    // The server answers `busy` for us while we are in a call, and we never hear of it; but an offer can cross our
-    // own (we started calling someone else as it came). It never rang here: say so once this call is over.
+    // The server answers `busy` for us while we are in a call (and tells us with `missed`); but an offer can cross
+    // our own (we started calling someone else as it came). It never rang here: say so once this call is over.
     rememberCall({ peer: from, dir: 'in', outcome: 'missed_busy', audio: !sdpHasVideo(msg.offer.sdp) });
-    if (!state.missedWhileBusy.includes(from) && state.missedWhileBusy.length < LIMITS.missedWhileBusy) {
-      state.missedWhileBusy.push(from);
-    }
+    noteMissedWhileBusy(from);
     return;
   }
   state.incoming = { from, offer: msg.offer, candidates: new CandidateQueue(from) };
@@ -1171,6 +1169,26 @@ function rememberCall(entry) {
   renderRecent();
 }
 
+/** Keeps `from`, whose call came while this page was in another call, for the notice after it (bounded). */
+function noteMissedWhileBusy(from) {
+  if (!state.missedWhileBusy.includes(from) && state.missedWhileBusy.length < LIMITS.missedWhileBusy) {
+    state.missedWhileBusy.push(from);
+  }
+}
+
+/**
+ * The server tells this page (its login asked for it) who called while it was in a call: the caller was answered
+ * busy, and the call never rang here. It is a missed call in the recent calls at once, and in a notice once the
+ * call is over (at once if it is over already).
+ */
+function onMissed(msg) {
+  const from = msg.name;
+  if (typeof from !== 'string' || !from) return;
+  rememberCall({ peer: from, dir: 'in', outcome: 'missed_busy' });
+  noteMissedWhileBusy(from);
+  if (state.phase === 'idle') tellMissedWhileBusy();
+}
+
 /** After a call: who tried to call while it went on (their calls never rang here). */
 function tellMissedWhileBusy() {
   if (!state.missedWhileBusy.length) return;
@@ -1516,6 +1534,7 @@ signaling.addEventListener('message', (ev) => {
     case 'candidate': onCandidate(msg); break;
     case 'leave': onLeave(msg); break;
     case 'ringing': onRinging(msg); break;
+    case 'missed': onMissed(msg); break;
     case 'users': onUsers(msg); break;
     case 'error': onError(msg); break;
   }

@@ -126,7 +126,8 @@ export class Signaling extends EventTarget {
   }
 
   sendLogin() {
-    const msg = { type: 'login' };
+    // missed: tell this page who called while it was in a call (answered busy), as `missed` messages.
+    const msg = { type: 'login', missed: true };
     if (this.name) msg.name = this.name;
     if (this.token) msg.token = this.token;
     for (const k of CREDENTIALS) if (this.credentials && this.credentials[k]) msg[k] = this.credentials[k];
