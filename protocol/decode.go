@@ -22,6 +22,7 @@ type Message struct {
 	Reason    []byte // leave: why
 	Query     []byte // users: the name prefix
 	Limit     int    // users: how many at most; 0 when absent
+	Watch     bool   // users: keep the list up to date (pushed updates); false when absent
 	Offer     []byte
 	Answer    []byte
 	Candidate []byte
@@ -152,6 +153,16 @@ func (m *Message) field(key []byte, escaped bool, raw []byte, kind byte) *Decode
 			return wrong("a whole number")
 		}
 		m.Limit = n
+	case "watch":
+		switch kind {
+		case 't':
+			m.Watch = true
+		case 'f', 'n':
+			m.Watch = false
+		default:
+			m.Watch = false
+			return wrong("true or false")
+		}
 	case "offer", "answer":
 		if kind != '{' {
 			return wrong("an object (an RTCSessionDescription)")

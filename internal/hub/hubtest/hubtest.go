@@ -51,6 +51,7 @@ func Run(t *testing.T, f Factory) {
 		{"Ordering", testOrdering},
 		{"Echo", testEcho},
 		{"UnansweredBudget", testUnansweredBudget},
+		{"Presence", testPresence},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
