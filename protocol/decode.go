@@ -22,7 +22,8 @@ type Message struct {
 	Reason    []byte // leave: why
 	Query     []byte // users: the name prefix
 	Limit     int    // users: how many at most; 0 when absent
-	Watch     bool   // users: keep the list up to date (pushed updates); false when absent
+	Watch     bool   // users: keep the list up to date (pushed updates)
+	HasWatch  bool   // users: "watch" was given (true or false; false ends a watch)
 	Offer     []byte
 	Answer    []byte
 	Candidate []byte
@@ -154,13 +155,8 @@ func (m *Message) field(key []byte, escaped bool, raw []byte, kind byte) *Decode
 		}
 		m.Limit = n
 	case "watch":
-		switch kind {
-		case 't':
-			m.Watch = true
-		case 'f', 'n':
-			m.Watch = false
-		default:
-			m.Watch = false
+		m.Watch, m.HasWatch = kind == 't', kind == 't' || kind == 'f'
+		if kind != 't' && kind != 'f' && kind != 'n' {
 			return wrong("true or false")
 		}
 	case "offer", "answer":

@@ -80,13 +80,13 @@ func TestDecode(t *testing.T) {
 		{name: "string candidate", in: `{"type":"candidate","name":"b","candidate":"x"}`, code: CodeInvalidMessage, errPart: `"candidate"`},
 		{name: "fraction limit", in: `{"type":"users","limit":1.5}`, code: CodeInvalidMessage, errPart: `"limit"`},
 		{name: "watch", in: `{"type":"users","watch":true,"query":"al"}`, check: func(t *testing.T, m *Message) {
-			if !m.Watch || string(m.Query) != "al" {
+			if !m.Watch || !m.HasWatch || string(m.Query) != "al" {
 				t.Errorf("got watch %v query %q", m.Watch, m.Query)
 			}
 		}},
 		{name: "watch false, last wins", in: `{"type":"users","watch":true,"watch":false}`, check: func(t *testing.T, m *Message) {
-			if m.Watch {
-				t.Error("Watch after \"watch\":false")
+			if m.Watch || !m.HasWatch {
+				t.Errorf("Watch %v HasWatch %v after \"watch\":false", m.Watch, m.HasWatch)
 			}
 		}},
 		{name: "string watch", in: `{"type":"users","watch":"yes"}`, code: CodeInvalidMessage, errPart: `"watch" must be true or false`},

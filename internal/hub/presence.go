@@ -125,14 +125,17 @@ func (p *presence) wake() {
 	}
 }
 
-// watchUsers handles a users request when it asks to watch or the connection watches: it reports whether the
-// request was answered (a watch); a request without watch only ends the connection's watch and goes on as usual.
+// watchUsers handles the watch of a users request: it reports whether it answered the request (a watch). A
+// request without "watch" leaves the connection's watch alone (a one-off look-up), and one with "watch": false
+// ends it; both are then answered as usual.
 func (s *Session) watchUsers(m *protocol.Message, query string, limit int) bool {
 	h := s.hub
 	if !m.Watch {
-		h.mu.Lock()
-		h.unwatchLocked(s)
-		h.mu.Unlock()
+		if m.HasWatch {
+			h.mu.Lock()
+			h.unwatchLocked(s)
+			h.mu.Unlock()
+		}
 		return false
 	}
 	if h.cl != nil {

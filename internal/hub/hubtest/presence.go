@@ -60,9 +60,15 @@ func testPresence(t *testing.T, e *env) {
 
 	pushUntil(t, w, "", func(m msg) bool { return listed(m, "zzTop") == "free" })
 	pushUntil(t, w2, "", func(m msg) bool { return listed(m, "zzTop") == "free" })
-	// A users request without watch ends the watch: the next change reaches the other watcher only.
-	w.Send(`{"type":"users","limit":1}`)
-	w.Expect(msg{"type": "users", "users": "[map[busy:false name:bob]]"})
+	// A users request without watch is a one-off look-up: the watch goes on. One with "watch": false ends it:
+	// the next change reaches the other watcher only.
+	w.Send(`{"type":"users","limit":1,"query":"b"}`)
+	w.Expect(msg{"type": "users", "users": "[map[busy:false name:bob]]", "watching": nil, "query": "b"})
+	b.Close()
+	pushUntil(t, w, "", func(m msg) bool { return listed(m, "bob") == "" })
+	pushUntil(t, w2, "", func(m msg) bool { return listed(m, "bob") == "" })
+	w.Send(`{"type":"users","watch":false,"limit":1}`)
+	w.Expect(msg{"type": "users", "users": "[map[busy:false name:plain]]", "watching": nil})
 	carol := e.client(1)
 	carol.Login("carol")
 	pushUntil(t, w2, "", func(m msg) bool { return listed(m, "carol") == "free" })
