@@ -1,0 +1,73 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+)
+
+// livePush bounds how long a change may take to show on another page in TestLivePresence: far above the second
+// the server's pushes take, far below the 30 s the page would wait if it only asked again (the old poll). It is
+// not a performance figure (BENCHMARKS.md has those), only what tells a push from a poll on a busy machine.
+const livePush = 10 * time.Second
+
+// TestLivePresence (issue 14, item 1): the README's first step, two tabs with two names, and what follows. The
+// first page sees the second sign in without doing anything, sees two people go busy when one calls the other
+// and free again, keeps its keyboard focus on the person it was on while the list changes, and, while it is in a
+// call itself, sees someone sign out; the count beside "People online" follows each time.
+func TestLivePresence(t *testing.T) {
+	srv := startTandem(t)
+	first := openTandem(t, srv, "first", "")
+	first.waitFor("first alone", `document.querySelector('#people-count').textContent === '0'`)
+
+	second := openTandem(t, srv, "second", "")
+	shown := time.Now()
+	first.waitFor("second in first's list", `document.querySelector('.person[data-name="second"]') && document.querySelector('#people-count').textContent === '1'`)
+	if d := time.Since(shown); d > livePush {
+		t.Errorf("second showed on first's page %s after signing in: not pushed", d.Round(time.Millisecond))
+	} else {
+		t.Logf("second showed on first's page %s after signing in", d.Round(time.Millisecond))
+	}
+	first.screenshot("presence-second-shows")
+
+	// first is on second's button (a keyboard user about to call): the list changes under it, the focus stays.
+	first.must(`document.querySelector('.person[data-name="second"]').focus()`)
+	third := openTandem(t, srv, "third", "")
+	first.waitFor("third in first's list", `document.querySelector('.person[data-name="third"]') && document.querySelector('#people-count').textContent === '2'`)
+	if !value[bool](first, `document.activeElement && document.activeElement.matches('.person[data-name="second"]')`) {
+		t.Errorf("the list's update took first's focus away from second's button: it is on %s",
+			value[string](first, `document.activeElement ? document.activeElement.outerHTML.slice(0, 120) : 'nothing'`))
+	}
+
+	// second calls third: both show busy on first's page, and free again when the call ends.
+	second.callFromList("third")
+	third.waitIncoming("second")
+	busy := time.Now()
+	first.waitFor("second and third busy", `document.querySelector('.person[data-name="second"] .tag-busy') && document.querySelector('.person[data-name="third"] .tag-busy')`)
+	if d := time.Since(busy); d > livePush {
+		t.Errorf("the call showed on first's page after %s: not pushed", d.Round(time.Millisecond))
+	}
+	first.screenshot("presence-busy")
+	second.click("#hangup-button")
+	second.waitPhase("idle")
+	third.waitPhase("idle")
+	first.waitFor("second and third free again", `document.querySelector('.person[data-name="second"]') && !document.querySelector('.person .tag-busy')`)
+
+	// first is in a call (ringing third) when second signs out: the list goes on changing.
+	first.click(`.person[data-name="third"]`)
+	third.waitIncoming("first")
+	first.waitFor("first calling", `tandem.phase !== 'idle'`)
+	second.click("#logout-button")
+	gone := time.Now()
+	first.waitFor("second gone from first's list, during first's call",
+		`!document.querySelector('.person[data-name="second"]') && document.querySelector('#people-count').textContent === '1'`)
+	if d := time.Since(gone); d > livePush {
+		t.Errorf("second's sign-out showed on first's page after %s: not pushed", d.Round(time.Millisecond))
+	}
+	if phase := value[string](first, `tandem.phase`); phase == "idle" {
+		t.Errorf("first's call ended before the list changed: the test did not check a list during a call")
+	}
+	first.click("#hangup-button")
+	first.waitPhase("idle")
+	first.waitFor("the list after the call", `document.querySelector('.person[data-name="third"]') && !document.querySelector('.person .tag-busy') && document.querySelector('#people-count').textContent === '1'`)
+	first.screenshot("presence-after")
+}
