@@ -24,7 +24,7 @@ const (
 	presenceListLimit = 20 // what the web client asks for
 	// Of the watchers, this share watches a prefix; the others the first page.
 	presencePrefixShare = 1.0 / 6
-	presenceProbeEvery  = 500 * time.Millisecond
+	presenceProbeEvery  = 500 * time.Millisecond // and up to a second more, at random
 )
 
 // PresenceReport is the presence scenario's figures.
@@ -231,7 +231,8 @@ func (g *generator) probePresence(ctx context.Context, watch *client.Client, pre
 			return lats
 		}
 		lats = append(lats, time.Since(t0))
-		sleepCtx(ctx, presenceProbeEvery)
+		// A random pause: probes in step with the server's rounds would all wait a whole round, or none.
+		sleepCtx(ctx, presenceProbeEvery+rand.N(time.Second))
 	}
 	return lats
 }

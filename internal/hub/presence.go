@@ -62,6 +62,8 @@ type presence struct {
 	haveVer    bool
 	relistAll  bool
 	maxQueries int
+	// manual: no loop is started; the rounds are run by whoever set it (the fuzz target, for repeatable runs).
+	manual bool
 }
 
 // watchKey identifies a watched query: the query text as sent (trimmed; it is echoed in every push) and the limit.
@@ -206,7 +208,7 @@ func (h *Hub) watchLocked(s *Session, k watchKey) *watcher {
 	q.watchers[s] = w
 	s.watch = w
 	p.watchers++
-	if !p.running {
+	if !p.running && !p.manual {
 		p.running = true
 		go h.presenceLoop()
 	}
