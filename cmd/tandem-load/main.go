@@ -60,6 +60,7 @@ type config struct {
 	memoryTolerance float64 // churn: bytes the server's heap and RSS may grow
 	episodes        string  // churn: the kinds of episode to play, comma-separated ("": all)
 	watchShare      float64 // presence: the share of the users that watch the online list
+	firstPageShare  float64 // presence: the share of the changes made to users on the list's first page
 }
 
 // run is tandem-load: it parses args (each flag may also come from a TANDEM_LOAD_* environment variable), runs
@@ -94,6 +95,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.StringVar(&cfg.episodes, "episodes", cfg.episodes, "churn: the kinds of episode to play, comma-separated (default all: "+strings.Join(churnKinds(), ",")+")")
 	fs.Float64Var(&memMiB, "memory-tolerance", memMiB, "churn: MiB the server's heap in use and resident memory may have grown at the end")
 	fs.Float64Var(&cfg.watchShare, "watchers", 0.6, "presence: the share of the users that watch the online list (a sixth of them a name prefix, the rest the first page); 0 for a baseline")
+	fs.Float64Var(&cfg.firstPageShare, "first-page-changes", 0.1, "presence: the share of the changes made by users on the list's first page (seen by every first-page watcher)")
 	fs.IntVar(&cfg.pid, "pid", cfg.pid, "process id of the server, for its CPU time and memory from /proc (0: not measured)")
 	fs.BoolVar(&cfg.json, "json", cfg.json, "print the report as JSON instead of text")
 	fs.StringVar(&cfg.prefix, "prefix", cfg.prefix, "prefix of the simulated users' names (a random one by default, so runs do not collide)")
@@ -150,6 +152,8 @@ func (c *config) check() error {
 			return fmt.Errorf("-users must be at least 10 for presence, not %d", c.users)
 		case c.watchShare < 0 || c.watchShare > 0.9:
 			return errors.New("-watchers must be between 0 and 0.9 (the rest of the users churn)")
+		case c.firstPageShare < 0 || c.firstPageShare > 1:
+			return errors.New("-first-page-changes must be between 0 and 1")
 		case c.rate > 1000:
 			return errors.New("-rate must be at most 1000 changes a second for presence")
 		}

@@ -16,7 +16,8 @@ import (
 
 // The presence scenario: many users online, a share of them watching the online list (most its first page, some
 // a name prefix, as people searching), while others sign in and out and start and end calls at -rate changes a
-// second. It measures what live presence costs: the lists pushed per change (those that show a new page, and
+// second; a share of the changes (-first-page-changes) are made by a few users whose names come first, so that
+// every first-page watcher sees them. It measures what live presence costs: the lists pushed per change (those that show a new page, and
 // those that only refresh the online count), the server's CPU per change, and its memory; and how long a change
 // takes to reach a watcher that sees it (a probe user signing in and out under a prefix a probe client watches).
 
@@ -25,6 +26,8 @@ const (
 	// Of the watchers, this share watches a prefix; the others the first page.
 	presencePrefixShare = 1.0 / 6
 	presenceProbeEvery  = 500 * time.Millisecond // and up to a second more, at random
+	// presenceFirstPage users have names that sort before every other user's: the list's first page.
+	presenceFirstPage = 10
 )
 
 // PresenceReport is the presence scenario's figures.
@@ -52,7 +55,13 @@ func (g *generator) presence(ctx context.Context, res *Result) error {
 	n := g.cfg.users
 	watchers := int(float64(n) * g.cfg.watchShare)
 	prefixWatchers := int(float64(watchers) * presencePrefixShare)
+	if n-watchers-presenceFirstPage < 4 {
+		return fmt.Errorf("-users %d with -watchers %g leaves too few users to sign in and out: give more users", n, g.cfg.watchShare)
+	}
 	names := g.names("p", n)
+	for i := range presenceFirstPage { // the last users churn: these sort first ("a" before "p")
+		names[n-1-i] = g.cfg.prefix + "a" + strconv.Itoa(i)
+	}
 	rep := &PresenceReport{Watchers: watchers, PrefixWatchers: prefixWatchers}
 	res.Presence = rep
 	res.Concurrency = g.cfg.concurrency
@@ -94,8 +103,12 @@ func (g *generator) presence(ctx context.Context, res *Result) error {
 		}()
 	}
 	churn := make([]*presenceUser, 0, n-watchers)
-	for i := watchers; i < n; i++ {
+	for i := watchers; i < n-presenceFirstPage; i++ {
 		churn = append(churn, &presenceUser{name: names[i], c: users[i]})
+	}
+	var firstPage []*presenceUser
+	for i := n - presenceFirstPage; i < n; i++ {
+		firstPage = append(firstPage, &presenceUser{name: names[i], c: users[i]})
 	}
 
 	// The probe: a watcher of the prefix "<prefix>probe", and a user under it who signs in and out.
@@ -133,7 +146,11 @@ func (g *generator) presence(ctx context.Context, res *Result) error {
 			time.Sleep(d) // a schedule, not an event to wait for
 		}
 		next = next.Add(interval)
-		if err := g.presenceChange(ctx, churn, &active); err != nil {
+		pool := churn
+		if rand.Float64() < g.cfg.firstPageShare {
+			pool = firstPage
+		}
+		if err := g.presenceChange(ctx, pool, &active); err != nil {
 			rep.Failed++
 			g.logf("a change failed: %v", err)
 		}
@@ -225,13 +242,14 @@ func (g *generator) probePresence(ctx context.Context, watch *client.Client, pre
 			return lats
 		}
 		lats = append(lats, time.Since(t0))
+		// Random pauses: a probe in step with the server's rounds would always wait a whole round, or none.
+		sleepCtx(ctx, rand.N(time.Second))
 		_ = u.CloseNow()
 		t0 = time.Now()
 		if !awaitList(ctx, watch, func(m *client.Message) bool { return len(m.Users) == 0 }) {
 			return lats
 		}
 		lats = append(lats, time.Since(t0))
-		// A random pause: probes in step with the server's rounds would all wait a whole round, or none.
 		sleepCtx(ctx, presenceProbeEvery+rand.N(time.Second))
 	}
 	return lats
