@@ -215,6 +215,7 @@ func (h *Hub) Online() int {
 // Shutdown tells every user in a call that the call is over because the server is stopping, and ends every
 // login's session (Config.SessionEnded). The connections are closed by their owner afterwards.
 func (h *Hub) Shutdown() {
+	h.stopPresence() // presence.go
 	h.mu.Lock()
 	draining := h.drainingLocked()
 	h.mu.Unlock()
@@ -255,7 +256,6 @@ func (h *Hub) Shutdown() {
 	for _, n := range notes {
 		h.send(n.to, func(b []byte) []byte { return protocol.AppendLeave(b, n.from, protocol.ReasonShutdown) })
 	}
-	h.stopPresence()
 	if h.cl != nil {
 		h.closeCluster(true)
 	}
