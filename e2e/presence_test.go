@@ -3,6 +3,8 @@ package e2e
 import (
 	"testing"
 	"time"
+
+	"tandem/internal/redistest"
 )
 
 // livePush bounds how long a change may take to show on another page in TestLivePresence: far above the second
@@ -70,4 +72,46 @@ func TestLivePresence(t *testing.T) {
 	first.waitPhase("idle")
 	first.waitFor("the list after the call", `document.querySelector('.person[data-name="third"]') && !document.querySelector('.person .tag-busy') && document.querySelector('#people-count').textContent === '1'`)
 	first.screenshot("presence-after")
+}
+
+// TestLivePresenceAcrossNodes: the same on a cluster of two nodes on Redis, with each page on another node than
+// the people it watches: a sign-in, a call and a sign-out on node 1 show on a page of node 0.
+func TestLivePresenceAcrossNodes(t *testing.T) {
+	requireBrowser(t)
+	r := redistest.Start(t)
+	nodes := []*tandem{startTandem(t, clusterNode(r.URL(), "node0")), startTandem(t, clusterNode(r.URL(), "node1"))}
+	lb := startSpreader(t, nodes[0].addr, nodes[1].addr)
+	open := func(name string, node int) *page {
+		t.Helper()
+		lb.pin.Store(int32(node))
+		p := openPage(t, name, lb.url()+"/")
+		p.signIn(name)
+		lb.pin.Store(-1)
+		return p
+	}
+	first := open("first", 0)
+	first.waitFor("first alone", `document.querySelector('#people-count').textContent === '0'`)
+	second := open("second", 1)
+	shown := time.Now()
+	first.waitFor("second (node 1) in first's list (node 0)", `document.querySelector('.person[data-name="second"]') && document.querySelector('#people-count').textContent === '1'`)
+	if d := time.Since(shown); d > livePush {
+		t.Errorf("second showed on first's page %s after signing in: not pushed", d.Round(time.Millisecond))
+	}
+	if a, b := nodes[0].server.Online(), nodes[1].server.Online(); a != 1 || b != 1 {
+		t.Fatalf("users on the nodes: %d and %d, want one each", a, b)
+	}
+	third := open("third", 1)
+	first.waitFor("third in first's list", `document.querySelector('.person[data-name="third"]')`)
+	second.callFromList("third")
+	third.waitIncoming("second")
+	first.waitFor("second and third busy", `document.querySelector('.person[data-name="second"] .tag-busy') && document.querySelector('.person[data-name="third"] .tag-busy')`)
+	second.click("#hangup-button")
+	first.waitFor("second and third free again", `document.querySelector('.person[data-name="second"]') && !document.querySelector('.person .tag-busy')`)
+	second.click("#logout-button")
+	gone := time.Now()
+	first.waitFor("second gone from first's list", `!document.querySelector('.person[data-name="second"]') && document.querySelector('#people-count').textContent === '1'`)
+	if d := time.Since(gone); d > livePush {
+		t.Errorf("second's sign-out showed on first's page after %s: not pushed", d.Round(time.Millisecond))
+	}
+	first.screenshot("presence-cluster")
 }
