@@ -115,3 +115,38 @@ func TestLivePresenceAcrossNodes(t *testing.T) {
 	}
 	first.screenshot("presence-cluster")
 }
+
+// oldServerJS makes the page talk to tandem as to a server without live presence: its users requests go without
+// "watch", so the replies never say "watching"; window.usersAsked counts the requests.
+const oldServerJS = `(() => {
+	const Native = window.WebSocket;
+	window.usersAsked = 0;
+	window.WebSocket = class extends Native {
+		send(data) {
+			try {
+				const m = JSON.parse(data);
+				if (m.type === 'users') {
+					window.usersAsked++;
+					delete m.watch;
+					data = JSON.stringify(m);
+				}
+			} catch {}
+			return super.send(data);
+		}
+	};
+})()`
+
+// TestPresenceFallsBackToPolling: against a server that does not push the list (one older than live presence),
+// the page asks for it again every listRefresh seconds (30 by default; 1 here) while idle, and so still sees a
+// new user.
+func TestPresenceFallsBackToPolling(t *testing.T) {
+	srv := startTandem(t)
+	first := openTandem(t, srv, "first", "listRefresh=1", withScript(oldServerJS))
+	first.waitFor("first alone", `document.querySelector('#people-count').textContent === '0'`)
+	asked := value[int](first, `window.usersAsked`)
+	openTandem(t, srv, "second", "")
+	first.waitFor("second in first's list, by asking again", `document.querySelector('.person[data-name="second"]')`)
+	if now := value[int](first, `window.usersAsked`); now <= asked {
+		t.Errorf("the page asked for the list %d times before second came and %d after: it did not poll", asked, now)
+	}
+}

@@ -38,7 +38,7 @@ const config = {
   listLimit: 20,
   // How often the online list is asked for again while the page is idle, when the server does not keep it up to
   // date itself (a server older than live presence, or one watching too many lists: docs/protocol.md, users).
-  listRefreshMs: 30000,
+  listRefreshMs: secondsParam('listRefresh', 30) * 1000,
 };
 
 function secondsParam(key, fallback) {
