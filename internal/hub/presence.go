@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"tandem/internal/cluster"
 	"tandem/protocol"
@@ -138,6 +139,13 @@ func (s *Session) watchUsers(m *protocol.Message, query string, limit int) bool 
 			h.unwatchLocked(s)
 			h.mu.Unlock()
 		}
+		return false
+	}
+	if utf8.RuneCountInString(query) > protocol.MaxNameLength {
+		// No name is that long: the list is empty and stays so. Answered once, it holds nothing.
+		h.mu.Lock()
+		h.unwatchLocked(s)
+		h.mu.Unlock()
 		return false
 	}
 	if h.cl != nil {

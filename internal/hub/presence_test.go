@@ -1,10 +1,12 @@
 package hub_test
 
 import (
+	"strings"
 	"testing"
 
 	"tandem/internal/hub"
 	"tandem/internal/hub/hubtest"
+	"tandem/protocol"
 )
 
 // TestWatchedListsAreBounded: past Config.WatchQueries different lists, a watch request for yet another list is
@@ -38,4 +40,14 @@ func TestWatchedListsAreBounded(t *testing.T) {
 	b.Expect(map[string]any{"type": "users"})
 	c.Send(`{"type":"users","watch":true,"query":"c"}`)
 	c.Expect(map[string]any{"type": "users", "watching": true, "users": "[map[busy:false name:carol]]"})
+
+	// A query longer than any name can match nobody, ever: it is answered, and not watched (it would hold its
+	// text, up to a message's size, for nothing). The connection's watch ends, as for any other list.
+	long := strings.Repeat("a", protocol.MaxNameLength+1)
+	a.Send(`{"type":"users","watch":true,"query":"` + long + `"}`)
+	a.Expect(map[string]any{"type": "users", "users": "[]", "watching": nil})
+	u3 := hubtest.Connect(t, h)
+	u3.Login("al")
+	d.Expect(map[string]any{"type": "users", "update": true, "users": "[map[busy:false name:al] map[busy:false name:anna]]"})
+	a.Expect()
 }
