@@ -369,11 +369,23 @@ func (h *Hub) presenceRound() (next time.Duration, done bool) {
 		h.mu.Unlock()
 		return 0, true
 	}
+	var dirty []*watchQuery
 	for _, q := range p.queries {
 		if q.dirty {
-			h.computeLocked(q)
+			dirty = append(dirty, q)
 		}
 	}
+	h.mu.Unlock()
+	// One query at a time, each under the lock on its own: the hub's lock, which every relayed message takes, is
+	// never held for more than one list's walk (at most 100 users).
+	for _, q := range dirty {
+		h.mu.Lock()
+		if q.dirty && p.queries[q.key] == q {
+			h.computeLocked(q)
+		}
+		h.mu.Unlock()
+	}
+	h.mu.Lock()
 	pushes, next := p.collectLocked(len(h.users), time.Now())
 	h.mu.Unlock()
 	p.send(pushes)
