@@ -342,6 +342,22 @@ func (c *Client) SendUsers(ctx context.Context, query string, limit int) error {
 	return c.write(ctx, b)
 }
 
+// WatchUsers asks for the list as SendUsers does, and to be kept up to date: when the page changes (a user logs
+// in or leaves, a call starts or ends), the server pushes it again (a users message with Update set). The reply
+// says whether the server took the watch (Watching). A later SendUsers, or another WatchUsers, replaces it.
+func (c *Client) WatchUsers(ctx context.Context, query string, limit int) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	b := append(c.wbuf[:0], `{"type":"users","watch":true`...)
+	if query != "" {
+		b = appendString(b, "query", query)
+	}
+	if limit > 0 {
+		b = strconv.AppendInt(appendKey(b, "limit"), int64(limit), 10)
+	}
+	return c.write(ctx, b)
+}
+
 // Send sends v, encoded with encoding/json, as one message: for messages this package has no method for, and for
 // tests that send malformed ones. A []byte or json.RawMessage is sent as it is.
 func (c *Client) Send(ctx context.Context, v any) error {

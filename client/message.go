@@ -40,6 +40,10 @@ type Message struct {
 	Query string // users: the query answered
 	More  bool   // users: whether the list was cut
 	Total int    // users: how many users are online
+	// Watching: in the reply to WatchUsers, the server will push the list again when it changes. Update: this
+	// users message is such a push, not a reply.
+	Watching bool
+	Update   bool
 }
 
 // User is one entry of a users reply.
@@ -144,6 +148,10 @@ func (d *decoder) decode(m *Message) error {
 			err = readBool(dec, &m.More)
 		case `"total"`:
 			err = readInt(dec, &m.Total)
+		case `"watching"`:
+			err = readBool(dec, &m.Watching)
+		case `"update"`:
+			err = readBool(dec, &m.Update)
 		case `"offer"`:
 			m.Offer, err = readRaw(dec)
 		case `"answer"`:

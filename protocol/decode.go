@@ -22,6 +22,8 @@ type Message struct {
 	Reason    []byte // leave: why
 	Query     []byte // users: the name prefix
 	Limit     int    // users: how many at most; 0 when absent
+	Watch     bool   // users: keep the list up to date (pushed updates)
+	HasWatch  bool   // users: "watch" was given (true or false; false ends a watch)
 	Offer     []byte
 	Answer    []byte
 	Candidate []byte
@@ -153,6 +155,11 @@ func (m *Message) field(key []byte, escaped bool, raw []byte, kind byte) *Decode
 			return wrong("a whole number")
 		}
 		m.Limit = n
+	case "watch":
+		m.Watch, m.HasWatch = kind == 't', kind == 't' || kind == 'f'
+		if kind != 't' && kind != 'f' && kind != 'n' {
+			return wrong("true or false")
+		}
 	case "offer", "answer":
 		if kind != '{' {
 			return wrong("an object (an RTCSessionDescription)")

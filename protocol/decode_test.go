@@ -79,6 +79,17 @@ func TestDecode(t *testing.T) {
 		{name: "array answer", in: `{"type":"answer","name":"b","answer":[]}`, code: CodeInvalidMessage, errPart: `"answer"`},
 		{name: "string candidate", in: `{"type":"candidate","name":"b","candidate":"x"}`, code: CodeInvalidMessage, errPart: `"candidate"`},
 		{name: "fraction limit", in: `{"type":"users","limit":1.5}`, code: CodeInvalidMessage, errPart: `"limit"`},
+		{name: "watch", in: `{"type":"users","watch":true,"query":"al"}`, check: func(t *testing.T, m *Message) {
+			if !m.Watch || !m.HasWatch || string(m.Query) != "al" {
+				t.Errorf("got watch %v query %q", m.Watch, m.Query)
+			}
+		}},
+		{name: "watch false, last wins", in: `{"type":"users","watch":true,"watch":false}`, check: func(t *testing.T, m *Message) {
+			if m.Watch || !m.HasWatch {
+				t.Errorf("Watch %v HasWatch %v after \"watch\":false", m.Watch, m.HasWatch)
+			}
+		}},
+		{name: "string watch", in: `{"type":"users","watch":"yes"}`, code: CodeInvalidMessage, errPart: `"watch" must be true or false`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -166,6 +166,25 @@ type User struct {
 
 // AppendUsers writes a users reply.
 func AppendUsers(dst []byte, query string, users []User, more bool, total int) []byte {
+	return AppendUsersList(dst, UsersList{Query: query, Users: users, More: more, Total: total})
+}
+
+// UsersList is a users message: a reply, or an update pushed to a client watching the list.
+type UsersList struct {
+	Query string
+	Users []User
+	More  bool
+	Total int
+	// Watching, in a reply to a request with "watch": true, says that the server will push updates (absent: it
+	// will not, and the client asks again when it needs to).
+	Watching bool
+	// Update marks a message the server pushed (not a reply to a request).
+	Update bool
+}
+
+// AppendUsersList writes a users message.
+func AppendUsersList(dst []byte, l UsersList) []byte {
+	query, users, more, total := l.Query, l.Users, l.More, l.Total
 	dst = append(dst, `{"type":"users","query":`...)
 	dst = AppendString(dst, query)
 	dst = append(dst, `,"users":[`...)
@@ -186,6 +205,12 @@ func AppendUsers(dst []byte, query string, users []User, more bool, total int) [
 	dst = strconv.AppendBool(dst, more)
 	dst = append(dst, `,"total":`...)
 	dst = strconv.AppendInt(dst, int64(total), 10)
+	if l.Watching {
+		dst = append(dst, `,"watching":true`...)
+	}
+	if l.Update {
+		dst = append(dst, `,"update":true`...)
+	}
 	return append(dst, '}')
 }
 

@@ -79,7 +79,8 @@ type Result struct {
 	Connections   int     `json:"connections,omitempty"`
 	ServerWarning string  `json:"warning,omitempty"`
 
-	Churn *ChurnReport `json:"churn,omitempty"`
+	Churn    *ChurnReport    `json:"churn,omitempty"`
+	Presence *PresenceReport `json:"presence,omitempty"`
 }
 
 func (g *generator) run(ctx context.Context) (*Result, error) {
@@ -112,6 +113,9 @@ func (g *generator) run(ctx context.Context) (*Result, error) {
 		err = g.idle(ctx, res)
 	case "churn":
 		err = g.churn(ctx, res)
+	case "presence":
+		res.TargetRate = g.cfg.rate
+		err = g.presence(ctx, res)
 	}
 	if err != nil && ctx.Err() != nil {
 		return nil, fmt.Errorf("stopped after -timeout or a signal: %w", err)

@@ -59,6 +59,8 @@ type config struct {
 
 	memoryTolerance float64 // churn: bytes the server's heap and RSS may grow
 	episodes        string  // churn: the kinds of episode to play, comma-separated ("": all)
+	watchShare      float64 // presence: the share of the users that watch the online list
+	firstPageShare  float64 // presence: the share of the changes made to users on the list's first page
 }
 
 // run is tandem-load: it parses args (each flag may also come from a TANDEM_LOAD_* environment variable), runs
@@ -79,7 +81,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs := flag.NewFlagSet("tandem-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.url, "url", cfg.url, "WebSocket URL of the server under test (ws:// or wss://)")
-	fs.StringVar(&cfg.scenario, "scenario", cfg.scenario, "relay, login, idle, setup or churn")
+	fs.StringVar(&cfg.scenario, "scenario", cfg.scenario, "relay, login, idle, setup, churn or presence")
 	fs.IntVar(&cfg.users, "users", cfg.users, "simulated users taking part (relay and setup pair them)")
 	fs.IntVar(&cfg.concurrency, "concurrency", cfg.concurrency, "connections opened at once (login storm: logins in progress at once; churn: episodes in progress at once)")
 	fs.IntVar(&cfg.online, "online", cfg.online, "extra logged-in users kept idle during the run, to measure under a fuller server")
@@ -92,6 +94,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	memMiB := 64.0
 	fs.StringVar(&cfg.episodes, "episodes", cfg.episodes, "churn: the kinds of episode to play, comma-separated (default all: "+strings.Join(churnKinds(), ",")+")")
 	fs.Float64Var(&memMiB, "memory-tolerance", memMiB, "churn: MiB the server's heap in use and resident memory may have grown at the end")
+	fs.Float64Var(&cfg.watchShare, "watchers", 0.6, "presence: the share of the users that watch the online list (a sixth of them a name prefix, the rest the first page); 0 for a baseline")
+	fs.Float64Var(&cfg.firstPageShare, "first-page-changes", 0.1, "presence: the share of the changes made by users on the list's first page (seen by every first-page watcher)")
 	fs.IntVar(&cfg.pid, "pid", cfg.pid, "process id of the server, for its CPU time and memory from /proc (0: not measured)")
 	fs.BoolVar(&cfg.json, "json", cfg.json, "print the report as JSON instead of text")
 	fs.StringVar(&cfg.prefix, "prefix", cfg.prefix, "prefix of the simulated users' names (a random one by default, so runs do not collide)")
@@ -139,6 +143,20 @@ func (c *config) check() error {
 		if c.users < 2 || c.users%2 != 0 {
 			return fmt.Errorf("-users must be even and at least 2 for %s, not %d", c.scenario, c.users)
 		}
+	case "presence":
+		if c.rate == 0 {
+			c.rate = 20
+		}
+		switch {
+		case c.users < 10:
+			return fmt.Errorf("-users must be at least 10 for presence, not %d", c.users)
+		case c.watchShare < 0 || c.watchShare > 0.9:
+			return errors.New("-watchers must be between 0 and 0.9 (the rest of the users churn)")
+		case c.firstPageShare < 0 || c.firstPageShare > 1:
+			return errors.New("-first-page-changes must be between 0 and 1")
+		case c.rate > 1000:
+			return errors.New("-rate must be at most 1000 changes a second for presence")
+		}
 	case "login", "idle":
 		if c.users < 1 {
 			return fmt.Errorf("-users must be at least 1, not %d", c.users)
@@ -162,7 +180,7 @@ func (c *config) check() error {
 			return err
 		}
 	default:
-		return fmt.Errorf("-scenario must be relay, login, idle, setup or churn, not %q", c.scenario)
+		return fmt.Errorf("-scenario must be relay, login, idle, setup, churn or presence, not %q", c.scenario)
 	}
 	switch {
 	case c.concurrency < 1:

@@ -22,6 +22,8 @@ func (r *Result) print(w io.Writer) {
 	}
 	if r.Churn != nil {
 		fmt.Fprintf(w, ", %.0f episodes a second", r.TargetRate)
+	} else if r.Presence != nil {
+		fmt.Fprintf(w, ", %.0f changes a second", r.TargetRate)
 	} else if r.TargetRate > 0 {
 		fmt.Fprintf(w, ", paced at %.0f/s", r.TargetRate)
 	}
@@ -41,6 +43,9 @@ func (r *Result) print(w io.Writer) {
 		fmt.Fprintf(w, "  connections  %d logged in and idle\n", r.Connections)
 	case "churn":
 		r.Churn.print(w)
+	case "presence":
+		unit = "changes"
+		r.Presence.print(w)
 	}
 	if l := r.Latency; l.Count > 0 {
 		fmt.Fprintf(w, "  latency ms   p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  mean %.2f\n",
@@ -69,7 +74,7 @@ func (r *Result) print(w io.Writer) {
 				r.PSSPerConn, r.PSSPerConn/1024, mb(r.MemoryAfter.PrivateDirty))
 		}
 	}
-	if done := max(r.MessageRate, r.SetupRate); r.TargetRate > 0 && r.Churn == nil && done < 0.95*r.TargetRate {
+	if done := max(r.MessageRate, r.SetupRate); r.TargetRate > 0 && r.Churn == nil && r.Presence == nil && done < 0.95*r.TargetRate {
 		fmt.Fprintf(w, "  warning      %.0f/s is short of the %.0f/s asked for: the server or this generator cannot keep up\n", done, r.TargetRate)
 	}
 	if r.ServerWarning != "" {

@@ -87,6 +87,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var copts clusterOptions // cluster mode: cluster.go
 	copts.register(fs)
 	fs.DurationVar(&cfg.CallCooldown, "call-cooldown", cfg.CallCooldown, "how long a caller who was declined (or gave up unanswered) waits before calling the same user again (0: no wait)")
+	fs.IntVar(&cfg.WatchQueries, "max-watched-lists", cfg.WatchQueries, "different user lists (query and limit) clients may watch at once on this node; a watch beyond them is answered once, without updates")
 	intro := "tandem is a self-hosted WebRTC calling server: it serves the web client, relays the signaling\nmessages that set calls up, and runs a STUN/TURN server and an echo test user."
 	if err := cli.ParseSections(fs, "TANDEM_", intro, usageSections, args, getenv); err != nil {
 		return err

@@ -77,6 +77,14 @@ type Directory interface {
 	List(ctx context.Context, prefix string, limit int) (list []Entry, more bool, total int, err error)
 }
 
+// PresenceVersioner is what a Backend may offer for live user lists: a counter of the shared state's changes
+// that a list can show (a name claimed or freed, a busy flag changed). A node polls it and lists its watched
+// queries again only when it moved, so the cost is per node, not per user. The counter may go back (the shared
+// state was lost): only a different value means a change.
+type PresenceVersioner interface {
+	PresenceVersion(ctx context.Context) (uint64, error)
+}
+
 // Kind is what an Envelope carries.
 type Kind uint8
 

@@ -23,9 +23,14 @@ type Memory struct {
 	users map[string]*memRecord
 	index *btree.BTreeG[*memRecord]
 	nodes map[string]*MemoryNode
+	// version counts the changes a user list can show (PresenceVersioner).
+	version uint64
 }
 
-var _ Backend = (*MemoryNode)(nil)
+var (
+	_ Backend           = (*MemoryNode)(nil)
+	_ PresenceVersioner = (*MemoryNode)(nil)
+)
 
 type memRecord struct {
 	name, key     string
@@ -99,6 +104,7 @@ func (m *Memory) sweepLocked(now time.Time) {
 		if r.orphaned && now.After(r.orphanUntil) {
 			delete(m.users, name)
 			m.index.Delete(r)
+			m.version++
 		}
 	}
 }
@@ -118,6 +124,7 @@ func (n *MemoryNode) Claim(ctx context.Context, c Claim) (ClaimResult, error) {
 			tokenHash: hashToken(c.NewToken), caller: c.Caller}
 		m.users[c.Name] = r
 		m.index.ReplaceOrInsert(r)
+		m.version++
 		return ClaimResult{Outcome: Claimed, Token: c.NewToken}, nil
 	}
 	h := hashToken(c.Token)
@@ -143,6 +150,7 @@ func (n *MemoryNode) Release(ctx context.Context, name, session string) error {
 	if r := m.users[name]; r != nil && r.session == session && r.node == n.id {
 		delete(m.users, name)
 		m.index.Delete(r)
+		m.version++
 	}
 	return nil
 }
@@ -156,6 +164,9 @@ func (n *MemoryNode) SetPeer(ctx context.Context, name, session, peer string) er
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r := m.users[name]; r != nil && r.session == session && r.node == n.id {
+		if (r.peer != "") != (peer != "") {
+			m.version++
+		}
 		r.peer = peer
 	}
 	return nil
@@ -200,6 +211,16 @@ func (n *MemoryNode) List(ctx context.Context, prefix string, limit int) ([]Entr
 		return true
 	})
 	return list, more, len(m.users), nil
+}
+
+// PresenceVersion implements PresenceVersioner.
+func (n *MemoryNode) PresenceVersion(ctx context.Context) (uint64, error) {
+	if err := n.alive(); err != nil {
+		return 0, err
+	}
+	n.m.mu.Lock()
+	defer n.m.mu.Unlock()
+	return n.m.version, nil
 }
 
 // Send implements Backend: e goes into node's inbox (a copy of it).
@@ -305,6 +326,7 @@ func (n *MemoryNode) leave(release bool) {
 			if release {
 				delete(m.users, name)
 				m.index.Delete(r)
+				m.version++
 			} else if !r.orphaned {
 				r.orphaned, r.orphanUntil = true, until
 			}

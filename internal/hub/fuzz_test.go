@@ -85,6 +85,10 @@ type fuzzSlot struct {
 	s      *Session
 	name   string // the name the client was told it has, "" for none
 	logins int    // successful login replies
+	// watching: the client asked to watch the list and was told it does; page is the last list it was sent
+	// (query, users and more, as JSON), by a reply or a push.
+	watching bool
+	page     string
 }
 
 type fuzzRun struct {
@@ -121,6 +125,7 @@ func newFuzzRun(t *testing.T) *fuzzRun {
 		},
 	})
 	r.clk = fakeClock(r.h)
+	r.h.presence().manual = true // check runs the presence rounds itself, between steps
 	r.probe = r.connect()
 	return r
 }
@@ -179,8 +184,10 @@ func (r *fuzzRun) step(op []byte) {
 		r.close(i)
 	case 11: // time passes: up to about a minute
 		r.clk.advance(time.Duration(arg(2)+1) * 250 * time.Millisecond)
-	case 12:
-		r.send(u, `{"type":"users","query":"`+target[:arg(2)%len(target)]+`"}`)
+	case 12: // a users list, one-off, watched (bit 0x80), or ending a watch (bit 0x40); 2 or 50 at most (0x20)
+		watch := map[int]string{0x80: `,"watch":true`, 0x40: `,"watch":false`, 0xc0: `,"watch":true`}[arg(2)&0xc0]
+		limit := []string{"50", "2"}[arg(2)>>5&1]
+		r.send(u, `{"type":"users","query":"`+target[:arg(2)%len(target)]+`","limit":`+limit+watch+`}`)
 	}
 	// Connections the hub closed (replaced by a resume) close, as their transport closes them.
 	for j, v := range r.slots {
@@ -192,6 +199,7 @@ func (r *fuzzRun) step(op []byte) {
 
 func (r *fuzzRun) send(u *fuzzSlot, msg string) {
 	u.s.OnText([]byte(msg))
+	r.notePages()
 	for _, m := range u.c.msgs {
 		if m["type"] == "login" {
 			r.t.Fatalf("a login reply to %s: %v", msg, m)
@@ -248,6 +256,32 @@ func (r *fuzzRun) login(u *fuzzSlot, name, token string) {
 	}
 }
 
+// notePages records the lists the clients were sent: a watch's reply, and pushes, which only watchers get.
+func (r *fuzzRun) notePages() {
+	for _, v := range r.slots {
+		if v == nil {
+			continue
+		}
+		for _, m := range v.c.msgs {
+			if m["type"] != "users" {
+				continue
+			}
+			if m["update"] == true && !v.watching {
+				r.t.Fatalf("a client that does not watch was pushed %v", m)
+			}
+			if m["update"] == true || m["watching"] == true {
+				v.watching = true
+				b, _ := json.Marshal([]any{m["query"], m["users"], m["more"]})
+				v.page = string(b)
+			} else if m["update"] == nil {
+				// A reply without "watching": to a one-off request the watch goes on; to one with watch (true,
+				// refused, or false) it does not. The session says which.
+				v.watching = v.s.watch != nil
+			}
+		}
+	}
+}
+
 func (r *fuzzRun) close(i int) {
 	u := r.slots[i]
 	u.s.OnClose()
@@ -285,6 +319,40 @@ func (r *fuzzRun) check() {
 		t.Fatalf("users lists %q (total %d); the clients were told %q", listed, total, want)
 	}
 
+	// A presence round: afterwards every watcher has the page its query lists now.
+	h.presenceRound()
+	r.notePages()
+	r.forget()
+	h.mu.Lock()
+	for _, u := range r.slots {
+		if u == nil || u.s.watch == nil {
+			if u != nil && u.watching {
+				t.Fatalf("the client was told it watches, the hub has no watch for it")
+			}
+			continue
+		}
+		q := u.s.watch.q
+		list, more := h.listLocked(q.prefix, q.key.limit)
+		users := make([]any, 0, len(list))
+		for _, e := range list {
+			m := map[string]any{"name": e.Name, "busy": e.Busy}
+			if e.Echo {
+				m["echo"] = true
+			}
+			users = append(users, m)
+		}
+		b, _ := json.Marshal([]any{q.key.query, users, more})
+		if u.page != string(b) {
+			h.mu.Unlock()
+			t.Fatalf("after a round, a watcher of %q has the page %s; the list is %s", q.key.query, u.page, b)
+		}
+	}
+	if err := presenceError(h); err != nil {
+		h.mu.Unlock()
+		t.Fatal(err)
+	}
+	h.mu.Unlock()
+
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := checkHub(h); err != nil {
@@ -295,7 +363,8 @@ func (r *fuzzRun) check() {
 		live[s] = true
 	}
 	for _, s := range r.closed {
-		if live[s] || s.name != "" || s.peer != nil || len(s.callers) != 0 || s.sid != "" || s.strangers != nil || !s.gone {
+		if live[s] || s.name != "" || s.peer != nil || len(s.callers) != 0 || s.sid != "" || s.strangers != nil || !s.gone ||
+			s.watch != nil {
 			t.Fatalf("a closed session keeps state: name %q, peer %v, %d callers, sid %q, %d strangers, gone %v",
 				s.name, s.peer != nil, len(s.callers), s.sid, len(s.strangers), s.gone)
 		}
@@ -407,4 +476,39 @@ func fuzzSeeds() [][]byte {
 		{login, 0, alice, login, 1, bob, offer, 0, bob, login, 0, carol, offer, 1, carol, leave, 1, cancelled,
 			offer, 1, carol, leave, 1, withName | noAnswer, login, 2, 7, resume, 2, bob, offer, 0, bob},
 	}
+}
+
+// presenceError returns what is wrong with h's watched lists, if anything: a watch that its session does not
+// have, a count of watchers that is off, a query that is not where the change marking looks for it.
+func presenceError(h *Hub) error {
+	p := h.pr
+	if p == nil {
+		return nil
+	}
+	n := 0
+	for k, q := range p.queries {
+		if q.key != k || len(q.watchers) == 0 {
+			return fmt.Errorf("query %+v: key %+v, %d watchers", k, q.key, len(q.watchers))
+		}
+		if !slices.Contains(p.byPrefix[q.prefix], q) {
+			return fmt.Errorf("query %+v is not under its prefix %q", k, q.prefix)
+		}
+		for s, w := range q.watchers {
+			if s.watch != w || w.q != q || s.gone {
+				return fmt.Errorf("a watcher of %+v: its session watches %v, gone %v", k, s.watch != nil, s.gone)
+			}
+			n++
+		}
+	}
+	for prefix, qs := range p.byPrefix {
+		for _, q := range qs {
+			if p.queries[q.key] != q || q.prefix != prefix {
+				return fmt.Errorf("prefix %q lists a query %+v the hub does not have", prefix, q.key)
+			}
+		}
+	}
+	if n != p.watchers {
+		return fmt.Errorf("%d watchers counted, %d watching", p.watchers, n)
+	}
+	return nil
 }

@@ -76,6 +76,9 @@ type Config struct {
 	// ResumeGrace is how long a call with a user of a node that died waits for that user to resume on another
 	// node before it ends; default cluster.DefaultResumeGrace. (Single node: a call ends when a connection closes.)
 	ResumeGrace time.Duration
+	// WatchQueries bounds the different user lists watched at once (presence.go); default DefaultWatchQueries.
+	// A watch request for a new list beyond it is answered as an ordinary request, without watching.
+	WatchQueries int
 }
 
 // Defaults of Config.
@@ -101,6 +104,7 @@ type Hub struct {
 	now func() int64
 
 	cl *clusterState // nil on a single node
+	pr *presence     // watched user lists (presence.go); nil until the first watch
 }
 
 // New returns a Hub for cfg.
@@ -189,6 +193,8 @@ type Session struct {
 	loginDevice string
 
 	missed missedCalls // who called while this user was busy (missed.go)
+	// watch is the user list this connection watches (presence.go), nil for none; guarded by hub.mu.
+	watch *watcher
 }
 
 // Connect registers a new connection; host is the host the client reached tandem by (for ICE server URLs).
@@ -211,6 +217,7 @@ func (h *Hub) Online() int {
 // Shutdown tells every user in a call that the call is over because the server is stopping, and ends every
 // login's session (Config.SessionEnded). The connections are closed by their owner afterwards.
 func (h *Hub) Shutdown() {
+	h.stopPresence() // presence.go
 	h.mu.Lock()
 	draining := h.drainingLocked()
 	h.mu.Unlock()
@@ -361,6 +368,7 @@ func (s *Session) OnClose() {
 	h := s.hub
 	s.lockHub()
 	s.gone = true
+	h.unwatchLocked(s)
 	if s.name != "" && (s.drained || h.drainingLocked()) && !h.localOnly(s.name) {
 		// A drain: the name and the call stay, for the user's resume on another node (drain.go).
 		s.drained = true
@@ -399,6 +407,7 @@ func (s *Session) unregisterLocked() (tell []Conn, name, sid string) {
 		delete(h.users, name)
 		h.index.Delete(s)
 		h.m.online.Dec()
+		h.presenceLocked(s.key, false)
 	}
 	s.name, s.key, s.token, s.sid, s.strangers = "", "", "", "", nil
 	if p := s.peer; p != nil {
@@ -426,9 +435,11 @@ func inCallLocked(s, t *Session) bool { return s.peer == t || t.peer == s }
 func endCallLocked(s, t *Session) {
 	if s.peer == t {
 		s.peer, s.unanswered = nil, false
+		s.hub.presenceLocked(s.key, true)
 	}
 	if t.peer == s {
 		t.peer, t.unanswered = nil, false
+		s.hub.presenceLocked(t.key, true)
 	}
 	delete(s.callers, t)
 	delete(t.callers, s)
@@ -551,6 +562,7 @@ func (s *Session) loginAs(name string, token []byte, device string) bool {
 		h.users[name] = s
 		h.index.ReplaceOrInsert(s)
 		h.m.online.Inc()
+		h.presenceLocked(s.key, false)
 	}
 	reply := protocol.LoginOK{Name: s.name, Token: s.token, Device: device}
 	if s.peer != nil {
@@ -704,6 +716,8 @@ func (s *Session) offer(m *protocol.Message) {
 		}
 		s.unanswered = true
 		newCall = true
+		h.presenceLocked(s.key, true)
+		h.presenceLocked(t.key, true)
 		// Ringing t is s's word that t may reach it: a cooldown or spent budget s keeps for calls from t (s
 		// declined t a moment ago, say) must not stop t from calling back.
 		s.forgetStrangerLocked(t.id)
@@ -950,10 +964,6 @@ func (s *Session) users(m *protocol.Message) {
 		s.callFailed(protocol.CodeNotLoggedIn, protocol.TypeUsers, "")
 		return
 	}
-	if h.cl != nil {
-		s.usersCluster(m)
-		return
-	}
 	limit := m.Limit
 	if limit <= 0 {
 		limit = defaultListLimit
@@ -962,22 +972,16 @@ func (s *Session) users(m *protocol.Message) {
 		limit = maxListLimit
 	}
 	query := strings.TrimSpace(string(m.Query))
-	prefix := fold(query)
-	list := make([]protocol.User, 0, 8)
-	more := false
+	if s.watchUsers(m, query, limit) { // presence.go
+		return
+	}
+	if h.cl != nil {
+		s.usersCluster(m)
+		return
+	}
 	s.lockHub()
 	total := len(h.users)
-	h.index.AscendGreaterOrEqual(&Session{key: prefix}, func(u *Session) bool {
-		if !strings.HasPrefix(u.key, prefix) {
-			return false
-		}
-		if len(list) == limit {
-			more = true
-			return false
-		}
-		list = append(list, protocol.User{Name: u.name, Busy: u.peer != nil, Echo: u.name == h.cfg.EchoName})
-		return true
-	})
+	list, more := h.listLocked(fold(query), limit)
 	s.unlockHub()
 	s.reply(func(b []byte) []byte { return protocol.AppendUsers(b, query, list, more, total) })
 }

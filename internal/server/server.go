@@ -71,6 +71,8 @@ type Config struct {
 	// CallCooldown is how long a declined caller waits before calling the same user again (hub.Config); 0: no
 	// wait.
 	CallCooldown time.Duration
+	// WatchQueries bounds the different user lists watched at once (hub.Config); 0: the hub's default.
+	WatchQueries int
 	// AllowedOrigins, if not empty, limits which web pages may open the signaling WebSocket: a browser request
 	// whose Origin is neither one of these (e.g. "https://call.example.org") nor one of tandem's own is refused.
 	// tandem's own origins are PublicURL's, and those of Hosts and of localhost, 127.0.0.1 and ::1 with the
@@ -147,6 +149,7 @@ func DefaultConfig() Config {
 		MaxPartial:         64 << 20,
 		EchoMaxCalls:       hub.DefaultEchoMaxCalls,
 		CallCooldown:       hub.DefaultCallCooldown,
+		WatchQueries:       hub.DefaultWatchQueries,
 		RequestTimeout:     DefaultRequestTimeout,
 		ResponseTimeout:    DefaultResponseTimeout,
 		MaxHTTPConns:       DefaultMaxHTTPConns,
@@ -182,6 +185,9 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	if cfg.EchoMaxCalls < 0 {
 		return nil, errors.New("server: the echo user's call limit must not be negative")
+	}
+	if cfg.WatchQueries < 0 {
+		return nil, errors.New("server: the limit on watched user lists must not be negative")
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 5 * time.Second
@@ -303,6 +309,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		Calls:        calls,
 		Cluster:      cfg.Cluster,
 		ResumeGrace:  cfg.ResumeGrace,
+		WatchQueries: cfg.WatchQueries,
 	})
 	s.registry = reg
 	if c, ok := cfg.Cluster.(interface{ Register(prometheus.Registerer) }); ok {

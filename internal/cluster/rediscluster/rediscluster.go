@@ -106,7 +106,10 @@ type Backend struct {
 	wg       sync.WaitGroup
 }
 
-var _ cluster.Backend = (*Backend)(nil)
+var (
+	_ cluster.Backend           = (*Backend)(nil)
+	_ cluster.PresenceVersioner = (*Backend)(nil)
+)
 
 // New checks cfg and connects (lazily: Redis need not be up yet).
 func New(cfg Config) (*Backend, error) {
@@ -313,6 +316,19 @@ func (b *Backend) List(ctx context.Context, prefix string, limit int) ([]cluster
 		list = append(list, cluster.Entry{Name: name, Busy: busy == 1})
 	}
 	return list, more == 1, int(total), nil
+}
+
+// PresenceVersion implements cluster.PresenceVersioner: the counter the scripts bump on every change a user list
+// can show.
+func (b *Backend) PresenceVersion(ctx context.Context) (uint64, error) {
+	n, err := b.client.Do(ctx, b.client.B().Get().Key(b.cfg.Prefix+"pv").Build()).AsUint64()
+	if rueidis.IsRedisNil(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, unavailable(fmt.Errorf("presence version: %w", err))
+	}
+	return n, nil
 }
 
 // Alive implements cluster.Backend.

@@ -17,6 +17,8 @@ import "github.com/redis/rueidis"
 //	                     member of idx), orph (end of the resume grace, only once its node is gone)
 //	idx          zset    all scores 0; members "<folded name>\0<name>", in list order
 //	orphans      zset    names of gone nodes' users, scored by the end of their resume grace
+//	pv           string  a counter bumped by every change a user list can show (a name listed or unlisted, a
+//	                     busy flag changed): nodes with watched lists poll it (PresenceVersion)
 //
 // A record counts as live while node:<its node> holds its inc. A record of a node whose lease ran out may be
 // taken over with its token (a resume on another node) until its grace ends, then by anyone.
@@ -44,6 +46,7 @@ local function fresh()
   redis.call('SADD', p .. 'n:' .. ARGV[4], name)
   redis.call('ZADD', p .. 'idx', 0, ARGV[3])
   redis.call('ZREM', p .. 'orphans', name)
+  redis.call('INCR', p .. 'pv')
   return {'claimed'}
 end
 if not rec[1] then return fresh() end
@@ -76,15 +79,17 @@ redis.call('DEL', ukey)
 redis.call('SREM', p .. 'n:' .. ARGV[3], name)
 if r[3] then redis.call('ZREM', p .. 'idx', r[3]) end
 redis.call('ZREM', p .. 'orphans', name)
+redis.call('INCR', p .. 'pv')
 return 1
 `)
 
 // setPeerScript: ARGV prefix, name, node, sid, peer.
 var setPeerScript = rueidis.NewLuaScript(`
 local ukey = ARGV[1] .. 'u:' .. ARGV[2]
-local r = redis.call('HMGET', ukey, 'node', 'sid')
+local r = redis.call('HMGET', ukey, 'node', 'sid', 'peer')
 if r[1] ~= ARGV[3] or r[2] ~= ARGV[4] then return 0 end
 redis.call('HSET', ukey, 'peer', ARGV[5])
+if ((r[3] or '') ~= '') ~= (ARGV[5] ~= '') then redis.call('INCR', ARGV[1] .. 'pv') end
 return 1
 `)
 
@@ -151,6 +156,7 @@ redis.call('HDEL', ukey, 'orph')
 redis.call('SADD', p .. 'n:' .. ARGV[4], name)
 redis.call('ZADD', p .. 'idx', 0, ARGV[3])
 redis.call('ZREM', p .. 'orphans', name)
+redis.call('INCR', p .. 'pv')
 return 1
 `)
 
@@ -181,6 +187,7 @@ for _, name in ipairs(redis.call('ZRANGEBYSCORE', p .. 'orphans', '-inf', now)) 
     redis.call('DEL', ukey)
     redis.call('SREM', p .. 'n:' .. r[1], name)
     if r[4] then redis.call('ZREM', p .. 'idx', r[4]) end
+    redis.call('INCR', p .. 'pv')
   end
   redis.call('ZREM', p .. 'orphans', name)
 end
@@ -200,6 +207,7 @@ if ARGV[4] == '1' then
       redis.call('DEL', ukey)
       if r[3] then redis.call('ZREM', p .. 'idx', r[3]) end
       redis.call('ZREM', p .. 'orphans', name)
+      redis.call('INCR', p .. 'pv')
     end
   end
   redis.call('DEL', p .. 'n:' .. node)

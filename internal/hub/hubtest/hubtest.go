@@ -52,6 +52,7 @@ func Run(t *testing.T, f Factory) {
 		{"Echo", testEcho},
 		{"UnansweredBudget", testUnansweredBudget},
 		{"MissedCalls", testMissedCalls},
+		{"Presence", testPresence},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

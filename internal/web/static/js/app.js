@@ -36,8 +36,9 @@ const config = {
   incomingTimeoutMs: secondsParam('incomingTimeout', 60) * 1000,
   // How many people the online list shows at once; the rest are found by searching.
   listLimit: 20,
-  // How often the online list refreshes while the page is idle.
-  listRefreshMs: 30000,
+  // How often the online list is asked for again while the page is idle, when the server does not keep it up to
+  // date itself (a server older than live presence, or one watching too many lists: docs/protocol.md, users).
+  listRefreshMs: secondsParam('listRefresh', 30) * 1000,
 };
 
 function secondsParam(key, fallback) {
@@ -64,6 +65,7 @@ const state = {
   users: null,
   echoName: '',
   listTimer: 0,
+  watching: false, // the server pushes the online list when it changes (the reply to our watch said so)
   searchTimer: 0,
   unread: 0,
   chatNotices: [], // the notices of chat messages that came while the chat was closed
@@ -1258,16 +1260,21 @@ function showList(which, focus = false) {
 // ---------------------------------------------------------------------------------------------------------------
 // Who is online
 
+// The list is asked for with "watch": the server then pushes it again whenever it changes (someone signs in or
+// leaves, a call starts or ends), during calls too. Only if the reply does not say "watching" (an older server)
+// is it asked for again every listRefreshMs while idle.
 function requestUsers() {
   if (document.body.dataset.view !== 'call') return;
-  const msg = { type: 'users', limit: config.listLimit };
+  const msg = { type: 'users', limit: config.listLimit, watch: true };
   if (state.query) msg.query = state.query;
+  state.watching = false;
   signaling.send(msg);
   restartListTimer();
 }
 
 function restartListTimer() {
   stopListTimer();
+  if (state.watching) return;
   state.listTimer = setTimeout(() => {
     if (state.phase === 'idle' && document.visibilityState === 'visible') requestUsers();
     else restartListTimer();
@@ -1280,10 +1287,16 @@ function stopListTimer() {
 }
 
 function onUsers(msg) {
-  if (lookups.has(msg.query || '')) {
+  if (!msg.update && lookups.has(msg.query || '')) {
     finishLookUp(msg.query || '', Array.isArray(msg.users) ? msg.users.filter((u) => u && typeof u.name === 'string') : []);
   }
   if ((msg.query || '') !== state.query) return; // an answer to an older search
+  if (msg.watching === true) {
+    state.watching = true; // the server keeps it up to date from now on: no more asking
+    stopListTimer();
+  } else if (msg.update && !state.watching) {
+    return; // a push for a watch this page has since replaced
+  }
   const all = Array.isArray(msg.users) ? msg.users.filter((u) => u && typeof u.name === 'string') : [];
   const users = all.slice(0, LIMITS.users);
   const total = Number.isSafeInteger(msg.total) ? msg.total : all.length;
@@ -1297,6 +1310,13 @@ function onUsers(msg) {
 function renderUsers() {
   const { users, more, total } = state.users;
   const list = $('#people-list');
+  // The list is rebuilt whenever the server pushes a change: whoever is on a button of it stays on that person's
+  // button (or on the row that took its place), and the list keeps its scroll position.
+  const focused = list.contains(document.activeElement) ? document.activeElement : null;
+  const focusName = focused && focused.dataset.name;
+  const focusClass = focused && focused.classList.contains('person-audio') ? 'person-audio' : 'person';
+  const focusIndex = focused ? [...list.querySelectorAll('button')].indexOf(focused) : -1;
+  const scrollTop = list.scrollTop;
   list.replaceChildren();
   const others = users.filter((u) => u.name !== state.name);
   for (const u of users) {
@@ -1335,6 +1355,14 @@ function renderUsers() {
   } else if (!state.query && !people) {
     list.append(el('li', { class: 'people-empty muted' }, t('people.alone')));
   }
+  if (focused) {
+    const buttons = [...list.querySelectorAll('button:not([disabled])')];
+    const same = buttons.find((b) => b.dataset.name === focusName && b.classList.contains(focusClass));
+    const near = same || buttons[Math.min(Math.max(focusIndex, 0), buttons.length - 1)];
+    if (near) near.focus({ preventScroll: true });
+    else focusSoftly($('#main')); // nobody left to be on: the stage, as after a call
+  }
+  list.scrollTop = scrollTop;
   $('#people-count').textContent = new Intl.NumberFormat(language()).format(people);
   const moreNote = $('#people-more');
   moreNote.hidden = !more;
@@ -1655,7 +1683,8 @@ function wire() {
   $('#remote-video').addEventListener('resize', renderStage);
   $('#remote-video').addEventListener('loadedmetadata', renderStage);
   document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState === 'visible' && state.phase === 'idle' && document.body.dataset.view === 'call') {
+    if (document.visibilityState === 'visible' && state.phase === 'idle' && document.body.dataset.view === 'call' &&
+      !state.watching) {
       requestUsers();
     }
   });
