@@ -47,7 +47,12 @@ func TestMissedWhileInCall(t *testing.T) {
 	carol.waitIncoming("bob")
 	carol.must(finishAnimationsJS)
 	carol.screenshot("missed-call-back-phone")
-	carol.click("#accept-button")
+	// On a 390 px phone every answer button is whole on screen, and Accept is tapped where it is drawn.
+	if off := value[string](carol, `[...document.querySelectorAll('#incoming .incoming-actions .btn')].filter(b => {
+		const r = b.getBoundingClientRect(); return r.left < 0 || r.right > innerWidth || r.width < 44 }).map(b => b.id).join(' ')`); off != "" {
+		t.Errorf("answer buttons cut off on a phone: %s", off)
+	}
+	carol.clickAt("#accept-button")
 	bob.waitPhase("active")
 	carol.waitPhase("active")
 }
