@@ -645,10 +645,14 @@ func (s *Session) offer(m *protocol.Message) {
 		ended   Conn
 		newCall bool
 		refused refusal
+		cross   crossed // glare across nodes (cluster.go)
 	)
 	callee := string(m.Name)
 	s.lockHub()
 	t, code := s.targetLocked(m)
+	if code == "" && s.remote != nil {
+		cross = s.crossLocked(t)
+	}
 	switch {
 	case code != "":
 	case t == s:
@@ -709,12 +713,23 @@ func (s *Session) offer(m *protocol.Message) {
 			h.notePeerLocked(t)
 		}
 		s.callStartedLocked(t)
+		if cross.lost { // t's own offer, crossing this one, accepts the call
+			s.unanswered = false
+			t.callAnsweredLocked(s)
+		}
 	}
 	if code == "" && refused.code == "" {
 		to, from = t.conn, s.name
+		if newCall && s.remote != nil {
+			// A caller of another node hears first that its call is taken (the verdict its node waits for),
+			// queued before the lock is let go: nothing t sends the caller next may overtake it.
+			s.remote.ringingLocked(callee)
+			newCall = false
+		}
 	}
 	s.callRefusedLocked(t, code, refused.code)
 	s.unlockHub()
+	cross.tell(h)
 
 	switch {
 	case code == protocol.CodeNotOnline && h.cl != nil && s.remote == nil:
@@ -729,11 +744,6 @@ func (s *Session) offer(m *protocol.Message) {
 	}
 	if ended != nil {
 		h.send(ended, func(b []byte) []byte { return protocol.AppendLeave(b, from, protocol.ReasonHangup) })
-	}
-	if newCall && s.remote != nil {
-		// A caller of another node hears first that its call is taken (the verdict its node waits for).
-		s.reply(func(b []byte) []byte { return protocol.AppendRinging(b, callee) })
-		newCall = false
 	}
 	h.send(to, func(b []byte) []byte { return protocol.AppendRelay(b, protocol.TypeOffer, m.Offer, from) })
 	h.m.relayed(protocol.TypeOffer).Inc()
