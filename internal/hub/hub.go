@@ -746,7 +746,9 @@ func (s *Session) offer(m *protocol.Message) {
 		h.send(ended, func(b []byte) []byte { return protocol.AppendLeave(b, from, protocol.ReasonHangup) })
 	}
 	h.send(to, func(b []byte) []byte { return protocol.AppendRelay(b, protocol.TypeOffer, m.Offer, from) })
-	h.m.relayed(protocol.TypeOffer).Inc()
+	if t.remote == nil { // one count in a cluster: the recipient's node's (cluster.go)
+		h.m.relayed(protocol.TypeOffer).Inc()
+	}
 	if newCall {
 		s.reply(func(b []byte) []byte { return protocol.AppendRinging(b, callee) })
 	}
@@ -801,7 +803,9 @@ func (s *Session) relay(typ string, m *protocol.Message, payload []byte) {
 		return
 	}
 	h.send(to, func(b []byte) []byte { return protocol.AppendRelay(b, typ, payload, from) })
-	h.m.relayed(typ).Inc()
+	if t.remote == nil { // one count in a cluster: the recipient's node's (cluster.go)
+		h.m.relayed(typ).Inc()
+	}
 }
 
 func (s *Session) leave(m *protocol.Message) {
@@ -858,7 +862,9 @@ func (s *Session) leave(m *protocol.Message) {
 		return
 	}
 	h.send(to, func(b []byte) []byte { return protocol.AppendLeave(b, from, reason) })
-	h.m.relayed(protocol.TypeLeave).Inc()
+	if t.remote == nil { // one count in a cluster: the recipient's node's (cluster.go)
+		h.m.relayed(protocol.TypeLeave).Inc()
+	}
 }
 
 // coolDownLocked starts the cooldown of Config.CallCooldown when s ends its call with t before it was accepted:
