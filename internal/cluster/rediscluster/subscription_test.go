@@ -223,7 +223,7 @@ func TestSubscriptionSilent(t *testing.T) {
 	}
 	start := time.Now()
 	// The node notices, and subscribes again: a new subscription, on a new connection (the silent one is let go).
-	bound := 4*b0.cfg.Probe + b0.cfg.Timeout // three silent intervals, seen at the next check; the subscribe
+	bound := 4*b0.cfg.Probe + b0.cfg.Timeout     // three silent intervals, seen at the next check; the subscribe
 	deadline := start.Add(bound + 5*time.Second) // (slack for a loaded machine; the bound is checked below)
 	for counter(t, reg, "tandem_cluster_subscriptions_total") < 2 || hubs[0].Ready() != nil {
 		if time.Now().After(deadline) {
