@@ -23,7 +23,7 @@ type clusterOptions struct {
 }
 
 func (o *clusterOptions) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.redis, "redis", "", "run as one node of a cluster sharing this Redis: redis://[user:password@]host:6379/0, rediss:// (TLS) or unix:///path (empty: a single node, no Redis); every node needs the same -turn-secret")
+	fs.StringVar(&o.redis, "redis", "", "run as one node of a cluster sharing this Redis: redis://[user:password@]host:6379/0, rediss:// (TLS) or unix:///path, or sentinels: redis://sentinel:26379/0?master_set=name (docs/cluster.md) (empty: a single node, no Redis); every node needs the same -turn-secret")
 	fs.StringVar(&o.node, "node-id", "", "this node's id in the cluster, unique (empty: the host name and a random suffix, new at every start)")
 	fs.StringVar(&o.prefix, "redis-prefix", rediscluster.DefaultPrefix, "prefix of tandem's keys and channels in Redis (clusters sharing one Redis need their own)")
 	fs.DurationVar(&o.heartbeat, "cluster-heartbeat", rediscluster.DefaultHeartbeat, "how often a node renews its lease in Redis and looks for nodes that died")

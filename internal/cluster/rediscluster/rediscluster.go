@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -38,7 +39,9 @@ import (
 
 // Config configures a Backend. A zero field takes the default named beside it.
 type Config struct {
-	// URL is the Redis server: redis://[user:password@]host:port/db, rediss:// for TLS, or unix:///path.
+	// URL is the Redis server: redis://[user:password@]host:port/db, rediss:// for TLS, or unix:///path. With
+	// Sentinel: redis://[user:password@]sentinel:26379/db?addr=sentinel2:26379&master_set=name, the hosts being
+	// the sentinels (user and password are the master's; sentinel_user and sentinel_password the sentinels').
 	URL string
 	// Node is this node's id, unique in the cluster; default the host name and a random suffix.
 	Node string
@@ -70,6 +73,8 @@ const (
 	DefaultTimeout   = 3 * time.Second
 	// outboxSize bounds the envelopes waiting for one destination node.
 	outboxSize = 8192
+	// sentinelRefresh is how often a node asks the sentinels which server is the master (with Sentinel).
+	sentinelRefresh = 2 * time.Second
 	// retryFor is how long a batch to a node that is not subscribed is retried before it is reported undelivered.
 	retryFor = 2 * time.Second
 )
@@ -86,6 +91,7 @@ type Backend struct {
 	local    cluster.Local
 	outboxes map[string]*outbox
 	epoch    string    // the shared state's epoch as last seen; "" before the first heartbeat
+	replID   string    // the replication id of the Redis the heartbeats reach (replicationID); "" for unknown
 	beatOK   time.Time // the last successful heartbeat
 	subOK    bool      // subscribed
 	regsDue  bool      // this node's users must be registered again
@@ -145,6 +151,18 @@ func New(cfg Config) (*Backend, error) {
 	opt.Dialer = net.Dialer{Timeout: 2 * time.Second, KeepAlive: time.Second}
 	opt.ConnWriteTimeout = cfg.Timeout
 	opt.ClientName = "tandem-" + cfg.Node
+	if opt.Sentinel.MasterSet != "" {
+		// Sentinel: its connections are dialled like the others; and the client checks the master with the
+		// sentinels every few seconds besides following their +switch-master events, one of which, missed,
+		// would otherwise leave it on the old master for good.
+		opt.Sentinel.Dialer = opt.Dialer
+		opt.Sentinel.TopologyRefreshInterval = sentinelRefresh
+		if u, err := url.Parse(cfg.URL); err == nil {
+			q := u.Query()
+			opt.Sentinel.Username, opt.Sentinel.Password = q.Get("sentinel_user"), q.Get("sentinel_password")
+		}
+		opt.Sentinel.ClientName = opt.ClientName
+	}
 	if opt.Sentinel.MasterSet == "" {
 		// Standalone: a Redis that is not up yet is no reason not to start (the client dials again when used).
 		opt.ForceSingleClient = true
@@ -368,6 +386,7 @@ func (b *Backend) needsBeat() bool {
 func (b *Backend) beat() {
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
 	defer cancel()
+	replID := b.replicationID(ctx) // before the heartbeat: a switch after it is seen at the next one
 	vals, err := heartbeatScript.Exec(ctx, b.client, nil, []string{b.cfg.Prefix, b.cfg.Node, b.inc,
 		strconv.FormatInt(b.cfg.Lease.Milliseconds(), 10), randomID()}).ToArray()
 	if err != nil || len(vals) != 2 {
@@ -390,7 +409,18 @@ func (b *Backend) beat() {
 	if !first && held == 0 && !changed {
 		b.log.Warn("cluster: this node's lease had run out: registering its users again")
 	}
-	if changed || (!first && held == 0) {
+	// Another master (a Sentinel failover): what the old one took after the new one was promoted, and before
+	// this node followed, is lost with it (the old master becomes a replica and takes the new one's data). The
+	// epoch is the same (it was replicated), so the users are registered again as after a loss.
+	switched := !first && replID != "" && b.replID != "" && replID != b.replID
+	if replID != "" {
+		b.replID = replID
+	}
+	if switched && !changed {
+		b.m.masterSwitches.Inc()
+		b.log.Warn("cluster: Redis is another server now (a failover, or a restart): registering this node's users again")
+	}
+	if changed || switched || (!first && held == 0) {
 		b.regsDue = true
 		// The other nodes need a heartbeat to come back too: whom the sweeps miss counts from now.
 		clear(b.missing)
@@ -407,6 +437,22 @@ func (b *Backend) beat() {
 		b.mu.Unlock()
 	}
 	b.sweep(ctx)
+}
+
+// replicationID returns the replication id of the Redis the client reaches (INFO replication's master_replid): a
+// promoted replica gets a new one, and so does a Redis that restarts. "" when INFO is refused (some managed
+// Redis services rename it): then only the epoch tells of a loss.
+func (b *Backend) replicationID(ctx context.Context) string {
+	info, err := b.client.Do(ctx, b.client.B().Info().Section("replication").Build()).ToString()
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "master_replid:"); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // register puts every user of this node back in the shared state; a name someone else holds now is taken from
