@@ -671,6 +671,7 @@ func (s *Session) crossLocked(t *Session) (c crossed) {
 		c.lost = true
 		return c
 	}
+	t.forgetStrangerLocked(s.id) // t is calling s: s may reach t
 	s.remote.from, s.remote.fromID = t.name, t.id
 	t.peer, s.peer, t.unanswered, s.unanswered = s, t, false, false
 	h.notePeerLocked(t)
@@ -738,6 +739,11 @@ func (h *Hub) remoteVerdict(e *cluster.Envelope) {
 	}
 	from := t.name
 	if e.Accepted {
+		// t's call rang the callee: t's word that the callee may reach t, as on one node (offer): a cooldown or
+		// a spent budget t keeps for calls from the callee is forgotten.
+		if e.Caller != 0 {
+			t.forgetStrangerLocked(e.Caller)
+		}
 		if p := t.peer; p != nil && p.remote != nil && p.name == e.From && p.unanswered && p.peer == t && len(e.Frame) == 0 {
 			// The callee's call rang t first, and t's offer (this call) was taken there as accepting it: it is
 			// accepted here too, as on one node.

@@ -44,6 +44,7 @@ func Run(t *testing.T, f Factory) {
 		{"BusyAndGlare", testBusyAndGlare},
 		{"SimultaneousGlare", testSimultaneousGlare},
 		{"DeclinedAndNoAnswer", testDeclinedAndNoAnswer},
+		{"CallBackAfterDecline", testCallBackAfterDecline},
 		{"CallingAnotherEndsCall", testCallingAnotherEndsCall},
 		{"CloseEndsCallAndFreesName", testCloseEndsCallAndFreesName},
 		{"Rename", testRename},
@@ -541,6 +542,27 @@ func testDeclinedAndNoAnswer(t *testing.T, e *env) {
 	d.Expect(msg{"type": "leave", "name": "c", "reason": "no_answer"})
 	c.Send(offer("d"))
 	c.Expect(msg{"type": "error", "code": "cooldown"})
+}
+
+// testCallBackAfterDecline: ringing someone is one's word that they may call back. b declines a's call, then
+// calls a, who does not answer; a may then call b back at once, though b's decline would have held a off.
+func testCallBackAfterDecline(t *testing.T, e *env) {
+	a, b := e.client(0), e.client(1)
+	a.Login("a")
+	b.Login("b")
+	a.Send(offer("b"))
+	a.Expect(msg{"type": "ringing"})
+	b.Expect(msg{"type": "offer"})
+	b.Send(`{"type":"leave","name":"a","reason":"declined"}`)
+	a.Expect(msg{"type": "leave", "name": "b", "reason": "declined"})
+	b.Send(offer("a"))
+	b.Expect(msg{"type": "ringing", "name": "a"})
+	a.Expect(msg{"type": "offer", "name": "b"})
+	b.Send(`{"type":"leave","name":"a","reason":"no_answer"}`)
+	a.Expect(msg{"type": "leave", "name": "b", "reason": "no_answer"})
+	a.Send(offer("b"))
+	a.Expect(msg{"type": "ringing", "name": "b"})
+	b.Expect(msg{"type": "offer", "name": "a"})
 }
 
 func testCallingAnotherEndsCall(t *testing.T, e *env) {
