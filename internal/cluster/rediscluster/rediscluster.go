@@ -60,6 +60,9 @@ type Config struct {
 	Probe time.Duration
 	// Timeout bounds one round trip to Redis; default 3 s.
 	Timeout time.Duration
+	// SentinelRefresh, with Sentinel, is how often the node asks the sentinels which server is the master,
+	// besides following their announcements; default 2 s.
+	SentinelRefresh time.Duration
 	// Logger receives the backend's logs; default slog.Default().
 	Logger *slog.Logger
 }
@@ -71,10 +74,10 @@ const (
 	DefaultLease     = 3 * time.Second
 	DefaultProbe     = time.Second
 	DefaultTimeout   = 3 * time.Second
+	// DefaultSentinelRefresh is Config.SentinelRefresh's default.
+	DefaultSentinelRefresh = 2 * time.Second
 	// outboxSize bounds the envelopes waiting for one destination node.
 	outboxSize = 8192
-	// sentinelRefresh is how often a node asks the sentinels which server is the master (with Sentinel).
-	sentinelRefresh = 2 * time.Second
 	// retryFor is how long a batch to a node that is not subscribed is retried before it is reported undelivered.
 	retryFor = 2 * time.Second
 )
@@ -93,8 +96,11 @@ type Backend struct {
 	epoch    string    // the shared state's epoch as last seen; "" before the first heartbeat
 	replID   string    // the replication id of the Redis the heartbeats reach (replicationID); "" for unknown
 	beatOK   time.Time // the last successful heartbeat
-	subOK    bool      // subscribed
-	regsDue  bool      // this node's users must be registered again
+	// sweepAfter: no sweep before then. After a failover the new master has the leases as the old one last
+	// replicated them: the other nodes get a lease's time to follow before a lapsed one counts as a death.
+	sweepAfter time.Time
+	subOK      bool // subscribed
+	regsDue    bool // this node's users must be registered again
 	// suspect: the connection to Redis was lost (Redis may have restarted empty): no claims until a heartbeat has
 	// checked the epoch (and the users are registered again if it changed).
 	suspect bool
@@ -128,6 +134,7 @@ func New(cfg Config) (*Backend, error) {
 	def(&cfg.ResumeGrace, cluster.DefaultResumeGrace)
 	def(&cfg.Probe, DefaultProbe)
 	def(&cfg.Timeout, DefaultTimeout)
+	def(&cfg.SentinelRefresh, DefaultSentinelRefresh)
 	if cfg.Lease < 2*cfg.Heartbeat {
 		return nil, fmt.Errorf("rediscluster: the lease (%v) must be at least two heartbeats (%v)", cfg.Lease, cfg.Heartbeat)
 	}
@@ -156,7 +163,7 @@ func New(cfg Config) (*Backend, error) {
 		// sentinels every few seconds besides following their +switch-master events, one of which, missed,
 		// would otherwise leave it on the old master for good.
 		opt.Sentinel.Dialer = opt.Dialer
-		opt.Sentinel.TopologyRefreshInterval = sentinelRefresh
+		opt.Sentinel.TopologyRefreshInterval = cfg.SentinelRefresh
 		if u, err := url.Parse(cfg.URL); err == nil {
 			q := u.Query()
 			opt.Sentinel.Username, opt.Sentinel.Password = q.Get("sentinel_user"), q.Get("sentinel_password")
@@ -416,6 +423,9 @@ func (b *Backend) beat() {
 	if replID != "" {
 		b.replID = replID
 	}
+	if switched {
+		b.sweepAfter = time.Now().Add(b.cfg.Lease + b.cfg.Heartbeat)
+	}
 	if switched && !changed {
 		b.m.masterSwitches.Inc()
 		b.log.Warn("cluster: Redis is another server now (a failover, or a restart): registering this node's users again")
@@ -426,6 +436,7 @@ func (b *Backend) beat() {
 		clear(b.missing)
 	}
 	b.epoch, b.beatOK = epoch, time.Now()
+	sweep := b.beatOK.After(b.sweepAfter)
 	due := b.regsDue
 	if !due {
 		b.suspect = false
@@ -436,7 +447,9 @@ func (b *Backend) beat() {
 		b.regsDue, b.suspect = false, false
 		b.mu.Unlock()
 	}
-	b.sweep(ctx)
+	if sweep {
+		b.sweep(ctx)
+	}
 }
 
 // replicationID returns the replication id of the Redis the client reaches (INFO replication's master_replid): a
