@@ -390,7 +390,8 @@ func (s *Session) callRemote(m *protocol.Message) {
 			return
 		}
 		// Queued under the lock with s.call set: whatever this node says to the callee's node after seeing the
-		// call pending (a glare verdict, crossingCall) goes after the Call, so both nodes see the same crossing.
+		// call pending (the verdict of a crossing call, crossLocked) goes after the Call, so both nodes see the
+		// same crossing.
 		s.call = pc
 		sent := h.cl.b.Send(route.Node, &cluster.Envelope{Kind: cluster.Call, From: from, FromNode: h.cl.node,
 			FromSession: sid, Caller: id, To: callee, Frame: frame})
@@ -666,12 +667,11 @@ func (s *Session) crossLocked(t *Session) (c crossed) {
 		endCallLocked(t, p)
 		c.ended, c.by = p.conn, t.name
 	}
+	t.forgetStrangerLocked(s.id) // t is calling s: s may reach t
 	if s.name < t.name {
-		t.forgetStrangerLocked(s.id) // t is calling s: s may reach t
 		c.lost = true
 		return c
 	}
-	t.forgetStrangerLocked(s.id) // t is calling s: s may reach t
 	s.remote.from, s.remote.fromID = t.name, t.id
 	t.peer, s.peer, t.unanswered, s.unanswered = s, t, false, false
 	h.notePeerLocked(t)
