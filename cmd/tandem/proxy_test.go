@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -190,8 +191,9 @@ func (n *clusterNode) online(t *testing.T) int {
 // TestBehindProxy runs the load balancer examples of docs/cluster.md, deploy/haproxy.cfg and deploy/nginx.conf,
 // with the real HAProxy and nginx in front of three tandem processes on a real Redis, and checks what the
 // document promises: WebSocket logins through the proxy (TLS ending there), users spread over the nodes with no
-// sticky sessions, a call between users of two nodes, and, when a node is killed, its user reconnecting
-// through the proxy to another node and resuming the call with its token.
+// sticky sessions, a call between users of two nodes; when a node is killed, its user reconnecting through the
+// proxy to another node and resuming the call with its token; and a rolling restart (SIGTERM: a drain) of
+// another node, whose users are closed with 1012 through the proxy and resume on the node that is left.
 func TestBehindProxy(t *testing.T) {
 	for _, pc := range proxyCases {
 		t.Run(pc.name, func(t *testing.T) {
@@ -257,10 +259,13 @@ func testBehindProxy(t *testing.T, pc proxyCase) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	gone := map[int]bool{} // nodes stopped by the test
 	counts := func() []int {
 		c := make([]int, len(nodes))
 		for i, n := range nodes {
-			c[i] = n.online(t)
+			if !gone[i] {
+				c[i] = n.online(t)
+			}
 		}
 		return c
 	}
@@ -285,7 +290,7 @@ func testBehindProxy(t *testing.T, pc proxyCase) {
 
 	// Users are spread over the nodes: no node is favoured, none is needed twice.
 	alice, aliceToken, aliceNode := login("alice")
-	bob, _, bobNode := login("bob")
+	bob, bobToken, bobNode := login("bob")
 	carol, _, carolNode := login("carol")
 	if aliceNode == bobNode || bobNode == carolNode || aliceNode == carolNode {
 		t.Fatalf("three users on nodes %d, %d and %d: the least loaded node should take each", aliceNode, bobNode, carolNode)
@@ -322,35 +327,73 @@ func testBehindProxy(t *testing.T, pc proxyCase) {
 	if err := nodes[aliceNode].cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	gone[aliceNode] = true
 	if _, err := alice.Read(ctx); err == nil {
 		t.Fatal("alice's connection to the killed node still reads")
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	var alice2 *client.Client
-	for alice2 == nil {
-		c := dial(20 * time.Second)
-		m, err := c.Login(ctx, "alice", aliceToken)
-		switch {
-		case err == nil:
-			if m.Peer != "bob" {
-				t.Fatalf("alice resumed without her call: %+v", m)
+	// resume reconnects name through the proxy and logs in with its token until it has its name and its call
+	// with peer again (the proxy may first try the node that went, or a node not ready yet).
+	resume := func(name, token, peer string) *client.Client {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			c := dial(20 * time.Second)
+			m, err := c.Login(ctx, name, token)
+			switch {
+			case err == nil:
+				if m.Peer != peer {
+					t.Fatalf("%s resumed without the call: %+v", name, m)
+				}
+				return c
+			case time.Now().After(deadline):
+				t.Fatalf("%s could not resume through %s: %v", name, pc.bin, err)
+			case errors.Is(err, io.EOF), strings.Contains(err.Error(), protocol.CodeUnavailable):
+			default:
+				t.Logf("resume %s: %v; again", name, err)
 			}
-			alice2 = c
-		case time.Now().After(deadline):
-			t.Fatalf("alice could not resume through %s: %v", pc.bin, err)
-		case errors.Is(err, io.EOF), strings.Contains(err.Error(), protocol.CodeUnavailable):
-			time.Sleep(100 * time.Millisecond) // the proxy tried the dead node, or the node is not ready yet
-		default:
-			t.Logf("resume: %v; again", err)
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	_ = alice2.SendCandidate(ctx, "bob", cand(1000))
-	if m := next(t, ctx, bob, protocol.TypeCandidate); m.Name != "alice" || string(m.Candidate) != string(cand(1000)) {
-		t.Fatalf("bob got %+v after alice resumed", m)
+	// exchange checks that the call between a and b carries messages both ways.
+	exchange := func(a, b *client.Client, an, bn string, n int) {
+		t.Helper()
+		_ = a.SendCandidate(ctx, bn, cand(n))
+		if m := next(t, ctx, b, protocol.TypeCandidate); m.Name != an || string(m.Candidate) != string(cand(n)) {
+			t.Fatalf("%s got %+v, want %s's candidate %d", bn, m, an, n)
+		}
+		_ = b.SendCandidate(ctx, an, cand(n+1))
+		if m := next(t, ctx, a, protocol.TypeCandidate); m.Name != bn || string(m.Candidate) != string(cand(n+1)) {
+			t.Fatalf("%s got %+v, want %s's candidate %d", an, m, bn, n+1)
+		}
 	}
-	_ = bob.SendCandidate(ctx, "alice", cand(1001))
-	if m := next(t, ctx, alice2, protocol.TypeCandidate); string(m.Candidate) != string(cand(1001)) {
-		t.Fatalf("alice got %+v after she resumed", m)
+	alice = resume("alice", aliceToken, "bob")
+	exchange(alice, bob, "alice", "bob", 1000)
+
+	// A rolling restart through the proxy: SIGTERM drains bob's node. Its users' connections are closed with
+	// 1012 (through the proxy), they reconnect through it to the node that is left, and resume; the call goes
+	// on, and neither hears of anything else.
+	before := counts()
+	aliceMoves := before[bobNode] == 2 // alice may have resumed on bob's node
+	if err := nodes[bobNode].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
 	}
+	moved := func(c *client.Client, name string) {
+		t.Helper()
+		_, err := c.Read(ctx)
+		if !errors.Is(err, &client.CloseError{Code: 1012}) {
+			t.Fatalf("%s's connection to the draining node: %v, want closed with 1012", name, err)
+		}
+	}
+	moved(bob, "bob")
+	bob = resume("bob", bobToken, "alice")
+	if aliceMoves {
+		moved(alice, "alice")
+		alice = resume("alice", aliceToken, "bob")
+	}
+	gone[bobNode] = true
+	if got := counts()[carolNode]; got != 3 {
+		t.Fatalf("the node that is left has %d users, want alice, bob and carol", got)
+	}
+	exchange(alice, bob, "alice", "bob", 2000)
+	exchange(bob, alice, "bob", "alice", 3000)
 }
