@@ -26,7 +26,7 @@ type clusterOptions struct {
 }
 
 func (o *clusterOptions) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.redis, "redis", "", "run as one node of a cluster sharing this Redis: redis://[user:password@]host:6379/0, rediss:// (TLS) or unix:///path (empty: a single node, no Redis); every node needs the same -turn-secret")
+	fs.StringVar(&o.redis, "redis", "", "run as one node of a cluster sharing this Redis: redis://[user:password@]host:6379/0, rediss:// (TLS) or unix:///path, or sentinels: redis://sentinel:26379/0?master_set=name (docs/cluster.md) (empty: a single node, no Redis); every node needs the same -turn-secret")
 	fs.StringVar(&o.node, "node-id", "", "this node's id in the cluster, unique (empty: the host name and a random suffix, new at every start)")
 	fs.StringVar(&o.prefix, "redis-prefix", rediscluster.DefaultPrefix, "prefix of tandem's keys and channels in Redis (clusters sharing one Redis need their own)")
 	fs.DurationVar(&o.heartbeat, "cluster-heartbeat", rediscluster.DefaultHeartbeat, "how often a node renews its lease in Redis and looks for nodes that died")
@@ -40,7 +40,7 @@ func (o *clusterOptions) dial(logger *slog.Logger) (rueidis.Client, error) {
 	if o.node == "" {
 		o.node = rediscluster.DefaultNodeID()
 	}
-	c, err := rediscluster.NewClient(o.redis, o.node, 0, logger)
+	c, err := rediscluster.NewClient(rediscluster.Config{URL: o.redis, Node: o.node, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("-redis: %w", err)
 	}

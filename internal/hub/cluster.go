@@ -389,10 +389,13 @@ func (s *Session) callRemote(m *protocol.Message) {
 			s.pauser.ResumeReading()
 			return
 		}
+		// Queued under the lock with s.call set: whatever this node says to the callee's node after seeing the
+		// call pending (the verdict of a crossing call, crossLocked) goes after the Call, so both nodes see the
+		// same crossing.
 		s.call = pc
-		h.mu.Unlock()
 		sent := h.cl.b.Send(route.Node, &cluster.Envelope{Kind: cluster.Call, From: from, FromNode: h.cl.node,
 			FromSession: sid, Caller: id, To: callee, Frame: frame})
+		h.mu.Unlock()
 		if sent {
 			select {
 			case <-pc.done:
@@ -516,6 +519,19 @@ func (c *busConn) Send(msg []byte) bool {
 	return true
 }
 
+// ringingLocked tells the caller it stands in for that its call rings (the Verdict of its Call, or a Reply),
+// with the hub's lock held: it is queued before anything the callee sends the caller once the lock is let go.
+// (Send is not used: it may take the lock. A verdict that cannot be sent has no one else to tell: the caller's
+// node answers its caller when the wait for it ends.)
+func (c *busConn) ringingLocked(callee string) {
+	e := &cluster.Envelope{Kind: cluster.Reply, From: c.from, FromNode: c.h.cl.node, Caller: c.fromID, To: c.to,
+		Frame: protocol.AppendRinging(nil, callee)}
+	if c.verdict.Swap(false) {
+		e.Kind, e.Accepted = cluster.Verdict, true
+	}
+	c.h.cl.b.Send(c.node(), e)
+}
+
 // frameType is the type of a message the hub built ({"type":"...).
 func frameType(msg []byte) string {
 	const prefix = `{"type":"`
@@ -623,6 +639,52 @@ func (h *Hub) remoteMessage(e *cluster.Envelope) {
 	}
 }
 
+// crossed is what offer does about glare across nodes (crossLocked).
+type crossed struct {
+	lost  bool   // the callee's own call lost: its offer, on its way to the caller's node, accepts this call
+	ended Conn   // the peer of the callee's previous call, to be told it ended
+	by    string // the callee's name, for that leave
+}
+
+// crossLocked settles glare across nodes: s, the stand-in of a caller of another node, brings its Call to t,
+// whose own call to that caller is waiting for its verdict. The two offers crossed between the nodes, and each
+// node sees the same crossing (callRemote queues a Call with the lock held and the call pending, and the verdict
+// of a call that rings goes before the lock is let go), so both apply one rule: the call of the user whose name
+// sorts first (byte order, as the web client settles glare) is the call, and the other's offer accepts it, as
+// the second of two offers does on one node. The winner gets ringing, the other only the winner's offer.
+//
+// When s's call wins, the caller of offer places it as a new call and then marks it accepted (lost). When t's
+// wins, s and t are made a pair here, accepted, and offer relays s's offer to t as within a call (its verdict
+// says accepted, without a word for the caller). Either way t's previous call, if any, ends, as calling someone
+// else ends it.
+func (s *Session) crossLocked(t *Session) (c crossed) {
+	h := s.hub
+	if s.remote == nil || !s.remote.verdict.Load() || s.peer != nil || t.call == nil || t.call.callee != s.name {
+		return c
+	}
+	if p := t.peer; p != nil {
+		t.callEndedLocked(p, t.name, protocol.ReasonHangup)
+		endCallLocked(t, p)
+		c.ended, c.by = p.conn, t.name
+	}
+	t.forgetStrangerLocked(s.id) // t is calling s: s may reach t
+	if s.name < t.name {
+		c.lost = true
+		return c
+	}
+	s.remote.from, s.remote.fromID = t.name, t.id
+	t.peer, s.peer, t.unanswered, s.unanswered = s, t, false, false
+	h.notePeerLocked(t)
+	return c
+}
+
+// tell tells the peer of the callee's previous call that it ended.
+func (c crossed) tell(h *Hub) {
+	if c.ended != nil {
+		h.send(c.ended, func(b []byte) []byte { return protocol.AppendLeave(b, c.by, protocol.ReasonHangup) })
+	}
+}
+
 // forward sends a message for a user who is no longer on this node to the node that has the user now, if any.
 func (h *Hub) forward(e *cluster.Envelope) {
 	f := *e
@@ -677,7 +739,18 @@ func (h *Hub) remoteVerdict(e *cluster.Envelope) {
 	}
 	from := t.name
 	if e.Accepted {
-		if p := t.peer; p == nil || p.remote == nil || p.name != e.From {
+		// t's call rang the callee: t's word that the callee may reach t, as on one node (offer): a cooldown or
+		// a spent budget t keeps for calls from the callee is forgotten.
+		if e.Caller != 0 {
+			t.forgetStrangerLocked(e.Caller)
+		}
+		if p := t.peer; p != nil && p.remote != nil && p.name == e.From && p.unanswered && p.peer == t && len(e.Frame) == 0 {
+			// The callee's call rang t first, and t's offer (this call) was taken there as accepting it: it is
+			// accepted here too, as on one node.
+			t.callAnsweredLocked(p)
+			p.unanswered = false
+			t.forgetStrangerLocked(p.id)
+		} else if p == nil || p.remote == nil || p.name != e.From {
 			if p != nil { // calling someone else ends the call t was in
 				endCallLocked(t, p)
 				ended = p.conn

@@ -660,10 +660,14 @@ func (s *Session) offer(m *protocol.Message) {
 		ended   Conn
 		newCall bool
 		refused refusal
+		cross   crossed // glare across nodes (cluster.go)
 	)
 	callee := string(m.Name)
 	s.lockHub()
 	t, code := s.targetLocked(m)
+	if code == "" && s.remote != nil {
+		cross = s.crossLocked(t)
+	}
 	switch {
 	case code != "":
 	case t == s:
@@ -726,13 +730,24 @@ func (s *Session) offer(m *protocol.Message) {
 			h.notePeerLocked(t)
 		}
 		s.callStartedLocked(t)
+		if cross.lost { // t's own offer, crossing this one, accepts the call
+			s.unanswered = false
+			t.callAnsweredLocked(s)
+		}
 	}
 	if code == "" && refused.code == "" {
 		to, from = t.conn, s.name
+		if newCall && s.remote != nil {
+			// A caller of another node hears first that its call is taken (the verdict its node waits for),
+			// queued before the lock is let go: nothing t sends the caller next may overtake it.
+			s.remote.ringingLocked(callee)
+			newCall = false
+		}
 	}
 	s.callRefusedLocked(t, code, refused.code)
 	missedTo, missedFrom := s.missedLocked(t, code)
 	s.unlockHub()
+	cross.tell(h)
 	if missedTo != nil {
 		h.send(missedTo, func(b []byte) []byte { return protocol.AppendMissed(b, missedFrom) })
 	}
@@ -751,13 +766,10 @@ func (s *Session) offer(m *protocol.Message) {
 	if ended != nil {
 		h.send(ended, func(b []byte) []byte { return protocol.AppendLeave(b, from, protocol.ReasonHangup) })
 	}
-	if newCall && s.remote != nil {
-		// A caller of another node hears first that its call is taken (the verdict its node waits for).
-		s.reply(func(b []byte) []byte { return protocol.AppendRinging(b, callee) })
-		newCall = false
-	}
 	h.send(to, func(b []byte) []byte { return protocol.AppendRelay(b, protocol.TypeOffer, m.Offer, from) })
-	h.m.relayed(protocol.TypeOffer).Inc()
+	if t.remote == nil { // one count in a cluster: the recipient's node's (cluster.go)
+		h.m.relayed(protocol.TypeOffer).Inc()
+	}
 	if newCall {
 		s.reply(func(b []byte) []byte { return protocol.AppendRinging(b, callee) })
 	}
@@ -812,7 +824,9 @@ func (s *Session) relay(typ string, m *protocol.Message, payload []byte) {
 		return
 	}
 	h.send(to, func(b []byte) []byte { return protocol.AppendRelay(b, typ, payload, from) })
-	h.m.relayed(typ).Inc()
+	if t.remote == nil { // one count in a cluster: the recipient's node's (cluster.go)
+		h.m.relayed(typ).Inc()
+	}
 }
 
 func (s *Session) leave(m *protocol.Message) {
@@ -869,7 +883,9 @@ func (s *Session) leave(m *protocol.Message) {
 		return
 	}
 	h.send(to, func(b []byte) []byte { return protocol.AppendLeave(b, from, reason) })
-	h.m.relayed(protocol.TypeLeave).Inc()
+	if t.remote == nil { // one count in a cluster: the recipient's node's (cluster.go)
+		h.m.relayed(protocol.TypeLeave).Inc()
+	}
 }
 
 // coolDownLocked starts the cooldown of Config.CallCooldown when s ends its call with t before it was accepted:

@@ -7,6 +7,7 @@ type metrics struct {
 	sent, received, undelivered                prometheus.Counter
 	heartbeatFailures, epochChanges, nodesDown prometheus.Counter
 	subscriptions, probeFailures, conflicts    prometheus.Counter
+	masterSwitches                             prometheus.Counter
 }
 
 func newMetrics(b *Backend) *metrics {
@@ -23,6 +24,7 @@ func newMetrics(b *Backend) *metrics {
 		subscriptions:     c("subscriptions_total", "Subscriptions to this node's channel (the first, and each one made again after a loss or a failed probe)."),
 		probeFailures:     c("probe_failures_total", "Times the subscription delivered nothing, not even this node's probe, and was made again."),
 		conflicts:         c("name_conflicts_total", "Users of this node closed (4001) because their name was held by another after Redis lost its data."),
+		masterSwitches:    c("redis_master_changes_total", "Times the Redis this node reaches was found to be another server (a Sentinel failover, or a restart): this node registered its users again."),
 	}
 	return m
 }
@@ -30,7 +32,7 @@ func newMetrics(b *Backend) *metrics {
 func (m *metrics) register(reg prometheus.Registerer, b *Backend) {
 	{
 		reg.MustRegister(m.sent, m.received, m.undelivered, m.heartbeatFailures, m.epochChanges, m.nodesDown,
-			m.subscriptions, m.probeFailures, m.conflicts,
+			m.subscriptions, m.probeFailures, m.conflicts, m.masterSwitches,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tandem_cluster_ready",
 				Help: "1 while this node can take new users (Redis reachable, lease held, subscribed), else 0."},
 				func() float64 {

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -38,7 +39,9 @@ import (
 
 // Config configures a Backend. A zero field takes the default named beside it.
 type Config struct {
-	// URL is the Redis server: redis://[user:password@]host:port/db, rediss:// for TLS, or unix:///path.
+	// URL is the Redis server: redis://[user:password@]host:port/db, rediss:// for TLS, or unix:///path. With
+	// Sentinel: redis://[user:password@]sentinel:26379/db?addr=sentinel2:26379&master_set=name, the hosts being
+	// the sentinels (user and password are the master's; sentinel_user and sentinel_password the sentinels').
 	URL string
 	// Node is this node's id, unique in the cluster; default the host name and a random suffix.
 	Node string
@@ -57,6 +60,9 @@ type Config struct {
 	Probe time.Duration
 	// Timeout bounds one round trip to Redis; default 3 s.
 	Timeout time.Duration
+	// SentinelRefresh, with Sentinel, is how often the node asks the sentinels which server is the master,
+	// besides following their announcements; default 2 s.
+	SentinelRefresh time.Duration
 	// Logger receives the backend's logs; default slog.Default().
 	Logger *slog.Logger
 	// Client, if not nil, is the Redis client to use (NewClient), shared with other parts of the process (the
@@ -71,6 +77,8 @@ const (
 	DefaultLease     = 3 * time.Second
 	DefaultProbe     = time.Second
 	DefaultTimeout   = 3 * time.Second
+	// DefaultSentinelRefresh is Config.SentinelRefresh's default.
+	DefaultSentinelRefresh = 2 * time.Second
 	// outboxSize bounds the envelopes waiting for one destination node.
 	outboxSize = 8192
 	// retryFor is how long a batch to a node that is not subscribed is retried before it is reported undelivered.
@@ -91,9 +99,13 @@ type Backend struct {
 	local    cluster.Local
 	outboxes map[string]*outbox
 	epoch    string    // the shared state's epoch as last seen; "" before the first heartbeat
+	replID   string    // the replication id of the Redis the heartbeats reach (replicationID); "" for unknown
 	beatOK   time.Time // the last successful heartbeat
-	subOK    bool      // subscribed
-	regsDue  bool      // this node's users must be registered again
+	// sweepAfter: no sweep before then. After a failover the new master has the leases as the old one last
+	// replicated them: the other nodes get a lease's time to follow before a lapsed one counts as a death.
+	sweepAfter time.Time
+	subOK      bool // subscribed
+	regsDue    bool // this node's users must be registered again
 	// suspect: the connection to Redis was lost (Redis may have restarted empty): no claims until a heartbeat has
 	// checked the epoch (and the users are registered again if it changed).
 	suspect bool
@@ -126,6 +138,7 @@ func New(cfg Config) (*Backend, error) {
 	def(&cfg.ResumeGrace, cluster.DefaultResumeGrace)
 	def(&cfg.Probe, DefaultProbe)
 	def(&cfg.Timeout, DefaultTimeout)
+	def(&cfg.SentinelRefresh, DefaultSentinelRefresh)
 	if cfg.Lease < 2*cfg.Heartbeat {
 		return nil, fmt.Errorf("rediscluster: the lease (%v) must be at least two heartbeats (%v)", cfg.Lease, cfg.Heartbeat)
 	}
@@ -144,7 +157,7 @@ func New(cfg Config) (*Backend, error) {
 	client, owned := cfg.Client, false
 	if client == nil {
 		var err error
-		if client, err = NewClient(cfg.URL, cfg.Node, cfg.Timeout, cfg.Logger); err != nil {
+		if client, err = NewClient(cfg); err != nil {
 			return nil, err
 		}
 		owned = true
@@ -158,16 +171,21 @@ func New(cfg Config) (*Backend, error) {
 	return b, nil
 }
 
-// NewClient connects (lazily: Redis need not be up yet) to the Redis at url, as node, each write bounded by
-// timeout (default DefaultTimeout), for a Backend (Config.Client) and whatever else of the process shares it.
-func NewClient(url, node string, timeout time.Duration, logger *slog.Logger) (rueidis.Client, error) {
-	opt, err := rueidis.ParseURL(url)
+// NewClient connects (lazily: Redis need not be up yet) to the Redis at cfg.URL, as cfg.Node, each write bounded
+// by cfg.Timeout, for a Backend (Config.Client) and whatever else of the process shares it. Only the URL, Node,
+// Timeout, SentinelRefresh and Logger of cfg are read (zero: their defaults).
+func NewClient(cfg Config) (rueidis.Client, error) {
+	opt, err := rueidis.ParseURL(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("rediscluster: %w", err)
 	}
-	if timeout <= 0 {
-		timeout = DefaultTimeout
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
 	}
+	if cfg.SentinelRefresh <= 0 {
+		cfg.SentinelRefresh = DefaultSentinelRefresh
+	}
+	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -177,8 +195,20 @@ func NewClient(url, node string, timeout time.Duration, logger *slog.Logger) (ru
 	opt.DisableCache = true
 	opt.DisableRetry = true
 	opt.Dialer = net.Dialer{Timeout: 2 * time.Second, KeepAlive: time.Second}
-	opt.ConnWriteTimeout = timeout
-	opt.ClientName = "tandem-" + node
+	opt.ConnWriteTimeout = cfg.Timeout
+	opt.ClientName = "tandem-" + cfg.Node
+	if opt.Sentinel.MasterSet != "" {
+		// Sentinel: its connections are dialled like the others; and the client checks the master with the
+		// sentinels every few seconds besides following their +switch-master events, one of which, missed,
+		// would otherwise leave it on the old master for good.
+		opt.Sentinel.Dialer = opt.Dialer
+		opt.Sentinel.TopologyRefreshInterval = cfg.SentinelRefresh
+		if u, err := url.Parse(cfg.URL); err == nil {
+			q := u.Query()
+			opt.Sentinel.Username, opt.Sentinel.Password = q.Get("sentinel_user"), q.Get("sentinel_password")
+		}
+		opt.Sentinel.ClientName = opt.ClientName
+	}
 	if opt.Sentinel.MasterSet == "" {
 		// Standalone: a Redis that is not up yet is no reason not to start (the client dials again when used).
 		opt.ForceSingleClient = true
@@ -409,6 +439,7 @@ func (b *Backend) needsBeat() bool {
 func (b *Backend) beat() {
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
 	defer cancel()
+	replID := b.replicationID(ctx) // before the heartbeat: a switch after it is seen at the next one
 	vals, err := heartbeatScript.Exec(ctx, b.client, nil, []string{b.cfg.Prefix, b.cfg.Node, b.inc,
 		strconv.FormatInt(b.cfg.Lease.Milliseconds(), 10), randomID()}).ToArray()
 	if err != nil || len(vals) != 2 {
@@ -431,12 +462,27 @@ func (b *Backend) beat() {
 	if !first && held == 0 && !changed {
 		b.log.Warn("cluster: this node's lease had run out: registering its users again")
 	}
-	if changed || (!first && held == 0) {
+	// Another master (a Sentinel failover): what the old one took after the new one was promoted, and before
+	// this node followed, is lost with it (the old master becomes a replica and takes the new one's data). The
+	// epoch is the same (it was replicated), so the users are registered again as after a loss.
+	switched := !first && replID != "" && b.replID != "" && replID != b.replID
+	if replID != "" {
+		b.replID = replID
+	}
+	if switched {
+		b.sweepAfter = time.Now().Add(b.cfg.Lease + b.cfg.Heartbeat)
+	}
+	if switched && !changed {
+		b.m.masterSwitches.Inc()
+		b.log.Warn("cluster: Redis is another server now (a failover, or a restart): registering this node's users again")
+	}
+	if changed || switched || (!first && held == 0) {
 		b.regsDue = true
 		// The other nodes need a heartbeat to come back too: whom the sweeps miss counts from now.
 		clear(b.missing)
 	}
 	b.epoch, b.beatOK = epoch, time.Now()
+	sweep := b.beatOK.After(b.sweepAfter)
 	due := b.regsDue
 	if !due {
 		b.suspect = false
@@ -447,7 +493,25 @@ func (b *Backend) beat() {
 		b.regsDue, b.suspect = false, false
 		b.mu.Unlock()
 	}
-	b.sweep(ctx)
+	if sweep {
+		b.sweep(ctx)
+	}
+}
+
+// replicationID returns the replication id of the Redis the client reaches (INFO replication's master_replid): a
+// promoted replica gets a new one, and so does a Redis that restarts. "" when INFO is refused (some managed
+// Redis services rename it): then only the epoch tells of a loss.
+func (b *Backend) replicationID(ctx context.Context) string {
+	info, err := b.client.Do(ctx, b.client.B().Info().Section("replication").Build()).ToString()
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "master_replid:"); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // register puts every user of this node back in the shared state; a name someone else holds now is taken from

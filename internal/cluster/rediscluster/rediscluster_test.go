@@ -18,7 +18,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // testConfig has the short timings of the tests: a dead node is noticed within about a second.
 func testConfig(url, prefix, node string) Config {
 	return Config{URL: url, Prefix: prefix, Node: node, Heartbeat: 100 * time.Millisecond, Lease: 500 * time.Millisecond,
-		Probe: 200 * time.Millisecond, ResumeGrace: time.Second, Timeout: 2 * time.Second}
+		Probe: 200 * time.Millisecond, ResumeGrace: time.Second, Timeout: 2 * time.Second,
+		SentinelRefresh: 200 * time.Millisecond}
 }
 
 // factory makes hubs of one cluster on r, each test with its own key prefix.

@@ -42,7 +42,9 @@ func Run(t *testing.T, f Factory) {
 		{"ConcurrentLogins", testConcurrentLogins},
 		{"Refusals", testRefusals},
 		{"BusyAndGlare", testBusyAndGlare},
+		{"SimultaneousGlare", testSimultaneousGlare},
 		{"DeclinedAndNoAnswer", testDeclinedAndNoAnswer},
+		{"CallBackAfterDecline", testCallBackAfterDecline},
 		{"CallingAnotherEndsCall", testCallingAnotherEndsCall},
 		{"CloseEndsCallAndFreesName", testCloseEndsCallAndFreesName},
 		{"Rename", testRename},
@@ -406,6 +408,99 @@ func testBusyAndGlare(t *testing.T, e *env) {
 	}
 }
 
+// testSimultaneousGlare: two users call each other at the same moment, so that on a cluster both offers are on
+// their way between the nodes at once. As on one node, they become one pair, each gets the other's offer, and
+// exactly one of them (the one whose offer counts as the call) gets ringing; the other's offer accepted the call,
+// so nothing either sends afterwards is held to the budget of a call not yet answered.
+func testSimultaneousGlare(t *testing.T, e *env) {
+	const rounds = 16
+	for r := range rounds {
+		a, b := e.client(r), e.client(r+1)
+		an, bn := fmt.Sprintf("g%d-a", r), fmt.Sprintf("g%d-b", r)
+		if r%2 == 1 { // the name that sorts first on either node
+			an, bn = bn, an
+		}
+		a.Login(an)
+		b.Login(bn)
+		sendTogether(a, b, offer(bn), offer(an))
+		ringing := map[*Client]bool{}
+		for _, u := range []struct {
+			c    *Client
+			peer string
+		}{{a, bn}, {b, an}} {
+			// Both read again: every verdict is in, and so every ringing; an offer may still be on its way.
+			u.c.C.until(t, "the offer of "+u.peer, func() bool {
+				for _, m := range u.c.C.msgs {
+					if m["type"] == "offer" {
+						return true
+					}
+				}
+				return false
+			})
+			u.c.C.mu.Lock()
+			got := u.c.C.msgs
+			u.c.C.msgs = nil
+			u.c.C.mu.Unlock()
+			offers := 0
+			for _, m := range got {
+				switch {
+				case m["type"] == "offer" && m["name"] == u.peer:
+					offers++
+				case m["type"] == "ringing" && m["name"] == u.peer:
+					ringing[u.c] = true
+				default:
+					t.Fatalf("round %d: unexpected %v (all: %v)", r, m, got)
+				}
+			}
+			if offers != 1 {
+				t.Fatalf("round %d: %d offers from %s in %v", r, offers, u.peer, got)
+			}
+		}
+		if len(ringing) != 1 {
+			t.Fatalf("round %d: %d of the two callers got ringing, want exactly one", r, len(ringing))
+		}
+		// One pair, its call accepted: more than an unanswered call's budget passes either way, in order.
+		caller, callee, calleeName := a, b, bn
+		if ringing[b] {
+			caller, callee, calleeName = b, a, an
+		}
+		const n = 80
+		for i := range n {
+			caller.Send(candidate(calleeName, i))
+		}
+		for i := range n {
+			if m := callee.Next(); m["type"] != "candidate" || m["candidate"].(map[string]any)["n"] != float64(i) {
+				t.Fatalf("round %d: candidate %d arrived as %v", r, i, m)
+			}
+		}
+		caller.Expect()
+		callee.Send(`{"type":"leave","reason":"hangup"}`)
+		caller.Expect(msg{"type": "leave", "reason": "hangup"})
+	}
+}
+
+// sendTogether has a send x and b send y at the same moment, and waits until the hub reads both again.
+func sendTogether(a, b *Client, x, y string) {
+	a.t.Helper()
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, s := range []struct {
+		u   *Client
+		msg string
+	}{{a, x}, {b, y}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			s.u.S.OnText([]byte(s.msg))
+		}()
+	}
+	close(start)
+	wg.Wait()
+	a.C.until(a.t, "the hub to read again", func() bool { return !a.C.paused })
+	b.C.until(b.t, "the hub to read again", func() bool { return !b.C.paused })
+}
+
 // listEventually sends a users request until the reply satisfies ok (10 s at most).
 func listEventually(t *testing.T, u *Client, req string, ok func(msg) bool) {
 	t.Helper()
@@ -449,6 +544,27 @@ func testDeclinedAndNoAnswer(t *testing.T, e *env) {
 	d.Expect(msg{"type": "leave", "name": "c", "reason": "no_answer"})
 	c.Send(offer("d"))
 	c.Expect(msg{"type": "error", "code": "cooldown"})
+}
+
+// testCallBackAfterDecline: ringing someone is one's word that they may call back. b declines a's call, then
+// calls a, who does not answer; a may then call b back at once, though b's decline would have held a off.
+func testCallBackAfterDecline(t *testing.T, e *env) {
+	a, b := e.client(0), e.client(1)
+	a.Login("a")
+	b.Login("b")
+	a.Send(offer("b"))
+	a.Expect(msg{"type": "ringing"})
+	b.Expect(msg{"type": "offer"})
+	b.Send(`{"type":"leave","name":"a","reason":"declined"}`)
+	a.Expect(msg{"type": "leave", "name": "b", "reason": "declined"})
+	b.Send(offer("a"))
+	b.Expect(msg{"type": "ringing", "name": "a"})
+	a.Expect(msg{"type": "offer", "name": "b"})
+	b.Send(`{"type":"leave","name":"a","reason":"no_answer"}`)
+	a.Expect(msg{"type": "leave", "name": "b", "reason": "no_answer"})
+	a.Send(offer("b"))
+	a.Expect(msg{"type": "ringing", "name": "b"})
+	b.Expect(msg{"type": "offer", "name": "a"})
 }
 
 func testCallingAnotherEndsCall(t *testing.T, e *env) {
