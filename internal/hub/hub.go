@@ -766,10 +766,10 @@ func (s *Session) offer(m *protocol.Message) {
 	if ended != nil {
 		h.send(ended, func(b []byte) []byte { return protocol.AppendLeave(b, from, protocol.ReasonHangup) })
 	}
-	h.send(to, func(b []byte) []byte { return protocol.AppendRelay(b, protocol.TypeOffer, m.Offer, from) })
-	if t.remote == nil { // one count in a cluster: the recipient's node's (cluster.go)
+	if t.remote == nil { // one count in a cluster: the recipient's node's (cluster.go); counted before it can arrive
 		h.m.relayed(protocol.TypeOffer).Inc()
 	}
+	h.send(to, func(b []byte) []byte { return protocol.AppendRelay(b, protocol.TypeOffer, m.Offer, from) })
 	if newCall {
 		s.reply(func(b []byte) []byte { return protocol.AppendRinging(b, callee) })
 	}
@@ -823,10 +823,10 @@ func (s *Session) relay(typ string, m *protocol.Message, payload []byte) {
 		s.callFailed(code, typ, string(m.Name))
 		return
 	}
-	h.send(to, func(b []byte) []byte { return protocol.AppendRelay(b, typ, payload, from) })
-	if t.remote == nil { // one count in a cluster: the recipient's node's (cluster.go)
+	if t.remote == nil { // one count in a cluster: the recipient's node's (cluster.go); counted before it can arrive
 		h.m.relayed(typ).Inc()
 	}
+	h.send(to, func(b []byte) []byte { return protocol.AppendRelay(b, typ, payload, from) })
 }
 
 func (s *Session) leave(m *protocol.Message) {
@@ -882,10 +882,10 @@ func (s *Session) leave(m *protocol.Message) {
 		s.callFailed(code, protocol.TypeLeave, string(m.Name))
 		return
 	}
-	h.send(to, func(b []byte) []byte { return protocol.AppendLeave(b, from, reason) })
-	if t.remote == nil { // one count in a cluster: the recipient's node's (cluster.go)
+	if t.remote == nil { // one count in a cluster: the recipient's node's (cluster.go); counted before it can arrive
 		h.m.relayed(protocol.TypeLeave).Inc()
 	}
+	h.send(to, func(b []byte) []byte { return protocol.AppendLeave(b, from, reason) })
 }
 
 // coolDownLocked starts the cooldown of Config.CallCooldown when s ends its call with t before it was accepted:
