@@ -138,11 +138,13 @@ const closesJS = `(() => {
 	};
 })();`
 
-// clusterNode makes a server a node of the cluster on the Redis at url, with a short drain window.
+// clusterNode makes a server a node of the cluster on the Redis at url, with a short drain window. The lease is
+// generous (3 s, heartbeats every 500 ms): no test here waits for one to run out, and at 1 s a loaded machine let
+// both nodes' leases lapse at once (each then took the other for dead).
 func clusterNode(url, id string) func(*server.Config) {
 	return func(cfg *server.Config) {
-		b, err := rediscluster.New(rediscluster.Config{URL: url, Node: id, Heartbeat: 200 * time.Millisecond,
-			Lease: time.Second, ResumeGrace: 5 * time.Second})
+		b, err := rediscluster.New(rediscluster.Config{URL: url, Node: id, Heartbeat: 500 * time.Millisecond,
+			Lease: 3 * time.Second, ResumeGrace: 5 * time.Second})
 		if err != nil {
 			panic(fmt.Sprintf("rediscluster: %v", err)) // only a malformed URL fails here
 		}
