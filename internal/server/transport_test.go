@@ -259,16 +259,18 @@ func TestResetDuringBurst(t *testing.T) {
 // person can read; one that logged in stays, and the timeouts are counted in the metrics.
 func TestLoginTimeout(t *testing.T) {
 	t.Parallel()
-	r := startServer(t, func(c *server.Config) { c.LoginTimeout = 300 * time.Millisecond })
+	// 1 s: the second user below must dial and log in within it after the lurker is closed, which under the race
+	// detector on a loaded machine took more than 300 ms.
+	r := startServer(t, func(c *server.Config) { c.LoginTimeout = time.Second })
 	in := r.rawDial()
 	in.login("in-time")
 	lurker := r.rawDial()
 	start := time.Now()
 	code, reason := lurker.expectClose()
-	if code != 1008 || reason != "log in within 300ms" {
-		t.Fatalf("close %d %q, want 1008 \"log in within 300ms\"", code, reason)
+	if code != 1008 || reason != "log in within 1s" {
+		t.Fatalf("close %d %q, want 1008 \"log in within 1s\"", code, reason)
 	}
-	if d := time.Since(start); d < 300*time.Millisecond {
+	if d := time.Since(start); d < time.Second {
 		t.Fatalf("closed after %v", d)
 	}
 	// The user who logged in at the same moment is still there.
