@@ -36,6 +36,12 @@ type Config struct {
 	Pollers          int // epoll loops; default half of GOMAXPROCS, at least one
 	// NoEpoll serves every connection with goroutines, as TLS connections are.
 	NoEpoll bool
+	// ParkIdleLoops: an epoll loop with nothing to do waits parked in the Go runtime's network poller instead of
+	// in a blocking epoll_wait. For a process whose other goroutines keep the other processors busy (a cluster
+	// node's Redis client): a loop blocked in a system call while they run has its processor taken from it by
+	// the runtime's monitor, which then wakes every 20 µs (about a fifth of a cluster node's CPU time in the
+	// relay benchmark, BENCHMARKS.md "Cluster"). Off: a single node waits as it always has.
+	ParkIdleLoops bool
 
 	// LoginTimeout: a connection on which Conn.LoggedIn has not been called this long after its handshake is
 	// closed with 1008 and the reason "log in within 60s". Default 60 s (a page opens its socket when it loads,

@@ -78,7 +78,9 @@ var modes = []struct {
 	name    string
 	noEpoll bool
 	door    bool
-}{{"epoll", false, false}, {"goroutines", true, false}, {"door", false, true}}
+	park    bool // Config.ParkIdleLoops
+}{{"epoll", false, false, false}, {"goroutines", true, false, false}, {"door", false, true, false},
+	{"door, parked loops", false, true, true}}
 
 type harness struct {
 	srv    *Server
@@ -294,7 +296,10 @@ func (c *rawClient) expectText(want string) {
 func TestMessages(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := startDoor(t, Config{NoEpoll: mode.noEpoll}, true, mode.door)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park}, true, mode.door)
+			if mode.park && len(h.srv.pollers) > 0 && !h.srv.pollers[0].isParked() {
+				t.Fatal("the loops do not wait parked in the runtime's poller")
+			}
 			// A message sent together with the handshake must not be lost.
 			c := dialRaw(t, h.url, frame(true, rfc6455.OpText, []byte("early"), true))
 			e := h.next(t)
@@ -371,7 +376,7 @@ func TestProtocolErrors(t *testing.T) {
 	}
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := startDoor(t, Config{NoEpoll: mode.noEpoll, MaxMessage: 1024}, false, mode.door)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, MaxMessage: 1024}, false, mode.door)
 			for _, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
 					c := dialRaw(t, h.url, nil)
@@ -406,7 +411,7 @@ func TestTooLargeTellsClientFirst(t *testing.T) {
 func TestKeepalive(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := startDoor(t, Config{NoEpoll: mode.noEpoll, PingInterval: 40 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}, false, mode.door)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, PingInterval: 40 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}, false, mode.door)
 
 			// A client that answers pings stays; one that does not is dropped.
 			alive := dialRaw(t, h.url, nil)
@@ -463,7 +468,7 @@ func isReset(err error) bool { return strings.Contains(err.Error(), "reset") }
 func TestSlowReaderIsDropped(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := startDoor(t, Config{NoEpoll: mode.noEpoll, SendQueue: 64 << 10}, false, mode.door)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, SendQueue: 64 << 10}, false, mode.door)
 			c := dialRaw(t, h.url, nil) // never reads
 			e := h.next(t)
 			msg := bytes.Repeat([]byte("z"), 32<<10)
@@ -495,7 +500,7 @@ func TestSlowReaderIsDropped(t *testing.T) {
 func TestTotalQueueBound(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := startDoor(t, Config{NoEpoll: mode.noEpoll, SendQueue: 1 << 20, TotalQueue: 64 << 10}, false, mode.door)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, SendQueue: 1 << 20, TotalQueue: 64 << 10}, false, mode.door)
 			dialRaw(t, h.url, nil) // never reads
 			e := h.next(t)
 			msg := bytes.Repeat([]byte("q"), 16<<10)
@@ -545,7 +550,7 @@ func TestShutdownClosesWithGoingAway(t *testing.T) {
 			continue // TestDoorShutdown
 		}
 		t.Run(mode.name, func(t *testing.T) {
-			srv := newServer(t, Config{NoEpoll: mode.noEpoll}) // shut down by the test
+			srv := newServer(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park}) // shut down by the test
 			evs := make(chan *events, 4)
 			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				_ = srv.Upgrade(w, r, func(c *Conn) Handler {
@@ -578,7 +583,7 @@ func TestUpgradeDuringShutdown(t *testing.T) {
 			continue // the loop's handshakes are connections Shutdown closes itself (TestDoorShutdown)
 		}
 		t.Run(mode.name, func(t *testing.T) {
-			srv := newServer(t, Config{NoEpoll: mode.noEpoll}) // shut down by the test
+			srv := newServer(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park}) // shut down by the test
 			answered, shutDown := make(chan struct{}), make(chan error, 1)
 			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				_ = srv.Upgrade(w, r, func(c *Conn) Handler {
@@ -686,7 +691,7 @@ func TestHandlerPanic(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
 			var log syncBuffer
-			cfg := Config{NoEpoll: mode.noEpoll, Pollers: 1, CloseTimeout: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&log, nil))}
+			cfg := Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, Pollers: 1, CloseTimeout: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&log, nil))}
 			h := startWith(t, cfg, true, mode.door, func(e *events) Handler { return &panicky{events: e} })
 			other := dialRaw(t, h.url, nil)
 			eo := h.next(t)
@@ -757,7 +762,7 @@ func TestMessageTimeout(t *testing.T) {
 	fragment := frame(false, rfc6455.OpText, []byte("first part"), true)
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := startDoor(t, Config{NoEpoll: mode.noEpoll, MessageTimeout: 300 * time.Millisecond, CloseTimeout: 200 * time.Millisecond}, true, mode.door)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, MessageTimeout: 300 * time.Millisecond, CloseTimeout: 200 * time.Millisecond}, true, mode.door)
 			for _, start := range [][]byte{half, fragment} {
 				c := dialRaw(t, h.url, nil)
 				e := h.next(t)
@@ -788,7 +793,7 @@ func TestTotalPartialBound(t *testing.T) {
 	msg := []byte(strings.Repeat("p", 3000))
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := startDoor(t, Config{NoEpoll: mode.noEpoll, TotalPartial: 4096, CloseTimeout: 200 * time.Millisecond}, true, mode.door)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, TotalPartial: 4096, CloseTimeout: 200 * time.Millisecond}, true, mode.door)
 			a := dialRaw(t, h.url, nil)
 			ea := h.next(t)
 			b := dialRaw(t, h.url, nil)
@@ -841,7 +846,7 @@ func TestConnectionCaps(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Run("total", func(t *testing.T) {
-				h := startDoor(t, Config{NoEpoll: mode.noEpoll, MaxConns: 2, MaxUnlogged: 10, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
+				h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, MaxConns: 2, MaxUnlogged: 10, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
 				for range 2 {
 					if code, body := handshake(h); code != http.StatusSwitchingProtocols {
 						t.Fatalf("%d %q", code, body)
@@ -855,7 +860,7 @@ func TestConnectionCaps(t *testing.T) {
 				}
 			})
 			t.Run("per address", func(t *testing.T) {
-				h := startDoor(t, Config{NoEpoll: mode.noEpoll, MaxConnsPerAddr: 3, MaxUnloggedPerAddr: 2, LimitLoopback: true, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
+				h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, MaxConnsPerAddr: 3, MaxUnloggedPerAddr: 2, LimitLoopback: true, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
 				handshake(h)
 				first := h.next(t)
 				handshake(h)
@@ -873,7 +878,7 @@ func TestConnectionCaps(t *testing.T) {
 				}
 			})
 			t.Run("loopback exempt", func(t *testing.T) {
-				h := startDoor(t, Config{NoEpoll: mode.noEpoll, MaxConnsPerAddr: 1, MaxUnloggedPerAddr: 1, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
+				h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, MaxConnsPerAddr: 1, MaxUnloggedPerAddr: 1, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
 				for range 3 {
 					if code, body := handshake(h); code != http.StatusSwitchingProtocols {
 						t.Fatalf("%d %q", code, body)
