@@ -1,7 +1,8 @@
 # Reads the results.jsonl of bench/cluster.sh (with jq -rs) and prints Markdown tables: each cluster against the
 # tutorial's single server and against a single tandem, the median over the rounds of each round's ratio; and the
 # big run's figures.
-def median: map(select(. != null)) | sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
+# The median; of an even number of rounds, the mean of the middle two.
+def median: map(select(. != null)) | sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
 def rate: .messages_per_second // .logins_per_second;
 def div($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b end;
 def fmt: if . == null then "–" else (. * 100 | round / 100 | tostring) + "×" end;

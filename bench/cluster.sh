@@ -229,7 +229,7 @@ done
   echo "| scenario | server | runs | rate /s (median) | per CPU-s of all its processes | p50 ms | p99 ms | load average |"
   echo "|---|---|---|---|---|---|---|---|"
   jq -rs '
-    def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
+    def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
     def r: . * 10 | round / 10;
     map(select(.label != "big")) | group_by([.label, .server]) | .[] |
     "| \(.[0].label) | \(.[0].server) | \(length) | \(map(.messages_per_second // .logins_per_second // 0) | median | round) | \(map(.per_server_cpu_second // 0) | median | round) | \(map(.latency.p50_ms // 0) | median | r) | \(map(.latency.p99_ms // 0) | median | r) | \(map(.loadavg) | min)–\(map(.loadavg) | max) |"
