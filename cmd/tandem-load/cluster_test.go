@@ -1,10 +1,12 @@
 package main
 
 import (
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"tandem/internal/cluster/rediscluster"
 	"tandem/internal/redistest"
@@ -25,7 +27,30 @@ func startNodes(t *testing.T, n int) []*servertest.Server {
 		}
 		nodes[i] = servertest.Start(t, func(c *server.Config) { c.Rate, c.Cluster = 0, b })
 	}
+	for _, n := range nodes {
+		awaitReady(t, n)
+	}
 	return nodes
+}
+
+// awaitReady waits until the node says it can take new users (registered in Redis and subscribed).
+func awaitReady(t *testing.T, n *servertest.Server) {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := hc.Get(n.HTTP() + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s not ready after 15 s (%v)", n.Addr, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling an observable condition: the node's readiness
+	}
 }
 
 // crossNode is how many messages the nodes have published to one another so far.
