@@ -257,21 +257,30 @@ type cpuMeter struct {
 	gen    time.Duration
 	start  time.Time
 	err    error
+	named  bool // errors name their process (several were given)
 }
 
 func startCPU(pids ...int) *cpuMeter {
-	m := &cpuMeter{start: time.Now(), gen: selfCPU()}
+	m := &cpuMeter{start: time.Now(), gen: selfCPU(), named: len(pids) > 1}
 	for _, pid := range pids {
 		if pid <= 0 {
 			continue
 		}
 		cpu, err := procCPU(pid)
 		if err != nil && m.err == nil {
-			m.err = fmt.Errorf("pid %d: %w", pid, err)
+			m.err = m.which(pid, err)
 		}
 		m.pids, m.server = append(m.pids, pid), append(m.server, cpu)
 	}
 	return m
+}
+
+// which names the process an error is about when there are several (one alone is reported as before).
+func (m *cpuMeter) which(pid int, err error) error {
+	if m.named {
+		return fmt.Errorf("pid %d: %w", pid, err)
+	}
+	return err
 }
 
 // stop fills in res's CPU figures, with done units of work (messages, logins, setups) over the stretch, and
@@ -286,7 +295,7 @@ func (m *cpuMeter) stop(res *Result, done int64) time.Duration {
 		for i, pid := range m.pids {
 			cpu, err := procCPU(pid)
 			if err != nil {
-				m.err = fmt.Errorf("pid %d: %w", pid, err)
+				m.err = m.which(pid, err)
 				break
 			}
 			secs := (cpu - m.server[i]).Seconds()
