@@ -67,10 +67,11 @@ type Result struct {
 	Errors      int64   `json:"errors"`  // error messages received, failed logins
 	Stalled     int     `json:"stalled_pairs,omitempty"`
 
-	ServerPID          int     `json:"server_pid,omitempty"`
-	ServerCPU          float64 `json:"server_cpu_seconds,omitempty"`
-	PerServerCPUSecond float64 `json:"per_server_cpu_second,omitempty"` // messages, logins or setups
-	GeneratorCPU       float64 `json:"generator_cpu_seconds"`
+	ServerPID          int              `json:"server_pid,omitempty"`            // the first of -pid
+	ServerCPU          float64          `json:"server_cpu_seconds,omitempty"`    // all of -pid together
+	Processes          []ProcessFigures `json:"processes,omitempty"`             // each of -pid, when there are several
+	PerServerCPUSecond float64          `json:"per_server_cpu_second,omitempty"` // messages, logins or setups
+	GeneratorCPU       float64          `json:"generator_cpu_seconds"`
 
 	MemoryBefore  *memory `json:"memory_before,omitempty"`
 	MemoryAfter   *memory `json:"memory_after,omitempty"`
@@ -81,6 +82,7 @@ type Result struct {
 
 	Churn    *ChurnReport    `json:"churn,omitempty"`
 	Presence *PresenceReport `json:"presence,omitempty"`
+	List     *ListReport     `json:"list,omitempty"`
 }
 
 func (g *generator) run(ctx context.Context) (*Result, error) {
@@ -116,6 +118,8 @@ func (g *generator) run(ctx context.Context) (*Result, error) {
 	case "presence":
 		res.TargetRate = g.cfg.rate
 		err = g.presence(ctx, res)
+	case "list":
+		err = g.list(ctx, res)
 	}
 	if err != nil && ctx.Err() != nil {
 		return nil, fmt.Errorf("stopped after -timeout or a signal: %w", err)
@@ -127,13 +131,18 @@ func (g *generator) logf(format string, args ...any) {
 	fmt.Fprintf(g.log, "tandem-load: "+format+"\n", args...)
 }
 
-// dial connects one user and logs it in, as the tutorial's client does.
+// dial connects one user to the (first) server and logs it in, as the tutorial's client does.
 func (g *generator) dial(ctx context.Context, name string) (*client.Client, error) {
+	return g.dialTo(ctx, g.cfg.urls[0], name)
+}
+
+// dialTo connects one user to the server at url and logs it in.
+func (g *generator) dialTo(ctx context.Context, url, name string) (*client.Client, error) {
 	g.mu.Lock()
 	hc := g.clients[g.next%len(g.clients)]
 	g.next++
 	g.mu.Unlock()
-	c, err := client.Dial(ctx, g.cfg.url, &client.Options{HTTPClient: hc, Tutorial: true})
+	c, err := client.Dial(ctx, url, &client.Options{HTTPClient: hc, Tutorial: true})
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +172,8 @@ func (g *generator) closeAll() {
 }
 
 // openUsers logs in users named prefix0, prefix1..., at most concurrency at a time, and returns them with the
-// time each took from connecting to the login reply. It stops at the first failure.
+// time each took from connecting to the login reply. It stops at the first failure. With several servers (a
+// cluster) the users are spread over them by nodeOf.
 func (g *generator) openUsers(ctx context.Context, names []string, concurrency int) ([]*client.Client, []latencies, error) {
 	users := make([]*client.Client, len(names))
 	lats := make([]latencies, concurrency)
@@ -183,7 +193,7 @@ func (g *generator) openUsers(ctx context.Context, names []string, concurrency i
 					return
 				}
 				t0 := time.Now()
-				c, err := g.dial(ctx, names[i])
+				c, err := g.dialTo(ctx, g.cfg.urls[nodeOf(i, len(names), len(g.cfg.urls))], names[i])
 				if err != nil {
 					errOnce.Do(func() { firstErr = fmt.Errorf("user %d of %d (%s): %w", i+1, len(names), names[i], err) })
 					cancel()
@@ -199,6 +209,20 @@ func (g *generator) openUsers(ctx context.Context, names []string, concurrency i
 		return nil, nil, firstErr
 	}
 	return users, lats, ctx.Err()
+}
+
+// nodeOf is the server (of nodes) that user i of n is connected to. Pairs are made of the first half of the users
+// and the second (user i and user n/2+i, see openPairs): user i of the first half is on node i, its partner on
+// node i+1 (modulo nodes), so that with two or more nodes every pair's users are on different nodes. Users who
+// are not paired are spread evenly all the same.
+func nodeOf(i, n, nodes int) int {
+	if nodes <= 1 {
+		return 0
+	}
+	if half := n / 2; n%2 == 0 && i >= half {
+		return (i - half + 1) % nodes
+	}
+	return i % nodes
 }
 
 func (g *generator) names(kind string, n int) []string {
@@ -229,42 +253,93 @@ func (g *generator) openIdle(ctx context.Context, kind string, n, concurrency in
 	return users, nil
 }
 
-// cpuMeter measures the CPU time of the server (given -pid) and of the generator over a stretch of time.
+// cpuMeter measures the CPU time of the server's processes (given -pid: one, or a cluster's nodes and Redis) and
+// of the generator over a stretch of time.
 type cpuMeter struct {
-	pid         int
-	server, gen time.Duration
-	start       time.Time
-	err         error
+	pids   []int
+	server []time.Duration // at the start, one per pid
+	gen    time.Duration
+	start  time.Time
+	err    error
+	named  bool // errors name their process (several were given)
 }
 
-func startCPU(pid int) *cpuMeter {
-	m := &cpuMeter{pid: pid, start: time.Now(), gen: selfCPU()}
-	if pid > 0 {
-		m.server, m.err = procCPU(pid)
+func startCPU(pids ...int) *cpuMeter {
+	m := &cpuMeter{start: time.Now(), gen: selfCPU(), named: len(pids) > 1}
+	for _, pid := range pids {
+		if pid <= 0 {
+			continue
+		}
+		cpu, err := procCPU(pid)
+		if err != nil && m.err == nil {
+			m.err = m.which(pid, err)
+		}
+		m.pids, m.server = append(m.pids, pid), append(m.server, cpu)
 	}
 	return m
 }
 
+// which names the process an error is about when there are several (one alone is reported as before).
+func (m *cpuMeter) which(pid int, err error) error {
+	if m.named {
+		return fmt.Errorf("pid %d: %w", pid, err)
+	}
+	return err
+}
+
 // stop fills in res's CPU figures, with done units of work (messages, logins, setups) over the stretch, and
-// returns the stretch's length.
+// returns the stretch's length. With several processes the server's CPU time is their sum, and each one's is in
+// res.Processes.
 func (m *cpuMeter) stop(res *Result, done int64) time.Duration {
 	elapsed := time.Since(m.start)
 	res.GeneratorCPU = (selfCPU() - m.gen).Seconds()
-	if m.pid > 0 && m.err == nil {
-		cpu, err := procCPU(m.pid)
-		if err == nil {
-			res.ServerCPU = (cpu - m.server).Seconds()
+	if len(m.pids) > 0 && m.err == nil {
+		var sum float64
+		var each []ProcessFigures
+		for i, pid := range m.pids {
+			cpu, err := procCPU(pid)
+			if err != nil {
+				m.err = m.which(pid, err)
+				break
+			}
+			secs := (cpu - m.server[i]).Seconds()
+			sum += secs
+			each = append(each, ProcessFigures{PID: pid, CPU: secs})
+		}
+		if m.err == nil {
+			res.ServerCPU = sum
 			if res.ServerCPU > 0 {
 				res.PerServerCPUSecond = float64(done) / res.ServerCPU
 			}
+			if len(m.pids) > 1 {
+				res.Processes = mergeProcesses(res.Processes, each)
+			}
 		}
-		m.err = err
 	}
 	if m.err != nil {
 		res.ServerWarning = "server CPU not measured: " + m.err.Error()
 	}
 	res.Seconds = elapsed.Seconds()
 	return elapsed
+}
+
+// ProcessFigures are one server process's figures, when several are measured together (a cluster).
+type ProcessFigures struct {
+	PID          int     `json:"pid"`
+	CPU          float64 `json:"cpu_seconds"`
+	MemoryBefore *memory `json:"memory_before,omitempty"`
+	MemoryAfter  *memory `json:"memory_after,omitempty"`
+}
+
+// mergeProcesses puts the CPU times of each into have, which may already hold the processes' memory.
+func mergeProcesses(have, each []ProcessFigures) []ProcessFigures {
+	if len(have) != len(each) {
+		return each
+	}
+	for i := range have {
+		have[i].CPU = each[i].CPU
+	}
+	return have
 }
 
 // hasType reports whether a frame from the server is a message of type typ. Both tandem and the tutorial server

@@ -98,6 +98,11 @@ func TestBadFlags(t *testing.T) {
 		{"-rate", "-1"},
 		{"-url", "http://127.0.0.1:9090/"},
 		{"-scenario", "idle"}, // needs -pid
+		{"-pid", "12,x"},
+		{"-url", "ws://127.0.0.1:1/,http://127.0.0.1:2/"},
+		{"-url", ","},
+		{"-scenario", "churn", "-url", "ws://127.0.0.1:1/,ws://127.0.0.1:2/"}, // one server only
+		{"-scenario", "list", "-query", ""},
 	} {
 		var out bytes.Buffer
 		err := run(context.Background(), args, func(string) string { return "" }, &out, &out)

@@ -10,9 +10,17 @@
 //	setup  -users N: N/2 pairs set calls up over and over: offer, answer, leave
 //	churn  -rate R -duration D: a soak of tandem: logins, renames, resumes, calls, refused messages, abrupt
 //	       closes and resets, R episodes a second; then checks that the server is back where it started
+//	list   -duration D: one user per server asks for the online list and a prefix search (-query), one request
+//	       at a time; the latency of the answers, and the totals they give
 //
 // relay and setup run a closed loop, as fast as the server answers, or at a fixed total -rate, which compares
 // servers' latency and CPU time at the same load.
+//
+// A cluster (several tandem nodes sharing one Redis) is measured with a comma-separated list of -url: the users
+// are spread over the nodes so that the two users of every relay or setup pair are on different nodes (pair i's
+// first user on node i, its second on node i+1, modulo the number of nodes), and a comma-separated list of -pid
+// (every node, and redis-server) is counted together: the CPU time is the sum of the processes', each one's in the
+// JSON report's "processes".
 //
 // Every run stops by itself: the measurement lasts -duration, and -timeout bounds the whole run.
 package main
@@ -26,6 +34,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,7 +50,8 @@ const maxTimeout = 30 * time.Minute
 
 // config is one run's settings.
 type config struct {
-	url         string
+	url         string   // as given: one URL, or several separated by commas
+	urls        []string // the URLs of url
 	scenario    string
 	users       int
 	concurrency int
@@ -52,7 +62,8 @@ type config struct {
 	timeout     time.Duration
 	candidates  int
 	rate        float64
-	pid         int
+	pid         int   // the first of pids (0: none)
+	pids        []int // the processes whose CPU time (and memory) are counted together
 	json        bool
 	prefix      string
 	localAddrs  string
@@ -61,6 +72,7 @@ type config struct {
 	episodes        string  // churn: the kinds of episode to play, comma-separated ("": all)
 	watchShare      float64 // presence: the share of the users that watch the online list
 	firstPageShare  float64 // presence: the share of the changes made to users on the list's first page
+	query           string  // list: the prefix searched
 }
 
 // run is tandem-load: it parses args (each flag may also come from a TANDEM_LOAD_* environment variable), runs
@@ -80,8 +92,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	fs := flag.NewFlagSet("tandem-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.url, "url", cfg.url, "WebSocket URL of the server under test (ws:// or wss://)")
-	fs.StringVar(&cfg.scenario, "scenario", cfg.scenario, "relay, login, idle, setup, churn or presence")
+	fs.StringVar(&cfg.url, "url", cfg.url, "WebSocket URL of the server under test (ws:// or wss://); several, comma-separated: the nodes of a cluster, over which the users are spread (each relay or setup pair across two nodes)")
+	fs.StringVar(&cfg.scenario, "scenario", cfg.scenario, "relay, login, idle, setup, churn, presence or list")
 	fs.IntVar(&cfg.users, "users", cfg.users, "simulated users taking part (relay and setup pair them)")
 	fs.IntVar(&cfg.concurrency, "concurrency", cfg.concurrency, "connections opened at once (login storm: logins in progress at once; churn: episodes in progress at once)")
 	fs.IntVar(&cfg.online, "online", cfg.online, "extra logged-in users kept idle during the run, to measure under a fuller server")
@@ -96,7 +108,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.Float64Var(&memMiB, "memory-tolerance", memMiB, "churn: MiB the server's heap in use and resident memory may have grown at the end")
 	fs.Float64Var(&cfg.watchShare, "watchers", 0.6, "presence: the share of the users that watch the online list (a sixth of them a name prefix, the rest the first page); 0 for a baseline")
 	fs.Float64Var(&cfg.firstPageShare, "first-page-changes", 0.1, "presence: the share of the changes made by users on the list's first page (seen by every first-page watcher)")
-	fs.IntVar(&cfg.pid, "pid", cfg.pid, "process id of the server, for its CPU time and memory from /proc (0: not measured)")
+	fs.Var((*pidList)(&cfg.pids), "pid", "process id of the server, for its CPU time and memory from /proc (0: not measured); several, comma-separated: the processes of a cluster (nodes and Redis), counted together")
+	fs.StringVar(&cfg.query, "query", "a", "list: the prefix searched (case-insensitive)")
 	fs.BoolVar(&cfg.json, "json", cfg.json, "print the report as JSON instead of text")
 	fs.StringVar(&cfg.prefix, "prefix", cfg.prefix, "prefix of the simulated users' names (a random one by default, so runs do not collide)")
 	fs.StringVar(&cfg.localAddrs, "local-addrs", cfg.localAddrs, "comma-separated local IP addresses to connect from, in turn, e.g. 127.0.0.1,127.0.0.2 (more than ~28,000 connections need several)")
@@ -108,6 +121,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	cfg.memoryTolerance = memMiB * (1 << 20)
+	cfg.urls = splitList(cfg.url)
+	if len(cfg.pids) > 0 {
+		cfg.pid = cfg.pids[0]
+	}
 	if err := cfg.check(); err != nil {
 		return err
 	}
@@ -173,14 +190,24 @@ func (c *config) check() error {
 		case c.memoryTolerance < 0:
 			return errors.New("-memory-tolerance must not be negative")
 		}
+		if len(c.urls) != 1 {
+			return errors.New("churn measures one server: give one -url")
+		}
+		if len(c.pids) > 1 {
+			return errors.New("churn measures one server: give one -pid")
+		}
 		if _, err := metricsURL(c.url); err != nil {
 			return err
 		}
 		if _, err := churnSelect(c.episodes); err != nil {
 			return err
 		}
+	case "list":
+		if c.query == "" {
+			return errors.New("-query must not be empty for list (the prefix searched)")
+		}
 	default:
-		return fmt.Errorf("-scenario must be relay, login, idle, setup, churn or presence, not %q", c.scenario)
+		return fmt.Errorf("-scenario must be relay, login, idle, setup, churn, presence or list, not %q", c.scenario)
 	}
 	switch {
 	case c.concurrency < 1:
@@ -191,8 +218,53 @@ func (c *config) check() error {
 		return errors.New("-duration must be positive, -warmup and -settle not negative")
 	case c.timeout <= 0 || c.timeout > maxTimeout:
 		return fmt.Errorf("-timeout must be positive and at most %v", maxTimeout)
-	case !strings.HasPrefix(c.url, "ws://") && !strings.HasPrefix(c.url, "wss://"):
-		return fmt.Errorf("-url must be a ws:// or wss:// URL, not %q", c.url)
+	case len(c.urls) == 0:
+		return errors.New("-url must name at least one server")
 	}
+	for _, u := range c.urls {
+		if !strings.HasPrefix(u, "ws://") && !strings.HasPrefix(u, "wss://") {
+			return fmt.Errorf("-url must be a ws:// or wss:// URL, not %q", u)
+		}
+	}
+	return nil
+}
+
+// splitList splits a comma-separated list, leaving out empty items and the spaces around items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// pidList is the -pid flag: one process id, or several separated by commas.
+type pidList []int
+
+func (p *pidList) String() string {
+	if p == nil || len(*p) == 0 {
+		return "0"
+	}
+	s := make([]string, len(*p))
+	for i, pid := range *p {
+		s[i] = strconv.Itoa(pid)
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *pidList) Set(v string) error {
+	var pids []int
+	for _, item := range splitList(v) {
+		pid, err := strconv.Atoi(item)
+		if err != nil || pid < 0 {
+			return fmt.Errorf("%q is not a process id", item)
+		}
+		if pid > 0 {
+			pids = append(pids, pid)
+		}
+	}
+	*p = pids
 	return nil
 }

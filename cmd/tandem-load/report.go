@@ -46,6 +46,11 @@ func (r *Result) print(w io.Writer) {
 	case "presence":
 		unit = "changes"
 		r.Presence.print(w)
+	case "list":
+		unit = "answers"
+		if r.List != nil {
+			r.List.print(w)
+		}
 	}
 	if l := r.Latency; l.Count > 0 {
 		fmt.Fprintf(w, "  latency ms   p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  mean %.2f\n",
@@ -58,7 +63,15 @@ func (r *Result) print(w io.Writer) {
 		}
 	}
 	if r.ServerPID > 0 && r.ServerCPU > 0 {
-		fmt.Fprintf(w, "  server CPU   %.2f s (pid %d)", r.ServerCPU, r.ServerPID)
+		if len(r.Processes) > 1 {
+			each := make([]string, len(r.Processes))
+			for i, p := range r.Processes {
+				each[i] = fmt.Sprintf("%d: %.2f s", p.PID, p.CPU)
+			}
+			fmt.Fprintf(w, "  server CPU   %.2f s (pids %s)", r.ServerCPU, strings.Join(each, ", "))
+		} else {
+			fmt.Fprintf(w, "  server CPU   %.2f s (pid %d)", r.ServerCPU, r.ServerPID)
+		}
 		if unit != "" {
 			fmt.Fprintf(w, ", %.0f %s per server CPU-second", r.PerServerCPUSecond, unit)
 		}

@@ -241,7 +241,7 @@ func (g *generator) measure(ctx context.Context, res *Result, pairs []*pair, dri
 	}()
 	g.logf("warming up for %v", g.cfg.warmup)
 	sleepCtx(ctx, g.cfg.warmup)
-	meter := startCPU(g.cfg.pid)
+	meter := startCPU(g.cfg.pids...)
 	phase.Store(phaseMeasure)
 	g.logf("measuring for %v", g.cfg.duration)
 	sleepCtx(ctx, g.cfg.duration)
@@ -269,6 +269,7 @@ func (g *generator) measure(ctx context.Context, res *Result, pairs []*pair, dri
 	res.Concurrency = 0
 	res.Seconds = elapsed.Seconds()
 	res.GeneratorCPU, res.ServerCPU, res.ServerWarning = probe.GeneratorCPU, probe.ServerCPU, probe.ServerWarning
+	res.Processes = probe.Processes
 	if res.ServerCPU > 0 {
 		res.PerServerCPUSecond = float64(n) / res.ServerCPU
 	}
@@ -279,7 +280,7 @@ func (g *generator) measure(ctx context.Context, res *Result, pairs []*pair, dri
 func (g *generator) login(ctx context.Context, res *Result) error {
 	res.Concurrency = g.cfg.concurrency
 	g.logf("logging in %d users, %d at a time", g.cfg.users, g.cfg.concurrency)
-	meter := startCPU(g.cfg.pid)
+	meter := startCPU(g.cfg.pids...)
 	users, lats, err := g.openUsers(ctx, g.names("login", g.cfg.users), g.cfg.concurrency)
 	if err != nil {
 		return err
@@ -292,16 +293,16 @@ func (g *generator) login(ctx context.Context, res *Result) error {
 }
 
 func (g *generator) idle(ctx context.Context, res *Result) error {
-	if g.cfg.pid <= 0 {
+	if len(g.cfg.pids) == 0 {
 		return fmt.Errorf("the idle scenario measures the server's memory: give its process id with -pid")
 	}
 	res.Concurrency = g.cfg.concurrency
-	before, err := procMemory(g.cfg.pid)
+	before, err := procsMemory(g.cfg.pids)
 	if err != nil {
 		return err
 	}
 	g.logf("logging in %d idle users", g.cfg.users)
-	meter := startCPU(g.cfg.pid)
+	meter := startCPU(g.cfg.pids...)
 	users, err := g.openIdle(ctx, "idle", g.cfg.users, g.cfg.concurrency)
 	if err != nil {
 		return err
@@ -311,19 +312,51 @@ func (g *generator) idle(ctx context.Context, res *Result) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	after, err := procMemory(g.cfg.pid)
+	after, err := procsMemory(g.cfg.pids)
 	if err != nil {
 		return err
+	}
+	if len(g.cfg.pids) > 1 {
+		for i, pid := range g.cfg.pids {
+			res.Processes = append(res.Processes, ProcessFigures{PID: pid, MemoryBefore: &before[i], MemoryAfter: &after[i]})
+		}
 	}
 	meter.stop(res, int64(len(users)))
 	res.PerServerCPUSecond = 0
 	res.Connections = len(users)
-	res.MemoryBefore, res.MemoryAfter = &before, &after
-	res.RSSPerConn = float64(after.VmRSS-before.VmRSS) / float64(len(users))
-	if after.PSS > 0 {
-		res.PSSPerConn = float64(after.PSS-before.PSS) / float64(len(users))
+	b, a := sumMemory(before), sumMemory(after)
+	res.MemoryBefore, res.MemoryAfter = &b, &a
+	res.RSSPerConn = float64(a.VmRSS-b.VmRSS) / float64(len(users))
+	if a.PSS > 0 {
+		res.PSSPerConn = float64(a.PSS-b.PSS) / float64(len(users))
 	}
 	return nil
+}
+
+// procsMemory reads the memory use of each of pids.
+func procsMemory(pids []int) ([]memory, error) {
+	out := make([]memory, len(pids))
+	for i, pid := range pids {
+		m, err := procMemory(pid)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = m
+	}
+	return out, nil
+}
+
+// sumMemory adds up the memory of several processes.
+func sumMemory(ms []memory) memory {
+	var s memory
+	for _, m := range ms {
+		s.VmRSS += m.VmRSS
+		s.RSS += m.RSS
+		s.PSS += m.PSS
+		s.PrivateDirty += m.PrivateDirty
+		s.Anonymous += m.Anonymous
+	}
+	return s
 }
 
 // sleepCtx waits d, or until ctx is done.

@@ -220,6 +220,9 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		IdleTimeout:  cfg.IdleTimeout,
 		Logger:       logger,
 
+		// A cluster node's Redis client keeps the other processors busy: its loops wait parked (ws.Config).
+		ParkIdleLoops: cfg.Cluster != nil,
+
 		LoginTimeout:       cfg.LoginTimeout,
 		MaxConns:           cfg.MaxConns,
 		MaxUnlogged:        cfg.MaxUnlogged,

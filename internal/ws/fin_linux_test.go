@@ -38,7 +38,7 @@ func TestFinTearsDown(t *testing.T) {
 		} {
 			t.Run(mode.name+"/"+tt.name, func(t *testing.T) {
 				// The keepalive would find the socket dead at its first ping: put it far beyond the test.
-				h := startDoor(t, Config{NoEpoll: mode.noEpoll, PingInterval: time.Minute, IdleTimeout: 2 * time.Minute}, false, mode.door)
+				h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, PingInterval: time.Minute, IdleTimeout: 2 * time.Minute}, false, mode.door)
 				c := dialRaw(t, h.url, nil)
 				e := h.next(t)
 				tc := c.nc.(*net.TCPConn)

@@ -29,7 +29,7 @@ func TestPauseReading(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
 			paused := make(chan struct{}, 16)
-			h := startWith(t, Config{NoEpoll: mode.noEpoll, Pollers: 1}, false, mode.door, func(e *events) Handler {
+			h := startWith(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, Pollers: 1}, false, mode.door, func(e *events) Handler {
 				return &pausing{events: e, paused: paused}
 			})
 			batch := append(frame(true, rfc6455.OpText, []byte("pause"), true), frame(true, rfc6455.OpText, []byte("a"), true)...)

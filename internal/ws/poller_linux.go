@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -23,6 +25,10 @@ type poller struct {
 	srv    *Server
 	epfd   int
 	wakefd int // an eventfd that interrupts epoll_wait at shutdown
+	// parked (Config.ParkIdleLoops): a duplicate of epfd in the runtime's network poller, which reports it
+	// readable when the loop has events; nil otherwise, or when the runtime would not take it.
+	parked   *os.File
+	parkedRC syscall.RawConn
 
 	mu    sync.RWMutex
 	conns map[int32]*Conn
@@ -50,7 +56,34 @@ func newPoller(s *Server) (*poller, error) {
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("ws: epoll_ctl: %w", err)
 	}
-	return &poller{srv: s, epfd: epfd, wakefd: wakefd, conns: make(map[int32]*Conn), doors: make(map[int32]*door)}, nil
+	p := &poller{srv: s, epfd: epfd, wakefd: wakefd, conns: make(map[int32]*Conn), doors: make(map[int32]*door)}
+	if s.cfg.ParkIdleLoops {
+		p.park()
+	}
+	return p, nil
+}
+
+// isParked reports whether the loop waits parked in the runtime's network poller (Config.ParkIdleLoops).
+func (p *poller) isParked() bool { return p.parked != nil }
+
+// park puts a duplicate of the loop's epoll descriptor in the runtime's network poller, for wait; if that cannot
+// be done, the loop waits in epoll_wait.
+func (p *poller) park() {
+	fd, err := unix.FcntlInt(uintptr(p.epfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return
+	}
+	f := os.NewFile(uintptr(fd), "ws-epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return
+	}
+	p.parked, p.parkedRC = f, rc
 }
 
 func (p *poller) add(c *Conn) error {
@@ -184,6 +217,9 @@ func (p *poller) close() {
 	p.closed = true
 	p.reapMu.Unlock()
 	unix.Close(p.wakefd)
+	if p.parked != nil {
+		p.parked.Close()
+	}
 	unix.Close(p.epfd)
 }
 
@@ -274,7 +310,34 @@ func (p *poller) wait(events []unix.EpollEvent, block bool) (int, error) {
 	case n > 0 || !block:
 		return int(n), nil
 	}
+	if p.parkedRC != nil {
+		return p.waitParked(events)
+	}
 	return unix.EpollWait(p.epfd, events, -1)
+}
+
+// waitParked waits for events parked in the runtime's network poller (Config.ParkIdleLoops): it looks without
+// blocking, and when there is nothing the goroutine parks until the runtime sees the epoll descriptor readable.
+// An event that comes after the look makes it readable again, so none is missed.
+func (p *poller) waitParked(events []unix.EpollEvent) (int, error) {
+	var got int
+	var werr error
+	err := p.parkedRC.Read(func(uintptr) bool {
+		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(p.epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+		switch e {
+		case 0:
+			got = int(n)
+			return n > 0
+		case unix.EINTR:
+			return false
+		}
+		werr = e
+		return true
+	})
+	if err != nil { // the runtime cannot poll it after all: block as without the option
+		return unix.EpollWait(p.epfd, events, -1)
+	}
+	return got, werr
 }
 
 // read reads what c's peer sent, once, and reports whether that filled buf: then there may be more to read. The

@@ -23,6 +23,7 @@ func (*poller) reap(*Conn)                    {}
 func (*poller) resume(*Conn)                  {}
 func (*poller) close()                        {}
 func (*poller) run()                          {}
+func (*poller) isParked() bool                { return false }
 func detach(*net.TCPConn) (int, error)        { return -1, errNoEpoll }
 func writev(int, []byte, []byte) (int, error) { return 0, errNoEpoll }
 func write(int, []byte) (int, error)          { return 0, errNoEpoll }

@@ -36,6 +36,13 @@ type Config struct {
 	Pollers          int // epoll loops; default half of GOMAXPROCS, at least one
 	// NoEpoll serves every connection with goroutines, as TLS connections are.
 	NoEpoll bool
+	// ParkIdleLoops: an epoll loop with nothing to do waits parked in the Go runtime's network poller instead of
+	// in a blocking epoll_wait. For a process whose other goroutines keep the other processors busy (a cluster
+	// node's Redis client): the runtime's monitor takes the processor of a loop blocked in a system call
+	// meanwhile, hands it on, and keeps polling every 20 µs. Parked, the loop leaves it nothing to take: in the
+	// cluster relay benchmark a node woke the monitor 40% less and switched threads 30% less per message, and
+	// spent 20-30% less CPU time on it (BENCHMARKS.md, "Cluster"). Off: a single node waits as it always has.
+	ParkIdleLoops bool
 
 	// LoginTimeout: a connection on which Conn.LoggedIn has not been called this long after its handshake is
 	// closed with 1008 and the reason "log in within 60s". Default 60 s (a page opens its socket when it loads,

@@ -78,7 +78,9 @@ var modes = []struct {
 	name    string
 	noEpoll bool
 	door    bool
-}{{"epoll", false, false}, {"goroutines", true, false}, {"door", false, true}}
+	park    bool // Config.ParkIdleLoops
+}{{"epoll", false, false, false}, {"goroutines", true, false, false}, {"door", false, true, false},
+	{"door, parked loops", false, true, true}}
 
 type harness struct {
 	srv    *Server
@@ -294,7 +296,10 @@ func (c *rawClient) expectText(want string) {
 func TestMessages(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := startDoor(t, Config{NoEpoll: mode.noEpoll}, true, mode.door)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park}, true, mode.door)
+			if mode.park && len(h.srv.pollers) > 0 && !h.srv.pollers[0].isParked() {
+				t.Fatal("the loops do not wait parked in the runtime's poller")
+			}
 			// A message sent together with the handshake must not be lost.
 			c := dialRaw(t, h.url, frame(true, rfc6455.OpText, []byte("early"), true))
 			e := h.next(t)
@@ -371,7 +376,7 @@ func TestProtocolErrors(t *testing.T) {
 	}
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := startDoor(t, Config{NoEpoll: mode.noEpoll, MaxMessage: 1024}, false, mode.door)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, MaxMessage: 1024}, false, mode.door)
 			for _, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
 					c := dialRaw(t, h.url, nil)
@@ -409,7 +414,7 @@ func TestKeepalive(t *testing.T) {
 			// The idle timeout is long enough that a loaded machine's scheduling delays (seen: over 300 ms with the
 			// race detector and a load average of 17) do not make the live client look dead.
 			const ping, idle = 100 * time.Millisecond, 1500 * time.Millisecond
-			h := startDoor(t, Config{NoEpoll: mode.noEpoll, PingInterval: ping, IdleTimeout: idle}, false, mode.door)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, PingInterval: ping, IdleTimeout: idle}, false, mode.door)
 
 			// A client that answers pings stays; one that does not is dropped.
 			alive := dialRaw(t, h.url, nil)
@@ -466,7 +471,7 @@ func isReset(err error) bool { return strings.Contains(err.Error(), "reset") }
 func TestSlowReaderIsDropped(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := startDoor(t, Config{NoEpoll: mode.noEpoll, SendQueue: 64 << 10}, false, mode.door)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, SendQueue: 64 << 10}, false, mode.door)
 			c := dialRaw(t, h.url, nil) // never reads
 			e := h.next(t)
 			msg := bytes.Repeat([]byte("z"), 32<<10)
@@ -498,7 +503,7 @@ func TestSlowReaderIsDropped(t *testing.T) {
 func TestTotalQueueBound(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := startDoor(t, Config{NoEpoll: mode.noEpoll, SendQueue: 1 << 20, TotalQueue: 64 << 10}, false, mode.door)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, SendQueue: 1 << 20, TotalQueue: 64 << 10}, false, mode.door)
 			dialRaw(t, h.url, nil) // never reads
 			e := h.next(t)
 			msg := bytes.Repeat([]byte("q"), 16<<10)
@@ -548,7 +553,7 @@ func TestShutdownClosesWithGoingAway(t *testing.T) {
 			continue // TestDoorShutdown
 		}
 		t.Run(mode.name, func(t *testing.T) {
-			srv := newServer(t, Config{NoEpoll: mode.noEpoll}) // shut down by the test
+			srv := newServer(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park}) // shut down by the test
 			evs := make(chan *events, 4)
 			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				_ = srv.Upgrade(w, r, func(c *Conn) Handler {
@@ -581,7 +586,7 @@ func TestUpgradeDuringShutdown(t *testing.T) {
 			continue // the loop's handshakes are connections Shutdown closes itself (TestDoorShutdown)
 		}
 		t.Run(mode.name, func(t *testing.T) {
-			srv := newServer(t, Config{NoEpoll: mode.noEpoll}) // shut down by the test
+			srv := newServer(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park}) // shut down by the test
 			answered, shutDown := make(chan struct{}), make(chan error, 1)
 			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				_ = srv.Upgrade(w, r, func(c *Conn) Handler {
@@ -689,7 +694,7 @@ func TestHandlerPanic(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
 			var log syncBuffer
-			cfg := Config{NoEpoll: mode.noEpoll, Pollers: 1, CloseTimeout: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&log, nil))}
+			cfg := Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, Pollers: 1, CloseTimeout: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&log, nil))}
 			h := startWith(t, cfg, true, mode.door, func(e *events) Handler { return &panicky{events: e} })
 			other := dialRaw(t, h.url, nil)
 			eo := h.next(t)
@@ -760,7 +765,7 @@ func TestMessageTimeout(t *testing.T) {
 	fragment := frame(false, rfc6455.OpText, []byte("first part"), true)
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := startDoor(t, Config{NoEpoll: mode.noEpoll, MessageTimeout: 300 * time.Millisecond, CloseTimeout: 200 * time.Millisecond}, true, mode.door)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, MessageTimeout: 300 * time.Millisecond, CloseTimeout: 200 * time.Millisecond}, true, mode.door)
 			for _, start := range [][]byte{half, fragment} {
 				c := dialRaw(t, h.url, nil)
 				e := h.next(t)
@@ -791,7 +796,7 @@ func TestTotalPartialBound(t *testing.T) {
 	msg := []byte(strings.Repeat("p", 3000))
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			h := startDoor(t, Config{NoEpoll: mode.noEpoll, TotalPartial: 4096, CloseTimeout: 200 * time.Millisecond}, true, mode.door)
+			h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, TotalPartial: 4096, CloseTimeout: 200 * time.Millisecond}, true, mode.door)
 			a := dialRaw(t, h.url, nil)
 			ea := h.next(t)
 			b := dialRaw(t, h.url, nil)
@@ -844,7 +849,7 @@ func TestConnectionCaps(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Run("total", func(t *testing.T) {
-				h := startDoor(t, Config{NoEpoll: mode.noEpoll, MaxConns: 2, MaxUnlogged: 10, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
+				h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, MaxConns: 2, MaxUnlogged: 10, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
 				for range 2 {
 					if code, body := handshake(h); code != http.StatusSwitchingProtocols {
 						t.Fatalf("%d %q", code, body)
@@ -858,7 +863,7 @@ func TestConnectionCaps(t *testing.T) {
 				}
 			})
 			t.Run("per address", func(t *testing.T) {
-				h := startDoor(t, Config{NoEpoll: mode.noEpoll, MaxConnsPerAddr: 3, MaxUnloggedPerAddr: 2, LimitLoopback: true, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
+				h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, MaxConnsPerAddr: 3, MaxUnloggedPerAddr: 2, LimitLoopback: true, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
 				handshake(h)
 				first := h.next(t)
 				handshake(h)
@@ -876,7 +881,7 @@ func TestConnectionCaps(t *testing.T) {
 				}
 			})
 			t.Run("loopback exempt", func(t *testing.T) {
-				h := startDoor(t, Config{NoEpoll: mode.noEpoll, MaxConnsPerAddr: 1, MaxUnloggedPerAddr: 1, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
+				h := startDoor(t, Config{NoEpoll: mode.noEpoll, ParkIdleLoops: mode.park, MaxConnsPerAddr: 1, MaxUnloggedPerAddr: 1, CloseTimeout: 200 * time.Millisecond}, false, mode.door)
 				for range 3 {
 					if code, body := handshake(h); code != http.StatusSwitchingProtocols {
 						t.Fatalf("%d %q", code, body)

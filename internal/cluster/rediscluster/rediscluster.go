@@ -30,6 +30,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
@@ -685,7 +686,7 @@ func (b *Backend) publishProbe() {
 func (b *Backend) onMessage(m rueidis.PubSubMessage) {
 	b.lastRecv.Store(time.Now().UnixNano())
 	var e cluster.Envelope
-	if err := decode([]byte(m.Message), &e); err != nil {
+	if err := decodeString(m.Message, &e); err != nil {
 		b.log.Warn("cluster: undecodable message on the node's channel", "err", err)
 		return
 	}
@@ -701,7 +702,7 @@ func (b *Backend) Send(node string, e *cluster.Envelope) bool {
 	b.mu.Lock()
 	o := b.outboxes[node]
 	if o == nil && !b.closing {
-		o = &outbox{b: b, node: node, q: make(chan []byte, outboxSize)}
+		o = &outbox{b: b, node: node, q: make(chan []byte, outboxSize), free: make(chan []byte, freeBuffers)}
 		b.outboxes[node] = o
 		b.wg.Add(1)
 		go o.run()
@@ -710,8 +711,13 @@ func (b *Backend) Send(node string, e *cluster.Envelope) bool {
 	if o == nil {
 		return false
 	}
+	var buf []byte
 	select {
-	case o.q <- encode(e):
+	case buf = <-o.free:
+	default:
+	}
+	select {
+	case o.q <- appendEnvelope(buf, e):
 		return true
 	default:
 		b.m.undelivered.Inc()
@@ -719,11 +725,22 @@ func (b *Backend) Send(node string, e *cluster.Envelope) bool {
 	}
 }
 
+const (
+	// batchSize is the most messages an outbox publishes in one pipeline.
+	batchSize = 128
+	// freeBuffers is how many encoded messages' buffers an outbox keeps for the next ones, and maxFreeBuffer the
+	// largest it keeps: the relay path then allocates no buffer per message (a relayed offer is a few KB).
+	freeBuffers   = 2 * batchSize
+	maxFreeBuffer = 16 << 10
+)
+
 // outbox holds the messages for one node and publishes them, in order, in batches.
 type outbox struct {
 	b    *Backend
 	node string
 	q    chan []byte
+	free chan []byte      // buffers of published messages, for Send to encode the next ones into
+	cmds rueidis.Commands // the batch's commands, reused
 }
 
 func (o *outbox) run() {
@@ -738,7 +755,7 @@ func (o *outbox) run() {
 			o.flush(ch)
 			return
 		}
-		for len(batch) < 128 {
+		for len(batch) < batchSize {
 			select {
 			case msg := <-o.q:
 				batch = append(batch, msg)
@@ -756,7 +773,7 @@ func (o *outbox) run() {
 func (o *outbox) flush(ch string) {
 	for {
 		var batch [][]byte
-		for len(batch) < 128 {
+		for len(batch) < batchSize {
 			select {
 			case msg := <-o.q:
 				batch = append(batch, msg)
@@ -773,19 +790,23 @@ func (o *outbox) flush(ch string) {
 }
 
 // publish sends a batch in one pipeline. A message that reached no subscriber (the node is resubscribing, or
-// gone) is sent again, with the ones after it, for up to retryFor; then it is counted as undelivered.
+// gone) is sent again, with the ones after it, for up to retryFor; then it is counted as undelivered. The buffer
+// of a message Redis has answered for is given back for another message (Redis answered, so the client has
+// written it and holds it no more); one that failed otherwise, or timed out, is left to the garbage collector.
 func (o *outbox) publish(ch string, batch [][]byte) {
 	b := o.b
 	deadline := time.Now().Add(retryFor)
 	wait := 20 * time.Millisecond
 	for len(batch) > 0 {
-		cmds := make(rueidis.Commands, len(batch))
-		for i, msg := range batch {
-			cmds[i] = b.client.B().Publish().Channel(ch).Message(rueidis.BinaryString(msg)).Build()
+		cmds := o.cmds[:0]
+		for _, msg := range batch {
+			cmds = append(cmds, b.client.B().Publish().Channel(ch).Message(rueidis.BinaryString(msg)).Build())
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
 		res := b.client.DoMulti(ctx, cmds...)
 		cancel()
+		clear(cmds)
+		o.cmds = cmds
 		sent := 0
 		for _, r := range res {
 			if n, err := r.AsInt64(); err != nil || n == 0 {
@@ -794,6 +815,9 @@ func (o *outbox) publish(ch string, batch [][]byte) {
 			sent++
 		}
 		b.m.sent.Add(float64(sent))
+		for _, msg := range batch[:sent] {
+			o.recycle(msg)
+		}
 		batch = batch[sent:]
 		if len(batch) == 0 {
 			return
@@ -814,6 +838,17 @@ func (o *outbox) publish(ch string, batch [][]byte) {
 		case <-b.stop:
 		}
 		wait = min(2*wait, 500*time.Millisecond)
+	}
+}
+
+// recycle keeps the buffer of a published message for a later one, unless it is large or enough are kept.
+func (o *outbox) recycle(msg []byte) {
+	if cap(msg) > maxFreeBuffer {
+		return
+	}
+	select {
+	case o.free <- msg[:0]:
+	default:
 	}
 }
 
@@ -847,9 +882,15 @@ func (b *Backend) Close(release bool) error {
 
 // encode writes an envelope: a version byte, kind, flags, caller id, five strings each with its length (uvarint),
 // then the frame.
-func encode(e *cluster.Envelope) []byte {
+func encode(e *cluster.Envelope) []byte { return appendEnvelope(nil, e) }
+
+// appendEnvelope encodes e into buf's storage (its length is ignored), growing it if it is too small.
+func appendEnvelope(buf []byte, e *cluster.Envelope) []byte {
 	n := 12 + len(e.From) + len(e.FromNode) + len(e.FromSession) + len(e.To) + len(e.ToSession) + 5*2 + len(e.Frame)
-	buf := make([]byte, 0, n)
+	if cap(buf) < n {
+		buf = make([]byte, 0, n)
+	}
+	buf = buf[:0]
 	var flags byte
 	if e.Accepted {
 		flags |= 1
@@ -859,7 +900,7 @@ func encode(e *cluster.Envelope) []byte {
 	}
 	buf = append(buf, 1, byte(e.Kind), flags)
 	buf = binary.LittleEndian.AppendUint64(buf, e.Caller)
-	for _, s := range []string{e.From, e.FromNode, e.FromSession, e.To, e.ToSession} {
+	for _, s := range [...]string{e.From, e.FromNode, e.FromSession, e.To, e.ToSession} {
 		buf = binary.AppendUvarint(buf, uint64(len(s)))
 		buf = append(buf, s...)
 	}
@@ -868,21 +909,45 @@ func encode(e *cluster.Envelope) []byte {
 
 var errBadEnvelope = errors.New("rediscluster: bad envelope")
 
-func decode(buf []byte, e *cluster.Envelope) error {
-	if len(buf) < 11 || buf[0] != 1 {
+// decode reads an envelope from buf, which it copies: e holds none of buf.
+func decode(buf []byte, e *cluster.Envelope) error { return decodeString(string(buf), e) }
+
+// decodeString reads an envelope from msg without copying its frame: e.Frame is msg's own bytes, which must not
+// be written to (nothing does: the hub reads a frame, and copies what it keeps). The names are copied, so that
+// a name the hub keeps (a stand-in's, for a call) does not keep the whole message in memory.
+func decodeString(msg string, e *cluster.Envelope) error {
+	if len(msg) < 11 || msg[0] != 1 {
 		return errBadEnvelope
 	}
-	e.Kind, e.Accepted, e.Forwarded = cluster.Kind(buf[1]), buf[2]&1 != 0, buf[2]&2 != 0
-	e.Caller = binary.LittleEndian.Uint64(buf[3:])
-	buf = buf[11:]
-	for _, s := range []*string{&e.From, &e.FromNode, &e.FromSession, &e.To, &e.ToSession} {
-		l, n := binary.Uvarint(buf)
-		if n <= 0 || uint64(len(buf)-n) < l {
+	e.Kind, e.Accepted, e.Forwarded = cluster.Kind(msg[1]), msg[2]&1 != 0, msg[2]&2 != 0
+	e.Caller = binary.LittleEndian.Uint64([]byte(msg[3:11]))
+	msg = msg[11:]
+	for _, s := range [...]*string{&e.From, &e.FromNode, &e.FromSession, &e.To, &e.ToSession} {
+		l, n := uvarint(msg)
+		if n <= 0 || uint64(len(msg)-n) < l {
 			return errBadEnvelope
 		}
-		*s = string(buf[n : n+int(l)])
-		buf = buf[n+int(l):]
+		*s = strings.Clone(msg[n : n+int(l)])
+		msg = msg[n+int(l):]
 	}
-	e.Frame = buf
+	e.Frame = unsafe.Slice(unsafe.StringData(msg), len(msg))
 	return nil
+}
+
+// uvarint is binary.Uvarint of a string.
+func uvarint(s string) (uint64, int) {
+	var x uint64
+	var shift uint
+	for i := 0; i < len(s) && i < binary.MaxVarintLen64; i++ {
+		c := s[i]
+		if c < 0x80 {
+			if i == binary.MaxVarintLen64-1 && c > 1 {
+				return 0, -(i + 1) // overflow
+			}
+			return x | uint64(c)<<shift, i + 1
+		}
+		x |= uint64(c&0x7f) << shift
+		shift += 7
+	}
+	return 0, 0
 }
