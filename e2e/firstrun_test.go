@@ -7,8 +7,6 @@ import (
 	"image/png"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -75,24 +73,7 @@ func (p *page) elementShot(sel string) []byte {
 // fullShot saves a PNG of the whole page, beyond the viewport, beside the other screenshots.
 func (p *page) fullShot(name string) {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(p.ctx, wait)
-	defer cancel()
-	buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		p.fatalf("screenshot: %v", err)
-	}
-	dir := os.Getenv(artifactsEnv)
-	if dir == "" {
-		dir = p.t.TempDir()
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		p.t.Fatal(err)
-	}
-	path := filepath.Join(dir, name+".png")
-	if err := os.WriteFile(path, buf, 0o644); err != nil {
-		p.t.Fatal(err)
-	}
-	p.t.Logf("screenshot: %s", path)
+	p.saveShot(name, chromedp.FullScreenshot(100))
 }
 
 // TestLANFirstRun (issue 14, item 9): the plain http address of a tandem with a self-signed certificate opens a

@@ -359,9 +359,16 @@ func (p *page) describe() string {
 // screenshot saves a PNG of the page's viewport as an artifact and returns its path.
 func (p *page) screenshot(name string) string {
 	p.t.Helper()
+	return p.saveShot(name, chromedp.CaptureScreenshot())
+}
+
+// saveShot takes a screenshot with shoot (a viewport's or a whole page's) and saves it as name.png in
+// TANDEM_ARTIFACTS, or in the test's temporary folder.
+func (p *page) saveShot(name string, shoot chromedp.Action[[]byte]) string {
+	p.t.Helper()
 	ctx, cancel := context.WithTimeout(p.ctx, wait)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	png, err := chromedp.Run(ctx, shoot)
 	if err != nil {
 		p.fatalf("screenshot: %v", err)
 	}

@@ -435,23 +435,33 @@ func (s *Session) usersCluster(m *protocol.Message) {
 			s.unavailable(protocol.TypeUsers, "")
 			return
 		}
-		list := make([]protocol.User, 0, len(entries)+1)
-		for _, e := range entries {
-			list = append(list, protocol.User{Name: e.Name, Busy: e.Busy})
-		}
-		if echo := h.cfg.EchoName; echo != "" {
-			h.mu.Lock()
-			online := h.users[echo] != nil
-			h.mu.Unlock()
-			if online {
-				total++
-				if key := fold(echo); strings.HasPrefix(key, prefix) {
-					list, more = insertEcho(list, echo, limit, more)
-				}
-			}
-		}
+		list := usersOf(entries)
+		h.mu.Lock()
+		list, more, total = h.withEchoLocked(list, prefix, limit, more, total)
+		h.mu.Unlock()
 		s.reply(func(b []byte) []byte { return protocol.AppendUsers(b, query, list, more, total) })
 	})
+}
+
+// usersOf is a page of the cluster's list as the protocol's users, with room for the echo user.
+func usersOf(entries []cluster.Entry) []protocol.User {
+	list := make([]protocol.User, 0, len(entries)+1)
+	for _, e := range entries {
+		list = append(list, protocol.User{Name: e.Name, Busy: e.Busy})
+	}
+	return list
+}
+
+// withEchoLocked adds the echo user, when it is online on this node (every node has its own), to a page of the
+// cluster's list for prefix: to the total, and to the page where it belongs.
+func (h *Hub) withEchoLocked(list []protocol.User, prefix string, limit int, more bool, total int) ([]protocol.User, bool, int) {
+	if echo := h.cfg.EchoName; echo != "" && h.users[echo] != nil {
+		total++
+		if strings.HasPrefix(fold(echo), prefix) {
+			list, more = insertEcho(list, echo, limit, more)
+		}
+	}
+	return list, more, total
 }
 
 // insertEcho puts the echo user in its place in a list in index order, keeping it within limit.

@@ -493,10 +493,7 @@ func (h *Hub) presenceRoundCluster() (next time.Duration, done bool) {
 				h.mu.Unlock()
 				return presenceInterval, false
 			}
-			list := make([]protocol.User, 0, len(entries)+1)
-			for _, e := range entries {
-				list = append(list, protocol.User{Name: e.Name, Busy: e.Busy})
-			}
+			list := usersOf(entries)
 			if echoOnline {
 				total++
 				if strings.HasPrefix(fold(h.cfg.EchoName), prefix) {
@@ -538,19 +535,11 @@ func (s *Session) watchCluster(query string, limit int) {
 			s.unavailable(protocol.TypeUsers, "")
 			return
 		}
-		list := make([]protocol.User, 0, len(entries)+1)
-		for _, e := range entries {
-			list = append(list, protocol.User{Name: e.Name, Busy: e.Busy})
-		}
+		list := usersOf(entries)
 		p.sendMu.Lock()
 		defer p.sendMu.Unlock()
 		h.mu.Lock()
-		if echo := h.cfg.EchoName; echo != "" && h.users[echo] != nil {
-			total++
-			if strings.HasPrefix(fold(echo), prefix) {
-				list, more = insertEcho(list, echo, limit, more)
-			}
-		}
+		list, more, total = h.withEchoLocked(list, prefix, limit, more, total)
 		w := h.watchLocked(s, watchKey{query, limit})
 		if w != nil {
 			q := w.q
