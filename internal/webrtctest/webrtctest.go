@@ -74,6 +74,10 @@ type Peer struct {
 	readErr   chan error
 	refused   chan *client.Message      // an error for the offer, or a leave before the call connected
 	early     []webrtc.ICECandidateInit // candidates that came before the remote description (read loop only)
+	// holding is set while Call has not sent its offer yet: candidates gathered meanwhile wait in held, since
+	// the server refuses a candidate for a call that does not exist yet (as a browser client holds them).
+	holding bool
+	held    []json.RawMessage
 }
 
 // NewPeer connects to url, logs in as name and makes the peer connection (with the ICE servers of the login
@@ -139,6 +143,11 @@ func NewPeer(ctx context.Context, api *webrtc.API, url, name string, opts *clien
 		raw, _ := json.Marshal(cand.ToJSON())
 		p.mu.Lock()
 		to := p.peer
+		if p.holding {
+			p.held = append(p.held, raw)
+			p.mu.Unlock()
+			return
+		}
 		p.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -177,8 +186,19 @@ func (p *Peer) setDataChannel(dc *webrtc.DataChannel) {
 // Call opens a data channel and sends an offer to name.
 func (p *Peer) Call(ctx context.Context, name string) error {
 	p.mu.Lock()
-	p.peer = name
+	p.peer, p.holding = name, true
 	p.mu.Unlock()
+	defer func() { // sends the candidates gathered before the offer was, after it
+		p.mu.Lock()
+		held := p.held
+		p.holding, p.held = false, nil
+		p.mu.Unlock()
+		for _, raw := range held {
+			if err := p.C.SendCandidate(ctx, name, raw); err != nil {
+				return
+			}
+		}
+	}()
 	dc, err := p.PC.CreateDataChannel("chat", nil)
 	if err != nil {
 		return err
