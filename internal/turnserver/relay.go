@@ -188,7 +188,7 @@ type pionPacket struct {
 const (
 	// relayQueue is the most datagrams from peers without a channel waiting for pion on a relay socket served by
 	// a loop (for Data indications); more are dropped.
-	relayQueue = 64
+	relayQueue = 16
 	// listenQueue is the most datagrams from clients waiting for pion (STUN requests, Send indications) on a
 	// listening socket served by a loop; more are dropped.
 	listenQueue = 1024
