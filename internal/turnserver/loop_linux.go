@@ -257,6 +257,15 @@ func (b *batch) prepareRead(i, j, off int) {
 	}
 }
 
+// reset makes the first n entries, filled by a read, ready to be read into again: the kernel wrote their
+// address lengths and flags.
+func (b *batch) reset(n int) {
+	for k := range n {
+		b.msgs[k].Hdr.Namelen = unix.SizeofSockaddrInet6
+		b.msgs[k].Hdr.Flags = 0
+	}
+}
+
 // dataLoop is one of the data plane's event loops.
 type dataLoop struct {
 	s         *Server
@@ -321,6 +330,7 @@ func newDataLoop(s *Server, index int) (*dataLoop, error) {
 		out:    newBatch(loopPool, loopBuffer),
 	}
 	l.awaitFn = l.await
+	l.in.prepareRead(0, loopBatch, 0)
 	return l, nil
 }
 
@@ -398,27 +408,19 @@ func (l *dataLoop) item(token uint32) (loopItem, bool) {
 
 func (l *dataLoop) run() {
 	defer close(l.done)
-	for {
-		// Under load events are usually ready already: a non-blocking look, as a raw system call, finds them.
-		// When there are none, the loop sends what it holds and waits in Go's netpoller for the epoll set to
-		// have events: it holds no thread blocked in a system call (which would keep the runtime's monitor
-		// thread waking every 20 µs to take its processor back).
-		n := l.poll()
-		if n == 0 {
-			l.flush()
-			if l.stop.Load() {
-				return
-			}
-			if err := l.epoll.Read(l.awaitFn); err != nil {
-				l.s.cfg.Logger.Error("TURN data loop: waiting for events failed; stopping", "err", err)
-				return
-			}
-			n = l.ready
+	for !l.stop.Load() {
+		// Wait for events in Go's netpoller: await first looks without waiting (under load events are usually
+		// ready already), and only when there are none does the goroutine park until the epoll set has some. It
+		// holds no thread blocked in a system call (which would keep the runtime's monitor thread waking every
+		// 20 µs to take its processor back).
+		if err := l.epoll.Read(l.awaitFn); err != nil {
+			l.s.cfg.Logger.Error("TURN data loop: waiting for events failed; stopping", "err", err)
+			return
 		}
-		for i := range n {
+		for i := range l.ready {
 			token := uint32(l.events[i].Fd)
-			if token == wakeToken && l.stop.Load() {
-				return // only stopping wakes the loop: the eventfd stays readable from then on
+			if token == wakeToken {
+				continue // only stopping wakes the loop: the eventfd stays readable from then on
 			}
 			it, ok := l.item(token)
 			if !ok {
@@ -430,7 +432,7 @@ func (l *dataLoop) run() {
 				l.readListening(it)
 			}
 		}
-		l.flush()
+		l.flush() // what is bound for clients goes before the loop waits again
 	}
 }
 
@@ -460,8 +462,8 @@ func (l *dataLoop) await(uintptr) bool {
 // at once, the rest queued for pion.
 func (l *dataLoop) readListening(it loopItem) {
 	b := l.in
-	b.prepareRead(0, loopBatch, 0)
 	n := it.sock.readBatch(b.msgs)
+	defer b.reset(n)
 	pc := it.listen
 	for i := range n {
 		size := int(b.msgs[i].Len)
