@@ -18,33 +18,7 @@ func TestLoopRelaysWithoutAllocating(t *testing.T) {
 	if s.loops == nil {
 		t.Skip("no data loops on this system")
 	}
-	c, relay, peer := bindOne(t, s, "udp")
-	rc := s.relayAt(net.UDPAddrFromAddrPort(relay))
-	if rc == nil || rc.raw == nil {
-		t.Fatal("the UDP allocation's relay is not served by a loop")
-	}
-	frame := turnclient.AppendChannelData(nil, 0x4000, bytes.Repeat([]byte{'m'}, 1200), false)
-	toPeer := make([]byte, 2048)
-	toClient := make([]byte, 2048)
-	payload := frame[channelHeader:]
-	roundTrip := func() {
-		if _, err := c.Conn().Write(frame); err != nil {
-			t.Fatal(err)
-		}
-		_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, from, err := peer.ReadFromUDPAddrPort(toPeer)
-		if err != nil || !bytes.Equal(toPeer[:n], payload) || from != relay {
-			t.Fatalf("the peer got %d bytes from %v, %v", n, from, err)
-		}
-		if _, err := peer.WriteToUDPAddrPort(payload, relay); err != nil {
-			t.Fatal(err)
-		}
-		_ = c.Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err = c.Conn().Read(toClient)
-		if err != nil || !bytes.Equal(toClient[:n], frame) {
-			t.Fatalf("the client got %d bytes, %v", n, err)
-		}
-	}
+	roundTrip, rc := loopRoundTrip(t, s)
 	roundTrip()
 	before := rc.channelPackets.Load()
 	if allocs := testing.AllocsPerRun(200, roundTrip); allocs != 0 {
@@ -53,6 +27,62 @@ func TestLoopRelaysWithoutAllocating(t *testing.T) {
 	if got := rc.channelPackets.Load() - before; got != 2*201 {
 		t.Errorf("the channel data path relayed %d packets, want %d", got, 2*201)
 	}
+}
+
+// BenchmarkLoopRoundTrip measures a 1,200-byte ChannelData round trip through a UDP allocation: client to peer,
+// and back, through the loops (with the test's client and peer, on the same cores).
+func BenchmarkLoopRoundTrip(b *testing.B) {
+	s, _ := startServer(b, func(c *Config) { c.AllowLoopback = true })
+	if s.loops == nil {
+		b.Skip("no data loops on this system")
+	}
+	roundTrip, _ := loopRoundTrip(b, s)
+	b.ReportAllocs()
+	for b.Loop() {
+		roundTrip()
+	}
+}
+
+// loopRoundTrip sets up a UDP allocation with a channel to a peer, and returns a function that sends 1,200 bytes
+// of ChannelData from the client to the peer and back, and checks what arrives; and the allocation's relay.
+func loopRoundTrip(tb testing.TB, s *Server) (func(), *relayConn) {
+	tb.Helper()
+	user, pass := credential(tb, s, "alice", "login-1")
+	c := dialTURN(tb, s, "udp", user, pass)
+	relay, err := c.Allocate()
+	if err != nil {
+		tb.Fatalf("Allocate: %v", err)
+	}
+	peer := udpPeer(tb, "127.0.0.1")
+	if err := c.BindChannel(0x4000, addrOf(peer)); err != nil {
+		tb.Fatalf("BindChannel: %v", err)
+	}
+	rc := s.relayAt(net.UDPAddrFromAddrPort(relay))
+	if rc == nil || rc.raw == nil {
+		tb.Fatal("the UDP allocation's relay is not served by a loop")
+	}
+	frame := turnclient.AppendChannelData(nil, 0x4000, bytes.Repeat([]byte{'m'}, 1200), false)
+	toPeer := make([]byte, 2048)
+	toClient := make([]byte, 2048)
+	payload := frame[channelHeader:]
+	return func() {
+		if _, err := c.Conn().Write(frame); err != nil {
+			tb.Fatal(err)
+		}
+		_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, from, err := peer.ReadFromUDPAddrPort(toPeer)
+		if err != nil || !bytes.Equal(toPeer[:n], payload) || from != relay {
+			tb.Fatalf("the peer got %d bytes from %v, %v", n, from, err)
+		}
+		if _, err := peer.WriteToUDPAddrPort(payload, relay); err != nil {
+			tb.Fatal(err)
+		}
+		_ = c.Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err = c.Conn().Read(toClient)
+		if err != nil || !bytes.Equal(toClient[:n], frame) {
+			tb.Fatalf("the client got %d bytes, %v", n, err)
+		}
+	}, rc
 }
 
 // TestLoopBatches has peers send bursts to many relays at once, so that the loops read several datagrams per
