@@ -92,7 +92,7 @@ func (g *relayGenerator) AllocatePacketConn(_ string, requestedPort int) (net.Pa
 	rc := &relayConn{s: g.s, g: g}
 	if raw != nil {
 		rc.raw = raw
-		rc.in = make(chan pionPacket, relayQueue)
+		rc.in = make(chan *pionPacket, relayQueue)
 		rc.done = make(chan struct{})
 		rc.loop = g.loops[int(g.next.Add(1))%len(g.loops)]
 		rc.addr = netip.AddrPortFrom(g.advertised, raw.local.Port())
@@ -131,7 +131,7 @@ type relayConn struct {
 	raw            *udpSocket      // the socket, when a loop serves it (loop_linux.go)
 	loop           *dataLoop       // that loop
 	token          uint32          // the socket's token in the loop
-	in             chan pionPacket // what the loop hands to pion
+	in             chan *pionPacket // what the loop hands to pion
 	done           chan struct{}   // closed by Close, with a loop
 	s              *Server
 	g              *relayGenerator
@@ -187,8 +187,8 @@ type pionPacket struct {
 
 const (
 	// relayQueue is the most datagrams from peers without a channel waiting for pion on a relay socket served by
-	// a loop (for Data indications); more are dropped.
-	relayQueue = 16
+	// a loop (for Data indications); more are dropped. Small: every allocation has its queue.
+	relayQueue = 8
 	// listenQueue is the most datagrams from clients waiting for pion (STUN requests, Send indications) on a
 	// listening socket served by a loop; more are dropped.
 	listenQueue = 1024
@@ -196,9 +196,15 @@ const (
 
 // queue hands a copy of b, from from, to pion's goroutine for the relay socket; it is dropped if pion is that
 // far behind.
-func (c *relayConn) queue(b []byte, from netip.AddrPort) {
+func (c *relayConn) queue(b []byte, from netip.AddrPort) { queuePacket(c.in, b, from) }
+
+// queuePacket puts a copy of b, from from, on in, unless in is full: then it is dropped.
+func queuePacket(in chan *pionPacket, b []byte, from netip.AddrPort) {
+	if len(in) == cap(in) {
+		return
+	}
 	select {
-	case c.in <- pionPacket{b: append([]byte(nil), b...), from: from}:
+	case in <- &pionPacket{b: append([]byte{}, b...), from: from}:
 	default:
 	}
 }
@@ -309,7 +315,7 @@ type packetConn struct {
 	sock           *udpSocket      // the socket, when a loop serves it (loop_linux.go)
 	loop           *dataLoop       // that loop
 	token          uint32          // the socket's token in the loop
-	in             chan pionPacket // what the loop hands to pion
+	in             chan *pionPacket // what the loop hands to pion
 	done           chan struct{}   // closed by Close, with a loop
 	closeOnce      sync.Once
 	local          netip.AddrPort
@@ -324,7 +330,7 @@ func newPacketConn(s *Server, c *net.UDPConn) *packetConn {
 // newLoopPacketConn makes a listening socket served by loop.
 func newLoopPacketConn(s *Server, sock *udpSocket, loop *dataLoop) (*packetConn, error) {
 	c := &packetConn{
-		sock: sock, loop: loop, in: make(chan pionPacket, listenQueue), done: make(chan struct{}), s: s,
+		sock: sock, loop: loop, in: make(chan *pionPacket, listenQueue), done: make(chan struct{}), s: s,
 		local: netip.AddrPortFrom(sock.local.Addr().Unmap(), sock.local.Port()),
 	}
 	token, err := loop.add(loopItem{sock: sock, listen: c})
@@ -336,12 +342,7 @@ func newLoopPacketConn(s *Server, sock *udpSocket, loop *dataLoop) (*packetConn,
 }
 
 // queue hands a copy of b, from from, to pion's read loop; it is dropped if pion is that far behind.
-func (c *packetConn) queue(b []byte, from netip.AddrPort) {
-	select {
-	case c.in <- pionPacket{b: append([]byte(nil), b...), from: from}:
-	default:
-	}
-}
+func (c *packetConn) queue(b []byte, from netip.AddrPort) { queuePacket(c.in, b, from) }
 
 func (c *packetConn) WriteTo(p []byte, to net.Addr) (int, error) {
 	if c.sock == nil {
