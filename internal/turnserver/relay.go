@@ -179,10 +179,25 @@ type loopItem struct {
 	relay  *relayConn
 }
 
-// pionPacket is a datagram a loop hands to pion, and where it came from.
+// pionPacket is a datagram a loop hands to pion, and where it came from. They are recycled (packetPool), so that
+// what goes to pion makes no garbage: a STUN request, say, whose copy would otherwise be left to the collector.
 type pionPacket struct {
-	b    []byte
+	n    int
 	from netip.AddrPort
+	buf  [pionPacketSize]byte
+}
+
+// pionPacketSize is the longest datagram handed to pion: what its read buffers hold (1,600 bytes; the loops drop
+// longer ones, as pion would).
+const pionPacketSize = 1600
+
+var packetPool = sync.Pool{New: func() any { return new(pionPacket) }}
+
+// take copies the datagram into p, gives the packet back to the pool, and returns its length and sender.
+func (pkt *pionPacket) take(p []byte) (int, netip.AddrPort) {
+	n, from := copy(p, pkt.buf[:pkt.n]), pkt.from
+	packetPool.Put(pkt)
+	return n, from
 }
 
 const (
@@ -203,9 +218,12 @@ func queuePacket(in chan *pionPacket, b []byte, from netip.AddrPort) {
 	if len(in) == cap(in) {
 		return
 	}
+	pkt := packetPool.Get().(*pionPacket)
+	pkt.n, pkt.from = copy(pkt.buf[:], b), from
 	select {
-	case in <- &pionPacket{b: append([]byte{}, b...), from: from}:
+	case in <- pkt:
 	default:
+		packetPool.Put(pkt)
 	}
 }
 
@@ -257,7 +275,8 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	if c.raw != nil {
 		select {
 		case pkt := <-c.in:
-			return copy(p, pkt.b), net.UDPAddrFromAddrPort(pkt.from), nil
+			n, from := pkt.take(p)
+			return n, net.UDPAddrFromAddrPort(from), nil
 		case <-c.done:
 			return 0, nil, fmt.Errorf("turnserver: relay socket: %w", net.ErrClosed)
 		}
@@ -403,7 +422,8 @@ func (c *packetConn) next(p []byte) (int, netip.AddrPort, error) {
 	if c.sock != nil {
 		select {
 		case pkt := <-c.in:
-			return copy(p, pkt.b), pkt.from, nil
+			n, from := pkt.take(p)
+			return n, from, nil
 		case <-c.done:
 			return 0, netip.AddrPort{}, fmt.Errorf("turnserver: listening socket: %w", net.ErrClosed)
 		}
