@@ -179,24 +179,45 @@ type loopItem struct {
 	relay  *relayConn
 }
 
-// pionPacket is a datagram a loop hands to pion, and where it came from. They are recycled (packetPool), so that
-// what goes to pion makes no garbage: a STUN request, say, whose copy would otherwise be left to the collector.
+// pionPacket is a datagram a loop hands to pion, and where it came from. They are recycled (two pools: STUN
+// requests are small, a peer's datagrams may not be), so that what goes to pion makes no garbage, and a burst of
+// small requests waiting in a queue holds small buffers.
 type pionPacket struct {
-	n    int
+	b    []byte // the datagram, in buf
 	from netip.AddrPort
-	buf  [pionPacketSize]byte
+	buf  []byte
+	pool *sync.Pool
 }
 
-// pionPacketSize is the longest datagram handed to pion: what its read buffers hold (1,600 bytes; the loops drop
-// longer ones, as pion would).
-const pionPacketSize = 1600
+const (
+	// pionPacketSize is the longest datagram handed to pion: what its read buffers hold (1,600 bytes; the loops
+	// drop longer ones, as pion would).
+	pionPacketSize = 1600
+	// smallPionPacket is the size of the small packets' buffers: a STUN request of a browser fits.
+	smallPionPacket = 512
+)
 
-var packetPool = sync.Pool{New: func() any { return new(pionPacket) }}
+var (
+	smallPackets = sync.Pool{New: func() any { return &pionPacket{buf: make([]byte, smallPionPacket)} }}
+	largePackets = sync.Pool{New: func() any { return &pionPacket{buf: make([]byte, pionPacketSize)} }}
+)
 
-// take copies the datagram into p, gives the packet back to the pool, and returns its length and sender.
+// newPionPacket returns a recycled packet holding a copy of b, from from.
+func newPionPacket(b []byte, from netip.AddrPort) *pionPacket {
+	pool := &smallPackets
+	if len(b) > smallPionPacket {
+		pool = &largePackets
+	}
+	pkt := pool.Get().(*pionPacket)
+	pkt.pool, pkt.from = pool, from
+	pkt.b = pkt.buf[:copy(pkt.buf, b)]
+	return pkt
+}
+
+// take copies the datagram into p, gives the packet back to its pool, and returns its length and sender.
 func (pkt *pionPacket) take(p []byte) (int, netip.AddrPort) {
-	n, from := copy(p, pkt.buf[:pkt.n]), pkt.from
-	packetPool.Put(pkt)
+	n, from := copy(p, pkt.b), pkt.from
+	pkt.pool.Put(pkt)
 	return n, from
 }
 
@@ -218,12 +239,11 @@ func queuePacket(in chan *pionPacket, b []byte, from netip.AddrPort) {
 	if len(in) == cap(in) {
 		return
 	}
-	pkt := packetPool.Get().(*pionPacket)
-	pkt.n, pkt.from = copy(pkt.buf[:], b), from
+	pkt := newPionPacket(b, from)
 	select {
 	case in <- pkt:
 	default:
-		packetPool.Put(pkt)
+		pkt.pool.Put(pkt)
 	}
 }
 
