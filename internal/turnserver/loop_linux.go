@@ -146,8 +146,10 @@ func (u *udpSocket) sendTo(b []byte, to netip.AddrPort) error {
 var errSocketClosed = errors.New("turnserver: use of a closed UDP socket")
 
 // sockaddr writes to into sa as the socket's family takes it (an IPv4 address as IPv4-mapped on an IPv6 socket),
-// and returns its length.
+// and returns its length. An address's zone is not kept, and needs not be: the server listens on no link-local
+// address, and the peer filter denies link-local peers.
 func (u *udpSocket) sockaddr(sa *unix.RawSockaddrInet6, to netip.AddrPort) uint32 {
+	*sa = unix.RawSockaddrInet6{} // a reused one may hold another address's flow label and scope
 	port := to.Port()
 	if !u.v6 {
 		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
