@@ -126,13 +126,13 @@ func (g *relayGenerator) AllocateConn(string, int) (net.Conn, net.Addr, error) {
 // only denied addresses it sends to are the relay addresses of this server's own live allocations, so that two
 // clients on a LAN can talk relay to relay.
 type relayConn struct {
-	net.PacketConn                 // the socket, when it is one of Go's; nil when a loop serves it
-	udp            *net.UDPConn    // the same socket, for the channel data path
-	raw            *udpSocket      // the socket, when a loop serves it (loop_linux.go)
-	loop           *dataLoop       // that loop
-	token          uint32          // the socket's token in the loop
+	net.PacketConn                  // the socket, when it is one of Go's; nil when a loop serves it
+	udp            *net.UDPConn     // the same socket, for the channel data path
+	raw            *udpSocket       // the socket, when a loop serves it (loop_linux.go)
+	loop           *dataLoop        // that loop
+	token          uint32           // the socket's token in the loop
 	in             chan *pionPacket // what the loop hands to pion
-	done           chan struct{}   // closed by Close, with a loop
+	done           chan struct{}    // closed by Close, with a loop
 	s              *Server
 	g              *relayGenerator
 	addr           netip.AddrPort
@@ -351,11 +351,11 @@ func (c *relayConn) Close() error {
 type packetConn struct {
 	net.PacketConn // the socket, when it is one of Go's; nil when a loop serves it
 	udp            *net.UDPConn
-	sock           *udpSocket      // the socket, when a loop serves it (loop_linux.go)
-	loop           *dataLoop       // that loop
-	token          uint32          // the socket's token in the loop
+	sock           *udpSocket       // the socket, when a loop serves it (loop_linux.go)
+	loop           *dataLoop        // that loop
+	token          uint32           // the socket's token in the loop
 	in             chan *pionPacket // what the loop hands to pion
-	done           chan struct{}   // closed by Close, with a loop
+	done           chan struct{}    // closed by Close, with a loop
 	closeOnce      sync.Once
 	local          netip.AddrPort
 	s              *Server
