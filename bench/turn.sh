@@ -100,9 +100,13 @@ measure() {
     return 0
   fi
   stop
+  # The machine's load average (one minute) as the measurement ended: a shared machine's figures need it.
+  local load
+  load=$(cut -d' ' -f1 /proc/loadavg)
   jq -c --arg server "$server" --argjson round "$round" --arg commit "$commit" --arg coturn "$coturn_version" \
-    '. + {server: $server, round: $round, commit: $commit, coturn: $coturn}' "$out/last.json" >>"$out/results.jsonl"
-  jq -r --arg s "$server" '"   \($s) \(.label): \(.delivered_per_cpu_s // 0 | floor) delivered/CPU-s, \(.server_cores // 0 | . * 100 | round / 100) cores, \(.delivered_per_s // 0 | floor)/s, loss \(.loss_pct | . * 1000 | round / 1000)%\(if .kb_per_allocation then ", \(.kb_per_allocation | . * 10 | round / 10) KB/allocation" else "" end)"' "$out/last.json"
+    --argjson load "$load" '. + {server: $server, round: $round, commit: $commit, coturn: $coturn, loadavg: $load}' \
+    "$out/last.json" >>"$out/results.jsonl"
+  jq -r --arg s "$server" --arg load "$load" '"   \($s) \(.label) (load \($load)): \(.delivered_per_cpu_s // 0 | floor) delivered/CPU-s, \(.server_cores // 0 | . * 100 | round / 100) cores, \(.delivered_per_s // 0 | floor)/s, loss \(.loss_pct | . * 1000 | round / 1000)%\(if .kb_per_allocation then ", \(.kb_per_allocation | . * 10 | round / 10) KB/allocation" else "" end)"' "$out/last.json"
 }
 
 for round in $(seq "$rounds"); do

@@ -72,6 +72,7 @@ func (t *channelTable) byPeer(peer netip.AddrPort) (channelRoute, bool) {
 // the client's TCP connection.
 type clientLink struct {
 	udp  *net.UDPConn
+	sock *udpSocket // the listening socket, when a loop serves it
 	addr netip.AddrPort
 	tcp  *trackedConn
 }
@@ -158,7 +159,7 @@ func (c *relayConn) fromClient(b []byte) bool {
 	case leaveToPion:
 		return false
 	}
-	n, _ := c.udp.WriteToUDPAddrPort(b[channelHeader:channelHeader+length], r.peer)
+	n := c.sendToPeer(b[channelHeader:channelHeader+length], r.peer)
 	c.s.metrics.toPeer.Add(float64(n))
 	c.channelPackets.Add(1)
 	return true
@@ -175,7 +176,11 @@ func (c *relayConn) toClient(p []byte, n int, number uint16) bool {
 	binary.BigEndian.PutUint16(p, number)
 	binary.BigEndian.PutUint16(p[2:], uint16(n))
 	c.channelPackets.Add(1)
-	if l.tcp == nil {
+	switch {
+	case l.sock != nil:
+		_ = l.sock.sendTo(p[:channelHeader+n], l.addr)
+		return true
+	case l.tcp == nil:
 		_, _ = l.udp.WriteToUDPAddrPort(p[:channelHeader+n], l.addr)
 		return true
 	}
@@ -223,8 +228,16 @@ func (s *Server) linkClient(key allocKey, relay net.Addr) {
 	switch key.network {
 	case "udp":
 		s.mu.Lock()
-		conns := s.udpConns[key.dst]
+		conns, socks := s.udpConns[key.dst], s.udpSocks[key.dst]
 		s.mu.Unlock()
+		if rc.raw != nil {
+			if len(socks) == 0 {
+				return
+			}
+			// Any socket of the port reaches the client from the address it sent to; the loop's own lets it batch.
+			link = &clientLink{sock: socks[rc.loop.index%len(socks)], addr: key.src}
+			break
+		}
 		if len(conns) == 0 {
 			return
 		}

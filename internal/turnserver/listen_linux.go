@@ -106,3 +106,33 @@ func setBuffers(c *net.UDPConn) {
 		}
 	})
 }
+
+// listenRawUDP is listenUDP for the loops: n raw non-blocking sockets on ip:port, bound together with
+// SO_REUSEPORT, the first without it at first for the same reason.
+func listenRawUDP(ip netip.Addr, port, n int) ([]*udpSocket, error) {
+	first, err := openUDPSocket(ip, port, false, socketBuffer)
+	if err != nil {
+		return nil, err
+	}
+	socks := []*udpSocket{first}
+	if n <= 1 {
+		return socks, nil
+	}
+	fail := func(err error) ([]*udpSocket, error) {
+		for _, s := range socks {
+			_ = s.close()
+		}
+		return nil, err
+	}
+	if err := unix.SetsockoptInt(first.fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		return fail(fmt.Errorf("turnserver: SO_REUSEPORT: %w", err))
+	}
+	for range n - 1 {
+		s, err := openUDPSocket(ip, int(first.local.Port()), true, socketBuffer)
+		if err != nil {
+			return fail(fmt.Errorf("turnserver: listening on UDP %v again (SO_REUSEPORT): %w", first.local, err))
+		}
+		socks = append(socks, s)
+	}
+	return socks, nil
+}

@@ -19,8 +19,10 @@
 // # Relaying
 //
 // Media a client sends on a channel binding, and a bound peer's datagrams, are relayed by tandem itself as they
-// are read, without pion's per-packet allocations and goroutine handoffs (channels.go); the UDP port is served by
-// several sockets bound with SO_REUSEPORT, read in parallel. pion keeps everything else.
+// are read, without pion's per-packet allocations and goroutine handoffs (channels.go). On Linux the UDP port
+// (several sockets bound with SO_REUSEPORT) and the relay sockets of UDP clients are served by event loops of
+// tandem's own, one per listening socket, with recvmmsg and sendmmsg (loop_linux.go): no goroutine is woken for a
+// packet. pion keeps everything else, and reads what the loops hand it.
 //
 // # Not an open relay
 //
@@ -43,6 +45,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/turn/v4"
@@ -67,7 +70,9 @@ type Server struct {
 	mu        sync.Mutex // guards what follows
 	turn      *turn.Server
 	tcp       []*trackedListener                // TCP, TLS and handed-off connections
-	udpConns  map[netip.AddrPort][]*net.UDPConn // the UDP listening sockets, by listening address
+	udpConns  map[netip.AddrPort][]*net.UDPConn // the UDP listening sockets, by listening address (without loops)
+	udpSocks  map[netip.AddrPort][]*udpSocket   // the UDP listening sockets, by listening address (with loops)
+	loops     []*dataLoop                       // the data plane's event loops (loop_linux.go); nil: none
 	handoffs  []handoff                         // where HandOff puts connections, by listening address
 	port      int                               // the port listened on, once started
 	tlsPort   int                               // the TLS port listened on, once started; negative: none
@@ -121,6 +126,7 @@ func New(cfg Config) (*Server, error) {
 		now:         time.Now,
 		relays:      make(map[netip.AddrPort]*relayConn),
 		udpConns:    make(map[netip.AddrPort][]*net.UDPConn),
+		udpSocks:    make(map[netip.AddrPort][]*udpSocket),
 		udpClients:  make(map[udpClient]*relayConn),
 		channelPath: true,
 		tlsPort:     -1,
@@ -205,14 +211,18 @@ func (s *Server) endpoints() ([]endpoint, error) {
 
 // listening is what Start opened on one endpoint.
 type listening struct {
-	udp []*net.UDPConn
-	tcp net.Listener
-	tls net.Listener // nil without a TLS port
+	udp   []*net.UDPConn // without loops
+	socks []*udpSocket   // with loops
+	tcp   net.Listener
+	tls   net.Listener // nil without a TLS port
 }
 
 func (l *listening) close() {
 	for _, c := range l.udp {
 		_ = c.Close()
+	}
+	for _, c := range l.socks {
+		_ = c.close()
 	}
 	for _, c := range []net.Listener{l.tcp, l.tls} {
 		if c != nil {
@@ -243,12 +253,18 @@ func (s *Server) Start() error {
 		port    = s.listenPort
 		tlsPort = s.cfg.tlsPort()
 	)
+	loops, err := startDataLoops(s, s.cfg.UDPSockets)
+	if err != nil {
+		return err
+	}
 	fail := func(err error) error {
 		for _, l := range opened {
 			l.close()
 		}
+		stopDataLoops(loops)
 		s.tcp, s.handoffs = nil, nil
 		clear(s.udpConns)
+		clear(s.udpSocks)
 		return err
 	}
 	var tlsCfg *tls.Config
@@ -257,11 +273,12 @@ func (s *Server) Start() error {
 		tlsCfg.NextProtos = []string{ALPNProtocol}
 	}
 	for _, e := range eps {
-		l, p, tp, err := listenEndpoint(e.listen, port, tlsPort, s.cfg.UDPSockets)
+		raw := loops != nil
+		l, p, tp, err := listenEndpoint(e.listen, port, tlsPort, s.cfg.UDPSockets, raw)
 		if err != nil && tlsPort >= 0 && s.cfg.TLSOptional && errors.Is(err, errTLSListen) {
 			s.cfg.Logger.Warn("TURN over TLS: cannot listen on its port; going on without it", "err", err)
 			tlsPort = -1
-			l, p, tp, err = listenEndpoint(e.listen, port, tlsPort, s.cfg.UDPSockets)
+			l, p, tp, err = listenEndpoint(e.listen, port, tlsPort, s.cfg.UDPSockets, raw)
 		}
 		if err != nil {
 			if e.optional {
@@ -273,13 +290,32 @@ func (s *Server) Start() error {
 		port, tlsPort = p, tp
 		opened = append(opened, l)
 		served = append(served, e)
-		ap := l.udp[0].LocalAddr().(*net.UDPAddr).AddrPort()
-		s.udpConns[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = l.udp
-		gen := &relayGenerator{s: s, bind: e.bind, advertised: e.advertised}
-		for _, pc := range l.udp {
-			pconfs = append(pconfs, turn.PacketConnConfig{
-				PacketConn: newPacketConn(s, pc), RelayAddressGenerator: gen, PermissionHandler: gen.permit,
-			})
+		// The relays of UDP clients are served by the loops, those of TCP clients (whose ChannelData is written
+		// to their connections) by pion's goroutines; the two count the port range's sockets together.
+		open := new(atomic.Int64)
+		gen := &relayGenerator{s: s, bind: e.bind, advertised: e.advertised, open: open}
+		udpGen := &relayGenerator{s: s, bind: e.bind, advertised: e.advertised, open: open, loops: loops}
+		if raw {
+			ap := l.socks[0].local
+			s.udpSocks[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = l.socks
+			for i, sock := range l.socks {
+				pc, err := newLoopPacketConn(s, sock, loops[i%len(loops)])
+				if err != nil {
+					opened = append(opened, l)
+					return fail(err)
+				}
+				pconfs = append(pconfs, turn.PacketConnConfig{
+					PacketConn: pc, RelayAddressGenerator: udpGen, PermissionHandler: udpGen.permit,
+				})
+			}
+		} else {
+			ap := l.udp[0].LocalAddr().(*net.UDPAddr).AddrPort()
+			s.udpConns[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = l.udp
+			for _, pc := range l.udp {
+				pconfs = append(pconfs, turn.PacketConnConfig{
+					PacketConn: newPacketConn(s, pc), RelayAddressGenerator: gen, PermissionHandler: gen.permit,
+				})
+			}
 		}
 		listeners := []*trackedListener{s.newTrackedListener(l.tcp, nil)}
 		if l.tls != nil {
@@ -320,7 +356,7 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fail(fmt.Errorf("turnserver: %w", err))
 	}
-	s.turn, s.port, s.tlsPort, s.started = srv, port, tlsPort, true
+	s.turn, s.port, s.tlsPort, s.started, s.loops = srv, port, tlsPort, true, loops
 	s.hosts = s.fallbackHosts(served)
 	for _, e := range served {
 		s.listens = append(s.listens, e.listen)
@@ -334,7 +370,8 @@ var errTLSListen = errors.New("turnserver: cannot listen for TURN over TLS")
 
 // listenEndpoint listens on UDP (with udpSockets sockets sharing the port) and TCP on ip:port, and on TCP on
 // ip:tlsPort unless tlsPort is negative; port 0 picks a free one for UDP and TCP both, and tlsPort 0 another.
-func listenEndpoint(ip netip.Addr, port, tlsPort, udpSockets int) (*listening, int, int, error) {
+// With raw, the UDP sockets are raw descriptors for the loops.
+func listenEndpoint(ip netip.Addr, port, tlsPort, udpSockets int, raw bool) (*listening, int, int, error) {
 	tries := 1
 	if port == 0 {
 		tries = 10
@@ -344,18 +381,35 @@ func listenEndpoint(ip netip.Addr, port, tlsPort, udpSockets int) (*listening, i
 		lastErr error
 	)
 	for range tries {
-		pcs, err := listenUDP(ip, port, udpSockets)
-		if err != nil {
-			return nil, 0, 0, err
+		var (
+			pcs   []*net.UDPConn
+			socks []*udpSocket
+			p     int
+			err   error
+		)
+		if raw {
+			socks, err = listenRawUDP(ip, port, udpSockets)
+			if err != nil {
+				return nil, 0, 0, err
+			}
+			p = int(socks[0].local.Port())
+		} else {
+			pcs, err = listenUDP(ip, port, udpSockets)
+			if err != nil {
+				return nil, 0, 0, err
+			}
+			p = pcs[0].LocalAddr().(*net.UDPAddr).Port
 		}
-		p := pcs[0].LocalAddr().(*net.UDPAddr).Port
 		tl, err := net.ListenTCP(tcpNetwork(ip), net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(p))))
 		if err == nil {
-			l.udp, l.tcp, port = pcs, tl, p
+			l.udp, l.socks, l.tcp, port = pcs, socks, tl, p
 			break
 		}
 		for _, pc := range pcs {
 			_ = pc.Close()
+		}
+		for _, sock := range socks {
+			_ = sock.close()
 		}
 		lastErr = fmt.Errorf("turnserver: listening on TCP %v: %w", netip.AddrPortFrom(ip, uint16(p)), err)
 	}
@@ -439,6 +493,7 @@ func (s *Server) Close() error {
 	if err := s.turn.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("turnserver: closing: %w", err))
 	}
+	stopDataLoops(s.loops)
 	for _, l := range s.tcp {
 		l.closeConns()
 	}

@@ -1,0 +1,249 @@
+package turnserver
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"tandem/internal/turnserver/turnclient"
+)
+
+// TestLoopRelaysWithoutAllocating sends ChannelData round trips through a UDP allocation (client to peer and
+// back, through the loops' recvmmsg and sendmmsg) and checks that the whole process allocates nothing for them.
+func TestLoopRelaysWithoutAllocating(t *testing.T) {
+	s, _ := startServer(t, func(c *Config) { c.AllowLoopback = true })
+	if s.loops == nil {
+		t.Skip("no data loops on this system")
+	}
+	roundTrip, rc := loopRoundTrip(t, s)
+	roundTrip()
+	before := rc.channelPackets.Load()
+	if allocs := testing.AllocsPerRun(200, roundTrip); allocs != 0 {
+		t.Errorf("%v allocations per round trip through the loops, want 0", allocs)
+	}
+	if got := rc.channelPackets.Load() - before; got != 2*201 {
+		t.Errorf("the channel data path relayed %d packets, want %d", got, 2*201)
+	}
+}
+
+// BenchmarkLoopRoundTrip measures a 1,200-byte ChannelData round trip through a UDP allocation: client to peer,
+// and back, through the loops (with the test's client and peer, on the same cores).
+func BenchmarkLoopRoundTrip(b *testing.B) {
+	s, _ := startServer(b, func(c *Config) { c.AllowLoopback = true })
+	if s.loops == nil {
+		b.Skip("no data loops on this system")
+	}
+	roundTrip, _ := loopRoundTrip(b, s)
+	b.ReportAllocs()
+	for b.Loop() {
+		roundTrip()
+	}
+}
+
+// loopRoundTrip sets up a UDP allocation with a channel to a peer, and returns a function that sends 1,200 bytes
+// of ChannelData from the client to the peer and back, and checks what arrives; and the allocation's relay.
+func loopRoundTrip(tb testing.TB, s *Server) (func(), *relayConn) {
+	tb.Helper()
+	user, pass := credential(tb, s, "alice", "login-1")
+	c := dialTURN(tb, s, "udp", user, pass)
+	relay, err := c.Allocate()
+	if err != nil {
+		tb.Fatalf("Allocate: %v", err)
+	}
+	peer := udpPeer(tb, "127.0.0.1")
+	if err := c.BindChannel(0x4000, addrOf(peer)); err != nil {
+		tb.Fatalf("BindChannel: %v", err)
+	}
+	rc := s.relayAt(net.UDPAddrFromAddrPort(relay))
+	if rc == nil || rc.raw == nil {
+		tb.Fatal("the UDP allocation's relay is not served by a loop")
+	}
+	frame := turnclient.AppendChannelData(nil, 0x4000, bytes.Repeat([]byte{'m'}, 1200), false)
+	toPeer := make([]byte, 2048)
+	toClient := make([]byte, 2048)
+	payload := frame[channelHeader:]
+	return func() {
+		if _, err := c.Conn().Write(frame); err != nil {
+			tb.Fatal(err)
+		}
+		_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, from, err := peer.ReadFromUDPAddrPort(toPeer)
+		if err != nil || !bytes.Equal(toPeer[:n], payload) || from != relay {
+			tb.Fatalf("the peer got %d bytes from %v, %v", n, from, err)
+		}
+		if _, err := peer.WriteToUDPAddrPort(payload, relay); err != nil {
+			tb.Fatal(err)
+		}
+		_ = c.Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err = c.Conn().Read(toClient)
+		if err != nil || !bytes.Equal(toClient[:n], frame) {
+			tb.Fatalf("the client got %d bytes, %v", n, err)
+		}
+	}, rc
+}
+
+// TestLoopBatches has peers send bursts to many relays at once, so that the loops read several datagrams per
+// recvmmsg and send several per sendmmsg, with datagrams from a peer without a permission between them (dropped,
+// leaving holes in the batch), and checks that every client gets exactly its own packets, in order.
+func TestLoopBatches(t *testing.T) {
+	t.Parallel()
+	s, _ := startServer(t, func(c *Config) { c.AllowLoopback = true })
+	const clients, burst = 8, 40
+	user, pass := credential(t, s, "alice", "login-1")
+	type pair struct {
+		c     *turnclient.Client
+		relay netip.AddrPort
+		peer  *net.UDPConn
+	}
+	var pairs []pair
+	for range clients {
+		c := dialTURN(t, s, "udp", user, pass)
+		relay, err := c.Allocate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		peer := udpPeer(t, "127.0.0.1")
+		if err := c.BindChannel(0x4000, addrOf(peer)); err != nil {
+			t.Fatal(err)
+		}
+		pairs = append(pairs, pair{c, relay, peer})
+	}
+	// Every peer sends its burst before any client reads: the datagrams wait in the relay sockets together.
+	stranger := udpPeer(t, "127.0.0.2") // no permission: not the IP of the bound peer
+	for i, p := range pairs {
+		for j := range burst {
+			if j%3 == 1 {
+				if _, err := stranger.WriteToUDPAddrPort([]byte("no permission"), p.relay); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var b [8]byte
+			binary.BigEndian.PutUint32(b[:], uint32(i))
+			binary.BigEndian.PutUint32(b[4:], uint32(j))
+			if _, err := p.peer.WriteToUDPAddrPort(b[:], p.relay); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i, p := range pairs {
+		_ = p.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for j := range burst {
+			f, err := p.c.Read()
+			if err != nil {
+				t.Fatalf("client %d: packet %d: %v", i, j, err)
+			}
+			if f.Message != nil || f.Channel != 0x4000 || len(f.Data) != 8 ||
+				binary.BigEndian.Uint32(f.Data) != uint32(i) || binary.BigEndian.Uint32(f.Data[4:]) != uint32(j) {
+				t.Fatalf("client %d: packet %d: got channel %#x %x", i, j, f.Channel, f.Data)
+			}
+		}
+	}
+}
+
+// FuzzLoopDatagrams sends any datagram through the loops, from an allocation's client to the listening socket and
+// from its bound peer to the relay socket, each followed by a marker on the channel, and checks what arrives
+// before the marker: from the client, the data of well-formed ChannelData on the bound channel and nothing else
+// (but what a Send indication carries); from the peer, any datagram up to 1,596 bytes as ChannelData on the
+// channel. The marker arriving shows that the loops went on.
+func FuzzLoopDatagrams(f *testing.F) {
+	f.Add([]byte{0x40, 0x00, 0x00, 0x03, 'a', 'b', 'c'})
+	f.Add([]byte{0x40, 0x00, 0x00, 0x03, 'a', 'b', 'c', 0})
+	f.Add([]byte{0x40, 0x00, 0x00, 0x09, 'a'})
+	f.Add([]byte{0x40, 0x01, 0x00, 0x01, 'a'})
+	f.Add([]byte{0x40, 0x00})
+	f.Add([]byte{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12})
+	f.Add(bytes.Repeat([]byte{0x40}, 1600))
+	f.Add([]byte{})
+	s, _ := startServer(f, func(c *Config) { c.AllowLoopback = true })
+	if s.loops == nil {
+		f.Skip("no data loops on this system")
+	}
+	user, pass := credential(f, s, "alice", "login-1")
+	c := dialTURN(f, s, "udp", user, pass)
+	relay, err := c.Allocate()
+	if err != nil {
+		f.Fatal(err)
+	}
+	peer := udpPeer(f, "127.0.0.1")
+	if err := c.BindChannel(0x4000, addrOf(peer)); err != nil {
+		f.Fatal(err)
+	}
+	marker := []byte("marker")
+	markerFrame := turnclient.AppendChannelData(nil, 0x4000, marker, false)
+	buf := make([]byte, 70000)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 65000 {
+			return
+		}
+		// From the client.
+		var want []byte
+		if isChannelData(b) && len(b) < 1600 && binary.BigEndian.Uint16(b) == 0x4000 {
+			if n := int(binary.BigEndian.Uint16(b[2:])); channelHeader+n <= len(b) {
+				want = b[channelHeader : channelHeader+n]
+			}
+		}
+		sendIndication := len(b) >= 2 && b[0] == 0x00 && b[1] == 0x16
+		if _, err := c.Conn().Write(b); err != nil {
+			t.Skip(err) // too long for a datagram
+		}
+		if _, err := c.Conn().Write(markerFrame); err != nil {
+			t.Fatal(err)
+		}
+		got := false
+		for {
+			_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, _, err := peer.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Fatalf("the peer got no marker after %x: %v", b, err)
+			}
+			switch d := buf[:n]; {
+			case bytes.Equal(d, marker) && (got || want == nil || bytes.Equal(want, marker)):
+			case want != nil && !got && bytes.Equal(d, want):
+				got = true
+				continue
+			case sendIndication:
+				continue
+			default:
+				t.Fatalf("the peer got %x for %x", d, b)
+			}
+			break
+		}
+		if want != nil && !got && !bytes.Equal(want, marker) {
+			t.Fatalf("the peer did not get %x for %x", want, b)
+		}
+
+		// From the peer.
+		if _, err := peer.WriteToUDPAddrPort(b, relay); err != nil {
+			t.Skip(err)
+		}
+		if _, err := peer.WriteToUDPAddrPort(marker, relay); err != nil {
+			t.Fatal(err)
+		}
+		relayed := len(b) <= maxPeerDatagram
+		for {
+			_ = c.Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, err := c.Conn().Read(buf)
+			if err != nil {
+				t.Fatalf("the client got no marker after %x: %v", b, err)
+			}
+			d := buf[:n]
+			if n == 0 || d[0] < 0x40 {
+				continue // a STUN answer to what the client sent above
+			}
+			if relayed && bytes.Equal(d, turnclient.AppendChannelData(nil, 0x4000, b, false)) {
+				relayed = false
+				continue
+			}
+			if !bytes.Equal(d, markerFrame) {
+				t.Fatalf("the client got %x for %x", d, b)
+			}
+			break
+		}
+		if relayed && !bytes.Equal(b, marker) {
+			t.Fatalf("the client did not get %x as ChannelData", b)
+		}
+	})
+}
