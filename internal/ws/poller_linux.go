@@ -243,12 +243,16 @@ func (p *poller) run() {
 		for i := 0; i < n; i++ {
 			ev := &events[i]
 			if int(ev.Fd) == p.wakefd {
+				// The eventfd is emptied (reapAll) before stop is looked at: Shutdown closes stop before it
+				// wakes the loop, so a wake-up read here is never one whose stop goes unseen (looked at first,
+				// a Shutdown between the look and the read left the loop asleep for good).
+				resumed := p.reapAll()
 				select {
 				case <-p.srv.stop:
 					return
 				default:
 				}
-				for _, c := range p.reapAll() {
+				for _, c := range resumed {
 					if c.h != nil && p.resumeRead(c, buf) {
 						more = append(more, c)
 					}
