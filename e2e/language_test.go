@@ -236,8 +236,17 @@ func TestLanguages(t *testing.T) {
 	bob.showRecent()
 	bob.shoot("recent")
 
-	// Switching: English, remembered across a reload; then Chinese again.
+	// Switching: English, remembered across a reload; then Chinese again. A notice on screen switches with the page.
+	alice.dial("nobody")
+	alice.waitNotice("nobody不在线")
 	alice.chooseLanguage("en")
+	alice.waitNotice("nobody is not online.")
+	if n := alice.notices(); strings.Contains(n, "不在线") {
+		t.Errorf("a notice stayed in Chinese after the switch to English: %q", n)
+	}
+	if label := value[string](alice, `document.querySelector('#toasts .toast-close').getAttribute('aria-label')`); label != "Dismiss" {
+		t.Errorf("a notice's close button is labelled %q after the switch to English", label)
+	}
 	alice.waitFor("the page in English", `document.querySelector('#tab-recent span').textContent === 'Recent' && document.querySelector('#stage-title').textContent === 'Ready when you are'`)
 	// The same calls, in English's formats: "sec", and a 12-hour clock.
 	recent = value[string](alice, `document.querySelector('#recent-list').textContent`)

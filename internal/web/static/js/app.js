@@ -214,7 +214,7 @@ function enterCallView(reply) {
   if (reply.peer) {
     // A reloaded page whose old connection still held a call: that call cannot carry on from here.
     signaling.send({ type: 'leave', name: reply.peer });
-    toast(t('call.endedOnReload', { name: reply.peer }));
+    toast(() => t('call.endedOnReload', { name: reply.peer }));
   }
   useEchoName(reply);
   requestUsers();
@@ -279,27 +279,27 @@ media.addEventListener('devices', () => { fillDevicePickers(); });
 media.addEventListener('screenended', async () => {
   if (state.call) await state.call.replaceTrack('video', media.video);
   renderControls();
-  toast(t('screen.stopped'));
+  toast(() => t('screen.stopped'));
 });
 
 function toggleMic() {
   if (!media.mic) {
-    toast(t('mic.none'), { kind: 'error' });
+    toast(() => t('mic.none'), { kind: 'error' });
     return;
   }
   media.setMic(!media.micOn);
   if (state.call) state.call.sendMediaState();
   renderStage();
-  toast(t(media.micOn ? 'mic.on' : 'mic.muted'), { timeout: 1500 });
+  toast(() => t(media.micOn ? 'mic.on' : 'mic.muted'), { timeout: 1500 });
 }
 
 function toggleCamera() {
   if (state.call && state.call.audioOnly) {
-    toast(t('cam.audioCallNotice'), { timeout: 2500 });
+    toast(() => t('cam.audioCallNotice'), { timeout: 2500 });
     return;
   }
   if (!media.camera) {
-    toast(t('cam.none'), { kind: 'error' });
+    toast(() => t('cam.none'), { kind: 'error' });
     return;
   }
   media.setCamera(!media.cameraOn);
@@ -313,11 +313,11 @@ async function toggleScreen() {
       media.stopScreen();
     } else {
       await media.startScreen();
-      toast(t('screen.sharing'), { timeout: 2500 });
+      toast(() => t('screen.sharing'), { timeout: 2500 });
     }
   } catch (err) {
     if (err && err.name === 'NotAllowedError') return; // the person cancelled the picker
-    toast(t('screen.failed', { message: err.message || err }), { kind: 'error' });
+    toast(() => t('screen.failed', { message: err.message || err }), { kind: 'error' });
     return;
   }
   if (state.call) await state.call.replaceTrack('video', media.video);
@@ -347,7 +347,7 @@ async function pickDevice(kind, select) {
   try {
     await media.useDevice(kind, select.value);
   } catch (err) {
-    toast(t(kind === 'audio' ? 'devices.micFailed' : 'devices.cameraFailed'), { kind: 'error' });
+    toast(() => t(kind === 'audio' ? 'devices.micFailed' : 'devices.cameraFailed'), { kind: 'error' });
     return;
   }
   if (state.call) await state.call.replaceTrack(kind, kind === 'audio' ? media.audio : media.video);
@@ -419,7 +419,7 @@ async function dial(rawName, options = {}) {
     const same = users.filter((u) => sameLetters(u.name, name) && u.name !== state.name);
     if (same.length > 1) {
       const names = list(same.map((u) => t('call.quoted', { name: u.name })), 'disjunction');
-      toast(t('call.whichOne', { name, names }), { kind: 'error' });
+      toast(() => t('call.whichOne', { name, names }), { kind: 'error' });
       return;
     }
     if (same.length === 1) {
@@ -457,11 +457,11 @@ function finishLookUp(query, users) {
 async function startCall(rawName, { audioOnly = false } = {}) {
   const { name, error } = validateName(rawName);
   if (error) {
-    toast(t(error), { kind: 'error' });
+    toast(() => t(error), { kind: 'error' });
     return;
   }
   if (name === state.name) {
-    toast(t('call.self'), { kind: 'error' });
+    toast(() => t('call.self'), { kind: 'error' });
     return;
   }
   if (state.phase === 'incoming' && state.incoming.from === name) {
@@ -469,11 +469,11 @@ async function startCall(rawName, { audioOnly = false } = {}) {
     return;
   }
   if (state.phase !== 'idle') {
-    toast(t('call.alreadyInCall'), { kind: 'error' });
+    toast(() => t('call.alreadyInCall'), { kind: 'error' });
     return;
   }
   if (signaling.state !== 'online') {
-    toast(t('call.offline'), { kind: 'error' });
+    toast(() => t('call.offline'), { kind: 'error' });
     return;
   }
   tone.unlock();
@@ -486,7 +486,7 @@ async function startCall(rawName, { audioOnly = false } = {}) {
     await call.start();
   } catch (err) {
     // A glare settled while the offer was being made replaces this call: then there is nothing to end.
-    if (state.call === call) endCall(t('call.notStarted', { message: err.message || err }), 'error');
+    if (state.call === call) endCall(() => t('call.notStarted', { message: err.message || err }), 'error');
     return;
   }
   if (state.call !== call || state.phase !== 'outgoing') return;
@@ -494,7 +494,7 @@ async function startCall(rawName, { audioOnly = false } = {}) {
   state.ringTimer = setTimeout(() => {
     if (state.call !== call || state.phase !== 'outgoing') return;
     signaling.send({ type: 'leave', name, reason: 'no_answer' });
-    endCall(t('call.noAnswer', { name }), 'info', 'no_answer');
+    endCall(() => t('call.noAnswer', { name }), 'info', 'no_answer');
   }, config.ringTimeoutMs);
 }
 
@@ -515,7 +515,7 @@ function newCall(peer, role, { audioOnly = false, startedAt = Date.now() } = {})
     if (call.audioOnly && !call.wantsAudioOnly && !call.toldAudioOnly) {
       // The other side answered, or called, without video.
       call.toldAudioOnly = true;
-      if (call.role === 'caller') toast(t('call.answeredAudio', { name: peer }), { timeout: 4000 });
+      if (call.role === 'caller') toast(() => t('call.answeredAudio', { name: peer }), { timeout: 4000 });
     }
     renderStage();
     renderControls();
@@ -591,7 +591,7 @@ function ring(from) {
     if (state.phase !== 'incoming' || state.incoming.from !== from) return;
     signaling.send({ type: 'leave', name: from, reason: 'no_answer' });
     missedCall('missed');
-    toast(t('call.missed', { name: from }));
+    toast(() => t('call.missed', { name: from }));
   }, config.incomingTimeoutMs);
 }
 
@@ -636,7 +636,7 @@ async function answerCall(from, offer, candidates, { audioOnly = false } = {}) {
   } catch (err) {
     if (state.call !== call) return; // ended meanwhile
     signaling.send({ type: 'leave', name: from });
-    endCall(t('call.notSetUp', { name: from, message: err.message || err }), 'error');
+    endCall(() => t('call.notSetUp', { name: from, message: err.message || err }), 'error');
   }
 }
 
@@ -654,7 +654,7 @@ function decline() {
   const from = state.incoming.from;
   signaling.send({ type: 'leave', name: from, reason: 'declined' });
   missedCall('declined');
-  toast(t('call.youDeclined', { name: from }), { timeout: 2500 });
+  toast(() => t('call.youDeclined', { name: from }), { timeout: 2500 });
 }
 
 function hangUp() {
@@ -666,12 +666,14 @@ function hangUp() {
   if (!call) return;
   const cancelled = state.phase === 'outgoing';
   signaling.send({ type: 'leave', name: call.peer, reason: cancelled ? 'cancelled' : 'hangup' });
-  endCall(cancelled ? t('call.cancelled') : callSummary(call.peer), 'info', 'cancelled');
+  endCall(cancelled ? () => t('call.cancelled') : callSummary(call.peer), 'info', 'cancelled');
 }
 
+// callSummary says how the call with peer went; as a function, to be said again in another language.
 function callSummary(peer) {
-  if (!state.connectedAt) return t('call.ended', { name: peer });
-  return t('call.endedAfter', { name: peer, duration: duration(Date.now() - state.connectedAt) });
+  if (!state.connectedAt) return () => t('call.ended', { name: peer });
+  const ms = Date.now() - state.connectedAt;
+  return () => t('call.endedAfter', { name: peer, duration: duration(ms) });
 }
 
 /**
@@ -719,7 +721,7 @@ function onAnswer(msg) {
   call.handleAnswer(msg.answer).catch((err) => {
     if (state.call !== call) return;
     signaling.send({ type: 'leave', name: call.peer });
-    endCall(t('call.notSetUp', { name: call.peer, message: err.message || err }), 'error');
+    endCall(() => t('call.notSetUp', { name: call.peer, message: err.message || err }), 'error');
   });
 }
 
@@ -756,7 +758,7 @@ function onLeave(msg) {
   if (state.phase === 'incoming' && (!msg.name || msg.name === state.incoming.from)) {
     const from = state.incoming.from;
     missedCall('missed');
-    toast(reason === 'shutdown' ? leaveWords.shutdown() : t('call.missed', { name: from }));
+    toast(() => (reason === 'shutdown' ? leaveWords.shutdown() : t('call.missed', { name: from })));
     return;
   }
   const call = state.call;
@@ -766,12 +768,16 @@ function onLeave(msg) {
   let outcome = 'failed';
   if (state.phase === 'outgoing') {
     // A tutorial client that refuses a call just sends a bare leave.
-    words = reason === 'hangup' ? leaveWords.declined(peer) : (leaveWords[reason] || leaveWords.declined)(peer);
+    const said = reason === 'hangup' ? leaveWords.declined : (leaveWords[reason] || leaveWords.declined);
+    words = () => said(peer);
     outcome = reason === 'no_answer' ? 'no_answer' : reason === 'hangup' || reason === 'declined' ? 'declined' : 'failed';
   } else if (reason === 'hangup') {
-    words = t('call.twoSentences', { first: t('call.hungUp', { name: peer }), second: callSummary(peer) });
+    const summary = callSummary(peer);
+    words = () => t('call.twoSentences', { first: t('call.hungUp', { name: peer }), second: summary() });
   } else {
-    words = t('call.twoSentences', { first: (leaveWords[reason] || leaveWords.renamed)(peer), second: callSummary(peer) });
+    const summary = callSummary(peer);
+    const first = leaveWords[reason] || leaveWords.renamed;
+    words = () => t('call.twoSentences', { first: first(peer), second: summary() });
   }
   endCall(words, 'info', outcome);
 }
@@ -789,14 +795,17 @@ function onError(msg) {
   if (msg.request === 'offer' && aboutCall && state.phase === 'outgoing') {
     const words = errorWords[msg.code];
     const outcome = msg.code === 'busy' || msg.code === 'not_online' ? msg.code : 'failed';
-    endCall(words ? words(call.peer) : t('call.notPlaced', { message: msg.message || msg.code }), 'error', outcome);
+    const peer = call.peer;
+    endCall(words ? () => words(peer) : () => t('call.notPlaced', { message: msg.message || msg.code }), 'error', outcome);
     return;
   }
   if (msg.request === 'offer' && aboutCall && state.phase === 'active') {
     // A renegotiation (ICE restart, rejoin) the server could not deliver.
     const s = call.pc ? call.pc.connectionState : 'closed';
     if (msg.code === 'not_online' && (s === 'failed' || s === 'disconnected')) {
-      endCall(t('call.twoSentences', { first: t('call.noLongerOnline', { name: call.peer }), second: callSummary(call.peer) }));
+      const peer = call.peer;
+      const summary = callSummary(peer);
+      endCall(() => t('call.twoSentences', { first: t('call.noLongerOnline', { name: peer }), second: summary() }));
       return;
     }
     call.rollback().catch(() => {});
@@ -807,17 +816,17 @@ function onError(msg) {
     case 'not_online':
       return; // a message about a call that has just ended on the other side: the `leave` says it all
     case 'rate_limited':
-      toast(t('server.slowDown'), { kind: 'error' });
+      toast(() => t('server.slowDown'), { kind: 'error' });
       return;
     case 'internal':
-      toast(t('server.internal'), { kind: 'error' });
+      toast(() => t('server.internal'), { kind: 'error' });
       return;
     case 'too_large':
-      toast(t('server.tooLarge'), { kind: 'error' });
+      toast(() => t('server.tooLarge'), { kind: 'error' });
       return;
     default:
       // A problem the page has no words of its own for: the server's (in English), or at least its code.
-      toast(msg.message ? t('server.problem', { message: msg.message }) : t('server.unknownProblem', { code: msg.code || '?' }),
+      toast(() => (msg.message ? t('server.problem', { message: msg.message }) : t('server.unknownProblem', { code: msg.code || '?' })),
         { kind: 'error' });
   }
 }
@@ -940,7 +949,7 @@ async function toggleFullscreen() {
     if (document.fullscreenElement) await document.exitFullscreen();
     else if (state.phase === 'active') await $('#call-view').requestFullscreen({ navigationUI: 'hide' });
   } catch (err) {
-    toast(t('full.failed', { message: err.message || err }), { kind: 'error' });
+    toast(() => t('full.failed', { message: err.message || err }), { kind: 'error' });
   }
 }
 
@@ -949,7 +958,7 @@ async function togglePictureInPicture() {
     if (document.pictureInPictureElement) await document.exitPictureInPicture();
     else if (state.phase === 'active') await $('#remote-video').requestPictureInPicture();
   } catch (err) {
-    toast(t('pip.failed', { message: err.message || err }), { kind: 'error' });
+    toast(() => t('pip.failed', { message: err.message || err }), { kind: 'error' });
   }
 }
 
@@ -1041,7 +1050,7 @@ function addChat(who, text) {
     const badge = $('#chat-unread');
     badge.textContent = String(state.unread);
     badge.hidden = false;
-    state.chatNotices.push(toast(t('chat.from', { name: author, text: text.length > 80 ? `${text.slice(0, 80)}…` : text }), { timeout: 4000 }));
+    state.chatNotices.push(toast(() => t('chat.from', { name: author, text: text.length > 80 ? `${text.slice(0, 80)}…` : text }), { timeout: 4000 }));
     while (state.chatNotices.length > LIMITS.toasts) state.chatNotices.shift();
   }
 }
@@ -1052,7 +1061,7 @@ function sendChat(ev) {
   const text = input.value.trim();
   if (!text || !state.call) return;
   if (!state.call.sendChat(text)) {
-    toast(t('chat.notSent'), { kind: 'error' });
+    toast(() => t('chat.notSent'), { kind: 'error' });
     return;
   }
   addChat('me', text);
@@ -1101,8 +1110,8 @@ async function askToNotify() {
     answer = await Notification.requestPermission();
   } catch { /* an old browser with the callback form only: treated as not answered */ }
   renderNotifyCard();
-  if (answer === 'granted') toast(t('notify.granted'), { timeout: 4000 });
-  else if (answer === 'denied') toast(t('notify.denied'), { timeout: 8000 });
+  if (answer === 'granted') toast(() => t('notify.granted'), { timeout: 4000 });
+  else if (answer === 'denied') toast(() => t('notify.denied'), { timeout: 8000 });
 }
 
 /** Draws the person's attention to the call that rings: the tab's title, and a notification in the background. */
@@ -1196,7 +1205,7 @@ function tellMissedWhileBusy() {
   if (!state.missedWhileBusy.length) return;
   const names = list(state.missedWhileBusy.map((name) => t('call.quoted', { name })));
   state.missedWhileBusy = [];
-  toast(t('call.missedWhileBusy', { names }), { timeout: 12000 });
+  toast(() => t('call.missedWhileBusy', { names }), { timeout: 12000 });
 }
 
 const recentWords = {
@@ -1573,7 +1582,7 @@ signaling.addEventListener('state', (ev) => {
   const { state: s, retryIn } = ev.detail;
   setConnection(s, retryIn);
   if (s === 'reconnecting' && retryIn && signaling.attempt === 1) {
-    toast(t('server.lost'), { timeout: 5000 });
+    toast(() => t('server.lost'), { timeout: 5000 });
   }
 });
 
@@ -1583,17 +1592,18 @@ signaling.addEventListener('resumed', (ev) => {
   saveSession(reply);
   useEchoName(reply);
   setConnection('online');
-  toast(t('server.back'), { timeout: 2500 });
+  toast(() => t('server.back'), { timeout: 2500 });
   const call = state.call;
   if (reply.peer) {
     if (call && call.peer === reply.peer) call.signalingResumed();
     else if (!(state.incoming && state.incoming.from === reply.peer)) signaling.send({ type: 'leave', name: reply.peer });
   } else if (state.phase === 'outgoing') {
-    endCall(t('call.lost', { name: call.peer }), 'error');
+    const peer = call.peer;
+    endCall(() => t('call.lost', { name: peer }), 'error');
   } else if (state.phase === 'incoming') {
     const from = state.incoming.from;
     missedCall('missed');
-    toast(t('call.missedOffline', { name: from }));
+    toast(() => t('call.missedOffline', { name: from }));
   }
   if (!reply.peer && state.phase === 'active' && call) {
     // The server no longer knows this call (it restarted), while media still flows peer to peer: rejoin.

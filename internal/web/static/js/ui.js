@@ -1,7 +1,7 @@
 // Small DOM helpers shared by the page: element lookup and creation, avatars, notices, names.
 
 import { LIMITS } from './limits.js';
-import { t } from './i18n.js';
+import { onLanguageChange, t } from './i18n.js';
 
 /** Returns the first element matching a CSS selector. */
 export const $ = (sel) => document.querySelector(sel);
@@ -41,11 +41,11 @@ export function avatar(node, name) {
  */
 export function toast(message, { kind = 'info', timeout = 6000 } = {}) {
   const box = document.getElementById('toasts');
-  let text = String(message);
-  if (text.length > LIMITS.toastChars) text = `${text.slice(0, LIMITS.toastChars)}…`;
   // The container is a polite live region; an error interrupts as an alert.
   const item = el('div', { class: `toast toast-${kind}`, role: kind === 'error' ? 'alert' : null },
-    el('span', { class: 'toast-text' }, text));
+    el('span', { class: 'toast-text' }, toastText(message)));
+  // Words given as a function are said again in the new language when the language changes.
+  if (typeof message === 'function') item.words = message;
   const close = el('button', { type: 'button', class: 'toast-close', 'aria-label': t('notices.dismiss') }, '×');
   const timer = setTimeout(() => item.remove(), timeout);
   item.dismiss = () => {
@@ -59,6 +59,19 @@ export function toast(message, { kind = 'info', timeout = 6000 } = {}) {
   while (box.children.length > LIMITS.toasts) box.firstElementChild.dismiss();
   return item;
 }
+
+function toastText(message) {
+  const text = String(typeof message === 'function' ? message() : message);
+  return text.length > LIMITS.toastChars ? `${text.slice(0, LIMITS.toastChars)}…` : text;
+}
+
+// Notices on screen follow a change of language: their words (when given as a function) and their close button.
+onLanguageChange(() => {
+  for (const item of document.querySelectorAll('#toasts .toast')) {
+    if (item.words) item.querySelector('.toast-text').textContent = toastText(item.words);
+    item.querySelector('.toast-close').setAttribute('aria-label', t('notices.dismiss'));
+  }
+});
 
 /** Checks a name as the server will (docs/protocol.md, Names): returns {name} or {error}, the key of its words. */
 export function validateName(raw) {
