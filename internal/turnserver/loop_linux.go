@@ -365,16 +365,33 @@ func stopDataLoops(loops []*dataLoop) {
 	}
 }
 
-// add puts a socket in the loop's epoll set and returns its token.
-func (l *dataLoop) add(it loopItem) (uint32, error) {
+// register gives it a token of the loop, without putting anything in its epoll set yet.
+func (l *dataLoop) register(it loopItem) uint32 {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	token := l.next
 	l.next++
 	if l.next == wakeToken {
 		l.next++
 	}
 	l.items[token] = it
-	l.mu.Unlock()
+	return token
+}
+
+// watchWritable puts the TCP connection fd in the loop's epoll set, for EPOLLOUT, or takes it out.
+func (l *dataLoop) watchWritable(fd int, token uint32, on bool) error {
+	if !on {
+		return unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLOUT, Fd: int32(token)}); err != nil {
+		return fmt.Errorf("turnserver: epoll: %w", err)
+	}
+	return nil
+}
+
+// add puts a socket in the loop's epoll set and returns its token.
+func (l *dataLoop) add(it loopItem) (uint32, error) {
+	token := l.register(it)
 	it.sock.mu.RLock()
 	defer it.sock.mu.RUnlock()
 	if it.sock.closed {
@@ -428,9 +445,12 @@ func (l *dataLoop) run() {
 			if !ok {
 				continue
 			}
-			if it.relay != nil {
+			switch {
+			case it.tcp != nil:
+				it.tcp.writable()
+			case it.relay != nil:
 				l.readRelay(it)
-			} else {
+			default:
 				l.readListening(it)
 			}
 		}
@@ -519,10 +539,28 @@ func (l *dataLoop) readRelay(it loopItem) {
 }
 
 // toClient makes the datagram in l.out's buffer i ChannelData on channel number and moves it to the pending ones,
-// to be sent to rc's client. It reports false when rc has no UDP client (yet).
+// to be sent to rc's client; for a TCP client, it writes it to the client's connection at once (tcpwrite_linux.go).
+// It reports false when rc has no client (yet), or one the loops do not write to.
 func (l *dataLoop) toClient(rc *relayConn, i, size int, number uint16) bool {
 	link := rc.link.Load()
-	if link == nil || link.sock == nil {
+	if link == nil {
+		return false
+	}
+	if link.tcp != nil {
+		w := link.tcp.w
+		if w == nil {
+			return false
+		}
+		p := l.out.bufs[i]
+		p[0], p[1] = byte(number>>8), byte(number)
+		p[2], p[3] = byte(size>>8), byte(size)
+		framed := channelHeader + (size+3)&^3 // padded to a multiple of 4 bytes over TCP (RFC 8656, section 12.5)
+		clear(p[channelHeader+size : framed])
+		w.writeMedia(p[:framed])
+		rc.channelPackets.Add(1)
+		return true
+	}
+	if link.sock == nil {
 		return false
 	}
 	if l.pending > 0 && l.outTo != link.sock {

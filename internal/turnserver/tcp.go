@@ -96,8 +96,10 @@ func (s *Server) tcpAllocated(remote, local netip.AddrPort, allocated bool) {
 // where pion's accept loop would stop for good.
 type trackedListener struct {
 	net.Listener
-	s    *Server
-	tls  *tls.Config // TURN over TLS on this listener's connections; nil: none (TCP, or TLS already set up)
+	s     *Server
+	tls   *tls.Config // TURN over TLS on this listener's connections; nil: none (TCP, or TLS already set up)
+	loops []*dataLoop // write the plain TCP connections of this listener (tcpwrite_linux.go); nil: pion does
+	next  int         // the loop of the next connection
 	done chan struct{}
 
 	mu     sync.Mutex
@@ -148,6 +150,11 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 		_ = c.SetDeadline(time.Now().Add(l.s.cfg.TCPIdleTimeout))
 		if l.tls != nil {
 			tc.Conn = tls.Server(c, l.tls)
+		} else if tcp, ok := c.(*net.TCPConn); ok && l.loops != nil {
+			l.next++
+			if err := tc.attachWriter(tcp, l.loops[l.next%len(l.loops)]); err != nil {
+				l.s.cfg.Logger.Warn("TURN TCP connection written by pion", "err", err)
+			}
 		}
 		l.mu.Lock()
 		if l.closed {
@@ -199,6 +206,7 @@ type trackedConn struct {
 
 	closeOnce sync.Once
 	relay     atomic.Pointer[relayConn] // the connection's allocation, once it has one
+	w         *tcpWriter                // writes a plain TCP connection without blocking (tcpwrite_linux.go); nil: Conn's Write
 
 	// The read buffer, touched only by the reading goroutine: buf[off:end] has not been handed on yet.
 	buf      []byte
@@ -283,8 +291,19 @@ func frameSize(b []byte) (int, error) {
 	return size, nil
 }
 
+// Write is pion's write of a message to the client.
+func (c *trackedConn) Write(p []byte) (int, error) {
+	if c.w != nil {
+		return c.w.write(p)
+	}
+	return c.Conn.Write(p)
+}
+
 func (c *trackedConn) Close() error {
 	c.closeOnce.Do(func() {
+		if c.w != nil {
+			c.w.close() // before the descriptor is closed: no loop writes to it (or to one reusing its number) after
+		}
 		c.l.s.tcpLimits.release(c)
 		c.l.s.metrics.tcpConns.Dec()
 		c.l.mu.Lock()
