@@ -100,7 +100,7 @@ type trackedListener struct {
 	tls   *tls.Config // TURN over TLS on this listener's connections; nil: none (TCP, or TLS already set up)
 	loops []*dataLoop // write the plain TCP connections of this listener (tcpwrite_linux.go); nil: pion does
 	next  int         // the loop of the next connection
-	done chan struct{}
+	done  chan struct{}
 
 	mu     sync.Mutex
 	conns  map[*trackedConn]struct{}
