@@ -3,6 +3,7 @@ package turnserver
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -18,11 +19,29 @@ func TestLoopRelaysWithoutAllocating(t *testing.T) {
 	if s.loops == nil {
 		t.Skip("no data loops on this system")
 	}
-	roundTrip, rc := loopRoundTrip(t, s)
+	roundTrip, rc := loopRoundTrip(t, s, "udp")
 	roundTrip()
 	before := rc.channelPackets.Load()
 	if allocs := testing.AllocsPerRun(200, roundTrip); allocs != 0 {
 		t.Errorf("%v allocations per round trip through the loops, want 0", allocs)
+	}
+	if got := rc.channelPackets.Load() - before; got != 2*201 {
+		t.Errorf("the channel data path relayed %d packets, want %d", got, 2*201)
+	}
+}
+
+// TestLoopRelaysTCPWithoutAllocating is TestLoopRelaysWithoutAllocating for a client over TCP: its connection's
+// reader relays to the peer, and the loop reads the peer's datagrams and writes them to the connection.
+func TestLoopRelaysTCPWithoutAllocating(t *testing.T) {
+	s, _ := startServer(t, func(c *Config) { c.AllowLoopback = true })
+	if s.loops == nil {
+		t.Skip("no data loops on this system")
+	}
+	roundTrip, rc := loopRoundTrip(t, s, "tcp")
+	roundTrip()
+	before := rc.channelPackets.Load()
+	if allocs := testing.AllocsPerRun(200, roundTrip); allocs != 0 {
+		t.Errorf("%v allocations per round trip through a TCP client's relay, want 0", allocs)
 	}
 	if got := rc.channelPackets.Load() - before; got != 2*201 {
 		t.Errorf("the channel data path relayed %d packets, want %d", got, 2*201)
@@ -36,19 +55,20 @@ func BenchmarkLoopRoundTrip(b *testing.B) {
 	if s.loops == nil {
 		b.Skip("no data loops on this system")
 	}
-	roundTrip, _ := loopRoundTrip(b, s)
+	roundTrip, _ := loopRoundTrip(b, s, "udp")
 	b.ReportAllocs()
 	for b.Loop() {
 		roundTrip()
 	}
 }
 
-// loopRoundTrip sets up a UDP allocation with a channel to a peer, and returns a function that sends 1,200 bytes
-// of ChannelData from the client to the peer and back, and checks what arrives; and the allocation's relay.
-func loopRoundTrip(tb testing.TB, s *Server) (func(), *relayConn) {
+// loopRoundTrip sets up an allocation over network (udp or tcp) with a channel to a peer, and returns a function
+// that sends 1,200 bytes of ChannelData from the client to the peer and back, and checks what arrives; and the
+// allocation's relay.
+func loopRoundTrip(tb testing.TB, s *Server, network string) (func(), *relayConn) {
 	tb.Helper()
 	user, pass := credential(tb, s, "alice", "login-1")
-	c := dialTURN(tb, s, "udp", user, pass)
+	c := dialTURN(tb, s, network, user, pass)
 	relay, err := c.Allocate()
 	if err != nil {
 		tb.Fatalf("Allocate: %v", err)
@@ -59,7 +79,7 @@ func loopRoundTrip(tb testing.TB, s *Server) (func(), *relayConn) {
 	}
 	rc := s.relayAt(net.UDPAddrFromAddrPort(relay))
 	if rc == nil || rc.raw == nil {
-		tb.Fatal("the UDP allocation's relay is not served by a loop")
+		tb.Fatalf("the %s allocation's relay is not served by a loop", network)
 	}
 	frame := turnclient.AppendChannelData(nil, 0x4000, bytes.Repeat([]byte{'m'}, 1200), false)
 	toPeer := make([]byte, 2048)
@@ -78,7 +98,11 @@ func loopRoundTrip(tb testing.TB, s *Server) (func(), *relayConn) {
 			tb.Fatal(err)
 		}
 		_ = c.Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err = c.Conn().Read(toClient)
+		if network == "tcp" { // a stream: the frame may come in pieces
+			n, err = io.ReadFull(c.Conn(), toClient[:len(frame)])
+		} else {
+			n, err = c.Conn().Read(toClient)
+		}
 		if err != nil || !bytes.Equal(toClient[:n], frame) {
 			tb.Fatalf("the client got %d bytes, %v", n, err)
 		}
@@ -246,4 +270,109 @@ func FuzzLoopDatagrams(f *testing.F) {
 			t.Fatalf("the client did not get %x as ChannelData", b)
 		}
 	})
+}
+
+// TestTCPClientThatStopsReading has a peer flood a TCP client that reads nothing: the loop writing to it must
+// not block (another client's relay on the same loop keeps flowing), its backlog must stay within tcpBacklog,
+// frames beyond it are dropped whole (the stream stays well-formed), and once the client reads again it gets
+// what follows.
+func TestTCPClientThatStopsReading(t *testing.T) {
+	s, _ := startServer(t, func(c *Config) {
+		c.AllowLoopback = true
+		c.UDPSockets = 1 // one loop: the stalled client's and the other client's relays share it
+	})
+	if s.loops == nil {
+		t.Skip("no data loops on this system")
+	}
+	user, pass := credential(t, s, "alice", "login-1")
+	stalled := dialTURN(t, s, "tcp", user, pass)
+	relay, err := stalled.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := udpPeer(t, "127.0.0.1")
+	if err := stalled.BindChannel(0x4000, addrOf(peer)); err != nil {
+		t.Fatal(err)
+	}
+	rc := s.relayAt(net.UDPAddrFromAddrPort(relay))
+	if rc == nil || rc.raw == nil {
+		t.Fatal("the TCP allocation's relay is not served by a loop")
+	}
+	link := rc.link.Load()
+	if link == nil || link.tcp == nil || link.tcp.w == nil {
+		t.Fatal("the TCP client's connection is not written by the loops")
+	}
+	w := link.tcp.w
+
+	media := bytes.Repeat([]byte{'m'}, 1200)
+	// Flood until the client's receive buffer, the server's send buffer and the backlog are full and frames are
+	// dropped.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for range 64 {
+			if _, err := peer.WriteToUDPAddrPort(media, relay); err != nil {
+				t.Fatal(err)
+			}
+		}
+		queued, dropped := w.backlogLen()
+		if queued > tcpBacklog {
+			t.Fatalf("the backlog holds %d bytes, more than %d", queued, tcpBacklog)
+		}
+		if dropped > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no frame dropped for the stalled client after 20 s (backlog %d bytes)", queued)
+		}
+	}
+
+	// The loop is not blocked: another client's round trips through it go on, while the flood goes on too.
+	other, _ := loopRoundTrip(t, s, "udp")
+	for range 50 {
+		if _, err := peer.WriteToUDPAddrPort(media, relay); err != nil {
+			t.Fatal(err)
+		}
+		other()
+	}
+	if queued, _ := w.backlogLen(); queued > tcpBacklog {
+		t.Fatalf("the backlog holds %d bytes, more than %d", queued, tcpBacklog)
+	}
+
+	// The stalled client reads again: whole frames of the flood, then a marker sent after them.
+	_ = stalled.SetReadDeadline(time.Now().Add(20 * time.Second))
+	frames := 0
+	for {
+		queued, _ := w.backlogLen()
+		if queued == 0 && frames > 0 {
+			break
+		}
+		f, err := stalled.Read()
+		if err != nil {
+			t.Fatalf("after %d frames: %v", frames, err)
+		}
+		if f.Channel != 0x4000 || !bytes.Equal(f.Data, media) {
+			t.Fatalf("frame %d: channel %#x, %d bytes; want the peer's 1,200 bytes on 0x4000", frames, f.Channel, len(f.Data))
+		}
+		frames++
+	}
+	marker := []byte("marker")
+	if _, err := peer.WriteToUDPAddrPort(marker, relay); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := stalled.Read()
+		if err != nil {
+			t.Fatalf("no marker after %d frames: %v", frames, err)
+		}
+		if f.Channel != 0x4000 {
+			t.Fatalf("frame %d: channel %#x", frames, f.Channel)
+		}
+		if bytes.Equal(f.Data, marker) {
+			break
+		}
+		if !bytes.Equal(f.Data, media) {
+			t.Fatalf("frame %d: %d bytes, neither the flood's nor the marker", frames, len(f.Data))
+		}
+		frames++
+	}
 }

@@ -249,9 +249,11 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 		}
 		n, err := c.Conn.Read(c.buf[c.end:])
 		c.end += n
-		var ne net.Error
-		if err != nil && errors.As(err, &ne) && ne.Timeout() {
-			c.l.s.limited(limitTCPIdle, c.RemoteAddr(), "")
+		if err != nil {
+			var ne net.Error // escapes (errors.As): declared only where a read failed
+			if errors.As(err, &ne) && ne.Timeout() {
+				c.l.s.limited(limitTCPIdle, c.RemoteAddr(), "")
+			}
 		}
 		c.err = err
 	}
