@@ -188,10 +188,10 @@ func (w *tcpWriter) close() {
 	if !w.closed {
 		w.closed = true
 		close(w.closeC)
-		if w.armed {
+		if w.armed && !w.loop.stop.Load() { // a stopped loop's epoll descriptor is closed, or about to be
 			_ = w.loop.watchWritable(w.fd, w.token, false)
-			w.armed = false
 		}
+		w.armed = false
 		w.backlog = nil
 	}
 	w.mu.Unlock()
