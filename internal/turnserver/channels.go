@@ -189,8 +189,8 @@ func (c *relayConn) toClient(p []byte, n int, number uint16) bool {
 		return false
 	}
 	clear(p[channelHeader+n : size])
-	if l.tcp.w != nil {
-		l.tcp.w.writeMedia(p[:size])
+	if l.tcp.lc != nil {
+		l.tcp.lc.writeMedia(p[:size])
 		return true
 	}
 	_, _ = l.tcp.Conn.Write(p[:size])

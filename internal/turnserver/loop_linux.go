@@ -378,12 +378,14 @@ func (l *dataLoop) register(it loopItem) uint32 {
 	return token
 }
 
-// watchWritable puts the TCP connection fd in the loop's epoll set, for EPOLLOUT, or takes it out.
-func (l *dataLoop) watchWritable(fd int, token uint32, on bool) error {
-	if !on {
-		return unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+// watchTCP adds (op EPOLL_CTL_ADD), changes (EPOLL_CTL_MOD) or removes (EPOLL_CTL_DEL) the TCP connection fd in
+// the loop's epoll set: readable, and writable too if writable.
+func (l *dataLoop) watchTCP(fd int, token uint32, op int, writable bool) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(token)}
+	if writable {
+		ev.Events |= unix.EPOLLOUT
 	}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLOUT, Fd: int32(token)}); err != nil {
+	if err := unix.EpollCtl(l.epfd, op, fd, &ev); err != nil {
 		return fmt.Errorf("turnserver: epoll: %w", err)
 	}
 	return nil
@@ -447,7 +449,12 @@ func (l *dataLoop) run() {
 			}
 			switch {
 			case it.tcp != nil:
-				it.tcp.writable()
+				if ev := l.events[i].Events; ev&unix.EPOLLOUT != 0 {
+					it.tcp.writable()
+				}
+				if ev := l.events[i].Events; ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+					it.tcp.readable()
+				}
 			case it.relay != nil:
 				l.readRelay(it)
 			default:
@@ -539,7 +546,7 @@ func (l *dataLoop) readRelay(it loopItem) {
 }
 
 // toClient makes the datagram in l.out's buffer i ChannelData on channel number and moves it to the pending ones,
-// to be sent to rc's client; for a TCP client, it writes it to the client's connection at once (tcpwrite_linux.go).
+// to be sent to rc's client; for a TCP client, it writes it to the client's connection at once (tcploop_linux.go).
 // It reports false when rc has no client (yet), or one the loops do not write to.
 func (l *dataLoop) toClient(rc *relayConn, i, size int, number uint16) bool {
 	link := rc.link.Load()
@@ -547,7 +554,7 @@ func (l *dataLoop) toClient(rc *relayConn, i, size int, number uint16) bool {
 		return false
 	}
 	if link.tcp != nil {
-		w := link.tcp.w
+		w := link.tcp.lc
 		if w == nil {
 			return false
 		}
@@ -556,8 +563,8 @@ func (l *dataLoop) toClient(rc *relayConn, i, size int, number uint16) bool {
 		p[2], p[3] = byte(size>>8), byte(size)
 		framed := channelHeader + (size+3)&^3 // padded to a multiple of 4 bytes over TCP (RFC 8656, section 12.5)
 		clear(p[channelHeader+size : framed])
-		w.writeMedia(p[:framed])
 		rc.channelPackets.Add(1)
+		w.writeMedia(p[:framed])
 		return true
 	}
 	if link.sock == nil {

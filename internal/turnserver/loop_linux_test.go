@@ -38,6 +38,9 @@ func TestLoopRelaysTCPWithoutAllocating(t *testing.T) {
 		t.Skip("no data loops on this system")
 	}
 	roundTrip, rc := loopRoundTrip(t, s, "tcp")
+	if link := rc.link.Load(); link == nil || link.tcp == nil || link.tcp.lc == nil {
+		t.Fatal("the TCP client's connection is not served by a loop")
+	}
 	roundTrip()
 	before := rc.channelPackets.Load()
 	if allocs := testing.AllocsPerRun(200, roundTrip); allocs != 0 {
@@ -299,10 +302,10 @@ func TestTCPClientThatStopsReading(t *testing.T) {
 		t.Fatal("the TCP allocation's relay is not served by a loop")
 	}
 	link := rc.link.Load()
-	if link == nil || link.tcp == nil || link.tcp.w == nil {
+	if link == nil || link.tcp == nil || link.tcp.lc == nil {
 		t.Fatal("the TCP client's connection is not written by the loops")
 	}
-	w := link.tcp.w
+	w := link.tcp.lc
 
 	media := bytes.Repeat([]byte{'m'}, 1200)
 	// Flood until the client's receive buffer, the server's send buffer and the backlog are full and frames are

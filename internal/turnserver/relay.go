@@ -178,7 +178,7 @@ type loopItem struct {
 	sock   *udpSocket
 	listen *packetConn
 	relay  *relayConn
-	tcp    *tcpWriter
+	tcp    *tcpLoopConn
 }
 
 // pionPacket is a datagram a loop hands to pion, and where it came from. They are recycled (two pools: STUN

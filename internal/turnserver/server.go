@@ -318,7 +318,7 @@ func (s *Server) Start() error {
 			}
 		}
 		// Plain TCP clients' relays are served by the loops too, which write their ChannelData to the connections
-		// without blocking (tcpwrite_linux.go); TLS clients' by pion's goroutines.
+		// without blocking (tcploop_linux.go); TLS clients' by pion's goroutines.
 		plain := s.newTrackedListener(l.tcp, nil)
 		plain.loops = loops
 		tcpGen := &relayGenerator{s: s, bind: e.bind, advertised: e.advertised, open: open, loops: loops}

@@ -84,9 +84,9 @@ func (s *Server) tcpAllocated(remote, local netip.AddrPort, allocated bool) {
 		return
 	}
 	if allocated {
-		_ = c.Conn.SetDeadline(time.Time{})
+		_ = c.SetDeadline(time.Time{})
 	} else {
-		_ = c.Conn.SetDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
+		_ = c.SetDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
 	}
 }
 
@@ -98,7 +98,7 @@ type trackedListener struct {
 	net.Listener
 	s     *Server
 	tls   *tls.Config // TURN over TLS on this listener's connections; nil: none (TCP, or TLS already set up)
-	loops []*dataLoop // write the plain TCP connections of this listener (tcpwrite_linux.go); nil: pion does
+	loops []*dataLoop // write the plain TCP connections of this listener (tcploop_linux.go); nil: pion does
 	next  int         // the loop of the next connection
 	done  chan struct{}
 
@@ -152,8 +152,8 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 			tc.Conn = tls.Server(c, l.tls)
 		} else if tcp, ok := c.(*net.TCPConn); ok && l.loops != nil {
 			l.next++
-			if err := tc.attachWriter(tcp, l.loops[l.next%len(l.loops)]); err != nil {
-				l.s.cfg.Logger.Warn("TURN TCP connection written by pion", "err", err)
+			if err := tc.attachLoop(tcp, l.loops[l.next%len(l.loops)], time.Now().Add(l.s.cfg.TCPIdleTimeout)); err != nil {
+				l.s.cfg.Logger.Warn("TURN TCP connection served by goroutines", "err", err)
 			}
 		}
 		l.mu.Lock()
@@ -206,7 +206,7 @@ type trackedConn struct {
 
 	closeOnce sync.Once
 	relay     atomic.Pointer[relayConn] // the connection's allocation, once it has one
-	w         *tcpWriter                // writes a plain TCP connection without blocking (tcpwrite_linux.go); nil: Conn's Write
+	lc        *tcpLoopConn              // a plain TCP connection served by a loop (tcploop_linux.go); nil: Conn is read and written itself
 
 	// The read buffer, touched only by the reading goroutine: buf[off:end] has not been handed on yet.
 	buf      []byte
@@ -218,6 +218,9 @@ type trackedConn struct {
 const tcpReadBuffer = 4096
 
 func (c *trackedConn) Read(p []byte) (int, error) {
+	if c.lc != nil {
+		return c.lc.read(p)
+	}
 	if c.buf == nil {
 		c.buf = make([]byte, tcpReadBuffer)
 	}
@@ -293,18 +296,45 @@ func frameSize(b []byte) (int, error) {
 	return size, nil
 }
 
+// SetDeadline sets the deadline of reads (and, on a connection the loops do not serve, of writes).
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	if c.lc != nil {
+		c.lc.setDeadline(t)
+		return nil
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+// SetReadDeadline sets the deadline of reads.
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	if c.lc != nil {
+		c.lc.setDeadline(t)
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetWriteDeadline sets the deadline of writes, on a connection the loops do not serve (pion's writes to one they
+// serve wait only while its backlog is full).
+func (c *trackedConn) SetWriteDeadline(t time.Time) error {
+	if c.lc != nil {
+		return nil
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
 // Write is pion's write of a message to the client.
 func (c *trackedConn) Write(p []byte) (int, error) {
-	if c.w != nil {
-		return c.w.write(p)
+	if c.lc != nil {
+		return c.lc.write(p)
 	}
 	return c.Conn.Write(p)
 }
 
 func (c *trackedConn) Close() error {
 	c.closeOnce.Do(func() {
-		if c.w != nil {
-			c.w.close() // before the descriptor is closed: no loop writes to it (or to one reusing its number) after
+		if c.lc != nil {
+			c.lc.close() // before the descriptor is closed: no loop writes to it (or to one reusing its number) after
 		}
 		c.l.s.tcpLimits.release(c)
 		c.l.s.metrics.tcpConns.Dec()
