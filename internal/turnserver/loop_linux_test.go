@@ -379,3 +379,52 @@ func TestTCPClientThatStopsReading(t *testing.T) {
 		frames++
 	}
 }
+
+// TestTCPFramesInPieces sends a TCP client's ChannelData frames (of many lengths, padded) a few bytes per write,
+// so that the loop reading the connection finds frames cut anywhere, and checks that the peer gets every
+// payload, in order, and that a STUN request after them is still answered.
+func TestTCPFramesInPieces(t *testing.T) {
+	s, _ := startServer(t, func(c *Config) { c.AllowLoopback = true })
+	if s.loops == nil {
+		t.Skip("no data loops on this system")
+	}
+	user, pass := credential(t, s, "alice", "login-1")
+	c := dialTURN(t, s, "tcp", user, pass)
+	relay, err := c.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := udpPeer(t, "127.0.0.1")
+	if err := c.BindChannel(0x4000, addrOf(peer)); err != nil {
+		t.Fatal(err)
+	}
+	if rc := s.relayAt(net.UDPAddrFromAddrPort(relay)); rc == nil || rc.link.Load() == nil || rc.link.Load().tcp.lc == nil {
+		t.Fatal("the TCP client's connection is not served by a loop")
+	}
+	var stream []byte
+	var payloads [][]byte
+	for i := range 20 {
+		p := bytes.Repeat([]byte{byte('a' + i)}, 1+i*67%300)
+		payloads = append(payloads, p)
+		stream = turnclient.AppendChannelData(stream, 0x4000, p, true)
+	}
+	for off := 0; off < len(stream); off += 7 {
+		if _, err := c.Conn().Write(stream[off:min(off+7, len(stream))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 2048)
+	for i, want := range payloads {
+		_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err := peer.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("payload %d: %v", i, err)
+		}
+		if !bytes.Equal(buf[:n], want) {
+			t.Fatalf("payload %d: got %d bytes of %q, want %d of %q", i, n, buf[:1], len(want), want[:1])
+		}
+	}
+	if err := c.Refresh(10 * time.Minute); err != nil {
+		t.Fatalf("a Refresh after the frames: %v", err)
+	}
+}
