@@ -3,6 +3,7 @@ package turnserver
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -427,4 +428,111 @@ func TestTCPFramesInPieces(t *testing.T) {
 	if err := c.Refresh(10 * time.Minute); err != nil {
 		t.Fatalf("a Refresh after the frames: %v", err)
 	}
+}
+
+// FuzzLoopTCPStream sends any bytes on a fresh TCP allocation's connection, which a loop reads, and checks the
+// outcome against frameSize's rules applied in turn: a stream that is not STUN and ChannelData closes the
+// connection; otherwise the peer gets the data of each ChannelData frame on the bound channel, in order, and then
+// a marker sent after them (what a Send indication carries may come too).
+func FuzzLoopTCPStream(f *testing.F) {
+	f.Add([]byte{0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0})
+	f.Add([]byte{0x40, 0x00, 0x00, 0x01, 'a', 0, 0, 0, 0x40, 0x01, 0x00, 0x00, 0x40, 0x00, 0x00, 0x02, 'b', 'c', 0, 0})
+	f.Add([]byte{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12})
+	f.Add([]byte("GET / HTTP/1.1\r\n"))
+	f.Add([]byte{0x7F, 0xFF, 0x06, 0x3C})
+	s, _ := startServer(f, func(c *Config) {
+		c.AllowLoopback = true
+		c.MaxAllocationsPerSession, c.MaxAllocationsPerAddress = -1, -1
+	})
+	if s.loops == nil {
+		f.Skip("no data loops on this system")
+	}
+	user, pass := credential(f, s, "alice", "login-1")
+	server := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(s.Port()))
+	marker := []byte("marker")
+	buf := make([]byte, 70000)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 20000 {
+			return
+		}
+		// What the server should make of b.
+		var want [][]byte
+		garbage, sendIndication, off := false, false, 0
+		for off < len(b) {
+			size, err := frameSize(b[off:])
+			if err != nil {
+				garbage = true
+				break
+			}
+			if size == 0 {
+				t.Skip("ends inside a frame: the marker would be part of it")
+			}
+			frame := b[off : off+size]
+			switch {
+			case frame[0]&0xC0 == 0x40 && binary.BigEndian.Uint16(frame) == 0x4000:
+				want = append(want, frame[channelHeader:channelHeader+int(binary.BigEndian.Uint16(frame[2:]))])
+			case frame[0] == 0x00 && frame[1] == 0x16:
+				sendIndication = true
+			}
+			off += size
+		}
+
+		c, err := turnclient.Dial("tcp", server, user, pass, &turnclient.Options{RTO: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		relay, err := c.Allocate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer peer.Close()
+		if err := c.BindChannel(0x4000, addrOf(peer)); err != nil {
+			t.Fatal(err)
+		}
+		if rc := s.relayAt(net.UDPAddrFromAddrPort(relay)); rc == nil || rc.link.Load() == nil || rc.link.Load().tcp.lc == nil {
+			t.Fatal("the TCP client's connection is not served by a loop")
+		}
+		if _, err := c.Conn().Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if garbage {
+			for {
+				_ = c.Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, err := c.Conn().Read(buf); err != nil {
+					var ne net.Error
+					if errors.As(err, &ne) && ne.Timeout() {
+						t.Fatalf("the server did not close the connection after %x", b)
+					}
+					return
+				}
+			}
+		}
+		if _, err := c.Conn().Write(turnclient.AppendChannelData(nil, 0x4000, marker, true)); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; ; {
+			_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, _, err := peer.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Fatalf("the peer got no marker after %d of %d payloads of %x: %v", i, len(want), b, err)
+			}
+			d := buf[:n]
+			switch {
+			case i < len(want) && bytes.Equal(d, want[i]):
+				i++
+				continue
+			case i == len(want) && bytes.Equal(d, marker):
+			case sendIndication:
+				continue
+			default:
+				t.Fatalf("the peer got %x (payload %d of %d) for %x", d, i, len(want), b)
+			}
+			break
+		}
+	})
 }
