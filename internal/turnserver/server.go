@@ -21,8 +21,9 @@
 // Media a client sends on a channel binding, and a bound peer's datagrams, are relayed by tandem itself as they
 // are read, without pion's per-packet allocations and goroutine handoffs (channels.go). On Linux the UDP port
 // (several sockets bound with SO_REUSEPORT) and the relay sockets of UDP clients are served by event loops of
-// tandem's own, one per listening socket, with recvmmsg and sendmmsg (loop_linux.go): no goroutine is woken for a
-// packet. pion keeps everything else, and reads what the loops hand it.
+// tandem's own, one per listening socket, with recvmmsg and sendmmsg (loop_linux.go), and so are plain TCP
+// connections and their clients' relay sockets, with non-blocking reads and writes (tcploop_linux.go): no
+// goroutine is woken for a packet. pion keeps everything else, and reads what the loops hand it.
 //
 // # Not an open relay
 //
