@@ -232,6 +232,12 @@ func (lc *tcpLoopConn) readable() {
 		lc.off = 0
 	}
 	var err error
+	// Under mu: the descriptor is not closed (and its number perhaps reused by another connection) meanwhile.
+	lc.mu.Lock()
+	if lc.closed || lc.readEnd {
+		lc.mu.Unlock()
+		return
+	}
 	for {
 		n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(lc.fd), uintptr(unsafe.Pointer(&lc.buf[lc.end])),
 			uintptr(len(lc.buf)-lc.end), unix.MSG_DONTWAIT, 0, 0)
@@ -239,6 +245,7 @@ func (lc *tcpLoopConn) readable() {
 		case e == unix.EINTR:
 			continue
 		case e == unix.EAGAIN:
+			lc.mu.Unlock()
 			return
 		case e != 0:
 			err = e
@@ -249,6 +256,7 @@ func (lc *tcpLoopConn) readable() {
 		}
 		break
 	}
+	lc.mu.Unlock()
 	for {
 		size, ferr := frameSize(lc.buf[lc.off:lc.end])
 		if ferr != nil {
