@@ -172,8 +172,8 @@ func (c *relayConn) WriteTo(p []byte, to net.Addr) (int, error) {
 	return n, err
 }
 
-// loopItem is a socket in a loop's epoll set: a listening socket (listen), a relay socket (relay), or a TCP
-// connection with a backlog to write (tcp).
+// loopItem is a socket in a loop's epoll set: a listening socket (listen), a relay socket (relay), or a plain TCP
+// connection (tcp).
 type loopItem struct {
 	sock   *udpSocket
 	listen *packetConn

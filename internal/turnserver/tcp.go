@@ -98,7 +98,7 @@ type trackedListener struct {
 	net.Listener
 	s     *Server
 	tls   *tls.Config // TURN over TLS on this listener's connections; nil: none (TCP, or TLS already set up)
-	loops []*dataLoop // write the plain TCP connections of this listener (tcploop_linux.go); nil: pion does
+	loops []*dataLoop // serve the plain TCP connections of this listener (tcploop_linux.go); nil: goroutines do
 	next  int         // the loop of the next connection
 	done  chan struct{}
 
@@ -198,7 +198,8 @@ func (l *trackedListener) Close() error {
 // that it is a sequence of STUN messages and ChannelData frames (RFC 8656, section 11.5) of a size the server
 // handles, and fails on anything else, which ends pion's read loop and closes the connection. It relays the
 // ChannelData frames of a channel tandem knows itself (channels.go), and returns the other frames to pion one
-// whole frame per Read.
+// whole frame per Read. On Linux a plain TCP connection is read and written by a loop instead (tcploop_linux.go),
+// the same way, and its Read returns the frames the loop hands it.
 type trackedConn struct {
 	net.Conn
 	l   *trackedListener
