@@ -378,6 +378,13 @@ func (l *dataLoop) register(it loopItem) uint32 {
 	return token
 }
 
+// set puts it under token, a token register gave.
+func (l *dataLoop) set(token uint32, it loopItem) {
+	l.mu.Lock()
+	l.items[token] = it
+	l.mu.Unlock()
+}
+
 // watchTCP adds (op EPOLL_CTL_ADD), changes (EPOLL_CTL_MOD) or removes (EPOLL_CTL_DEL) the TCP connection fd in
 // the loop's epoll set: readable, and writable too if writable.
 func (l *dataLoop) watchTCP(fd int, token uint32, op int, writable bool) error {

@@ -80,7 +80,11 @@ func (c *trackedConn) attachLoop(tcp *net.TCPConn, loop *dataLoop, deadline time
 		c: c, fd: fd, loop: loop, in: make(chan *pionPacket, tcpPionQueue), buf: make([]byte, tcpReadBuffer),
 		deadline: deadline, room: make(chan struct{}, 1), changed: make(chan struct{}, 1), closeC: make(chan struct{}),
 	}
-	lc.token = loop.register(loopItem{tcp: lc})
+	// The token is taken first and the item put under it after: the loop, which finds the item under the loop's
+	// lock, then sees lc.token as set (the kernel's ordering of the epoll registration is not the Go memory
+	// model's).
+	lc.token = loop.register(loopItem{})
+	loop.set(lc.token, loopItem{tcp: lc})
 	if err := loop.watchTCP(fd, lc.token, unix.EPOLL_CTL_ADD, false); err != nil {
 		loop.remove(lc.token, nil)
 		return err
