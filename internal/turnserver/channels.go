@@ -189,6 +189,10 @@ func (c *relayConn) toClient(p []byte, n int, number uint16) bool {
 		return false
 	}
 	clear(p[channelHeader+n : size])
+	if l.tcp.lc != nil {
+		l.tcp.lc.writeMedia(p[:size])
+		return true
+	}
 	_, _ = l.tcp.Conn.Write(p[:size])
 	return true
 }

@@ -365,16 +365,42 @@ func stopDataLoops(loops []*dataLoop) {
 	}
 }
 
-// add puts a socket in the loop's epoll set and returns its token.
-func (l *dataLoop) add(it loopItem) (uint32, error) {
+// register gives it a token of the loop, without putting anything in its epoll set yet.
+func (l *dataLoop) register(it loopItem) uint32 {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	token := l.next
 	l.next++
 	if l.next == wakeToken {
 		l.next++
 	}
 	l.items[token] = it
+	return token
+}
+
+// set puts it under token, a token register gave.
+func (l *dataLoop) set(token uint32, it loopItem) {
+	l.mu.Lock()
+	l.items[token] = it
 	l.mu.Unlock()
+}
+
+// watchTCP adds (op EPOLL_CTL_ADD), changes (EPOLL_CTL_MOD) or removes (EPOLL_CTL_DEL) the TCP connection fd in
+// the loop's epoll set: readable, and writable too if writable.
+func (l *dataLoop) watchTCP(fd int, token uint32, op int, writable bool) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(token)}
+	if writable {
+		ev.Events |= unix.EPOLLOUT
+	}
+	if err := unix.EpollCtl(l.epfd, op, fd, &ev); err != nil {
+		return fmt.Errorf("turnserver: epoll: %w", err)
+	}
+	return nil
+}
+
+// add puts a socket in the loop's epoll set and returns its token.
+func (l *dataLoop) add(it loopItem) (uint32, error) {
+	token := l.register(it)
 	it.sock.mu.RLock()
 	defer it.sock.mu.RUnlock()
 	if it.sock.closed {
@@ -428,9 +454,17 @@ func (l *dataLoop) run() {
 			if !ok {
 				continue
 			}
-			if it.relay != nil {
+			switch {
+			case it.tcp != nil:
+				if ev := l.events[i].Events; ev&unix.EPOLLOUT != 0 {
+					it.tcp.writable()
+				}
+				if ev := l.events[i].Events; ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+					it.tcp.readable()
+				}
+			case it.relay != nil:
 				l.readRelay(it)
-			} else {
+			default:
 				l.readListening(it)
 			}
 		}
@@ -519,10 +553,28 @@ func (l *dataLoop) readRelay(it loopItem) {
 }
 
 // toClient makes the datagram in l.out's buffer i ChannelData on channel number and moves it to the pending ones,
-// to be sent to rc's client. It reports false when rc has no UDP client (yet).
+// to be sent to rc's client; for a TCP client, it writes it to the client's connection at once (tcploop_linux.go).
+// It reports false when rc has no client (yet), or one the loops do not write to.
 func (l *dataLoop) toClient(rc *relayConn, i, size int, number uint16) bool {
 	link := rc.link.Load()
-	if link == nil || link.sock == nil {
+	if link == nil {
+		return false
+	}
+	if link.tcp != nil {
+		w := link.tcp.lc
+		if w == nil {
+			return false
+		}
+		p := l.out.bufs[i]
+		p[0], p[1] = byte(number>>8), byte(number)
+		p[2], p[3] = byte(size>>8), byte(size)
+		framed := channelHeader + (size+3)&^3 // padded to a multiple of 4 bytes over TCP (RFC 8656, section 12.5)
+		clear(p[channelHeader+size : framed])
+		rc.channelPackets.Add(1)
+		w.writeMedia(p[:framed])
+		return true
+	}
+	if link.sock == nil {
 		return false
 	}
 	if l.pending > 0 && l.outTo != link.sock {

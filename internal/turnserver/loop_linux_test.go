@@ -3,6 +3,8 @@ package turnserver
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -18,11 +20,32 @@ func TestLoopRelaysWithoutAllocating(t *testing.T) {
 	if s.loops == nil {
 		t.Skip("no data loops on this system")
 	}
-	roundTrip, rc := loopRoundTrip(t, s)
+	roundTrip, rc := loopRoundTrip(t, s, "udp")
 	roundTrip()
 	before := rc.channelPackets.Load()
 	if allocs := testing.AllocsPerRun(200, roundTrip); allocs != 0 {
 		t.Errorf("%v allocations per round trip through the loops, want 0", allocs)
+	}
+	if got := rc.channelPackets.Load() - before; got != 2*201 {
+		t.Errorf("the channel data path relayed %d packets, want %d", got, 2*201)
+	}
+}
+
+// TestLoopRelaysTCPWithoutAllocating is TestLoopRelaysWithoutAllocating for a client over TCP: its connection's
+// reader relays to the peer, and the loop reads the peer's datagrams and writes them to the connection.
+func TestLoopRelaysTCPWithoutAllocating(t *testing.T) {
+	s, _ := startServer(t, func(c *Config) { c.AllowLoopback = true })
+	if s.loops == nil {
+		t.Skip("no data loops on this system")
+	}
+	roundTrip, rc := loopRoundTrip(t, s, "tcp")
+	if link := rc.link.Load(); link == nil || link.tcp == nil || link.tcp.lc == nil {
+		t.Fatal("the TCP client's connection is not served by a loop")
+	}
+	roundTrip()
+	before := rc.channelPackets.Load()
+	if allocs := testing.AllocsPerRun(200, roundTrip); allocs != 0 {
+		t.Errorf("%v allocations per round trip through a TCP client's relay, want 0", allocs)
 	}
 	if got := rc.channelPackets.Load() - before; got != 2*201 {
 		t.Errorf("the channel data path relayed %d packets, want %d", got, 2*201)
@@ -36,19 +59,20 @@ func BenchmarkLoopRoundTrip(b *testing.B) {
 	if s.loops == nil {
 		b.Skip("no data loops on this system")
 	}
-	roundTrip, _ := loopRoundTrip(b, s)
+	roundTrip, _ := loopRoundTrip(b, s, "udp")
 	b.ReportAllocs()
 	for b.Loop() {
 		roundTrip()
 	}
 }
 
-// loopRoundTrip sets up a UDP allocation with a channel to a peer, and returns a function that sends 1,200 bytes
-// of ChannelData from the client to the peer and back, and checks what arrives; and the allocation's relay.
-func loopRoundTrip(tb testing.TB, s *Server) (func(), *relayConn) {
+// loopRoundTrip sets up an allocation over network (udp or tcp) with a channel to a peer, and returns a function
+// that sends 1,200 bytes of ChannelData from the client to the peer and back, and checks what arrives; and the
+// allocation's relay.
+func loopRoundTrip(tb testing.TB, s *Server, network string) (func(), *relayConn) {
 	tb.Helper()
 	user, pass := credential(tb, s, "alice", "login-1")
-	c := dialTURN(tb, s, "udp", user, pass)
+	c := dialTURN(tb, s, network, user, pass)
 	relay, err := c.Allocate()
 	if err != nil {
 		tb.Fatalf("Allocate: %v", err)
@@ -59,7 +83,7 @@ func loopRoundTrip(tb testing.TB, s *Server) (func(), *relayConn) {
 	}
 	rc := s.relayAt(net.UDPAddrFromAddrPort(relay))
 	if rc == nil || rc.raw == nil {
-		tb.Fatal("the UDP allocation's relay is not served by a loop")
+		tb.Fatalf("the %s allocation's relay is not served by a loop", network)
 	}
 	frame := turnclient.AppendChannelData(nil, 0x4000, bytes.Repeat([]byte{'m'}, 1200), false)
 	toPeer := make([]byte, 2048)
@@ -78,7 +102,11 @@ func loopRoundTrip(tb testing.TB, s *Server) (func(), *relayConn) {
 			tb.Fatal(err)
 		}
 		_ = c.Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err = c.Conn().Read(toClient)
+		if network == "tcp" { // a stream: the frame may come in pieces
+			n, err = io.ReadFull(c.Conn(), toClient[:len(frame)])
+		} else {
+			n, err = c.Conn().Read(toClient)
+		}
 		if err != nil || !bytes.Equal(toClient[:n], frame) {
 			tb.Fatalf("the client got %d bytes, %v", n, err)
 		}
@@ -244,6 +272,267 @@ func FuzzLoopDatagrams(f *testing.F) {
 		}
 		if relayed && !bytes.Equal(b, marker) {
 			t.Fatalf("the client did not get %x as ChannelData", b)
+		}
+	})
+}
+
+// TestTCPClientThatStopsReading has a peer flood a TCP client that reads nothing: the loop writing to it must
+// not block (another client's relay on the same loop keeps flowing), its backlog must stay within tcpBacklog,
+// frames beyond it are dropped whole (the stream stays well-formed), and once the client reads again it gets
+// what follows.
+func TestTCPClientThatStopsReading(t *testing.T) {
+	s, _ := startServer(t, func(c *Config) {
+		c.AllowLoopback = true
+		c.UDPSockets = 1 // one loop: the stalled client's and the other client's relays share it
+	})
+	if s.loops == nil {
+		t.Skip("no data loops on this system")
+	}
+	user, pass := credential(t, s, "alice", "login-1")
+	stalled := dialTURN(t, s, "tcp", user, pass)
+	relay, err := stalled.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := udpPeer(t, "127.0.0.1")
+	if err := stalled.BindChannel(0x4000, addrOf(peer)); err != nil {
+		t.Fatal(err)
+	}
+	rc := s.relayAt(net.UDPAddrFromAddrPort(relay))
+	if rc == nil || rc.raw == nil {
+		t.Fatal("the TCP allocation's relay is not served by a loop")
+	}
+	link := rc.link.Load()
+	if link == nil || link.tcp == nil || link.tcp.lc == nil {
+		t.Fatal("the TCP client's connection is not written by the loops")
+	}
+	w := link.tcp.lc
+
+	media := bytes.Repeat([]byte{'m'}, 1200)
+	// Flood until the client's receive buffer, the server's send buffer and the backlog are full and frames are
+	// dropped.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for range 64 {
+			if _, err := peer.WriteToUDPAddrPort(media, relay); err != nil {
+				t.Fatal(err)
+			}
+		}
+		queued, dropped := w.backlogLen()
+		if queued > tcpBacklog {
+			t.Fatalf("the backlog holds %d bytes, more than %d", queued, tcpBacklog)
+		}
+		if dropped > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no frame dropped for the stalled client after 20 s (backlog %d bytes)", queued)
+		}
+	}
+
+	// The loop is not blocked: another client's round trips through it go on, while the flood goes on too.
+	other, _ := loopRoundTrip(t, s, "udp")
+	for range 50 {
+		if _, err := peer.WriteToUDPAddrPort(media, relay); err != nil {
+			t.Fatal(err)
+		}
+		other()
+	}
+	if queued, _ := w.backlogLen(); queued > tcpBacklog {
+		t.Fatalf("the backlog holds %d bytes, more than %d", queued, tcpBacklog)
+	}
+
+	// The stalled client reads again: whole frames of the flood, then a marker sent after them.
+	_ = stalled.SetReadDeadline(time.Now().Add(20 * time.Second))
+	frames := 0
+	for {
+		queued, _ := w.backlogLen()
+		if queued == 0 && frames > 0 {
+			break
+		}
+		f, err := stalled.Read()
+		if err != nil {
+			t.Fatalf("after %d frames: %v", frames, err)
+		}
+		if f.Channel != 0x4000 || !bytes.Equal(f.Data, media) {
+			t.Fatalf("frame %d: channel %#x, %d bytes; want the peer's 1,200 bytes on 0x4000", frames, f.Channel, len(f.Data))
+		}
+		frames++
+	}
+	marker := []byte("marker")
+	if _, err := peer.WriteToUDPAddrPort(marker, relay); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := stalled.Read()
+		if err != nil {
+			t.Fatalf("no marker after %d frames: %v", frames, err)
+		}
+		if f.Channel != 0x4000 {
+			t.Fatalf("frame %d: channel %#x", frames, f.Channel)
+		}
+		if bytes.Equal(f.Data, marker) {
+			break
+		}
+		if !bytes.Equal(f.Data, media) {
+			t.Fatalf("frame %d: %d bytes, neither the flood's nor the marker", frames, len(f.Data))
+		}
+		frames++
+	}
+}
+
+// TestTCPFramesInPieces sends a TCP client's ChannelData frames (of many lengths, padded) a few bytes per write,
+// so that the loop reading the connection finds frames cut anywhere, and checks that the peer gets every
+// payload, in order, and that a STUN request after them is still answered.
+func TestTCPFramesInPieces(t *testing.T) {
+	s, _ := startServer(t, func(c *Config) { c.AllowLoopback = true })
+	if s.loops == nil {
+		t.Skip("no data loops on this system")
+	}
+	user, pass := credential(t, s, "alice", "login-1")
+	c := dialTURN(t, s, "tcp", user, pass)
+	relay, err := c.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := udpPeer(t, "127.0.0.1")
+	if err := c.BindChannel(0x4000, addrOf(peer)); err != nil {
+		t.Fatal(err)
+	}
+	if rc := s.relayAt(net.UDPAddrFromAddrPort(relay)); rc == nil || rc.link.Load() == nil || rc.link.Load().tcp.lc == nil {
+		t.Fatal("the TCP client's connection is not served by a loop")
+	}
+	var stream []byte
+	var payloads [][]byte
+	for i := range 20 {
+		p := bytes.Repeat([]byte{byte('a' + i)}, 1+i*67%300)
+		payloads = append(payloads, p)
+		stream = turnclient.AppendChannelData(stream, 0x4000, p, true)
+	}
+	for off := 0; off < len(stream); off += 7 {
+		if _, err := c.Conn().Write(stream[off:min(off+7, len(stream))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 2048)
+	for i, want := range payloads {
+		_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err := peer.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("payload %d: %v", i, err)
+		}
+		if !bytes.Equal(buf[:n], want) {
+			t.Fatalf("payload %d: got %d bytes of %q, want %d of %q", i, n, buf[:1], len(want), want[:1])
+		}
+	}
+	if err := c.Refresh(10 * time.Minute); err != nil {
+		t.Fatalf("a Refresh after the frames: %v", err)
+	}
+}
+
+// FuzzLoopTCPStream sends any bytes on a fresh TCP allocation's connection, which a loop reads, and checks the
+// outcome against frameSize's rules applied in turn: a stream that is not STUN and ChannelData closes the
+// connection; otherwise the peer gets the data of each ChannelData frame on the bound channel, in order, and then
+// a marker sent after them (what a Send indication carries may come too).
+func FuzzLoopTCPStream(f *testing.F) {
+	f.Add([]byte{0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0})
+	f.Add([]byte{0x40, 0x00, 0x00, 0x01, 'a', 0, 0, 0, 0x40, 0x01, 0x00, 0x00, 0x40, 0x00, 0x00, 0x02, 'b', 'c', 0, 0})
+	f.Add([]byte{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12})
+	f.Add([]byte("GET / HTTP/1.1\r\n"))
+	f.Add([]byte{0x7F, 0xFF, 0x06, 0x3C})
+	s, _ := startServer(f, func(c *Config) {
+		c.AllowLoopback = true
+		c.MaxAllocationsPerSession, c.MaxAllocationsPerAddress = -1, -1
+	})
+	if s.loops == nil {
+		f.Skip("no data loops on this system")
+	}
+	user, pass := credential(f, s, "alice", "login-1")
+	server := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(s.Port()))
+	marker := []byte("marker")
+	buf := make([]byte, 70000)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 20000 {
+			return
+		}
+		// What the server should make of b.
+		var want [][]byte
+		garbage, sendIndication, off := false, false, 0
+		for off < len(b) {
+			size, err := frameSize(b[off:])
+			if err != nil {
+				garbage = true
+				break
+			}
+			if size == 0 {
+				t.Skip("ends inside a frame: the marker would be part of it")
+			}
+			frame := b[off : off+size]
+			switch {
+			case frame[0]&0xC0 == 0x40 && binary.BigEndian.Uint16(frame) == 0x4000:
+				want = append(want, frame[channelHeader:channelHeader+int(binary.BigEndian.Uint16(frame[2:]))])
+			case frame[0] == 0x00 && frame[1] == 0x16:
+				sendIndication = true
+			}
+			off += size
+		}
+
+		c, err := turnclient.Dial("tcp", server, user, pass, &turnclient.Options{RTO: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		relay, err := c.Allocate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer peer.Close()
+		if err := c.BindChannel(0x4000, addrOf(peer)); err != nil {
+			t.Fatal(err)
+		}
+		if rc := s.relayAt(net.UDPAddrFromAddrPort(relay)); rc == nil || rc.link.Load() == nil || rc.link.Load().tcp.lc == nil {
+			t.Fatal("the TCP client's connection is not served by a loop")
+		}
+		if _, err := c.Conn().Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if garbage {
+			for {
+				_ = c.Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, err := c.Conn().Read(buf); err != nil {
+					var ne net.Error
+					if errors.As(err, &ne) && ne.Timeout() {
+						t.Fatalf("the server did not close the connection after %x", b)
+					}
+					return
+				}
+			}
+		}
+		if _, err := c.Conn().Write(turnclient.AppendChannelData(nil, 0x4000, marker, true)); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; ; {
+			_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, _, err := peer.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Fatalf("the peer got no marker after %d of %d payloads of %x: %v", i, len(want), b, err)
+			}
+			d := buf[:n]
+			switch {
+			case i < len(want) && bytes.Equal(d, want[i]):
+				i++
+				continue
+			case i == len(want) && bytes.Equal(d, marker):
+			case sendIndication:
+				continue
+			default:
+				t.Fatalf("the peer got %x (payload %d of %d) for %x", d, i, len(want), b)
+			}
+			break
 		}
 	})
 }

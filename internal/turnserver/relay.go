@@ -33,9 +33,9 @@ type relayGenerator struct {
 	bind       netip.Addr
 	advertised netip.Addr
 	open       *atomic.Int64 // relay sockets open, to fail at once when they fill the port range (shared by an endpoint's generators)
-	// loops serve the relay sockets of UDP clients (loop_linux.go); nil: the sockets are Go's, each read by a
-	// goroutine of pion's (TCP clients, whose ChannelData is written to their connection, and systems without the
-	// loops).
+	// loops serve the relay sockets of UDP and plain TCP clients (loop_linux.go); nil: the sockets are Go's, each
+	// read by a goroutine of pion's (TLS clients, whose ChannelData is encrypted on its way to their connection,
+	// and systems without the loops).
 	loops []*dataLoop
 	next  atomic.Uint32 // spreads the relays over the loops
 }
@@ -172,11 +172,13 @@ func (c *relayConn) WriteTo(p []byte, to net.Addr) (int, error) {
 	return n, err
 }
 
-// loopItem is a socket in a loop's epoll set: a listening socket (listen) or a relay socket (relay).
+// loopItem is a socket in a loop's epoll set: a listening socket (listen), a relay socket (relay), or a plain TCP
+// connection (tcp).
 type loopItem struct {
 	sock   *udpSocket
 	listen *packetConn
 	relay  *relayConn
+	tcp    *tcpLoopConn
 }
 
 // pionPacket is a datagram a loop hands to pion, and where it came from. They are recycled (two pools: STUN

@@ -21,8 +21,9 @@
 // Media a client sends on a channel binding, and a bound peer's datagrams, are relayed by tandem itself as they
 // are read, without pion's per-packet allocations and goroutine handoffs (channels.go). On Linux the UDP port
 // (several sockets bound with SO_REUSEPORT) and the relay sockets of UDP clients are served by event loops of
-// tandem's own, one per listening socket, with recvmmsg and sendmmsg (loop_linux.go): no goroutine is woken for a
-// packet. pion keeps everything else, and reads what the loops hand it.
+// tandem's own, one per listening socket, with recvmmsg and sendmmsg (loop_linux.go), and so are plain TCP
+// connections and their clients' relay sockets, with non-blocking reads and writes (tcploop_linux.go): no
+// goroutine is woken for a packet. pion keeps everything else, and reads what the loops hand it.
 //
 // # Not an open relay
 //
@@ -290,8 +291,8 @@ func (s *Server) Start() error {
 		port, tlsPort = p, tp
 		opened = append(opened, l)
 		served = append(served, e)
-		// The relays of UDP clients are served by the loops, those of TCP clients (whose ChannelData is written
-		// to their connections) by pion's goroutines; the two count the port range's sockets together.
+		// The relays of UDP and plain TCP clients are served by the loops, those of TLS clients by pion's
+		// goroutines; they count the port range's sockets together.
 		open := new(atomic.Int64)
 		gen := &relayGenerator{s: s, bind: e.bind, advertised: e.advertised, open: open}
 		udpGen := &relayGenerator{s: s, bind: e.bind, advertised: e.advertised, open: open, loops: loops}
@@ -317,7 +318,12 @@ func (s *Server) Start() error {
 				})
 			}
 		}
-		listeners := []*trackedListener{s.newTrackedListener(l.tcp, nil)}
+		// Plain TCP clients' relays are served by the loops too, which write their ChannelData to the connections
+		// without blocking (tcploop_linux.go); TLS clients' by pion's goroutines.
+		plain := s.newTrackedListener(l.tcp, nil)
+		plain.loops = loops
+		tcpGen := &relayGenerator{s: s, bind: e.bind, advertised: e.advertised, open: open, loops: loops}
+		listeners := []*trackedListener{plain}
 		if l.tls != nil {
 			listeners = append(listeners, s.newTrackedListener(l.tls, tlsCfg))
 		}
@@ -328,7 +334,11 @@ func (s *Server) Start() error {
 		}
 		for _, tl := range listeners {
 			s.tcp = append(s.tcp, tl)
-			lconfs = append(lconfs, turn.ListenerConfig{Listener: tl, RelayAddressGenerator: gen, PermissionHandler: gen.permit})
+			g := gen
+			if tl == plain {
+				g = tcpGen
+			}
+			lconfs = append(lconfs, turn.ListenerConfig{Listener: tl, RelayAddressGenerator: g, PermissionHandler: g.permit})
 		}
 	}
 	if len(served) == 0 {

@@ -84,9 +84,9 @@ func (s *Server) tcpAllocated(remote, local netip.AddrPort, allocated bool) {
 		return
 	}
 	if allocated {
-		_ = c.Conn.SetDeadline(time.Time{})
+		_ = c.SetDeadline(time.Time{})
 	} else {
-		_ = c.Conn.SetDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
+		_ = c.SetDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
 	}
 }
 
@@ -96,9 +96,11 @@ func (s *Server) tcpAllocated(remote, local netip.AddrPort, allocated bool) {
 // where pion's accept loop would stop for good.
 type trackedListener struct {
 	net.Listener
-	s    *Server
-	tls  *tls.Config // TURN over TLS on this listener's connections; nil: none (TCP, or TLS already set up)
-	done chan struct{}
+	s     *Server
+	tls   *tls.Config // TURN over TLS on this listener's connections; nil: none (TCP, or TLS already set up)
+	loops []*dataLoop // serve the plain TCP connections of this listener (tcploop_linux.go); nil: goroutines do
+	next  int         // the loop of the next connection
+	done  chan struct{}
 
 	mu     sync.Mutex
 	conns  map[*trackedConn]struct{}
@@ -148,6 +150,11 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 		_ = c.SetDeadline(time.Now().Add(l.s.cfg.TCPIdleTimeout))
 		if l.tls != nil {
 			tc.Conn = tls.Server(c, l.tls)
+		} else if tcp, ok := c.(*net.TCPConn); ok && l.loops != nil {
+			l.next++
+			if err := tc.attachLoop(tcp, l.loops[l.next%len(l.loops)], time.Now().Add(l.s.cfg.TCPIdleTimeout)); err != nil {
+				l.s.cfg.Logger.Warn("TURN TCP connection served by goroutines", "err", err)
+			}
 		}
 		l.mu.Lock()
 		if l.closed {
@@ -191,7 +198,8 @@ func (l *trackedListener) Close() error {
 // that it is a sequence of STUN messages and ChannelData frames (RFC 8656, section 11.5) of a size the server
 // handles, and fails on anything else, which ends pion's read loop and closes the connection. It relays the
 // ChannelData frames of a channel tandem knows itself (channels.go), and returns the other frames to pion one
-// whole frame per Read.
+// whole frame per Read. On Linux a plain TCP connection is read and written by a loop instead (tcploop_linux.go),
+// the same way, and its Read returns the frames the loop hands it.
 type trackedConn struct {
 	net.Conn
 	l   *trackedListener
@@ -199,6 +207,7 @@ type trackedConn struct {
 
 	closeOnce sync.Once
 	relay     atomic.Pointer[relayConn] // the connection's allocation, once it has one
+	lc        *tcpLoopConn              // a plain TCP connection served by a loop (tcploop_linux.go); nil: Conn is read and written itself
 
 	// The read buffer, touched only by the reading goroutine: buf[off:end] has not been handed on yet.
 	buf      []byte
@@ -210,6 +219,9 @@ type trackedConn struct {
 const tcpReadBuffer = 4096
 
 func (c *trackedConn) Read(p []byte) (int, error) {
+	if c.lc != nil {
+		return c.lc.read(p)
+	}
 	if c.buf == nil {
 		c.buf = make([]byte, tcpReadBuffer)
 	}
@@ -241,9 +253,11 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 		}
 		n, err := c.Conn.Read(c.buf[c.end:])
 		c.end += n
-		var ne net.Error
-		if err != nil && errors.As(err, &ne) && ne.Timeout() {
-			c.l.s.limited(limitTCPIdle, c.RemoteAddr(), "")
+		if err != nil {
+			var ne net.Error // escapes (errors.As): declared only where a read failed
+			if errors.As(err, &ne) && ne.Timeout() {
+				c.l.s.limited(limitTCPIdle, c.RemoteAddr(), "")
+			}
 		}
 		c.err = err
 	}
@@ -283,8 +297,46 @@ func frameSize(b []byte) (int, error) {
 	return size, nil
 }
 
+// SetDeadline sets the deadline of reads (and, on a connection the loops do not serve, of writes).
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	if c.lc != nil {
+		c.lc.setDeadline(t)
+		return nil
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+// SetReadDeadline sets the deadline of reads.
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	if c.lc != nil {
+		c.lc.setDeadline(t)
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetWriteDeadline sets the deadline of writes, on a connection the loops do not serve (pion's writes to one they
+// serve wait only while its backlog is full).
+func (c *trackedConn) SetWriteDeadline(t time.Time) error {
+	if c.lc != nil {
+		return nil
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// Write is pion's write of a message to the client.
+func (c *trackedConn) Write(p []byte) (int, error) {
+	if c.lc != nil {
+		return c.lc.write(p)
+	}
+	return c.Conn.Write(p)
+}
+
 func (c *trackedConn) Close() error {
 	c.closeOnce.Do(func() {
+		if c.lc != nil {
+			c.lc.close() // before the descriptor is closed: no loop writes to it (or to one reusing its number) after
+		}
 		c.l.s.tcpLimits.release(c)
 		c.l.s.metrics.tcpConns.Dec()
 		c.l.mu.Lock()
