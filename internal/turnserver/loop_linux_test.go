@@ -13,42 +13,29 @@ import (
 	"tandem/internal/turnserver/turnclient"
 )
 
-// TestLoopRelaysWithoutAllocating sends ChannelData round trips through a UDP allocation (client to peer and
-// back, through the loops' recvmmsg and sendmmsg) and checks that the whole process allocates nothing for them.
+// TestLoopRelaysWithoutAllocating sends ChannelData round trips through an allocation (client to peer and back)
+// and checks that the whole process allocates nothing for them: over UDP through the loops' recvmmsg and sendmmsg;
+// over TCP through the loop that reads the client's connection and writes the peer's datagrams to it.
 func TestLoopRelaysWithoutAllocating(t *testing.T) {
-	s, _ := startServer(t, func(c *Config) { c.AllowLoopback = true })
-	if s.loops == nil {
-		t.Skip("no data loops on this system")
-	}
-	roundTrip, rc := loopRoundTrip(t, s, "udp")
-	roundTrip()
-	before := rc.channelPackets.Load()
-	if allocs := testing.AllocsPerRun(200, roundTrip); allocs != 0 {
-		t.Errorf("%v allocations per round trip through the loops, want 0", allocs)
-	}
-	if got := rc.channelPackets.Load() - before; got != 2*201 {
-		t.Errorf("the channel data path relayed %d packets, want %d", got, 2*201)
-	}
-}
-
-// TestLoopRelaysTCPWithoutAllocating is TestLoopRelaysWithoutAllocating for a client over TCP: its connection's
-// reader relays to the peer, and the loop reads the peer's datagrams and writes them to the connection.
-func TestLoopRelaysTCPWithoutAllocating(t *testing.T) {
-	s, _ := startServer(t, func(c *Config) { c.AllowLoopback = true })
-	if s.loops == nil {
-		t.Skip("no data loops on this system")
-	}
-	roundTrip, rc := loopRoundTrip(t, s, "tcp")
-	if link := rc.link.Load(); link == nil || link.tcp == nil || link.tcp.lc == nil {
-		t.Fatal("the TCP client's connection is not served by a loop")
-	}
-	roundTrip()
-	before := rc.channelPackets.Load()
-	if allocs := testing.AllocsPerRun(200, roundTrip); allocs != 0 {
-		t.Errorf("%v allocations per round trip through a TCP client's relay, want 0", allocs)
-	}
-	if got := rc.channelPackets.Load() - before; got != 2*201 {
-		t.Errorf("the channel data path relayed %d packets, want %d", got, 2*201)
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			s, _ := startServer(t, func(c *Config) { c.AllowLoopback = true })
+			if s.loops == nil {
+				t.Skip("no data loops on this system")
+			}
+			roundTrip, rc := loopRoundTrip(t, s, network)
+			if link := rc.link.Load(); network == "tcp" && (link == nil || link.tcp == nil || link.tcp.lc == nil) {
+				t.Fatal("the TCP client's connection is not served by a loop")
+			}
+			roundTrip()
+			before := rc.channelPackets.Load()
+			if allocs := testing.AllocsPerRun(200, roundTrip); allocs != 0 {
+				t.Errorf("%v allocations per round trip through the loops, want 0", allocs)
+			}
+			if got := rc.channelPackets.Load() - before; got != 2*201 {
+				t.Errorf("the channel data path relayed %d packets, want %d", got, 2*201)
+			}
+		})
 	}
 }
 
