@@ -285,7 +285,7 @@ func (s *Server) channelPacketsRelayed() uint64 {
 }
 
 // bindOne allocates for a client of s over network, and binds channel 0x4000 to a new peer.
-func bindOne(t *testing.T, s *Server, network string) (c *turnclient.Client, relay netip.AddrPort, peer *net.UDPConn) {
+func bindOne(t testing.TB, s *Server, network string) (c *turnclient.Client, relay netip.AddrPort, peer *net.UDPConn) {
 	t.Helper()
 	user, pass := credential(t, s, "alice", "login-1")
 	c = dialTURN(t, s, network, user, pass)

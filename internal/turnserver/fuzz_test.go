@@ -106,15 +106,6 @@ func FuzzChannelDataFromClient(f *testing.F) {
 func fuzzRelay(f *testing.F) (*Server, netip.AddrPort, *net.UDPConn) {
 	f.Helper()
 	s, _ := startServer(f, func(c *Config) { c.AllowLoopback = true })
-	user, pass := credential(f, s, "alice", "login-1")
-	c := dialTURN(f, s, "udp", user, pass)
-	relay, err := c.Allocate()
-	if err != nil {
-		f.Fatal(err)
-	}
-	peer := udpPeer(f, "127.0.0.1")
-	if err := c.BindChannel(0x4000, addrOf(peer)); err != nil {
-		f.Fatal(err)
-	}
+	_, relay, peer := bindOne(f, s, "udp")
 	return s, relay, peer
 }

@@ -58,16 +58,7 @@ func BenchmarkLoopRoundTrip(b *testing.B) {
 // allocation's relay.
 func loopRoundTrip(tb testing.TB, s *Server, network string) (func(), *relayConn) {
 	tb.Helper()
-	user, pass := credential(tb, s, "alice", "login-1")
-	c := dialTURN(tb, s, network, user, pass)
-	relay, err := c.Allocate()
-	if err != nil {
-		tb.Fatalf("Allocate: %v", err)
-	}
-	peer := udpPeer(tb, "127.0.0.1")
-	if err := c.BindChannel(0x4000, addrOf(peer)); err != nil {
-		tb.Fatalf("BindChannel: %v", err)
-	}
+	c, relay, peer := bindOne(tb, s, network)
 	rc := s.relayAt(net.UDPAddrFromAddrPort(relay))
 	if rc == nil || rc.raw == nil {
 		tb.Fatalf("the %s allocation's relay is not served by a loop", network)
@@ -176,16 +167,7 @@ func FuzzLoopDatagrams(f *testing.F) {
 	if s.loops == nil {
 		f.Skip("no data loops on this system")
 	}
-	user, pass := credential(f, s, "alice", "login-1")
-	c := dialTURN(f, s, "udp", user, pass)
-	relay, err := c.Allocate()
-	if err != nil {
-		f.Fatal(err)
-	}
-	peer := udpPeer(f, "127.0.0.1")
-	if err := c.BindChannel(0x4000, addrOf(peer)); err != nil {
-		f.Fatal(err)
-	}
+	c, relay, peer := bindOne(f, s, "udp")
 	marker := []byte("marker")
 	markerFrame := turnclient.AppendChannelData(nil, 0x4000, marker, false)
 	buf := make([]byte, 70000)
@@ -376,16 +358,7 @@ func TestTCPFramesInPieces(t *testing.T) {
 	if s.loops == nil {
 		t.Skip("no data loops on this system")
 	}
-	user, pass := credential(t, s, "alice", "login-1")
-	c := dialTURN(t, s, "tcp", user, pass)
-	relay, err := c.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := udpPeer(t, "127.0.0.1")
-	if err := c.BindChannel(0x4000, addrOf(peer)); err != nil {
-		t.Fatal(err)
-	}
+	c, relay, peer := bindOne(t, s, "tcp")
 	if rc := s.relayAt(net.UDPAddrFromAddrPort(relay)); rc == nil || rc.link.Load() == nil || rc.link.Load().tcp.lc == nil {
 		t.Fatal("the TCP client's connection is not served by a loop")
 	}
