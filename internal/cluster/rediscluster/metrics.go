@@ -4,7 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // metrics are the backend's counters, for /metrics (docs/cluster.md lists what to watch).
 type metrics struct {
-	sent, received, undelivered                prometheus.Counter
+	sent, received, undelivered, publishes     prometheus.Counter
 	heartbeatFailures, epochChanges, nodesDown prometheus.Counter
 	subscriptions, probeFailures, conflicts    prometheus.Counter
 	masterSwitches                             prometheus.Counter
@@ -17,6 +17,7 @@ func newMetrics(b *Backend) *metrics {
 	m := &metrics{
 		sent:              c("messages_sent_total", "Messages published to other nodes' channels (and received by them)."),
 		received:          c("messages_received_total", "Messages received from other nodes."),
+		publishes:         c("publishes_total", "PUBLISH commands that reached another node: each carries one message, or a pack of all that were queued for the node (messages_sent_total / publishes_total is the messages per pack)."),
 		undelivered:       c("messages_undelivered_total", "Messages to other nodes given up: the node was not subscribed for the retry time, or its outbox was full."),
 		heartbeatFailures: c("heartbeat_failures_total", "Heartbeats (lease renewals) that failed: Redis was unreachable or slow."),
 		epochChanges:      c("redis_data_lost_total", "Times Redis was found to have lost its data (a restart without persistence, a flush): this node registered its users again."),
@@ -31,7 +32,7 @@ func newMetrics(b *Backend) *metrics {
 
 func (m *metrics) register(reg prometheus.Registerer, b *Backend) {
 	{
-		reg.MustRegister(m.sent, m.received, m.undelivered, m.heartbeatFailures, m.epochChanges, m.nodesDown,
+		reg.MustRegister(m.sent, m.received, m.undelivered, m.publishes, m.heartbeatFailures, m.epochChanges, m.nodesDown,
 			m.subscriptions, m.probeFailures, m.conflicts, m.masterSwitches,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tandem_cluster_ready",
 				Help: "1 while this node can take new users (Redis reachable, lease held, subscribed), else 0."},

@@ -1,6 +1,7 @@
 // Package rediscluster is the Redis backend of a tandem cluster (cluster.Backend): the Directory in Redis keys
-// changed only by Lua scripts (scripts.go), the Bus as one Redis pub/sub channel per node, with an ordered outbox
-// per destination node, and the membership as node leases with a sweeper that any node runs.
+// changed only by Lua scripts (scripts.go), the Bus as Redis pub/sub channels of each node, with an ordered outbox
+// per destination node that packs what it has queued into one message (pack.go), and the membership as node leases
+// with a sweeper that any node runs.
 //
 // What it guarantees: a name has one holder at a time (claims are atomic; every write is fenced by the login's
 // session id); the messages one node sends another arrive in the order they were sent (one writer per
@@ -84,6 +85,9 @@ const (
 	outboxSize = 8192
 	// retryFor is how long a batch to a node that is not subscribed is retried before it is reported undelivered.
 	retryFor = 2 * time.Second
+	// singlesFor is how long an outbox sends single envelopes to a node found not to take packs (a node of a
+	// version before packs, during a rolling upgrade) before it tries a pack again.
+	singlesFor = 10 * time.Second
 )
 
 // Backend is one node of a cluster on Redis.
@@ -115,8 +119,11 @@ type Backend struct {
 	closing bool
 
 	lastRecv atomic.Int64 // unix nanoseconds of the last message on the node's channel
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	// legacy (tests only, set before Start): the node behaves as one of the version before packs: it subscribes
+	// to its single-envelope channel only, sends single envelopes, and drops a pack as undecodable.
+	legacy bool
+	stop   chan struct{}
+	wg     sync.WaitGroup
 }
 
 var (
@@ -256,7 +263,14 @@ func hashToken(token string) string {
 	return hex.EncodeToString(h[:])
 }
 
+// channel is node's channel for single envelopes: every node subscribes to it, as the nodes of every version
+// before packs did.
 func (b *Backend) channel(node string) string { return b.cfg.Prefix + "ch:" + node }
+
+// packChannel is node's channel for packs (pack.go): a node subscribes to it, in the same SUBSCRIBE as to its
+// channel, only if it unpacks them. A pack published to a node that did not subscribe it reaches no subscriber,
+// and is sent again as single envelopes on its channel.
+func (b *Backend) packChannel(node string) string { return b.cfg.Prefix + "chp:" + node }
 
 func (b *Backend) idxMember(name string) string { return strings.ToLower(name) + "\x00" + name }
 
@@ -613,7 +627,14 @@ func (b *Backend) subscribeLoop() {
 func (b *Backend) subscribeOnce() bool {
 	dc, release := b.client.Dedicate()
 	defer release()
-	subscribed := make(chan struct{}, 1)
+	// Both channels in one SUBSCRIBE: Redis runs a command at a time, so a publisher finds the node subscribed
+	// to both or to neither (a pack that reaches no subscriber is sent again as single envelopes only when the
+	// node has not subscribed to packs: the single envelopes then reach it or not, as the pack would have).
+	channels := []string{b.channel(b.cfg.Node), b.packChannel(b.cfg.Node)}
+	if b.legacy {
+		channels = channels[:1]
+	}
+	subscribed := make(chan struct{}, len(channels))
 	errs := dc.SetPubSubHooks(rueidis.PubSubHooks{
 		OnMessage: b.onMessage,
 		OnSubscription: func(s rueidis.PubSubSubscription) {
@@ -626,8 +647,11 @@ func (b *Backend) subscribeOnce() bool {
 		},
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
-	err := dc.Do(ctx, dc.B().Subscribe().Channel(b.channel(b.cfg.Node)).Build()).Error()
-	if err == nil {
+	err := dc.Do(ctx, dc.B().Subscribe().Channel(channels...).Build()).Error()
+	for range channels {
+		if err != nil {
+			break
+		}
 		select {
 		case <-subscribed:
 		case <-ctx.Done():
@@ -683,9 +707,18 @@ func (b *Backend) publishProbe() {
 	_ = b.client.Do(ctx, b.client.B().Publish().Channel(b.channel(b.cfg.Node)).Message(rueidis.BinaryString(msg)).Build()).Error()
 }
 
+// onMessage delivers what came on the node's channels: a single envelope, or a pack of them, in order.
 func (b *Backend) onMessage(m rueidis.PubSubMessage) {
 	b.lastRecv.Store(time.Now().UnixNano())
 	var e cluster.Envelope
+	if isPack(m.Message) && !b.legacy {
+		n, err := unpack(m.Message, &e, b.deliver)
+		b.m.received.Add(float64(n))
+		if err != nil {
+			b.log.Warn("cluster: undecodable pack on the node's channel", "err", err, "delivered", n)
+		}
+		return
+	}
 	if err := decodeString(m.Message, &e); err != nil {
 		b.log.Warn("cluster: undecodable message on the node's channel", "err", err)
 		return
@@ -695,6 +728,13 @@ func (b *Backend) onMessage(m rueidis.PubSubMessage) {
 	}
 	b.m.received.Inc()
 	b.local.Deliver(&e)
+}
+
+// deliver gives the hub an envelope of a pack.
+func (b *Backend) deliver(e *cluster.Envelope) {
+	if e.Kind != cluster.Probe {
+		b.local.Deliver(e)
+	}
 }
 
 // Send implements cluster.Backend.
@@ -726,112 +766,147 @@ func (b *Backend) Send(node string, e *cluster.Envelope) bool {
 }
 
 const (
-	// batchSize is the most messages an outbox publishes in one pipeline.
-	batchSize = 128
 	// freeBuffers is how many encoded messages' buffers an outbox keeps for the next ones, and maxFreeBuffer the
 	// largest it keeps: the relay path then allocates no buffer per message (a relayed offer is a few KB).
-	freeBuffers   = 2 * batchSize
+	freeBuffers   = 256
 	maxFreeBuffer = 16 << 10
 )
 
-// outbox holds the messages for one node and publishes them, in order, in batches.
+// outbox holds the messages for one node and publishes them, in order: all it has queued at once, in one pack,
+// up to maxPack bytes.
 type outbox struct {
 	b    *Backend
 	node string
 	q    chan []byte
-	free chan []byte      // buffers of published messages, for Send to encode the next ones into
-	cmds rueidis.Commands // the batch's commands, reused
+	free chan []byte // buffers of packed messages, for Send to encode the next ones into
+	// next is a message taken from q that did not fit in the last pack: the first of the next one.
+	next []byte
+	// pack is the buffer packs are built in, kept while the client holds it no more (Redis answered for it).
+	pack []byte
+	// singlesUntil: the node did not take a pack (it subscribes to its channel for single envelopes only: a node
+	// of a version before packs); until then it is sent single envelopes.
+	singlesUntil time.Time
+	cmds         rueidis.Commands // single envelopes' commands, reused
 }
 
 func (o *outbox) run() {
 	defer o.b.wg.Done()
-	ch := o.b.channel(o.node)
-	var batch [][]byte
 	for {
-		select {
-		case msg := <-o.q:
-			batch = append(batch[:0], msg)
-		case <-o.b.stop:
-			o.flush(ch)
-			return
-		}
-		for len(batch) < batchSize {
+		msg := o.next
+		o.next = nil
+		if msg == nil {
 			select {
-			case msg := <-o.q:
-				batch = append(batch, msg)
-				continue
-			default:
+			case msg = <-o.q:
+			case <-o.b.stop:
+				o.flush()
+				return
 			}
-			break
 		}
-		o.publish(ch, batch)
-		clear(batch)
+		o.publish(o.fill(msg))
 	}
 }
 
 // flush publishes what is queued at shutdown, once.
-func (o *outbox) flush(ch string) {
+func (o *outbox) flush() {
 	for {
-		var batch [][]byte
-		for len(batch) < batchSize {
+		msg := o.next
+		o.next = nil
+		if msg == nil {
 			select {
-			case msg := <-o.q:
-				batch = append(batch, msg)
-				continue
+			case msg = <-o.q:
 			default:
+				return
 			}
-			break
 		}
-		if len(batch) == 0 {
-			return
-		}
-		o.publish(ch, batch)
+		o.publish(o.fill(msg))
 	}
 }
 
-// publish sends a batch in one pipeline. A message that reached no subscriber (the node is resubscribing, or
-// gone) is sent again, with the ones after it, for up to retryFor; then it is counted as undelivered. The buffer
-// of a message Redis has answered for is given back for another message (Redis answered, so the client has
-// written it and holds it no more); one that failed otherwise, or timed out, is left to the garbage collector.
-func (o *outbox) publish(ch string, batch [][]byte) {
+// fill packs first and what is queued after it, up to maxPack bytes (first alone may be more); a message that
+// does not fit is kept for the next pack. The messages' buffers go back to Send once copied.
+func (o *outbox) fill(first []byte) []byte {
+	pack := o.pack
+	o.pack = nil
+	if pack == nil {
+		pack = make([]byte, 0, maxPack)
+	}
+	pack = appendPacked(startPack(pack), first)
+	o.recycle(first)
+	for {
+		select {
+		case msg := <-o.q:
+			if len(pack)+packedLen(msg) > maxPack {
+				o.next = msg
+				return pack
+			}
+			pack = appendPacked(pack, msg)
+			o.recycle(msg)
+			continue
+		default:
+		}
+		return pack
+	}
+}
+
+// publish sends a pack: in one PUBLISH on the node's pack channel, or as single envelopes, pipelined, on its
+// channel when it does not take packs. Envelopes that reached no subscriber (the node is resubscribing, or gone)
+// are sent again, with the ones after them, for up to retryFor; then each is reported undelivered. The pack's
+// buffer is kept for the next one when Redis has answered for every command that carried it (the client then
+// holds it no more); after a failure or a timeout it is left to the garbage collector.
+func (o *outbox) publish(pack []byte) {
 	b := o.b
 	deadline := time.Now().Add(retryFor)
 	wait := 20 * time.Millisecond
-	for len(batch) > 0 {
-		cmds := o.cmds[:0]
-		for _, msg := range batch {
-			cmds = append(cmds, b.client.B().Publish().Channel(ch).Message(rueidis.BinaryString(msg)).Build())
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
-		res := b.client.DoMulti(ctx, cmds...)
-		cancel()
-		clear(cmds)
-		o.cmds = cmds
-		sent := 0
-		for _, r := range res {
-			if n, err := r.AsInt64(); err != nil || n == 0 {
+	held := false // the client may still hold pack
+	for {
+		var err error
+		sent := 0 // single envelopes delivered
+		if !b.legacy && time.Now().After(o.singlesUntil) {
+			ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
+			var n int64
+			n, err = b.client.Do(ctx, b.client.B().Publish().Channel(b.packChannel(o.node)).Message(rueidis.BinaryString(pack)).Build()).AsInt64()
+			cancel()
+			if err == nil && n > 0 {
+				b.m.publishes.Inc()
+				b.m.sent.Add(float64(countPacked(pack)))
 				break
 			}
-			sent++
+			if err != nil {
+				held = true
+			}
 		}
-		b.m.sent.Add(float64(sent))
-		for _, msg := range batch[:sent] {
-			o.recycle(msg)
+		if err == nil { // the node does not take packs (or is not subscribed): single envelopes
+			var singles bool
+			sent, singles, err = o.publishSingles(pack)
+			if err != nil {
+				held = true
+			}
+			if singles && !b.legacy {
+				if time.Now().After(o.singlesUntil) {
+					b.log.Info("cluster: a node takes single messages only (an older version): not packing for it for a while", "to", o.node)
+				}
+				o.singlesUntil = time.Now().Add(singlesFor)
+			}
 		}
-		batch = batch[sent:]
-		if len(batch) == 0 {
-			return
+		if sent > 0 {
+			// Only the envelopes not delivered are sent again: moved to the front of pack, or, if the client may
+			// still hold it, copied into a new one.
+			pack, held = dropPacked(pack, sent, held), false
+		}
+		unsent := countPacked(pack)
+		if unsent == 0 {
+			break
 		}
 		if time.Now().After(deadline) {
-			b.m.undelivered.Add(float64(len(batch)))
-			b.log.Warn("cluster: messages to a node could not be delivered", "to", o.node, "messages", len(batch))
-			for _, msg := range batch {
-				var e cluster.Envelope
-				if decode(msg, &e) == nil {
-					b.local.Undelivered(&e)
-				}
-			}
-			return
+			b.m.undelivered.Add(float64(unsent))
+			b.log.Warn("cluster: messages to a node could not be delivered", "to", o.node, "messages", unsent)
+			var e cluster.Envelope
+			_, _ = unpack(rueidis.BinaryString(pack), &e, func(e *cluster.Envelope) {
+				d := *e
+				d.Frame = append([]byte(nil), e.Frame...) // the hub may keep what it is given
+				b.local.Undelivered(&d)
+			})
+			break
 		}
 		select {
 		case <-time.After(wait):
@@ -839,9 +914,44 @@ func (o *outbox) publish(ch string, batch [][]byte) {
 		}
 		wait = min(2*wait, 500*time.Millisecond)
 	}
+	if !held && cap(pack) <= 2*maxPack {
+		o.pack = pack[:0]
+	}
 }
 
-// recycle keeps the buffer of a published message for a later one, unless it is large or enough are kept.
+// publishSingles publishes pack's envelopes one by one, pipelined, on the node's channel for single envelopes. It
+// returns how many (from the first) reached a subscriber, and whether any did (reached).
+func (o *outbox) publishSingles(pack []byte) (sent int, reached bool, err error) {
+	b := o.b
+	ch := b.channel(o.node)
+	cmds := o.cmds[:0]
+	eachPacked(pack, func(env []byte) {
+		cmds = append(cmds, b.client.B().Publish().Channel(ch).Message(rueidis.BinaryString(env)).Build())
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
+	res := b.client.DoMulti(ctx, cmds...)
+	cancel()
+	clear(cmds)
+	o.cmds = cmds
+	for _, r := range res {
+		n, rerr := r.AsInt64()
+		if rerr != nil {
+			if _, isReply := rueidis.IsRedisErr(rerr); !isReply {
+				err = rerr // the client may still hold the rest
+			}
+			break
+		}
+		if n == 0 {
+			break
+		}
+		sent++
+	}
+	b.m.publishes.Add(float64(len(res)))
+	b.m.sent.Add(float64(sent))
+	return sent, sent > 0, err
+}
+
+// recycle keeps the buffer of a packed message for a later one, unless it is large or enough are kept.
 func (o *outbox) recycle(msg []byte) {
 	if cap(msg) > maxFreeBuffer {
 		return
