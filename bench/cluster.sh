@@ -17,6 +17,11 @@
 #           10s) and a login storm of 10,000 users, 100 at a time, against the tutorial, a single tandem and a
 #           cluster of NODES (default 2) nodes; CLUSTER_GOMAXPROCS (default: left alone) sets the nodes'
 #           GOMAXPROCS, and VARIANTS="gmp1" adds a cluster whose nodes have GOMAXPROCS=1
+#   paced   ROUNDS rounds of: relay with 500 and 5,000 users at RATE (default 10000) messages a second in all,
+#           every server at the same load (its latency and CPU time compared like for like; the rate each
+#           reached is recorded, so a server that could not keep up shows)
+# BASE_BIN, a tandem binary built from another commit, adds a cluster whose nodes run it (cluster-N-base), in the
+# same rounds, for an A/B of the cluster's code (every round measures the servers one after the other).
 #   big     BIG_USERS (default 50000) idle users on BIG_NODES (default 3) nodes, logged in by BIG_GENERATORS
 #           (default 3) tandem-load processes (each is limited to the open-file limit): the memory per idle
 #           user (nodes' RSS and Redis's used_memory), then the list and a prefix search asked on every node
@@ -32,6 +37,8 @@ duration=${DURATION:-10s}
 nodes=${NODES:-2}
 sets=${SETS:-closed big}
 variants=${VARIANTS:-}
+rate=${RATE:-10000}
+base_bin=${BASE_BIN:-}
 cluster_gomaxprocs=${CLUSTER_GOMAXPROCS:-}
 big_users=${BIG_USERS:-50000}
 big_nodes=${BIG_NODES:-3}
@@ -100,7 +107,7 @@ start_redis() {
 # process ids whose CPU time is counted, comma-separated; a cluster's nodes first, then redis-server) and names
 # (what each of measured is).
 start() {
-  local server=$1 n gmp i
+  local server=$1 n gmp i bin
   case $server in
   tutorial)
     (cd "$tutorial_dir" && exec node server.js >/dev/null 2>>"$out/tutorial.log") &
@@ -112,12 +119,13 @@ start() {
     await_port "${tandem_addr#*:}" tandem ;;
   cluster-*)
     n=${server#cluster-}; n=${n%%-*}
-    gmp=$cluster_gomaxprocs
+    gmp=$cluster_gomaxprocs bin=$out/bin/tandem
     case $server in *-gmp1) gmp=1 ;; esac
+    case $server in *-base) bin=$base_bin ;; esac
     start_redis
     urls= measured= names=
     for i in $(seq "$n"); do
-      env ${gmp:+GOMAXPROCS=$gmp} "$out/bin/tandem" -addr 127.0.0.1:$((node_port0 + i)) -rate 0 -log-level warn \
+      env ${gmp:+GOMAXPROCS=$gmp} "$bin" -addr 127.0.0.1:$((node_port0 + i)) -rate 0 -log-level warn \
         -turn-addr off -redis "redis://127.0.0.1:$redis_port/0" -node-id "node$i" >>"$out/cluster.log" 2>&1 &
       pids+=($!)
       measured=$measured$!,; urls=${urls}ws://127.0.0.1:$((node_port0 + i))/,; names=$names\"node$i\",
@@ -210,6 +218,11 @@ big() {
 
 servers="tutorial tandem cluster-$nodes"
 for v in $variants; do servers="$servers cluster-$nodes-$v"; done
+if [ -n "$base_bin" ]; then
+  [ -x "$base_bin" ] || { echo "BASE_BIN $base_bin is not an executable" >&2; exit 1; }
+  servers="$servers cluster-$nodes-base"
+  versions="$versions, cluster-$nodes-base: $base_bin"
+fi
 for set in $sets; do
   case $set in
   closed)
@@ -217,6 +230,12 @@ for set in $sets; do
       for s in $servers; do measure "$s" relay-500 "$round" -scenario relay -users 500 -duration "$duration"; done
       for s in $servers; do measure "$s" relay-5000 "$round" -scenario relay -users 5000 -duration "$duration"; done
       for s in $servers; do measure "$s" login-10000 "$round" -scenario login -users 10000 -concurrency 100; done
+    done ;;
+  paced) # every server at the same load: latency and CPU time compared like for like
+    for round in $(seq "$rounds"); do
+      for n in 500 5000; do
+        for s in $servers; do measure "$s" "paced-relay-$n" "$round" -scenario relay -users $n -rate "$rate" -duration "$duration"; done
+      done
     done ;;
   big) big ;;
   *) echo "unknown set $set" >&2; exit 2 ;;
