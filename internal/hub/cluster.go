@@ -589,9 +589,11 @@ func (h *Hub) Deliver(e *cluster.Envelope) {
 // with the sender's stand-in as the sender.
 func (h *Hub) remoteMessage(e *cluster.Envelope) {
 	var m protocol.Message
-	if err := protocol.Decode(e.Frame, &m); err != nil {
-		h.log.Warn("cluster: undecodable message from another node", "node", e.FromNode, "err", err)
-		return
+	if !readRelayed(e.Frame, &m) {
+		if err := protocol.Decode(e.Frame, &m); err != nil {
+			h.log.Warn("cluster: undecodable message from another node", "node", e.FromNode, "err", err)
+			return
+		}
 	}
 	h.mu.Lock()
 	t := h.users[e.To]
@@ -647,6 +649,66 @@ func (h *Hub) remoteMessage(e *cluster.Envelope) {
 		h.cl.b.Send(s.remote.node(), &cluster.Envelope{Kind: cluster.Verdict, Accepted: s.peer != nil,
 			From: e.To, FromNode: h.cl.node, To: e.From})
 	}
+}
+
+// readRelayed reads a frame the sending node built with protocol.AppendRelay (an offer, answer or candidate:
+// {"type":T,"T":payload,"name":from}) or protocol.AppendLeave ({"type":"leave","name":from,"reason":R}) into m as
+// protocol.Decode would (the name aside, which the receiving node sets), without scanning the payload again:
+// the sending node decoded and validated it when its user sent it, and built the frame around it. It reports
+// false for a frame of any other shape (a node of another version may build them otherwise): Decode reads it.
+func readRelayed(frame []byte, m *protocol.Message) bool {
+	const prefix = `{"type":"`
+	rest, ok := bytes.CutPrefix(frame, []byte(prefix))
+	if !ok {
+		return false
+	}
+	var typ string
+	switch {
+	case bytes.HasPrefix(rest, []byte(`offer","offer":`)):
+		typ = protocol.TypeOffer
+	case bytes.HasPrefix(rest, []byte(`answer","answer":`)):
+		typ = protocol.TypeAnswer
+	case bytes.HasPrefix(rest, []byte(`candidate","candidate":`)):
+		typ = protocol.TypeCandidate
+	case bytes.HasPrefix(rest, []byte(`leave","name":"`)):
+		// The reason is the last field, a plain word (no escapes): its quote is the one before the final "}.
+		i := bytes.LastIndex(rest, []byte(`","reason":"`))
+		if i < 0 || !bytes.HasSuffix(rest, []byte(`"}`)) {
+			return false
+		}
+		reason := rest[i+len(`","reason":"`) : len(rest)-2]
+		if bytes.IndexByte(reason, '"') >= 0 || bytes.IndexByte(reason, '\\') >= 0 {
+			return false
+		}
+		m.Type, m.Reason = rest[:len(protocol.TypeLeave)], reason
+		return true
+	default:
+		return false
+	}
+	// The payload runs to the name, the last field: a JSON string, in which the bytes ,"name":" cannot occur
+	// (a quote in it is escaped), so its start is the last of them.
+	payload := rest[2*len(typ)+len(`","":`):]
+	i := bytes.LastIndex(payload, []byte(`,"name":"`))
+	if i <= 0 || !bytes.HasSuffix(payload, []byte(`"}`)) {
+		return false
+	}
+	payload = payload[:i]
+	switch {
+	case payload[0] == '{' && payload[len(payload)-1] == '}':
+	case typ == protocol.TypeCandidate && string(payload) == "null":
+	default:
+		return false
+	}
+	m.Type = rest[:len(typ)]
+	switch typ {
+	case protocol.TypeOffer:
+		m.Offer = payload
+	case protocol.TypeAnswer:
+		m.Answer = payload
+	default:
+		m.Candidate = payload
+	}
+	return true
 }
 
 // crossed is what offer does about glare across nodes (crossLocked).
