@@ -5,7 +5,8 @@
 //
 // What it guarantees: a name has one holder at a time (claims are atomic; every write is fenced by the login's
 // session id); the messages one node sends another arrive in the order they were sent (one writer per
-// destination, on one connection; Redis delivers a channel's messages in order); a node that dies is noticed
+// destination, on one connection; Redis passes what one connection publishes to a subscriber's connection in
+// order, on either of the node's channels; a pack is unpacked in order); a node that dies is noticed
 // within a lease and a sweep, and its users' names wait a resume grace for their users to come back on another
 // node; a subscription that stops delivering is noticed by a probe the node sends itself, and rebuilt; when
 // Redis loses its data (a restart without persistence) every node registers its users again. Pub/sub is
@@ -83,7 +84,8 @@ const (
 	DefaultSentinelRefresh = 2 * time.Second
 	// outboxSize bounds the envelopes waiting for one destination node.
 	outboxSize = 8192
-	// retryFor is how long a batch to a node that is not subscribed is retried before it is reported undelivered.
+	// retryFor is how long a pack to a node that is not subscribed is retried before its messages are reported
+	// undelivered.
 	retryFor = 2 * time.Second
 	// singlesFor is how long an outbox sends single envelopes to a node found not to take packs (a node of a
 	// version before packs, during a rolling upgrade) before it tries a pack again.
