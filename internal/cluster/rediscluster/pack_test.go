@@ -192,8 +192,8 @@ func TestBusPacks(t *testing.T) {
 			t.Fatalf("a single envelope on the single channel, not a probe: %q", msg[:min(len(msg), 60)])
 		}
 	}
-	if max := len(published[b.packChannel("b")]); max > packed {
-		t.Fatalf("%d packs for %d envelopes", max, packed)
+	if packs := len(published[b.packChannel("b")]); packs > packed {
+		t.Fatalf("%d packs for %d envelopes", packs, packed)
 	}
 }
 
