@@ -210,8 +210,8 @@ func (u *udpSocket) readBatch(msgs []unix.Mmsghdr) int {
 }
 
 // writeBatch sends the datagrams of msgs, without blocking: one the socket refuses (a full send buffer) is
-// dropped, and the rest still sent.
-func (u *udpSocket) writeBatch(msgs []unix.Mmsghdr) {
+// dropped, and the rest still sent. It returns the bytes sent.
+func (u *udpSocket) writeBatch(msgs []unix.Mmsghdr) (bytes int) {
 	u.mu.RLock()
 	defer u.mu.RUnlock()
 	for len(msgs) > 0 && !u.closed {
@@ -222,9 +222,13 @@ func (u *udpSocket) writeBatch(msgs []unix.Mmsghdr) {
 		case e != 0 || n == 0:
 			msgs = msgs[1:] // the first could not be sent: dropped
 		default:
+			for i := range int(n) {
+				bytes += int(msgs[i].Len)
+			}
 			msgs = msgs[n:]
 		}
 	}
+	return bytes
 }
 
 // batch is a set of datagram buffers with their headers for recvmmsg and sendmmsg.
@@ -291,6 +295,18 @@ type dataLoop struct {
 	out     *batch     // datagrams from peers; the first pending are ChannelData bound for clients through outTo
 	pending int        // datagrams in out waiting for sendmmsg
 	outTo   *udpSocket // the listening socket they are sent from
+
+	// ChannelData bound for one TCP client, gathered from a relay socket's batch to be written with one sendmsg
+	// (the frames stay in out's buffers until then).
+	tcpTo   *tcpLoopConn
+	tcpIovs []unix.Iovec
+	tcpMsg  unix.Msghdr
+	// Data from one client (of a TCP connection's read) bound for peers, sent with one sendmmsg from its relay
+	// socket (the data stay in the read buffer until then).
+	peerFrom   *relayConn
+	peerOut    *batch
+	peerN      int
+	tcpScratch []byte // what a TCP connection's read brings, behind the start of a frame from the read before
 }
 
 // wakeToken is the epoll token of a loop's eventfd; sockets get the others.
@@ -330,6 +346,10 @@ func newDataLoop(s *Server, index int) (*dataLoop, error) {
 		events: make([]unix.EpollEvent, loopEvents),
 		in:     newBatch(loopBatch, loopBuffer),
 		out:    newBatch(loopPool, loopBuffer),
+
+		tcpIovs:    make([]unix.Iovec, 0, loopBatch),
+		peerOut:    newBatch(loopBatch, 0),
+		tcpScratch: make([]byte, tcpLoopRead),
 	}
 	l.awaitFn = l.await
 	l.in.prepareRead(0, loopBatch, 0)
@@ -509,12 +529,30 @@ func (l *dataLoop) readListening(it loopItem) {
 		from := sockaddrAddr(&b.names[i])
 		p := b.bufs[i][:size]
 		if l.s.channelPath && isChannelData(p) {
-			if rc := l.s.udpRelayOf(pc.local, from); rc != nil && rc.fromClient(p) {
+			if rc := l.s.udpRelayOf(pc.local, from); rc != nil && l.fromClient(rc, p) {
 				continue
 			}
 		}
 		pc.queue(p, from)
 	}
+	l.flushPeers() // before the buffers are read into again
+}
+
+// fromClient relays the ChannelData frame p from rc's client, as relayConn.fromClient does, but gathers what goes
+// to peers for one sendmmsg from rc's relay socket (flushPeers), which the caller makes before p's buffer is used
+// again. It reports false when the frame is pion's to handle.
+func (l *dataLoop) fromClient(rc *relayConn, p []byte) bool {
+	data, peer, route := rc.routeFromClient(p)
+	switch {
+	case route == routeToPion:
+		return false
+	case route == routeDrop:
+		return true
+	case rc.raw == nil:
+		return rc.fromClient(p)
+	}
+	l.toPeer(rc, data, peer)
+	return true
 }
 
 // readRelay reads a batch of datagrams from peers on a relay socket: those of a peer with a channel are made
@@ -528,10 +566,16 @@ func (l *dataLoop) readRelay(it loopItem) {
 	b.prepareRead(first, end, channelHeader)
 	n := it.sock.readBatch(b.msgs[first:end])
 	rc := it.relay
+	// Counted before anything is handed on: whoever sees a datagram relayed sees it counted.
 	var bytes int
 	for i := first; i < first+n; i++ {
+		bytes += int(b.msgs[i].Len)
+	}
+	if bytes > 0 {
+		l.s.metrics.fromPeer.Add(float64(bytes))
+	}
+	for i := first; i < first+n; i++ {
 		size := int(b.msgs[i].Len)
-		bytes += size
 		if b.msgs[i].Hdr.Flags&unix.MSG_TRUNC != 0 || size > maxPeerDatagram {
 			continue // too long to be relayed in pion's 1,600-byte buffer with a ChannelData header: dropped
 		}
@@ -547,9 +591,61 @@ func (l *dataLoop) readRelay(it loopItem) {
 		}
 		rc.queue(b.bufs[i][channelHeader:channelHeader+size], from)
 	}
-	if bytes > 0 {
-		l.s.metrics.fromPeer.Add(float64(bytes))
+	l.flushTCP() // the frames are in buffers the next read reuses
+}
+
+// queueTCP adds frame, in one of out's buffers, to what is written to w with the next flushTCP.
+func (l *dataLoop) queueTCP(w *tcpLoopConn, frame []byte) {
+	if l.tcpTo != w || len(l.tcpIovs) == cap(l.tcpIovs) {
+		l.flushTCP()
 	}
+	l.tcpTo = w
+	l.tcpIovs = append(l.tcpIovs, unix.Iovec{Base: &frame[0]})
+	l.tcpIovs[len(l.tcpIovs)-1].SetLen(len(frame))
+}
+
+// flushTCP writes the frames queueTCP gathered to their connection.
+func (l *dataLoop) flushTCP() {
+	if len(l.tcpIovs) == 0 {
+		return
+	}
+	l.tcpTo.writeMediaBatch(l.tcpIovs, &l.tcpMsg)
+	clear(l.tcpIovs) // no pointers into the buffers kept
+	l.tcpIovs, l.tcpTo = l.tcpIovs[:0], nil
+}
+
+// toPeer adds data from rc's client, in a buffer that stays as it is until the next flushPeers, to what rc's
+// relay socket sends to peer with the next flushPeers.
+func (l *dataLoop) toPeer(rc *relayConn, data []byte, peer netip.AddrPort) {
+	if l.peerN > 0 && (l.peerFrom != rc || l.peerN == len(l.peerOut.msgs)) {
+		l.flushPeers()
+	}
+	b, k := l.peerOut, l.peerN
+	l.peerFrom = rc
+	l.peerN++
+	b.iovs[k].Base = unsafe.SliceData(data)
+	b.iovs[k].SetLen(len(data))
+	h := &b.msgs[k].Hdr
+	h.Name = (*byte)(unsafe.Pointer(&b.names[k]))
+	h.Namelen = rc.raw.sockaddr(&b.names[k], peer)
+	h.Iov = &b.iovs[k]
+	h.SetIovlen(1)
+	b.msgs[k].Len = 0
+}
+
+// flushPeers sends what toPeer gathered, in one sendmmsg.
+func (l *dataLoop) flushPeers() {
+	if l.peerN == 0 {
+		return
+	}
+	rc, n := l.peerFrom, l.peerN
+	bytes := rc.raw.writeBatch(l.peerOut.msgs[:n])
+	for k := range n {
+		l.peerOut.iovs[k].Base = nil // no pointers into the read buffer kept
+	}
+	l.peerN, l.peerFrom = 0, nil
+	l.s.metrics.toPeer.Add(float64(bytes))
+	rc.channelPackets.Add(uint64(n))
 }
 
 // toClient makes the datagram in l.out's buffer i ChannelData on channel number and moves it to the pending ones,
@@ -571,7 +667,7 @@ func (l *dataLoop) toClient(rc *relayConn, i, size int, number uint16) bool {
 		framed := channelHeader + (size+3)&^3 // padded to a multiple of 4 bytes over TCP (RFC 8656, section 12.5)
 		clear(p[channelHeader+size : framed])
 		rc.channelPackets.Add(1)
-		w.writeMedia(p[:framed])
+		l.queueTCP(w, p[:framed])
 		return true
 	}
 	if link.sock == nil {
