@@ -86,6 +86,12 @@ type result struct {
 	Corrupt      uint64  `json:"corrupt,omitempty"`      // frames on the channel whose header or data were not what was sent
 	OutOfOrder   uint64  `json:"out_of_order,omitempty"` // frames that came after a later one of theirs (or twice): not counted delivered
 	RcvbufErrors uint64  `json:"udp_rcvbuf_errors"`      // the system's UDP receive-buffer drops over the measurement (/proc/net/snmp)
+
+	// The machine over the measurement (/proc/stat), in cores: what no one used, and what niced processes used (on
+	// a shared machine, other people's tests): a server held under one core on a machine with none idle was held
+	// by the machine.
+	IdleCores float64 `json:"machine_idle_cores"`
+	NiceCores float64 `json:"machine_nice_cores"`
 }
 
 func run(ctx context.Context, args []string) error {
@@ -211,14 +217,14 @@ func measure(ctx context.Context, c *config) (*result, error) {
 	case <-ctx.Done():
 	}
 	sent0, recv0 := eng.counts()
-	cpu0, gen0, rcvbuf0 := cpuTime(c.pid), cpuTime(os.Getpid()), udpRcvbufErrors()
+	cpu0, gen0, rcvbuf0, machine0 := cpuTime(c.pid), cpuTime(os.Getpid()), udpRcvbufErrors(), machineTimes()
 	start := time.Now()
 	select {
 	case <-time.After(c.duration):
 	case <-ctx.Done():
 	}
 	sent1, recv1 := eng.counts()
-	cpu1, gen1, rcvbuf1 := cpuTime(c.pid), cpuTime(os.Getpid()), udpRcvbufErrors()
+	cpu1, gen1, rcvbuf1, machine1 := cpuTime(c.pid), cpuTime(os.Getpid()), udpRcvbufErrors(), machineTimes()
 	elapsed := time.Since(start).Seconds()
 	eng.stopSending()
 	time.Sleep(500 * time.Millisecond) // what is in flight arrives
@@ -226,6 +232,8 @@ func measure(ctx context.Context, c *config) (*result, error) {
 	f := eng.faults()
 
 	res.Engine = c.engine
+	res.IdleCores = (machine1.idle - machine0.idle) / elapsed
+	res.NiceCores = (machine1.nice - machine0.nice) / elapsed
 	res.GenCores = (gen1 - gen0) / elapsed
 	res.Corrupt, res.OutOfOrder = f.corrupt, f.outOfOrder
 	if rcvbuf1 >= rcvbuf0 {
@@ -346,6 +354,26 @@ func cpuTime(pid int) float64 {
 	utime, _ := strconv.ParseFloat(fields[11], 64)
 	stime, _ := strconv.ParseFloat(fields[12], 64)
 	return (utime + stime) / 100
+}
+
+// cpuTimes are the machine's CPU seconds (all cores) spent idle and in niced processes.
+type cpuTimes struct{ idle, nice float64 }
+
+// machineTimes reads the machine's cpuTimes from the first line of /proc/stat (clock ticks, 100 a second).
+func machineTimes() cpuTimes {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 6 || f[0] != "cpu" {
+		return cpuTimes{}
+	}
+	nice, _ := strconv.ParseFloat(f[2], 64)
+	idle, _ := strconv.ParseFloat(f[4], 64)
+	iowait, _ := strconv.ParseFloat(f[5], 64)
+	return cpuTimes{idle: (idle + iowait) / 100, nice: nice / 100}
 }
 
 // udpRcvbufErrors is the system's count of UDP datagrams dropped for a full receive buffer (RcvbufErrors of the
