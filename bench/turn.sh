@@ -110,7 +110,7 @@ measure() {
   jq -c --arg server "$server" --argjson round "$round" --arg commit "$commit" --arg coturn "$coturn_version" \
     --argjson load "$load" '. + {server: $server, round: $round, commit: $commit, coturn: $coturn, loadavg: $load}' \
     "$out/last.json" >>"$out/results.jsonl"
-  jq -r --arg s "$server" --arg load "$load" '"   \($s) \(.label) (load \($load)): \(.delivered_per_cpu_s // 0 | floor) delivered/CPU-s, \(.server_cores // 0 | . * 100 | round / 100) cores, \(.delivered_per_s // 0 | floor)/s, loss \(.loss_pct | . * 1000 | round / 1000)%, generator \(.generator_cores // 0 | . * 100 | round / 100) cores, machine idle \(.machine_idle_cores // 0 | . * 100 | round / 100) / niced \(.machine_nice_cores // 0 | . * 100 | round / 100) cores\(if .kb_per_allocation then ", \(.kb_per_allocation | . * 10 | round / 10) KB/allocation" else "" end)"' "$out/last.json"
+  jq -r --arg s "$server" --arg load "$load" '"   \($s) \(.label) (load \($load)): \(.delivered_per_cpu_s // 0 | floor) delivered/CPU-s, \(.server_cores // 0 | . * 100 | round / 100) cores, \(.delivered_per_s // 0 | floor)/s, loss \(.loss_pct | . * 1000 | round / 1000)%, generator \(.generator_cores // 0 | . * 100 | round / 100) cores, machine idle \(.machine_idle_cores // 0 | . * 100 | round / 100) / niced \(.machine_nice_cores // 0 | . * 100 | round / 100) cores\(if .transport == "udp" and (.idle | not) then ", UDP socket drops: generator \(.generator_udp_drops // 0), others \(.other_udp_drops // 0)" else "" end)\(if .kb_per_allocation then ", \(.kb_per_allocation | . * 10 | round / 10) KB/allocation" else "" end)"' "$out/last.json"
 }
 
 for round in $(seq "$rounds"); do

@@ -86,6 +86,10 @@ type result struct {
 	Corrupt      uint64  `json:"corrupt,omitempty"`      // frames on the channel whose header or data were not what was sent
 	OutOfOrder   uint64  `json:"out_of_order,omitempty"` // frames that came after a later one of theirs (or twice): not counted delivered
 	RcvbufErrors uint64  `json:"udp_rcvbuf_errors"`      // the system's UDP receive-buffer drops over the measurement (/proc/net/snmp)
+	// Of the UDP sockets' own drop counts over the measurement (/proc/net/udp): the generator's clients', and all
+	// others' (the server's, and any other process's).
+	GenUDPDrops   uint64 `json:"generator_udp_drops"`
+	OtherUDPDrops uint64 `json:"other_udp_drops"`
 
 	// The machine over the measurement (/proc/stat), in cores: what no one used, and what niced processes used (on
 	// a shared machine, other people's tests): a server held under one core on a machine with none idle was held
@@ -146,9 +150,10 @@ func run(ctx context.Context, args []string) error {
 type endpoint struct {
 	c      *turnclient.Client
 	relay  netip.AddrPort
-	frame  []byte        // the ChannelData frame it sends, always the same
-	peer   *endpoint     // the other client of the call
-	credit chan struct{} // goroutine engine, -rate 0: the packets it may send, given back as the other side receives them
+	frame  []byte         // the ChannelData frame it sends, always the same
+	peer   *endpoint      // the other client of the call
+	local  netip.AddrPort // the client's own address
+	credit chan struct{}  // goroutine engine, -rate 0: the packets it may send, given back as the other side receives them
 
 	sent, received atomic.Uint64
 }
@@ -217,6 +222,11 @@ func measure(ctx context.Context, c *config) (*result, error) {
 	case <-ctx.Done():
 	}
 	sent0, recv0 := eng.counts()
+	ports := make(map[uint16]bool, len(eps))
+	for _, e := range eps {
+		ports[e.local.Port()] = true
+	}
+	mine0, others0 := udpDrops(ports)
 	cpu0, gen0, rcvbuf0, machine0 := cpuTime(c.pid), cpuTime(os.Getpid()), udpRcvbufErrors(), machineTimes()
 	start := time.Now()
 	select {
@@ -225,6 +235,7 @@ func measure(ctx context.Context, c *config) (*result, error) {
 	}
 	sent1, recv1 := eng.counts()
 	cpu1, gen1, rcvbuf1, machine1 := cpuTime(c.pid), cpuTime(os.Getpid()), udpRcvbufErrors(), machineTimes()
+	mine1, others1 := udpDrops(ports)
 	elapsed := time.Since(start).Seconds()
 	eng.stopSending()
 	time.Sleep(500 * time.Millisecond) // what is in flight arrives
@@ -236,6 +247,9 @@ func measure(ctx context.Context, c *config) (*result, error) {
 	res.NiceCores = (machine1.nice - machine0.nice) / elapsed
 	res.GenCores = (gen1 - gen0) / elapsed
 	res.Corrupt, res.OutOfOrder = f.corrupt, f.outOfOrder
+	if c.transport == "udp" {
+		res.GenUDPDrops, res.OtherUDPDrops = mine1-mine0, max(others1, others0)-others0
+	}
 	if rcvbuf1 >= rcvbuf0 {
 		res.RcvbufErrors = rcvbuf1 - rcvbuf0
 	}
@@ -302,7 +316,7 @@ func setUp(ctx context.Context, c *config, server netip.AddrPort, username, pass
 		if err != nil {
 			return eps, err
 		}
-		e := &endpoint{c: tc}
+		e := &endpoint{c: tc, local: tc.LocalAddr()}
 		eps = append(eps, e)
 		if e.relay, err = tc.Allocate(); err != nil {
 			return eps, fmt.Errorf("allocation %d: %w", len(eps), err)
@@ -401,6 +415,32 @@ func udpRcvbufErrors() uint64 {
 		}
 	}
 	return 0
+}
+
+// udpDrops sums the drop counts of the system's UDP sockets (/proc/net/udp and udp6): those with a local port of
+// ports (the generator's clients), and the others.
+func udpDrops(ports map[uint16]bool) (mine, others uint64) {
+	for _, name := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		raw, err := os.ReadFile(name)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(raw), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 13 {
+				continue
+			}
+			_, portHex, _ := strings.Cut(f[1], ":")
+			port, _ := strconv.ParseUint(portHex, 16, 16)
+			drops, _ := strconv.ParseUint(f[len(f)-1], 10, 64)
+			if ports[uint16(port)] {
+				mine += drops
+			} else {
+				others += drops
+			}
+		}
+	}
+	return mine, others
 }
 
 // rss is the resident memory of process pid in bytes; 0 without a pid.
