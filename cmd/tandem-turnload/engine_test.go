@@ -373,3 +373,37 @@ func TestLoopEngineTCPStreamInPieces(t *testing.T) {
 		t.Errorf("sent %d, delivered %d, faults %+v: want none", sent, delivered, f)
 	}
 }
+
+// TestLoopEngineRecoversFromALostWindow has a middlebox lose a saturating client's whole first window: the
+// client waits for credits that never come, takes its packets as lost after 200 ms (a stall, counted), sends a
+// new window, and the traffic goes on; what was lost is counted as sent and not delivered.
+func TestLoopEngineRecoversFromALostWindow(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the loop engine is Linux's")
+	}
+	const window = 8
+	m := newMiddlebox(t, func() func([]byte) [][]byte {
+		n := 0
+		return func(p []byte) [][]byte {
+			n++
+			if n <= window {
+				return nil
+			}
+			return [][]byte{p}
+		}
+	})
+	eps := udpPair(t, m)
+	go m.run()
+	defer m.close()
+	c := &config{transport: "udp", calls: 1, rate: 0, window: window, size: 1200, engine: "loops", loops: 1}
+	eng := start(t, c, eps)
+	defer eng.close()
+	waitUntil(t, "1,000 packets are delivered", func() bool {
+		_, d := eng.counts()
+		return d >= 1000
+	})
+	sent, delivered, f := settle(t, eng, func(sent, delivered uint64, _ faultCounts) bool { return delivered+2*window == sent })
+	if f.stalls != 2 || f.corrupt != 0 || f.outOfOrder != 0 {
+		t.Errorf("sent %d, delivered %d, faults %+v: want a stall in each direction, nothing else", sent, delivered, f)
+	}
+}

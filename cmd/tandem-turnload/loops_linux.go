@@ -30,7 +30,8 @@ import (
 // Both clients of a call are on the same loop, so that a packet received gives its sender a credit without any
 // lock. A loop's timerfd paces the sends (-rate: every millisecond, each client's packets spread evenly over time,
 // as the goroutine engine does) or, at saturation, checks for stalls: a client that has waited 200 ms for a credit
-// takes its packets in flight as lost and sends a whole window again.
+// takes its packets in flight as lost and sends a whole window again (those packets, if they come after all, are
+// delivered but give no credit, so that no more than a window is ever in flight; the stalls are counted).
 //
 // Every packet carries a sequence number in its first 8 bytes of data; the rest is a fixed pattern. A packet
 // counts as delivered only when its header and data are exactly as sent and its sequence number is above the last
@@ -75,6 +76,7 @@ type genConn struct {
 	dirty      bool  // in the loop's list of clients with something to send
 	lastCredit int64 // nanoseconds since the loop started, when it last got a credit (or a window after a stall)
 	seqOut     uint64
+	writtenOff uint64 // its packets below this sequence number were taken as lost at a stall: they give no credit
 	lastIn     uint64 // the sequence number of the last packet delivered to it
 	done       bool   // its socket failed or ended: no more reading or writing
 
@@ -117,7 +119,7 @@ type genLoop struct {
 	// TCP: the frame, repeated, with room for tcpReadBuffer bytes of frames.
 	sbuf []byte
 
-	corrupt, outOfOrder atomic.Uint64
+	corrupt, outOfOrder, stalls atomic.Uint64
 }
 
 // startLoops takes the endpoints' sockets out of their net.Conns and starts c.loops loops driving them.
@@ -178,6 +180,7 @@ func (eng *loopEngine) faults() faultCounts {
 	for _, l := range eng.loops {
 		f.corrupt += l.corrupt.Load()
 		f.outOfOrder += l.outOfOrder.Load()
+		f.stalls += l.stalls.Load()
 	}
 	return f
 }
@@ -355,12 +358,13 @@ func (l *genLoop) run() {
 			return
 		}
 		now := int64(time.Since(l.start))
+		ticked := false
 		for i := range l.ready {
 			ev := l.events[i]
 			if ev.Fd == timerToken {
 				var b [8]byte
 				_, _ = unix.Read(l.timer, b[:])
-				l.tick(now)
+				ticked = true
 				continue
 			}
 			c := l.conns[ev.Fd]
@@ -377,6 +381,9 @@ func (l *genLoop) run() {
 			if ev.Events&unix.EPOLLOUT != 0 && c.owed > 0 {
 				l.markDirty(c)
 			}
+		}
+		if ticked {
+			l.tick(now) // after the turn's packets: a loop that was not running for a while sees their credits first
 		}
 		l.flush()
 	}
@@ -414,6 +421,8 @@ func (l *genLoop) tick(now int64) {
 	}
 	for _, c := range l.conns {
 		if c.owed == 0 && now-c.lastCredit > int64(stallAfter) {
+			l.stalls.Add(1)
+			c.writtenOff = c.seqOut // if they come after all, they are delivered, but the window is not exceeded
 			c.owed = l.window
 			c.lastCredit = now
 			l.markDirty(c)
@@ -493,7 +502,7 @@ func (l *genLoop) readUDP(c *genConn, now int64) {
 		if e != 0 {
 			return // EAGAIN: empty; or an error the socket reports (an ICMP message): nothing read
 		}
-		good := 0
+		good, credits := 0, 0
 		for i := range int(n) {
 			p := l.rbufs[i][:l.rmsgs[i].Len]
 			if l.rmsgs[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
@@ -501,12 +510,15 @@ func (l *genLoop) readUDP(c *genConn, now int64) {
 				l.rmsgs[i].Hdr.Flags = 0
 				continue
 			}
-			if l.check(c, p) {
+			if ok, credit := l.check(c, p); ok {
 				good++
+				if credit {
+					credits++
+				}
 			}
 		}
 		c.e.received.Add(uint64(good))
-		l.credit(c.peer, good, now)
+		l.credit(c.peer, credits, now)
 		if int(n) < udpBatch {
 			return
 		}
@@ -514,23 +526,24 @@ func (l *genLoop) readUDP(c *genConn, now int64) {
 }
 
 // check looks at one ChannelData frame (or STUN message, which is left alone) to c and reports whether it is a
-// packet delivered: on the channel, with the data as sent, after the last one delivered.
-func (l *genLoop) check(c *genConn, p []byte) bool {
+// packet delivered: on the channel, with the data as sent, after the last one delivered; and whether it gives its
+// sender a credit (one sent after its sender's last stall).
+func (l *genLoop) check(c *genConn, p []byte) (delivered, credit bool) {
 	if len(p) > 0 && p[0]&0xC0 == 0 {
-		return false // a STUN message: not the data path's
+		return false, false // a STUN message: not the data path's
 	}
 	end := 4 + l.size
 	if len(p) < end || len(p) > (end+3)&^3 || !bytes.Equal(p[:4], l.frame[:4]) || !bytes.Equal(p[frameHead:end], l.frame[frameHead:end]) {
 		l.corrupt.Add(1)
-		return false
+		return false, false
 	}
 	seq := binary.BigEndian.Uint64(p[4:frameHead])
 	if seq <= c.lastIn || seq >= c.peer.seqOut {
 		l.outOfOrder.Add(1) // seen before, or after a later one (or never sent: a corrupt sequence number)
-		return false
+		return false, false
 	}
 	c.lastIn = seq
-	return true
+	return true, seq >= c.peer.writtenOff
 }
 
 // sendTCP writes as many of c's packets as its connection takes in one send, each with the next sequence number.
@@ -582,10 +595,10 @@ func (l *genLoop) readTCP(c *genConn, now int64) {
 			return
 		}
 		c.rend += int(n)
-		good, used, ok := l.parseTCP(c, c.rbuf[:c.rend])
+		good, credits, used, ok := l.parseTCP(c, c.rbuf[:c.rend])
 		c.rend = copy(c.rbuf, c.rbuf[used:c.rend])
 		c.e.received.Add(uint64(good))
-		l.credit(c.peer, good, now)
+		l.credit(c.peer, credits, now)
 		if !ok {
 			l.corrupt.Add(1)
 			l.fail(c)
@@ -597,9 +610,9 @@ func (l *genLoop) readTCP(c *genConn, now int64) {
 	}
 }
 
-// parseTCP goes through the whole frames at the start of b and returns how many were packets delivered, and the
-// bytes they took; ok is false when b does not start with a frame.
-func (l *genLoop) parseTCP(c *genConn, b []byte) (good, used int, ok bool) {
+// parseTCP goes through the whole frames at the start of b and returns how many were packets delivered (and how
+// many of those give a credit), and the bytes they took; ok is false when b does not start with a frame.
+func (l *genLoop) parseTCP(c *genConn, b []byte) (good, credits, used int, ok bool) {
 	for len(b)-used >= 4 {
 		p := b[used:]
 		length := int(binary.BigEndian.Uint16(p[2:]))
@@ -610,20 +623,23 @@ func (l *genLoop) parseTCP(c *genConn, b []byte) (good, used int, ok bool) {
 		case 0:
 			size = 20 + length
 		default:
-			return good, used, false
+			return good, credits, used, false
 		}
 		if size > len(p) {
 			if size > len(c.rbuf) {
-				return good, used, false
+				return good, credits, used, false
 			}
 			break
 		}
-		if l.check(c, p[:size]) {
+		if delivered, credit := l.check(c, p[:size]); delivered {
 			good++
+			if credit {
+				credits++
+			}
 		}
 		used += size
 	}
-	return good, used, true
+	return good, credits, used, true
 }
 
 // fail takes c out of the loop: its socket failed or ended.

@@ -85,6 +85,7 @@ type result struct {
 	GenCores     float64 `json:"generator_cores,omitempty"`
 	Corrupt      uint64  `json:"corrupt,omitempty"`      // frames on the channel whose header or data were not what was sent
 	OutOfOrder   uint64  `json:"out_of_order,omitempty"` // frames that came after a later one of theirs (or twice): not counted delivered
+	Stalls       uint64  `json:"stalls,omitempty"`       // saturating: times a client got no credit for 200 ms and sent a new window
 	RcvbufErrors uint64  `json:"udp_rcvbuf_errors"`      // the system's UDP receive-buffer drops over the measurement (/proc/net/snmp)
 	// Of the UDP sockets' own drop counts over the measurement (/proc/net/udp): the generator's clients', and all
 	// others' (the server's, and any other process's).
@@ -173,6 +174,7 @@ type engine interface {
 // faultCounts are the frames on the channel that were not delivered as sent.
 type faultCounts struct {
 	corrupt, outOfOrder uint64
+	stalls              uint64 // times a saturating client waited stallAfter for a credit and sent a new window
 }
 
 // seqSize is the size of the sequence number at the start of every packet's data (the loop engine checks that
@@ -246,7 +248,7 @@ func measure(ctx context.Context, c *config) (*result, error) {
 	res.IdleCores = (machine1.idle - machine0.idle) / elapsed
 	res.NiceCores = (machine1.nice - machine0.nice) / elapsed
 	res.GenCores = (gen1 - gen0) / elapsed
-	res.Corrupt, res.OutOfOrder = f.corrupt, f.outOfOrder
+	res.Corrupt, res.OutOfOrder, res.Stalls = f.corrupt, f.outOfOrder, f.stalls
 	if c.transport == "udp" {
 		res.GenUDPDrops, res.OtherUDPDrops = mine1-mine0, max(others1, others0)-others0
 	}
