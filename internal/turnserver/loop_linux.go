@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -282,6 +283,7 @@ type dataLoop struct {
 	awaitFn   func(uintptr) bool // l.await, made once (a method value made per wait would be allocated)
 	ready     int                // events found by await
 	wake      int                // an eventfd that wakes the loop to stop
+	kick      int                // a timerfd that wakes the loop every loopKick
 	stop      atomic.Bool
 	done      chan struct{}
 
@@ -309,8 +311,18 @@ type dataLoop struct {
 	tcpScratch []byte // what a TCP connection's read brings, behind the start of a frame from the read before
 }
 
-// wakeToken is the epoll token of a loop's eventfd; sockets get the others.
-const wakeToken = 0
+// wakeToken is the epoll token of a loop's eventfd, kickToken its timerfd's; sockets get the others.
+const (
+	wakeToken = 0
+	kickToken = 1
+)
+
+// loopKick is how often a loop's timerfd wakes it. The loop's goroutine waits in Go's netpoller on the epoll
+// descriptor, which Go watches edge-triggered; an event that comes while the loop's own epoll_pwait is taking
+// the ready ones (and so returns without it) can wake the netpoller when the epoll set does not look ready yet,
+// and then no other edge comes for it: measured at UDP saturation, a loop parked with events pending for 30-330
+// ms, its clients' packets held that long. The timer bounds such a miss to about loopKick.
+const loopKick = 5 * time.Millisecond
 
 func newDataLoop(s *Server, index int) (*dataLoop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -327,10 +339,30 @@ func newDataLoop(s *Server, index int) (*dataLoop, error) {
 		_ = unix.Close(wake)
 		return nil, fmt.Errorf("turnserver: epoll: %w", err)
 	}
+	kick, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(wake)
+		return nil, fmt.Errorf("turnserver: timerfd: %w", err)
+	}
+	every := unix.NsecToTimespec(int64(loopKick))
+	if err := unix.TimerfdSettime(kick, 0, &unix.ItimerSpec{Interval: every, Value: every}, nil); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(wake)
+		_ = unix.Close(kick)
+		return nil, fmt.Errorf("turnserver: timerfd: %w", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, kick, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: kickToken}); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(wake)
+		_ = unix.Close(kick)
+		return nil, fmt.Errorf("turnserver: epoll: %w", err)
+	}
 	// The epoll descriptor is itself pollable: non-blocking, Go's netpoller waits on it for the loop.
 	if err := unix.SetNonblock(epfd, true); err != nil {
 		_ = unix.Close(epfd)
 		_ = unix.Close(wake)
+		_ = unix.Close(kick)
 		return nil, fmt.Errorf("turnserver: epoll: %w", err)
 	}
 	f := os.NewFile(uintptr(epfd), "turn-epoll")
@@ -338,11 +370,12 @@ func newDataLoop(s *Server, index int) (*dataLoop, error) {
 	if err != nil {
 		_ = f.Close()
 		_ = unix.Close(wake)
+		_ = unix.Close(kick)
 		return nil, fmt.Errorf("turnserver: epoll: %w", err)
 	}
 	l := &dataLoop{
-		s: s, index: index, epfd: epfd, epollFile: f, epoll: raw, wake: wake, done: make(chan struct{}),
-		items: make(map[uint32]loopItem), next: wakeToken + 1,
+		s: s, index: index, epfd: epfd, epollFile: f, epoll: raw, wake: wake, kick: kick, done: make(chan struct{}),
+		items: make(map[uint32]loopItem), next: kickToken + 1,
 		events: make([]unix.EpollEvent, loopEvents),
 		in:     newBatch(loopBatch, loopBuffer),
 		out:    newBatch(loopPool, loopBuffer),
@@ -382,6 +415,7 @@ func stopDataLoops(loops []*dataLoop) {
 		<-l.done
 		_ = l.epollFile.Close()
 		_ = unix.Close(l.wake)
+		_ = unix.Close(l.kick)
 	}
 }
 
@@ -391,7 +425,7 @@ func (l *dataLoop) register(it loopItem) uint32 {
 	defer l.mu.Unlock()
 	token := l.next
 	l.next++
-	if l.next == wakeToken {
+	for l.next == wakeToken || l.next == kickToken {
 		l.next++
 	}
 	l.items[token] = it
@@ -467,6 +501,11 @@ func (l *dataLoop) run() {
 		}
 		for i := range l.ready {
 			token := uint32(l.events[i].Fd)
+			if token == kickToken {
+				var b [8]byte
+				_, _ = unix.Read(l.kick, b[:])
+				continue
+			}
 			if token == wakeToken {
 				continue // only stopping wakes the loop: the eventfd stays readable from then on
 			}
