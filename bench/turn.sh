@@ -13,7 +13,9 @@
 # paced-tcp max-tcp memory") chooses the scenarios, ROUNDS (default 5) the rounds, DURATION (default 10s) each
 # measurement, after WARMUP (default 2s). Every result is a line of JSON in OUT_DIR/results.jsonl;
 # OUT_DIR/summary.md has the medians over the rounds of each round's tandem/coturn ratios. TANDEM_BIN measures a
-# tandem binary built elsewhere (an older commit, say) instead of this checkout's.
+# tandem binary built elsewhere (an older commit, say) instead of this checkout's. ENGINE (default loops: the
+# generator's own event loops, LOOPS of them, default 1) or goroutines (its first data path, a goroutine per client)
+# chooses how tandem-turnload drives the clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-$(mktemp -d "${TMPDIR:-/tmp}/tandem-turn-bench.XXXXXX")}
@@ -22,6 +24,8 @@ rounds=${ROUNDS:-5}
 duration=${DURATION:-10s}
 warmup=${WARMUP:-2s}
 sets=${SETS:-paced-udp max-udp paced-tcp max-tcp memory}
+engine=${ENGINE:-loops}
+loops=${LOOPS:-1}
 secret=tandem-bench-secret-$RANDOM$RANDOM$RANDOM
 web_addr=127.0.0.1:9494
 tandem_turn=127.0.0.1:3578
@@ -94,7 +98,7 @@ measure() {
   esac
   start "$server"
   if ! timeout 5m "$out/bin/tandem-turnload" "${creds[@]}" "${args[@]}" -pid "$server_pid" -warmup "$warmup" \
-    -duration "$duration" -label "$set" >"$out/last.json" 2>>"$out/turnload.log"; then
+    -duration "$duration" -label "$set" -engine "$engine" -loops "$loops" >"$out/last.json" 2>>"$out/turnload.log"; then
     echo "   $server $set round $round failed (see $out/turnload.log)" >&2
     stop
     return 0
@@ -106,7 +110,7 @@ measure() {
   jq -c --arg server "$server" --argjson round "$round" --arg commit "$commit" --arg coturn "$coturn_version" \
     --argjson load "$load" '. + {server: $server, round: $round, commit: $commit, coturn: $coturn, loadavg: $load}' \
     "$out/last.json" >>"$out/results.jsonl"
-  jq -r --arg s "$server" --arg load "$load" '"   \($s) \(.label) (load \($load)): \(.delivered_per_cpu_s // 0 | floor) delivered/CPU-s, \(.server_cores // 0 | . * 100 | round / 100) cores, \(.delivered_per_s // 0 | floor)/s, loss \(.loss_pct | . * 1000 | round / 1000)%\(if .kb_per_allocation then ", \(.kb_per_allocation | . * 10 | round / 10) KB/allocation" else "" end)"' "$out/last.json"
+  jq -r --arg s "$server" --arg load "$load" '"   \($s) \(.label) (load \($load)): \(.delivered_per_cpu_s // 0 | floor) delivered/CPU-s, \(.server_cores // 0 | . * 100 | round / 100) cores, \(.delivered_per_s // 0 | floor)/s, loss \(.loss_pct | . * 1000 | round / 1000)%, generator \(.generator_cores // 0 | . * 100 | round / 100) cores, machine idle \(.machine_idle_cores // 0 | . * 100 | round / 100) / niced \(.machine_nice_cores // 0 | . * 100 | round / 100) cores\(if .transport == "udp" and (.idle | not) then ", UDP socket drops: generator \(.generator_udp_drops // 0), others \(.other_udp_drops // 0)" else "" end)\(if .kb_per_allocation then ", \(.kb_per_allocation | . * 10 | round / 10) KB/allocation" else "" end)"' "$out/last.json"
 }
 
 for round in $(seq "$rounds"); do

@@ -12,6 +12,12 @@
 // Credentials: -secret mints TURN REST API credentials (coturn's use-auth-secret); -login logs in to a tandem
 // server's WebSocket and uses the credential of its login reply (tandem accepts only those). Every run is bounded:
 // -duration of measurement after -warmup, and -timeout for the whole.
+//
+// The TURN requests (allocation, channel binding) go through the turnclient package, one client at a time. The
+// data path is the generator's own (-engine): on Linux by default a few event loops (-loops) that drive every
+// client's socket from an epoll set, with recvmmsg and sendmmsg batches over UDP and many frames per read and per
+// write over TCP, so that the generator costs less per packet than the servers it measures (loops_linux.go);
+// elsewhere, or with -engine goroutines, a goroutine per client and a system call per packet (goroutines.go).
 package main
 
 import (
@@ -20,13 +26,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,6 +58,8 @@ type config struct {
 	timeout   time.Duration
 	pid       int
 	label     string
+	engine    string
+	loops     int
 }
 
 // result is one run's line of JSON.
@@ -74,6 +79,24 @@ type result struct {
 	CPUCores     float64 `json:"server_cores,omitempty"`
 	PerCPUSecond float64 `json:"delivered_per_cpu_s,omitempty"`
 	KBPerAlloc   float64 `json:"kb_per_allocation,omitempty"`
+
+	// What the generator itself did: its engine, its CPU in cores over the measurement, and the faults it saw.
+	Engine       string  `json:"engine,omitempty"`
+	GenCores     float64 `json:"generator_cores,omitempty"`
+	Corrupt      uint64  `json:"corrupt,omitempty"`      // frames on the channel whose header or data were not what was sent
+	OutOfOrder   uint64  `json:"out_of_order,omitempty"` // frames that came after a later one of theirs (or twice): not counted delivered
+	Stalls       uint64  `json:"stalls,omitempty"`       // saturating: times a client got no credit for 200 ms and sent a new window
+	RcvbufErrors uint64  `json:"udp_rcvbuf_errors"`      // the system's UDP receive-buffer drops over the measurement (/proc/net/snmp)
+	// Of the UDP sockets' own drop counts over the measurement (/proc/net/udp): the generator's clients', and all
+	// others' (the server's, and any other process's).
+	GenUDPDrops   uint64 `json:"generator_udp_drops"`
+	OtherUDPDrops uint64 `json:"other_udp_drops"`
+
+	// The machine over the measurement (/proc/stat), in cores: what no one used, and what niced processes used (on
+	// a shared machine, other people's tests): a server held under one core on a machine with none idle was held
+	// by the machine.
+	IdleCores float64 `json:"machine_idle_cores"`
+	NiceCores float64 `json:"machine_nice_cores"`
 }
 
 func run(ctx context.Context, args []string) error {
@@ -93,6 +116,8 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "the longest the whole run may take")
 	fs.IntVar(&c.pid, "pid", 0, "the server's process id, for its CPU time and memory")
 	fs.StringVar(&c.label, "label", "", "a label copied into the result")
+	fs.StringVar(&c.engine, "engine", defaultEngine, "the data path: loops (event loops, Linux) or goroutines (a goroutine per client)")
+	fs.IntVar(&c.loops, "loops", 1, "with -engine loops, the event loops (each a goroutine; calls are shared out among them)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -101,8 +126,10 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("-transport %q: want udp or tcp", c.transport)
 	case (c.secret == "") == (c.login == ""):
 		return errors.New("give one of -secret and -login")
-	case c.calls < 1 || c.size < 1 || c.size > 1500 || c.rate < 0 || c.window < 1:
-		return errors.New("-calls, -size (1-1500), -window must be positive, -rate not negative")
+	case c.engine != "loops" && c.engine != "goroutines":
+		return fmt.Errorf("-engine %q: want loops or goroutines", c.engine)
+	case c.calls < 1 || c.size <= seqSize || c.size > 1500 || c.rate < 0 || c.window < 1 || c.loops < 1:
+		return fmt.Errorf("-calls, -loops, -window must be positive, -size %d-1500, -rate not negative", seqSize+1)
 	case c.idle && c.pid == 0:
 		return errors.New("-idle needs -pid")
 	case c.timeout > 30*time.Minute:
@@ -124,12 +151,35 @@ func run(ctx context.Context, args []string) error {
 type endpoint struct {
 	c      *turnclient.Client
 	relay  netip.AddrPort
-	frame  []byte        // the ChannelData frame it sends, always the same
-	peer   *endpoint     // the other client of the call
-	credit chan struct{} // with -rate 0: the packets it may send, given back as the other side receives them
+	frame  []byte         // the ChannelData frame it sends, always the same
+	peer   *endpoint      // the other client of the call
+	local  netip.AddrPort // the client's own address
+	credit chan struct{}  // goroutine engine, -rate 0: the packets it may send, given back as the other side receives them
 
 	sent, received atomic.Uint64
 }
+
+// engine is a data path: it relays between the endpoints from when it starts until it is closed.
+type engine interface {
+	// counts returns the packets sent and delivered so far.
+	counts() (sent, delivered uint64)
+	// stopSending stops all sending; what is in flight is still received.
+	stopSending()
+	// close stops receiving too and releases the engine's sockets and goroutines.
+	close()
+	// faults returns what the engine saw that was not as sent.
+	faults() faultCounts
+}
+
+// faultCounts are the frames on the channel that were not delivered as sent.
+type faultCounts struct {
+	corrupt, outOfOrder uint64
+	stalls              uint64 // times a saturating client waited stallAfter for a credit and sent a new window
+}
+
+// seqSize is the size of the sequence number at the start of every packet's data (the loop engine checks that
+// each direction's packets arrive once and in order).
+const seqSize = 8
 
 func measure(ctx context.Context, c *config) (*result, error) {
 	server, err := netip.ParseAddrPort(c.server)
@@ -159,51 +209,52 @@ func measure(ctx context.Context, c *config) (*result, error) {
 		return res, nil
 	}
 
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	for _, e := range eps {
-		wg.Go(func() { e.receive(c.transport) })
-	}
-	var senders sync.WaitGroup
-	if c.rate > 0 {
-		shards := runtime.GOMAXPROCS(0)
-		for i := range shards {
-			var mine []*endpoint
-			for j := i; j < len(eps); j += shards {
-				mine = append(mine, eps[j])
-			}
-			senders.Go(func() { pace(mine, c.rate, stop) })
+	var eng engine
+	if c.engine == "loops" {
+		if eng, err = startLoops(c, eps); err != nil {
+			return nil, err
 		}
 	} else {
-		for _, e := range eps {
-			for range c.window {
-				e.credit <- struct{}{}
-			}
-			senders.Go(func() { e.saturate(stop) })
-		}
+		eng = startGoroutines(c, eps)
 	}
+	defer eng.close()
 
 	select {
 	case <-time.After(c.warmup):
 	case <-ctx.Done():
 	}
-	sent0, recv0, cpu0 := totals(eps), delivered(eps), cpuTime(c.pid)
+	sent0, recv0 := eng.counts()
+	ports := make(map[uint16]bool, len(eps))
+	for _, e := range eps {
+		ports[e.local.Port()] = true
+	}
+	mine0, others0 := udpDrops(ports)
+	cpu0, gen0, rcvbuf0, machine0 := cpuTime(c.pid), cpuTime(os.Getpid()), udpRcvbufErrors(), machineTimes()
 	start := time.Now()
 	select {
 	case <-time.After(c.duration):
 	case <-ctx.Done():
 	}
-	sent1, recv1, cpu1 := totals(eps), delivered(eps), cpuTime(c.pid)
+	sent1, recv1 := eng.counts()
+	cpu1, gen1, rcvbuf1, machine1 := cpuTime(c.pid), cpuTime(os.Getpid()), udpRcvbufErrors(), machineTimes()
+	mine1, others1 := udpDrops(ports)
 	elapsed := time.Since(start).Seconds()
-	close(stop)
-	senders.Wait()
+	eng.stopSending()
 	time.Sleep(500 * time.Millisecond) // what is in flight arrives
-	sentAll, recvAll := totals(eps), delivered(eps)
-	for _, e := range eps {
-		_ = e.c.Close()
-	}
-	wg.Wait()
+	sentAll, recvAll := eng.counts()
+	f := eng.faults()
 
+	res.Engine = c.engine
+	res.IdleCores = (machine1.idle - machine0.idle) / elapsed
+	res.NiceCores = (machine1.nice - machine0.nice) / elapsed
+	res.GenCores = (gen1 - gen0) / elapsed
+	res.Corrupt, res.OutOfOrder, res.Stalls = f.corrupt, f.outOfOrder, f.stalls
+	if c.transport == "udp" {
+		res.GenUDPDrops, res.OtherUDPDrops = mine1-mine0, max(others1, others0)-others0
+	}
+	if rcvbuf1 >= rcvbuf0 {
+		res.RcvbufErrors = rcvbuf1 - rcvbuf0
+	}
 	res.Seconds = elapsed
 	res.Sent, res.Delivered = sent1-sent0, recv1-recv0
 	res.PerSecond = float64(res.Delivered) / elapsed
@@ -267,7 +318,7 @@ func setUp(ctx context.Context, c *config, server netip.AddrPort, username, pass
 		if err != nil {
 			return eps, err
 		}
-		e := &endpoint{c: tc, credit: make(chan struct{}, c.window)}
+		e := &endpoint{c: tc, local: tc.LocalAddr()}
 		eps = append(eps, e)
 		if e.relay, err = tc.Allocate(); err != nil {
 			return eps, fmt.Errorf("allocation %d: %w", len(eps), err)
@@ -286,102 +337,6 @@ func setUp(ctx context.Context, c *config, server netip.AddrPort, username, pass
 	return eps, nil
 }
 
-// receive counts the packets the client receives on its channel until its socket closes, giving the sender on
-// the other side a credit back for each.
-func (e *endpoint) receive(transport string) {
-	if transport == "udp" {
-		buf := make([]byte, 2048)
-		conn := e.c.Conn()
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				if isTimeout(err) {
-					continue
-				}
-				return
-			}
-			if n >= turnclient.HeaderSize && buf[0]&0xC0 == 0x40 {
-				e.gotOne()
-			}
-		}
-	}
-	for {
-		f, err := e.c.Read()
-		if err != nil {
-			if isTimeout(err) {
-				continue
-			}
-			return
-		}
-		if f.Message == nil {
-			e.gotOne()
-		}
-	}
-}
-
-func (e *endpoint) gotOne() {
-	e.received.Add(1)
-	select {
-	case e.peer.credit <- struct{}{}:
-	default:
-	}
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// pace sends from each of eps rate packets a second, spread evenly over time, until stop closes.
-func pace(eps []*endpoint, rate int, stop chan struct{}) {
-	if len(eps) == 0 {
-		return
-	}
-	interval := time.Second / time.Duration(rate*len(eps))
-	start := time.Now()
-	var done int64
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-tick.C:
-		}
-		due := int64(time.Since(start) / interval)
-		for ; done < due; done++ {
-			e := eps[done%int64(len(eps))]
-			if _, err := e.c.Conn().Write(e.frame); err == nil {
-				e.sent.Add(1)
-			}
-		}
-	}
-}
-
-// saturate sends whenever it has a credit; a credit not given back within 200 ms is taken as lost.
-func (e *endpoint) saturate(stop chan struct{}) {
-	lost := time.NewTimer(time.Hour)
-	defer lost.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-e.credit:
-		default:
-			lost.Reset(200 * time.Millisecond)
-			select {
-			case <-stop:
-				return
-			case <-e.credit:
-			case <-lost.C:
-			}
-		}
-		if _, err := e.c.Conn().Write(e.frame); err == nil {
-			e.sent.Add(1)
-		}
-	}
-}
-
 func totals(eps []*endpoint) (n uint64) {
 	for _, e := range eps {
 		n += e.sent.Load()
@@ -389,7 +344,7 @@ func totals(eps []*endpoint) (n uint64) {
 	return n
 }
 
-func delivered(eps []*endpoint) (n uint64) {
+func receivedTotal(eps []*endpoint) (n uint64) {
 	for _, e := range eps {
 		n += e.received.Load()
 	}
@@ -415,6 +370,79 @@ func cpuTime(pid int) float64 {
 	utime, _ := strconv.ParseFloat(fields[11], 64)
 	stime, _ := strconv.ParseFloat(fields[12], 64)
 	return (utime + stime) / 100
+}
+
+// cpuTimes are the machine's CPU seconds (all cores) spent idle and in niced processes.
+type cpuTimes struct{ idle, nice float64 }
+
+// machineTimes reads the machine's cpuTimes from the first line of /proc/stat (clock ticks, 100 a second).
+func machineTimes() cpuTimes {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 6 || f[0] != "cpu" {
+		return cpuTimes{}
+	}
+	nice, _ := strconv.ParseFloat(f[2], 64)
+	idle, _ := strconv.ParseFloat(f[4], 64)
+	iowait, _ := strconv.ParseFloat(f[5], 64)
+	return cpuTimes{idle: (idle + iowait) / 100, nice: nice / 100}
+}
+
+// udpRcvbufErrors is the system's count of UDP datagrams dropped for a full receive buffer (RcvbufErrors of the
+// Udp line of /proc/net/snmp), 0 where there is none.
+func udpRcvbufErrors() uint64 {
+	raw, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return 0
+	}
+	var names []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		rest, ok := strings.CutPrefix(line, "Udp: ")
+		if !ok {
+			continue
+		}
+		if names == nil {
+			names = strings.Fields(rest)
+			continue
+		}
+		for i, v := range strings.Fields(rest) {
+			if i < len(names) && names[i] == "RcvbufErrors" {
+				n, _ := strconv.ParseUint(v, 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// udpDrops sums the drop counts of the system's UDP sockets (/proc/net/udp and udp6): those with a local port of
+// ports (the generator's clients), and the others.
+func udpDrops(ports map[uint16]bool) (mine, others uint64) {
+	for _, name := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		raw, err := os.ReadFile(name)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(raw), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 13 {
+				continue
+			}
+			_, portHex, _ := strings.Cut(f[1], ":")
+			port, _ := strconv.ParseUint(portHex, 16, 16)
+			drops, _ := strconv.ParseUint(f[len(f)-1], 10, 64)
+			if ports[uint16(port)] {
+				mine += drops
+			} else {
+				others += drops
+			}
+		}
+	}
+	return mine, others
 }
 
 // rss is the resident memory of process pid in bytes; 0 without a pid.

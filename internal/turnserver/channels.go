@@ -140,29 +140,49 @@ func (c *relayConn) permit(ip netip.Addr, permitted bool) {
 }
 
 func (c *relayConn) fromClient(b []byte) bool {
-	number := binary.BigEndian.Uint16(b)
-	length := int(binary.BigEndian.Uint16(b[2:]))
-	if channelHeader+length > len(b) {
+	data, peer, route := c.routeFromClient(b)
+	switch route {
+	case routeToPion:
 		return false
-	}
-	t := c.routes.Load()
-	if t == nil {
-		return false
-	}
-	r, ok := t.byNumber(number)
-	if !ok {
-		return false
-	}
-	switch r.toPeer {
-	case dropNoPerm:
+	case routeDrop:
 		return true
-	case leaveToPion:
-		return false
 	}
-	n := c.sendToPeer(b[channelHeader:channelHeader+length], r.peer)
+	n := c.sendToPeer(data, peer)
 	c.s.metrics.toPeer.Add(float64(n))
 	c.channelPackets.Add(1)
 	return true
+}
+
+// What becomes of a ChannelData frame from the client (routeFromClient).
+const (
+	routeToPeer = iota // relayed by tandem to the channel's peer
+	routeDrop          // dropped: no permission for the peer
+	routeToPion        // handed to pion: a channel tandem does not know, a peer the filter leaves to pion, or a short frame
+)
+
+// routeFromClient looks up where the ChannelData frame b from the client goes: with routeToPeer, its data and
+// the peer to send them to.
+func (c *relayConn) routeFromClient(b []byte) (data []byte, peer netip.AddrPort, route int) {
+	number := binary.BigEndian.Uint16(b)
+	length := int(binary.BigEndian.Uint16(b[2:]))
+	if channelHeader+length > len(b) {
+		return nil, netip.AddrPort{}, routeToPion
+	}
+	t := c.routes.Load()
+	if t == nil {
+		return nil, netip.AddrPort{}, routeToPion
+	}
+	r, ok := t.byNumber(number)
+	if !ok {
+		return nil, netip.AddrPort{}, routeToPion
+	}
+	switch r.toPeer {
+	case dropNoPerm:
+		return nil, netip.AddrPort{}, routeDrop
+	case leaveToPion:
+		return nil, netip.AddrPort{}, routeToPion
+	}
+	return b[channelHeader : channelHeader+length], r.peer, routeToPeer
 }
 
 // toClient sends the n bytes of data at p[channelHeader:] to the client on channel number, the header written

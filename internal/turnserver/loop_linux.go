@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -210,8 +211,8 @@ func (u *udpSocket) readBatch(msgs []unix.Mmsghdr) int {
 }
 
 // writeBatch sends the datagrams of msgs, without blocking: one the socket refuses (a full send buffer) is
-// dropped, and the rest still sent.
-func (u *udpSocket) writeBatch(msgs []unix.Mmsghdr) {
+// dropped, and the rest still sent. It returns the bytes sent.
+func (u *udpSocket) writeBatch(msgs []unix.Mmsghdr) (bytes int) {
 	u.mu.RLock()
 	defer u.mu.RUnlock()
 	for len(msgs) > 0 && !u.closed {
@@ -222,9 +223,13 @@ func (u *udpSocket) writeBatch(msgs []unix.Mmsghdr) {
 		case e != 0 || n == 0:
 			msgs = msgs[1:] // the first could not be sent: dropped
 		default:
+			for i := range int(n) {
+				bytes += int(msgs[i].Len)
+			}
 			msgs = msgs[n:]
 		}
 	}
+	return bytes
 }
 
 // batch is a set of datagram buffers with their headers for recvmmsg and sendmmsg.
@@ -278,6 +283,11 @@ type dataLoop struct {
 	awaitFn   func(uintptr) bool // l.await, made once (a method value made per wait would be allocated)
 	ready     int                // events found by await
 	wake      int                // an eventfd that wakes the loop to stop
+	kick      int                // a timerfd that wakes the loop loopKick after it parked, if armed
+	kickSpec  unix.ItimerSpec    // loopKick, one-shot
+	worked    bool               // the last turn had events other than the timer's: arm it when parking
+	started   time.Time          // when the loop was made: kickArmed counts from it (the monotonic clock)
+	kickArmed time.Duration      // when the timer was last armed
 	stop      atomic.Bool
 	done      chan struct{}
 
@@ -291,10 +301,34 @@ type dataLoop struct {
 	out     *batch     // datagrams from peers; the first pending are ChannelData bound for clients through outTo
 	pending int        // datagrams in out waiting for sendmmsg
 	outTo   *udpSocket // the listening socket they are sent from
+
+	// ChannelData bound for one TCP client, gathered from a relay socket's batch to be written with one sendmsg
+	// (the frames stay in out's buffers until then).
+	tcpTo   *tcpLoopConn
+	tcpIovs []unix.Iovec
+	tcpMsg  unix.Msghdr
+	// Data from one client (of a TCP connection's read) bound for peers, sent with one sendmmsg from its relay
+	// socket (the data stay in the read buffer until then).
+	peerFrom   *relayConn
+	peerOut    *batch
+	peerN      int
+	tcpScratch []byte // what a TCP connection's read brings, behind the start of a frame from the read before
 }
 
-// wakeToken is the epoll token of a loop's eventfd; sockets get the others.
-const wakeToken = 0
+// wakeToken is the epoll token of a loop's eventfd, kickToken its timerfd's; sockets get the others.
+const (
+	wakeToken = 0
+	kickToken = 1
+)
+
+// loopKick is how long a loop that had work parks before its timerfd wakes it. The loop's goroutine waits in
+// Go's netpoller on the epoll descriptor, which Go watches edge-triggered; an event that comes while the loop's
+// own epoll_pwait is taking the ready ones (and so returns without it) can wake the netpoller when the epoll set
+// does not look ready yet, and then no other edge comes for it: measured at UDP saturation, a loop parked with
+// events pending for 30-330 ms, its clients' packets held that long. So a loop that parks after a turn with
+// events arms the timer (one-shot, re-armed at each such park): a miss costs at most about loopKick. A loop with
+// nothing to do does not arm it, so an idle server is not woken (a periodic timer cost 3 % of a core, idle).
+const loopKick = 5 * time.Millisecond
 
 func newDataLoop(s *Server, index int) (*dataLoop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -311,10 +345,23 @@ func newDataLoop(s *Server, index int) (*dataLoop, error) {
 		_ = unix.Close(wake)
 		return nil, fmt.Errorf("turnserver: epoll: %w", err)
 	}
+	kick, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(wake)
+		return nil, fmt.Errorf("turnserver: timerfd: %w", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, kick, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: kickToken}); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(wake)
+		_ = unix.Close(kick)
+		return nil, fmt.Errorf("turnserver: epoll: %w", err)
+	}
 	// The epoll descriptor is itself pollable: non-blocking, Go's netpoller waits on it for the loop.
 	if err := unix.SetNonblock(epfd, true); err != nil {
 		_ = unix.Close(epfd)
 		_ = unix.Close(wake)
+		_ = unix.Close(kick)
 		return nil, fmt.Errorf("turnserver: epoll: %w", err)
 	}
 	f := os.NewFile(uintptr(epfd), "turn-epoll")
@@ -322,14 +369,20 @@ func newDataLoop(s *Server, index int) (*dataLoop, error) {
 	if err != nil {
 		_ = f.Close()
 		_ = unix.Close(wake)
+		_ = unix.Close(kick)
 		return nil, fmt.Errorf("turnserver: epoll: %w", err)
 	}
 	l := &dataLoop{
-		s: s, index: index, epfd: epfd, epollFile: f, epoll: raw, wake: wake, done: make(chan struct{}),
-		items: make(map[uint32]loopItem), next: wakeToken + 1,
+		s: s, index: index, epfd: epfd, epollFile: f, epoll: raw, wake: wake, kick: kick, done: make(chan struct{}),
+		items: make(map[uint32]loopItem), next: kickToken + 1,
+		kickSpec: unix.ItimerSpec{Value: unix.NsecToTimespec(int64(loopKick))}, started: time.Now(),
 		events: make([]unix.EpollEvent, loopEvents),
 		in:     newBatch(loopBatch, loopBuffer),
 		out:    newBatch(loopPool, loopBuffer),
+
+		tcpIovs:    make([]unix.Iovec, 0, loopBatch),
+		peerOut:    newBatch(loopBatch, 0),
+		tcpScratch: make([]byte, tcpLoopRead),
 	}
 	l.awaitFn = l.await
 	l.in.prepareRead(0, loopBatch, 0)
@@ -362,6 +415,7 @@ func stopDataLoops(loops []*dataLoop) {
 		<-l.done
 		_ = l.epollFile.Close()
 		_ = unix.Close(l.wake)
+		_ = unix.Close(l.kick)
 	}
 }
 
@@ -371,7 +425,7 @@ func (l *dataLoop) register(it loopItem) uint32 {
 	defer l.mu.Unlock()
 	token := l.next
 	l.next++
-	if l.next == wakeToken {
+	for l.next == wakeToken || l.next == kickToken {
 		l.next++
 	}
 	l.items[token] = it
@@ -447,6 +501,12 @@ func (l *dataLoop) run() {
 		}
 		for i := range l.ready {
 			token := uint32(l.events[i].Fd)
+			if token == kickToken {
+				var b [8]byte
+				_, _ = unix.Read(l.kick, b[:])
+				continue
+			}
+			l.worked = true
 			if token == wakeToken {
 				continue // only stopping wakes the loop: the eventfd stays readable from then on
 			}
@@ -491,6 +551,16 @@ func (l *dataLoop) poll() int {
 // number in l.ready.
 func (l *dataLoop) await(uintptr) bool {
 	l.ready = l.poll()
+	if l.ready == 0 && l.worked {
+		// About to park after work: the timer wakes the loop if no edge does, loopKick after it was armed. Armed
+		// less than loopKick/5 ago, it is left as it is (it goes off within loopKick of now all the same): at
+		// call-like rates a loop parks thousands of times a second, and re-arming is a system call.
+		l.worked = false
+		if now := time.Since(l.started); now-l.kickArmed >= loopKick/5 {
+			l.kickArmed = now
+			_, _, _ = unix.RawSyscall6(unix.SYS_TIMERFD_SETTIME, uintptr(l.kick), 0, uintptr(unsafe.Pointer(&l.kickSpec)), 0, 0, 0)
+		}
+	}
 	return l.ready > 0
 }
 
@@ -509,12 +579,30 @@ func (l *dataLoop) readListening(it loopItem) {
 		from := sockaddrAddr(&b.names[i])
 		p := b.bufs[i][:size]
 		if l.s.channelPath && isChannelData(p) {
-			if rc := l.s.udpRelayOf(pc.local, from); rc != nil && rc.fromClient(p) {
+			if rc := l.s.udpRelayOf(pc.local, from); rc != nil && l.fromClient(rc, p) {
 				continue
 			}
 		}
 		pc.queue(p, from)
 	}
+	l.flushPeers() // before the buffers are read into again
+}
+
+// fromClient relays the ChannelData frame p from rc's client, as relayConn.fromClient does, but gathers what goes
+// to peers for one sendmmsg from rc's relay socket (flushPeers), which the caller makes before p's buffer is used
+// again. It reports false when the frame is pion's to handle.
+func (l *dataLoop) fromClient(rc *relayConn, p []byte) bool {
+	data, peer, route := rc.routeFromClient(p)
+	switch {
+	case route == routeToPion:
+		return false
+	case route == routeDrop:
+		return true
+	case rc.raw == nil:
+		return rc.fromClient(p)
+	}
+	l.toPeer(rc, data, peer)
+	return true
 }
 
 // readRelay reads a batch of datagrams from peers on a relay socket: those of a peer with a channel are made
@@ -528,10 +616,16 @@ func (l *dataLoop) readRelay(it loopItem) {
 	b.prepareRead(first, end, channelHeader)
 	n := it.sock.readBatch(b.msgs[first:end])
 	rc := it.relay
+	// Counted before anything is handed on: whoever sees a datagram relayed sees it counted.
 	var bytes int
 	for i := first; i < first+n; i++ {
+		bytes += int(b.msgs[i].Len)
+	}
+	if bytes > 0 {
+		l.s.metrics.fromPeer.Add(float64(bytes))
+	}
+	for i := first; i < first+n; i++ {
 		size := int(b.msgs[i].Len)
-		bytes += size
 		if b.msgs[i].Hdr.Flags&unix.MSG_TRUNC != 0 || size > maxPeerDatagram {
 			continue // too long to be relayed in pion's 1,600-byte buffer with a ChannelData header: dropped
 		}
@@ -547,9 +641,61 @@ func (l *dataLoop) readRelay(it loopItem) {
 		}
 		rc.queue(b.bufs[i][channelHeader:channelHeader+size], from)
 	}
-	if bytes > 0 {
-		l.s.metrics.fromPeer.Add(float64(bytes))
+	l.flushTCP() // the frames are in buffers the next read reuses
+}
+
+// queueTCP adds frame, in one of out's buffers, to what is written to w with the next flushTCP.
+func (l *dataLoop) queueTCP(w *tcpLoopConn, frame []byte) {
+	if l.tcpTo != w || len(l.tcpIovs) == cap(l.tcpIovs) {
+		l.flushTCP()
 	}
+	l.tcpTo = w
+	l.tcpIovs = append(l.tcpIovs, unix.Iovec{Base: &frame[0]})
+	l.tcpIovs[len(l.tcpIovs)-1].SetLen(len(frame))
+}
+
+// flushTCP writes the frames queueTCP gathered to their connection.
+func (l *dataLoop) flushTCP() {
+	if len(l.tcpIovs) == 0 {
+		return
+	}
+	l.tcpTo.writeMediaBatch(l.tcpIovs, &l.tcpMsg)
+	clear(l.tcpIovs) // no pointers into the buffers kept
+	l.tcpIovs, l.tcpTo = l.tcpIovs[:0], nil
+}
+
+// toPeer adds data from rc's client, in a buffer that stays as it is until the next flushPeers, to what rc's
+// relay socket sends to peer with the next flushPeers.
+func (l *dataLoop) toPeer(rc *relayConn, data []byte, peer netip.AddrPort) {
+	if l.peerN > 0 && (l.peerFrom != rc || l.peerN == len(l.peerOut.msgs)) {
+		l.flushPeers()
+	}
+	b, k := l.peerOut, l.peerN
+	l.peerFrom = rc
+	l.peerN++
+	b.iovs[k].Base = unsafe.SliceData(data)
+	b.iovs[k].SetLen(len(data))
+	h := &b.msgs[k].Hdr
+	h.Name = (*byte)(unsafe.Pointer(&b.names[k]))
+	h.Namelen = rc.raw.sockaddr(&b.names[k], peer)
+	h.Iov = &b.iovs[k]
+	h.SetIovlen(1)
+	b.msgs[k].Len = 0
+}
+
+// flushPeers sends what toPeer gathered, in one sendmmsg.
+func (l *dataLoop) flushPeers() {
+	if l.peerN == 0 {
+		return
+	}
+	rc, n := l.peerFrom, l.peerN
+	bytes := rc.raw.writeBatch(l.peerOut.msgs[:n])
+	for k := range n {
+		l.peerOut.iovs[k].Base = nil // no pointers into the read buffer kept
+	}
+	l.peerN, l.peerFrom = 0, nil
+	l.s.metrics.toPeer.Add(float64(bytes))
+	rc.channelPackets.Add(uint64(n))
 }
 
 // toClient makes the datagram in l.out's buffer i ChannelData on channel number and moves it to the pending ones,
@@ -571,7 +717,7 @@ func (l *dataLoop) toClient(rc *relayConn, i, size int, number uint16) bool {
 		framed := channelHeader + (size+3)&^3 // padded to a multiple of 4 bytes over TCP (RFC 8656, section 12.5)
 		clear(p[channelHeader+size : framed])
 		rc.channelPackets.Add(1)
-		w.writeMedia(p[:framed])
+		l.queueTCP(w, p[:framed])
 		return true
 	}
 	if link.sock == nil {

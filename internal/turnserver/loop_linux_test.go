@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -495,4 +496,73 @@ func FuzzLoopTCPStream(f *testing.F) {
 			break
 		}
 	})
+}
+
+// TestTCPManyFramesInOneWrite has a TCP client send, in one write, more ChannelData frames than a loop sends to
+// peers in one batch, on two channels to two peers, and a peer send a burst the loop writes to the client
+// several frames at a time: each side gets every payload, in order.
+func TestTCPManyFramesInOneWrite(t *testing.T) {
+	s, _ := startServer(t, func(c *Config) { c.AllowLoopback = true })
+	if s.loops == nil {
+		t.Skip("no data loops on this system")
+	}
+	c, relay, peerA := bindOne(t, s, "tcp")
+	peerB := udpPeer(t, "127.0.0.1")
+	if err := c.BindChannel(0x4001, addrOf(peerB)); err != nil {
+		t.Fatal(err)
+	}
+	if rc := s.relayAt(net.UDPAddrFromAddrPort(relay)); rc == nil || rc.link.Load() == nil || rc.link.Load().tcp.lc == nil {
+		t.Fatal("the TCP client's connection is not served by a loop")
+	}
+	var stream []byte
+	want := map[*net.UDPConn][][]byte{}
+	for i := range 3 * loopBatch {
+		peer, number := peerA, uint16(0x4000)
+		if i%3 == 2 {
+			peer, number = peerB, 0x4001
+		}
+		p := fmt.Appendf(nil, "%d:%s", i, bytes.Repeat([]byte{'x'}, i*13%200))
+		want[peer] = append(want[peer], p)
+		stream = turnclient.AppendChannelData(stream, number, p, true)
+	}
+	if _, err := c.Conn().Write(stream); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	for _, peer := range []*net.UDPConn{peerA, peerB} {
+		for i, p := range want[peer] {
+			_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, _, err := peer.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Fatalf("payload %d of %v: %v", i, addrOf(peer), err)
+			}
+			if !bytes.Equal(buf[:n], p) {
+				t.Fatalf("payload %d of %v: got %.12q, want %.12q", i, addrOf(peer), buf[:n], p)
+			}
+		}
+	}
+
+	// The other way: a burst from peer A, more than the loop reads from a relay socket at once; the client reads
+	// only once the burst is sent, so that the frames wait for it together.
+	var burst [][]byte
+	for i := range 3 * loopBatch {
+		p := fmt.Appendf(nil, "back %d:%s", i, bytes.Repeat([]byte{'y'}, i*29%300))
+		burst = append(burst, p)
+		if _, err := peerA.WriteToUDPAddrPort(p, relay); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for i, p := range burst {
+		f, err := c.Read()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if f.Channel != 0x4000 || !bytes.Equal(f.Data, p) {
+			t.Fatalf("frame %d: channel %#x, %.12q; want 0x4000, %.12q", i, f.Channel, f.Data, p)
+		}
+	}
+	if err := c.Refresh(10 * time.Minute); err != nil {
+		t.Fatalf("a Refresh after the frames: %v", err)
+	}
 }

@@ -37,6 +37,10 @@ const (
 	// tcpPionQueue is the most frames of a TCP connection waiting for pion (STUN messages, Send indications, and
 	// ChannelData tandem does not relay itself); more are dropped.
 	tcpPionQueue = 32
+	// tcpLoopRead is the most bytes one read of a TCP connection brings: into a buffer of the loop's, so that a
+	// busy connection's frames come many to a system call; what is left of a frame begun waits in the
+	// connection's own buffer, which holds one frame.
+	tcpLoopRead = 64 << 10
 )
 
 // tcpLoopConn is the loop's side of a plain TCP connection: its descriptor, read and written without blocking.
@@ -47,9 +51,9 @@ type tcpLoopConn struct {
 	token uint32
 	in    chan *pionPacket // frames for pion, returned by trackedConn.Read
 
-	// Touched by the loop's goroutine only: the read buffer, buf[off:end] not parsed yet.
-	buf      []byte
-	off, end int
+	// Touched by the loop's goroutine only: buf[:end] is the start of a frame, read and not parsed yet.
+	buf []byte
+	end int
 
 	mu       sync.Mutex // guards what follows: held only around non-blocking system calls and copies
 	closed   bool
@@ -77,7 +81,7 @@ func (c *trackedConn) attachLoop(tcp *net.TCPConn, loop *dataLoop, deadline time
 		return fmt.Errorf("turnserver: TCP connection: %w", err)
 	}
 	lc := &tcpLoopConn{
-		c: c, fd: fd, loop: loop, in: make(chan *pionPacket, tcpPionQueue), buf: make([]byte, tcpReadBuffer),
+		c: c, fd: fd, loop: loop, in: make(chan *pionPacket, tcpPionQueue), buf: make([]byte, maxTCPFrame),
 		deadline: deadline, room: make(chan struct{}, 1), changed: make(chan struct{}, 1), closeC: make(chan struct{}),
 	}
 	// The token is taken first and the item put under it after: the loop, which finds the item under the loop's
@@ -145,8 +149,66 @@ func (lc *tcpLoopConn) writeMedia(frame []byte) {
 	}
 }
 
-// queueLocked puts b, the rest of a frame the socket took part of or a whole one, in the empty backlog, and
-// asks the loop for EPOLLOUT.
+// writeMediaBatch writes the ChannelData frames of iovs with one sendmsg (msg is the loop's, to describe them);
+// what the socket does not take is queued or dropped as by writeMedia, frame by frame. It never blocks.
+func (lc *tcpLoopConn) writeMediaBatch(iovs []unix.Iovec, msg *unix.Msghdr) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if lc.closed || lc.broken {
+		return
+	}
+	taken := 0
+	if len(lc.backlog) == 0 {
+		msg.Iov = &iovs[0]
+		msg.SetIovlen(len(iovs))
+		var err error
+		taken, err = lc.sendmsg(msg)
+		msg.Iov = nil
+		if err != nil {
+			lc.broken = true
+			return
+		}
+	}
+	for i := range iovs {
+		size := int(iovs[i].Len)
+		if taken >= size {
+			taken -= size
+			continue
+		}
+		rest := unsafe.Slice(iovs[i].Base, size)[taken:]
+		begun := taken > 0
+		taken = 0
+		switch {
+		case begun || len(lc.backlog) == 0:
+			lc.queueLocked(rest) // the tail of a frame begun is always kept, and a whole one fits the empty backlog
+		case len(lc.backlog)+len(rest) > tcpBacklog:
+			lc.dropped++
+		default:
+			lc.backlog = append(lc.backlog, rest...)
+		}
+	}
+}
+
+// sendmsg writes what msg describes without blocking, and returns how much the socket took: 0 when its send
+// buffer is full. lc.mu is held.
+func (lc *tcpLoopConn) sendmsg(msg *unix.Msghdr) (int, error) {
+	for {
+		n, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(lc.fd), uintptr(unsafe.Pointer(msg)), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		switch e {
+		case 0:
+			return int(n), nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, nil
+		default:
+			return 0, e
+		}
+	}
+}
+
+// queueLocked puts b, the rest of a frame the socket took part of or a whole one, in the backlog, and asks the
+// loop for EPOLLOUT.
 func (lc *tcpLoopConn) queueLocked(b []byte) {
 	if lc.backlog == nil {
 		lc.backlog = make([]byte, 0, tcpBacklog+maxTCPFrame)
@@ -228,14 +290,17 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// readable is called by the loop when the socket has data, or has ended: it reads once, relays the channel data
-// it knows, and queues the other frames for pion.
+// readable is called by the loop when the socket has data, or has ended: it reads once (into the loop's buffer,
+// behind the start of a frame left from the read before), relays the channel data it knows, queues the other
+// frames for pion, and keeps what is left of a frame begun.
 func (lc *tcpLoopConn) readable() {
-	if lc.off > 0 {
-		lc.end = copy(lc.buf, lc.buf[lc.off:lc.end])
-		lc.off = 0
-	}
-	var err error
+	l := lc.loop
+	buf := l.tcpScratch
+	carry := copy(buf, lc.buf[:lc.end])
+	var (
+		err  error
+		read int
+	)
 	// Under mu: the descriptor is not closed (and its number perhaps reused by another connection) meanwhile.
 	lc.mu.Lock()
 	if lc.closed || lc.readEnd {
@@ -243,8 +308,8 @@ func (lc *tcpLoopConn) readable() {
 		return
 	}
 	for {
-		n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(lc.fd), uintptr(unsafe.Pointer(&lc.buf[lc.end])),
-			uintptr(len(lc.buf)-lc.end), unix.MSG_DONTWAIT, 0, 0)
+		n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(lc.fd), uintptr(unsafe.Pointer(&buf[carry])),
+			uintptr(len(buf)-carry), unix.MSG_DONTWAIT, 0, 0)
 		switch {
 		case e == unix.EINTR:
 			continue
@@ -256,14 +321,18 @@ func (lc *tcpLoopConn) readable() {
 		case n == 0:
 			err = io.EOF
 		default:
-			lc.end += int(n)
+			read = int(n)
 		}
 		break
 	}
 	lc.mu.Unlock()
+	b := buf[:carry+read]
+	off := 0
 	for {
-		size, ferr := frameSize(lc.buf[lc.off:lc.end])
+		size, ferr := frameSize(b[off:])
 		if ferr != nil {
+			l.flushPeers()
+			lc.end = 0
 			lc.c.l.s.limited(limitTCPGarbage, lc.c.RemoteAddr(), "")
 			lc.endReading(ferr)
 			return
@@ -271,15 +340,17 @@ func (lc *tcpLoopConn) readable() {
 		if size == 0 {
 			break
 		}
-		frame := lc.buf[lc.off : lc.off+size]
-		lc.off += size
+		frame := b[off : off+size]
+		off += size
 		if isChannelData(frame) {
-			if rc := lc.c.relay.Load(); rc != nil && rc.fromClient(frame) {
-				continue
+			if rc := lc.c.relay.Load(); rc != nil && l.fromClient(rc, frame) {
+				continue // to a peer: sent with the others of this read, below
 			}
 		}
 		queuePacket(lc.in, frame, netip.AddrPort{})
 	}
+	l.flushPeers() // before the loop's buffer is read into again
+	lc.end = copy(lc.buf, b[off:])
 	if err != nil {
 		lc.endReading(err)
 	}
