@@ -54,7 +54,19 @@ type clusterState struct {
 
 	timersMu sync.Mutex
 	timers   map[*time.Timer]struct{} // resume graces running (NodeDown)
+
+	// claiming: the session ids of this node's logins whose Claim has not returned yet (guarded by the hub's
+	// mu; at most one per connection, whose reading waits for it). Orphans counts them as held.
+	claiming map[string]struct{}
+	// undoing bounds the releases of failed claims under way (undoClaim); undone waits for them at shutdown
+	// (begun under timersMu, and only while timers is not nil).
+	undoing chan struct{}
+	undone  sync.WaitGroup
 }
+
+// maxUndoing is how many releases of failed claims may be under way at once; past it a failed claim is left to
+// the backend's cleanup.
+const maxUndoing = 64
 
 // DefaultClusterTimeout is Config.ClusterTimeout's default.
 const DefaultClusterTimeout = 5 * time.Second
@@ -63,7 +75,7 @@ func (h *Hub) startCluster() {
 	c := &clusterState{
 		b: h.cfg.Cluster, node: h.cfg.Cluster.Node(), timeout: h.cfg.ClusterTimeout, grace: h.cfg.ResumeGrace,
 		writes: make(chan func(context.Context), 1<<16), stop: make(chan struct{}), stopped: make(chan struct{}),
-		timers: make(map[*time.Timer]struct{}),
+		timers: make(map[*time.Timer]struct{}), claiming: make(map[string]struct{}), undoing: make(chan struct{}, maxUndoing),
 	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultClusterTimeout
@@ -146,6 +158,7 @@ func (h *Hub) closeCluster(release bool) {
 		c.timersMu.Unlock()
 		close(c.stop)
 		<-c.stopped
+		c.undone.Wait()
 		_ = c.b.Close(release)
 	})
 }
@@ -205,6 +218,35 @@ func (h *Hub) released(name, sid string, then func()) {
 	}
 }
 
+// undoClaim frees, best-effort and in the background, what a claim that failed (its reply did not come in time)
+// may have taken: fenced by the claim's session id, it frees nothing anyone else holds. Its own goroutine, not
+// the queue of writes: against a slow shared state each release may take the whole timeout, which must not
+// hold up the writes behind it. Past maxUndoing under way, or if this release is itself too late (it reached the
+// shared state before the claim did), the backend's cleanup frees the name.
+func (h *Hub) undoClaim(name, sid string) {
+	c := h.cl
+	select {
+	case c.undoing <- struct{}{}:
+	default:
+		return
+	}
+	c.timersMu.Lock()
+	if c.timers == nil { // the hub shut down (closeCluster waits for the releases begun before)
+		c.timersMu.Unlock()
+		<-c.undoing
+		return
+	}
+	c.undone.Add(1)
+	c.timersMu.Unlock()
+	go func() {
+		defer c.undone.Done()
+		defer func() { <-c.undoing }()
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		defer cancel()
+		_ = c.b.Release(ctx, name, sid)
+	}()
+}
+
 // wait runs op off the connection's reading path: reading pauses until op is done.
 func (s *Session) wait(op func(ctx context.Context)) {
 	s.pauser.PauseReading()
@@ -224,12 +266,24 @@ func (s *Session) unavailable(request, name string) {
 func (s *Session) loginCluster(name string, token []byte) {
 	h := s.hub
 	claim := cluster.Claim{Name: name, Session: newToken(), Token: string(token), NewToken: newToken(), Caller: s.id}
+	// The claim counts as held (Orphans) from before it is sent until its session holds the name (claimed) or it
+	// was given up: the backend's cleanup never frees a claim under way.
+	h.mu.Lock()
+	h.cl.claiming[claim.Session] = struct{}{}
+	h.mu.Unlock()
 	s.wait(func(ctx context.Context) {
 		defer s.pauser.ResumeReading()
+		defer func() {
+			h.mu.Lock()
+			delete(h.cl.claiming, claim.Session)
+			h.mu.Unlock()
+		}()
 		res, err := h.cl.b.Claim(ctx, claim)
 		switch {
 		case err != nil:
 			h.log.Warn("login: the cluster is unavailable", "name", name, "err", err)
+			// The claim may have been done all the same (its reply came too late): it is undone.
+			h.undoClaim(name, claim.Session)
 			s.loginFailed(protocol.CodeUnavailable, "the server cannot log anyone in right now (its cluster is unavailable): try again in a moment")
 			return
 		case res.Outcome == cluster.Taken:
@@ -893,6 +947,25 @@ func (h *Hub) Registrations() []cluster.Registration {
 		regs = append(regs, r)
 	}
 	return regs
+}
+
+// Orphans implements cluster.Local: a record is held while its session holds the name here, or while its claim
+// is under way (claiming); a session id is never used again once its claim returned without making it hold the
+// name, or once it let the name go.
+func (h *Hub) Orphans(recs []cluster.Record) []cluster.Record {
+	var orphans []cluster.Record
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range recs {
+		if s := h.users[r.Name]; s != nil && s.sid == r.Session && s.sid != "" {
+			continue
+		}
+		if _, ok := h.cl.claiming[r.Session]; ok {
+			continue
+		}
+		orphans = append(orphans, r)
+	}
+	return orphans
 }
 
 // Evict implements cluster.Local: the session is closed (4001), and its connection's closing ends its call.
