@@ -106,6 +106,9 @@ const (
 	Verdict
 	// Takeover: To's session ToSession on the receiving node was resumed on FromNode as FromSession: close it
 	// (4000) without ending its call, whose peer, if it is on the receiving node, now talks to the new session.
+	// Frame is the name of that call's peer, which the new session took over ("" for none): if the session is
+	// gone already, its call ended with it, and the receiving node tells the new session so (a leave from the
+	// peer).
 	Takeover
 	// Moved: From, in a call with To, moved to FromNode (a resume on another node).
 	Moved
@@ -124,7 +127,7 @@ type Envelope struct {
 	Caller      uint64 // From's caller id
 	To          string // the user it is for
 	ToSession   string // Takeover: the session to close
-	Frame       []byte // Message, Reply, Call, Verdict: the client-ready message
+	Frame       []byte // Message, Reply, Call, Verdict: the client-ready message; Takeover: the peer's name
 }
 
 // Local is what a node's hub offers its Backend.

@@ -356,8 +356,9 @@ func (s *Session) claimed(name string, claim cluster.Claim, res cluster.ClaimRes
 	if res.Outcome == cluster.Resumed && res.Old.Node != h.cl.node {
 		s.id = res.Caller
 		// The old session is on another node: it is closed there, and the call, if any, goes on from here.
-		envs = append(envs, sendTo{res.Old.Node, &cluster.Envelope{Kind: cluster.Takeover, From: name,
-			FromNode: h.cl.node, FromSession: s.sid, Caller: s.id, To: name, ToSession: res.Old.Session}})
+		takeover := &cluster.Envelope{Kind: cluster.Takeover, From: name, FromNode: h.cl.node, FromSession: s.sid,
+			Caller: s.id, To: name, ToSession: res.Old.Session}
+		envs = append(envs, sendTo{res.Old.Node, takeover})
 		if res.Peer != "" && s.peer == nil {
 			if res.PeerRoute.Node == h.cl.node {
 				if p := h.users[res.Peer]; p != nil && p.peer != nil && p.peer.remote != nil && p.peer.name == name {
@@ -369,6 +370,11 @@ func (s *Session) claimed(name string, claim cluster.Claim, res cluster.ClaimRes
 					envs = append(envs, sendTo{res.PeerRoute.Node, &cluster.Envelope{Kind: cluster.Moved,
 						From: name, FromNode: h.cl.node, FromSession: s.sid, Caller: s.id, To: res.Peer}})
 				}
+			}
+			if s.peer != nil {
+				// The old node may have ended the call already (the old connection closed just before): it then
+				// tells this node so (remoteTakeover).
+				takeover.Frame = []byte(res.Peer)
 			}
 		}
 	}
@@ -858,6 +864,15 @@ func (h *Hub) remoteTakeover(e *cluster.Envelope) {
 	old := h.users[e.To]
 	if old == nil || old.sid != e.ToSession {
 		h.mu.Unlock()
+		if len(e.Frame) > 0 {
+			// The session is gone already (its connection closed before the resume reached this node), and its
+			// call with the peer named in Frame ended here: the peer was told, or will be once the name is
+			// released. The new session took the call over from the shared state; it is told the call is over,
+			// as if by the peer (a leave, which its node acts on as on any leave from a user of another node).
+			peer := string(e.Frame)
+			h.cl.b.Send(e.FromNode, &cluster.Envelope{Kind: cluster.Message, From: peer, FromNode: h.cl.node,
+				To: e.From, Frame: protocol.AppendLeave(nil, peer, protocol.ReasonDisconnected)})
+		}
 		return
 	}
 	delete(h.users, old.name)

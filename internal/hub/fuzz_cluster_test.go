@@ -160,6 +160,7 @@ type clusterSlot struct {
 	// way when it renames.
 	had    map[string]bool
 	logins int
+	leaves []string // who the leaves it was sent were from, and why ("name reason")
 }
 
 type clusterRun struct {
@@ -454,6 +455,8 @@ func (r *clusterRun) received(u *clusterSlot, m map[string]any) {
 			t.Fatalf("%s was sent %s's message %d after its message %d", to, from, seq, r.last[k])
 		}
 		r.last[k] = seq
+	case "leave":
+		u.leaves = append(u.leaves, fmt.Sprint(m["name"], " ", m["reason"]))
 	case "error":
 		if c := m["code"]; c == "internal" || c == "invalid_message" || c == "invalid_json" {
 			t.Fatalf("%s was sent %v", u.name, m)
@@ -674,5 +677,52 @@ func clusterFuzzSeeds() [][]byte {
 		// Glare across nodes, a rename in a call, calling another ends the call.
 		{login, 0, alice, login, 1 + on1, bob, login, 2 + on2, carol, offer, 0, bob, offer, 1 + on1, alice,
 			candidate, 0, bob, login, 1 + on1, dave, offer, 2 + on2, alice, offer, 0, carol, users, 3, 0},
+	}
+}
+
+// TestClusterResumeAfterClose (found by FuzzCluster): a user in a call with a user of another node loses its
+// connection, and resumes on a third node before its own node has freed its name. Its node ended the call when
+// the connection closed (the peer is told), so the resumed session, which found the call in the shared state,
+// must be told it is over too, not left in a call its peer no longer has.
+func TestClusterResumeAfterClose(t *testing.T) {
+	r := newClusterRun(t)
+	defer r.finish()
+	alice, bob := r.connect(r.nodes[0]), r.connect(r.nodes[1])
+	r.slots[0], r.slots[1] = alice, bob
+	r.login(alice, "alice", "")
+	r.login(bob, "bob", "")
+	r.settle()
+	r.relay(alice, "offer", "bob")
+	r.settle()
+	r.relay(bob, "answer", "alice")
+	r.settle()
+	r.check()
+
+	// alice's node frees her name only after what is queued before it: the resume comes first.
+	block := make(chan struct{})
+	if !r.nodes[0].h.cl.write(func(context.Context) { <-block }) {
+		t.Fatal("the queue of writes is full")
+	}
+	r.close(0)
+	alice2 := r.connect(r.nodes[2])
+	r.slots[2] = alice2
+	r.login(alice2, "alice", r.tokens["alice"])
+	r.readable(alice2)
+	close(block)
+	r.settle()
+	r.check()
+	if alice2.name != "alice" {
+		t.Fatal("alice did not resume")
+	}
+	if fmt.Sprint(alice2.leaves, bob.leaves) != "[bob disconnected] [alice disconnected]" {
+		t.Fatalf("alice's new connection was told %q, bob %q; want a leave each", alice2.leaves, bob.leaves)
+	}
+	for _, u := range []*clusterSlot{alice2, bob} {
+		u.node.h.mu.Lock()
+		p := u.s.peer
+		u.node.h.mu.Unlock()
+		if p != nil {
+			t.Fatalf("%s is still in a call with %s", u.name, p.name)
+		}
 	}
 }
