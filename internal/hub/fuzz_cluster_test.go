@@ -161,6 +161,7 @@ type clusterSlot struct {
 	had    map[string]bool
 	logins int
 	leaves []string // who the leaves it was sent were from, and why ("name reason")
+	asking string   // the name of a login whose reply has not been read yet
 }
 
 type clusterRun struct {
@@ -280,6 +281,7 @@ func (r *clusterRun) readable(u *clusterSlot) {
 
 func (r *clusterRun) login(u *clusterSlot, name, token string) {
 	msg, _ := json.Marshal(map[string]string{"type": "login", "name": name, "token": token})
+	u.asking = name
 	u.s.OnText(msg)
 }
 
@@ -307,6 +309,9 @@ func (r *clusterRun) kill(i int) {
 		if u != nil && u.node == n {
 			if u.name != "" {
 				r.ghosts[u.name] = true
+			}
+			if u.asking != "" { // a login under way: the store may have given it the name
+				r.ghosts[u.asking] = true
 			}
 			r.slots[j] = nil
 		}
@@ -429,6 +434,7 @@ func (r *clusterRun) received(u *clusterSlot, m map[string]any) {
 	t := r.t
 	switch m["type"] {
 	case "login":
+		u.asking = ""
 		if m["success"] != true {
 			return
 		}

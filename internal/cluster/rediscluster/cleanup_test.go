@@ -3,7 +3,10 @@ package rediscluster
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -400,4 +403,64 @@ func TestLateClaimUndone(t *testing.T) {
 	if node, _ := record(t, rc, "h:", "zoe"); node != "node1" {
 		t.Fatalf("zoe's record is node %q's", node)
 	}
+}
+
+// holdsAll is a Local whose sessions hold every record (Orphans finds none), for measuring a pass by itself.
+type holdsAll struct{ counting }
+
+func (holdsAll) Orphans([]cluster.Record) []cluster.Record { return nil }
+
+// BenchmarkCleanupPass measures one cleanup pass over a node holding 20,000 names in a real redis-server: the
+// SSCAN chunks with their sessions, read in Redis, and the hub's answer (here: all held).
+func BenchmarkCleanupPass(b *testing.B) {
+	r := redistest.Start(b)
+	cfg := testConfig(r.URL(), "bench:", "node0")
+	cfg.Cleanup = -1
+	n, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := n.Start(&holdsAll{counting{got: make(chan struct{}, 1)}}); err != nil {
+		b.Fatal(err)
+	}
+	defer n.Close(true)
+	const users = 20000
+	execs := make([]rueidis.LuaExec, 0, users)
+	for i := range users {
+		name := fmt.Sprintf("user%05d", i)
+		execs = append(execs, rueidis.LuaExec{Args: []string{cfg.Prefix, name, n.idxMember(name), cfg.Node, n.inc,
+			"sid" + name, "", hashToken("t"), "1"}})
+	}
+	for _, res := range claimScript.ExecMulti(context.Background(), n.client, execs...) {
+		if err := res.Error(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// evalTime is the time Redis spent in EVAL so far (its own count, INFO commandstats), in microseconds.
+	evalTime := func() float64 {
+		info, err := n.client.Do(context.Background(), n.client.B().Info().Section("commandstats").Build()).ToString()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(info, "\n") {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_eval:"); ok {
+				for _, f := range strings.Split(rest, ",") {
+					if v, ok := strings.CutPrefix(f, "usec="); ok {
+						us, _ := strconv.ParseFloat(v, 64)
+						return us
+					}
+				}
+			}
+		}
+		return 0
+	}
+	before := evalTime()
+	b.ResetTimer()
+	for b.Loop() {
+		freed, scanned, err := n.cleanup()
+		if err != nil || freed != 0 || scanned < users {
+			b.Fatalf("freed %d, scanned %d, %v", freed, scanned, err)
+		}
+	}
+	b.ReportMetric((evalTime()-before)/float64(b.N), "redis-µs/pass")
 }
