@@ -106,9 +106,9 @@ const (
 	Verdict
 	// Takeover: To's session ToSession on the receiving node was resumed on FromNode as FromSession: close it
 	// (4000) without ending its call, whose peer, if it is on the receiving node, now talks to the new session.
-	// Frame is the name of that call's peer, which the new session took over ("" for none): if the session is
-	// gone already, its call ended with it, and the receiving node tells the new session so (a leave from the
-	// peer).
+	// Frame is the name of that call's peer, which the new session took over ("" for none): if that call has
+	// ended on the receiving node (the session is gone already, or the peer left), the receiving node tells the
+	// new session so (a leave from the peer).
 	Takeover
 	// Moved: From, in a call with To, moved to FromNode (a resume on another node).
 	Moved

@@ -864,17 +864,14 @@ func (h *Hub) remoteTakeover(e *cluster.Envelope) {
 	old := h.users[e.To]
 	if old == nil || old.sid != e.ToSession {
 		h.mu.Unlock()
-		if len(e.Frame) > 0 {
-			// The session is gone already (its connection closed before the resume reached this node), and its
-			// call with the peer named in Frame ended here: the peer was told, or will be once the name is
-			// released. The new session took the call over from the shared state; it is told the call is over,
-			// as if by the peer (a leave, which its node acts on as on any leave from a user of another node).
-			peer := string(e.Frame)
-			h.cl.b.Send(e.FromNode, &cluster.Envelope{Kind: cluster.Message, From: peer, FromNode: h.cl.node,
-				To: e.From, Frame: protocol.AppendLeave(nil, peer, protocol.ReasonDisconnected)})
-		}
+		// The session is gone already (its connection closed before the resume reached this node), and its call
+		// ended with it: the peer was told, or will be once the name is released.
+		h.takenOverCallEnded(e)
 		return
 	}
+	// The call the new session took over from the shared state may have ended here meanwhile (the peer left, or
+	// its connection closed, before the resume reached this node).
+	ended := len(e.Frame) > 0 && (old.peer == nil || old.peer.name != string(e.Frame))
 	delete(h.users, old.name)
 	h.index.Delete(old)
 	h.m.online.Dec()
@@ -893,6 +890,22 @@ func (h *Hub) remoteTakeover(e *cluster.Envelope) {
 	h.mu.Unlock()
 	h.endSessions(sid)
 	old.conn.Close(protocol.CloseReplaced, "replaced: this name logged in from another connection")
+	if ended {
+		h.takenOverCallEnded(e)
+	}
+}
+
+// takenOverCallEnded tells the session that took over a session of this node (Takeover e) that the call it took
+// over with it, with the peer named in e.Frame, had ended here: with a leave as if from the peer (reason
+// disconnected), which its node acts on as on any leave from a user of another node. Nothing when it took over
+// no call.
+func (h *Hub) takenOverCallEnded(e *cluster.Envelope) {
+	if len(e.Frame) == 0 {
+		return
+	}
+	peer := string(e.Frame)
+	h.cl.b.Send(e.FromNode, &cluster.Envelope{Kind: cluster.Message, From: peer, FromNode: h.cl.node, To: e.From,
+		Frame: protocol.AppendLeave(nil, peer, protocol.ReasonDisconnected)})
 }
 
 // NodeDown implements cluster.Local: the calls of this node's users with users of node end after the resume

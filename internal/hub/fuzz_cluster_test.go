@@ -170,14 +170,14 @@ type clusterRun struct {
 	nodes  [clusterFuzzNodes]*clusterNode
 	all    []*clusterNode // every node started, dead ones too, to shut down at the end
 	slots  [clusterFuzzSlots]*clusterSlot
-	conns  []*clusterConn    // every connection made
-	tokens map[string]string // the last resume token seen for each name
-	ghosts map[string]bool   // names of users of killed nodes, which wait their grace
-	seq    int               // the last sequence number put in a relayed message
-	last   map[[2]string]int // the last sequence number received from a user by a user
-	dead   []*clusterNode    // killed nodes whose grace has not been waited for
-	gen    [clusterFuzzNodes]int
-	closed []*clusterSlot // clients whose connection closed
+	conns  []*clusterConn        // every connection made
+	tokens map[string]string     // the last resume token seen for each name
+	ghosts map[string]bool       // names of users of killed nodes, which wait their grace
+	seq    int                   // the last sequence number put in a relayed message
+	last   map[[2]string]int     // the last sequence number received from a user by a user
+	dead   []*clusterNode        // killed nodes whose grace has not been waited for
+	gen    [clusterFuzzNodes]int // how many nodes were started in each place (for their ids)
+	closed []*clusterSlot        // clients whose connection closed
 }
 
 func newClusterRun(t *testing.T) *clusterRun {
@@ -227,7 +227,7 @@ func (r *clusterRun) step(op []byte) (settle bool) {
 	u := r.slots[i]
 	r.readable(u)
 	target := clusterFuzzNames[arg(2)%len(clusterFuzzNames)]
-	switch arg(0) & 0x3f % 11 {
+	switch (arg(0) & 0x3f) % 11 {
 	case 0, 1: // log in, or rename
 		r.login(u, target, "")
 	case 2: // resume with the right token (when one was seen) or a wrong one
@@ -730,5 +730,49 @@ func TestClusterResumeAfterClose(t *testing.T) {
 		if p != nil {
 			t.Fatalf("%s is still in a call with %s", u.name, p.name)
 		}
+	}
+}
+
+// TestClusterResumeAfterPeerLeft (found by FuzzCluster): a user in a call resumes on another node just as its
+// peer's connection closes. The shared state still had the call when the resume took it over; the old node had
+// ended it. The resumed session must be told the call is over, not left in a call with a user who is gone.
+func TestClusterResumeAfterPeerLeft(t *testing.T) {
+	r := newClusterRun(t)
+	defer r.finish()
+	alice, bob := r.connect(r.nodes[0]), r.connect(r.nodes[0])
+	r.slots[0], r.slots[1] = alice, bob
+	r.login(alice, "alice", "")
+	r.login(bob, "bob", "")
+	r.settle()
+	r.relay(alice, "offer", "bob")
+	r.settle()
+	r.relay(bob, "answer", "alice")
+	r.settle()
+	r.check()
+
+	// The node's writes (bob's name freed, alice's call gone from the shared state) wait: the resume comes first.
+	block := make(chan struct{})
+	if !r.nodes[0].h.cl.write(func(context.Context) { <-block }) {
+		t.Fatal("the queue of writes is full")
+	}
+	r.close(1)
+	alice2 := r.connect(r.nodes[2])
+	r.slots[2] = alice2
+	r.login(alice2, "alice", r.tokens["alice"])
+	r.readable(alice2)
+	close(block)
+	r.settle()
+	r.check()
+	if alice2.name != "alice" || r.slots[0] != nil {
+		t.Fatal("alice did not resume")
+	}
+	if fmt.Sprint(alice2.leaves) != "[bob disconnected]" {
+		t.Fatalf("alice's new connection was told %q; want bob's leave", alice2.leaves)
+	}
+	alice2.node.h.mu.Lock()
+	p := alice2.s.peer
+	alice2.node.h.mu.Unlock()
+	if p != nil {
+		t.Fatalf("alice is still in a call with %s", p.name)
 	}
 }
