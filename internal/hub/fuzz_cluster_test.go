@@ -66,7 +66,8 @@ type clusterConn struct {
 	mu       sync.Mutex
 	msgs     []map[string]any
 	sent     int
-	closed   int
+	closed   int  // the close code the hub gave it
+	gone     bool // the client closed it
 	paused   bool
 	loggedIn int
 	bad      string // what was wrong with a message sent, if anything
@@ -267,7 +268,7 @@ func (r *clusterRun) readable(u *clusterSlot) {
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		u.c.mu.Lock()
-		paused := u.c.paused
+		paused := u.c.paused && u.c.closed == 0 // (a connection the hub closed is not read any more)
 		u.c.mu.Unlock()
 		if !paused {
 			return
@@ -293,6 +294,9 @@ func (r *clusterRun) relay(u *clusterSlot, typ, name string) {
 
 func (r *clusterRun) close(i int) {
 	u := r.slots[i]
+	u.c.mu.Lock()
+	u.c.gone = true
+	u.c.mu.Unlock()
 	u.s.OnClose()
 	r.slots[i] = nil
 	if !u.node.dead {
@@ -325,7 +329,9 @@ func (r *clusterRun) kill(i int) {
 func (r *clusterRun) busy() bool {
 	for _, c := range r.conns {
 		c.mu.Lock()
-		paused := c.paused
+		// (A connection that is closed waits for nobody: a call its session placed just before a resume on
+		// another node took it over gets no verdict, and ends at its timeout, unseen.)
+		paused := c.paused && c.closed == 0 && !c.gone
 		c.mu.Unlock()
 		if paused {
 			return true
