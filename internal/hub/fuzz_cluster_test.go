@@ -449,11 +449,8 @@ func (r *clusterRun) received(u *clusterSlot, m map[string]any) {
 		u.had[got] = true
 		u.logins++
 		delete(r.ghosts, got)
-		for _, v := range r.slots { // a resume took the name from whichever client had it
-			if v != nil && v != u && v.name == got {
-				v.name = ""
-			}
-		}
+		// (A client whose name a resume took has its connection closed, 4000, and is dropped by read: which of
+		// two replies was the later cannot be told from the order the clients are read in.)
 	case "offer", "answer", "candidate":
 		from, _ := m["name"].(string)
 		payload, _ := m[m["type"].(string)].(map[string]any)
