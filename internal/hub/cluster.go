@@ -869,9 +869,17 @@ func (h *Hub) remoteTakeover(e *cluster.Envelope) {
 		h.takenOverCallEnded(e)
 		return
 	}
-	// The call the new session took over from the shared state may have ended here meanwhile (the peer left, or
-	// its connection closed, before the resume reached this node).
+	// The call the new session took over from the shared state (the peer its client was told of, named in
+	// Frame) goes on. It may have ended here meanwhile (the peer left, or its connection closed, before the
+	// resume reached this node): the new session is told. And a call the old session has that the new one did not
+	// take over (placed after the shared state was read for the resume) ends: its peer is told.
 	ended := len(e.Frame) > 0 && (old.peer == nil || old.peer.name != string(e.Frame))
+	var cut Conn
+	if p := old.peer; p != nil && p.name != string(e.Frame) {
+		old.callEndedLocked(p, old.name, protocol.ReasonDisconnected)
+		endCallLocked(old, p)
+		cut = p.conn
+	}
 	delete(h.users, old.name)
 	h.index.Delete(old)
 	h.m.online.Dec()
@@ -892,6 +900,9 @@ func (h *Hub) remoteTakeover(e *cluster.Envelope) {
 	old.conn.Close(protocol.CloseReplaced, "replaced: this name logged in from another connection")
 	if ended {
 		h.takenOverCallEnded(e)
+	}
+	if cut != nil {
+		h.send(cut, func(b []byte) []byte { return protocol.AppendLeave(b, e.To, protocol.ReasonDisconnected) })
 	}
 }
 

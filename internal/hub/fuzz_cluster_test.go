@@ -797,3 +797,47 @@ func TestClusterResumeAfterPeerLeft(t *testing.T) {
 		t.Fatalf("alice is still in a call with %s", p.name)
 	}
 }
+
+// TestClusterResumeWhileCalling (found by FuzzCluster): a user's old connection places a call with a user of
+// another node while the user resumes on that other node, which read the shared state before the call was in it.
+// The resumed session has no call (its login reply names no peer): the call of the old session ends, and the
+// callee is told, instead of staying in a call with a session that is gone.
+func TestClusterResumeWhileCalling(t *testing.T) {
+	r := newClusterRun(t)
+	defer r.finish()
+	alice, bob := r.connect(r.nodes[2]), r.connect(r.nodes[0])
+	r.slots[0], r.slots[1] = alice, bob
+	r.login(alice, "alice", "")
+	r.login(bob, "bob", "")
+	r.settle()
+	r.check()
+
+	// bob's node writes nothing to the shared state meanwhile: the resume does not see the call.
+	block := make(chan struct{})
+	if !r.nodes[0].h.cl.write(func(context.Context) { <-block }) {
+		t.Fatal("the queue of writes is full")
+	}
+	r.relay(bob, "offer", "alice")
+	r.readable(bob) // the call rings
+	bob2 := r.connect(r.nodes[2])
+	r.slots[2] = bob2
+	r.login(bob2, "bob", r.tokens["bob"])
+	r.readable(bob2)
+	close(block)
+	r.settle()
+	r.check()
+	if bob2.name != "bob" || r.slots[1] != nil {
+		t.Fatal("bob did not resume")
+	}
+	if fmt.Sprint(alice.leaves, bob2.leaves) != "[bob disconnected] []" {
+		t.Fatalf("alice was told %q, bob's new connection %q; want bob's leave for alice", alice.leaves, bob2.leaves)
+	}
+	for _, u := range []*clusterSlot{alice, bob2} {
+		u.node.h.mu.Lock()
+		p := u.s.peer
+		u.node.h.mu.Unlock()
+		if p != nil {
+			t.Fatalf("%s is still in a call with %s", u.name, p.name)
+		}
+	}
+}
