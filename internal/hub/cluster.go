@@ -314,7 +314,35 @@ func (s *Session) claimed(name string, claim cluster.Claim, res cluster.ClaimRes
 	)
 	h.mu.Lock()
 	if s.gone {
+		// The connection closed (or was replaced) while its login waited: the name is freed. A resume has taken
+		// it from its old session all the same, in the shared state: that session is closed too, as the resume
+		// meant it to be (its peer told), so that it does not stay online holding a name the shared state has
+		// freed, which someone else could then take.
+		if res.Outcome == cluster.Resumed {
+			if res.Old.Node != h.cl.node {
+				envs = append(envs, sendTo{res.Old.Node, &cluster.Envelope{Kind: cluster.Takeover, From: name,
+					FromNode: h.cl.node, FromSession: claim.Session, Caller: res.Caller, To: name,
+					ToSession: res.Old.Session}})
+			} else if other := h.users[name]; other != nil && other.sid == res.Old.Session {
+				ps, _, sid := other.unregisterLocked()
+				other.gone = true
+				for _, p := range ps {
+					tell = append(tell, leave{p, name, protocol.ReasonDisconnected})
+				}
+				ended, replaced = append(ended, sid), other.conn
+			}
+		}
 		h.mu.Unlock()
+		for _, e := range envs {
+			h.cl.b.Send(e.node, e.env)
+		}
+		h.endSessions(ended...)
+		if replaced != nil {
+			replaced.Close(protocol.CloseReplaced, "replaced: this name logged in from another connection")
+		}
+		for _, l := range tell {
+			h.send(l.to, func(b []byte) []byte { return protocol.AppendLeave(b, l.from, l.reason) })
+		}
 		h.released(name, claim.Session, nil)
 		return
 	}

@@ -841,3 +841,50 @@ func TestClusterResumeWhileCalling(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterResumeOfClosedConnection (found by FuzzCluster): a connection resumes a name, and is closed (or
+// replaced) after the shared state gave it the name and before its node acted on the answer. The name is freed;
+// the session it was taken from must not stay online, holding a name the shared state no longer has (someone
+// else could take it): it is closed (4000), its peer told, whether it is on the same node or another.
+func TestClusterResumeOfClosedConnection(t *testing.T) {
+	for _, same := range []bool{false, true} {
+		t.Run(fmt.Sprint("same node ", same), func(t *testing.T) {
+			r := newClusterRun(t)
+			defer r.finish()
+			alice, bob := r.connect(r.nodes[0]), r.connect(r.nodes[0])
+			r.slots[0], r.slots[1] = alice, bob
+			r.login(alice, "alice", "")
+			r.login(bob, "bob", "")
+			r.settle()
+			r.relay(alice, "offer", "bob")
+			r.settle()
+			r.relay(bob, "answer", "alice")
+			r.settle()
+
+			// The resuming connection closes; then its claim's answer, which Redis gave before, is acted on.
+			n := r.nodes[1]
+			if same {
+				n = r.nodes[0]
+			}
+			x := r.connect(n)
+			x.s.OnClose()
+			claim := cluster.Claim{Name: "alice", Session: newToken(), Token: r.tokens["alice"], NewToken: newToken(), Caller: x.s.id}
+			res, err := n.b.Claim(context.Background(), claim)
+			if err != nil || res.Outcome != cluster.Resumed {
+				t.Fatalf("claim: %v %v", res, err)
+			}
+			x.s.claimed("alice", claim, res)
+			r.settle()
+			r.check()
+			if r.slots[0] != nil {
+				t.Fatal("alice's connection is still open")
+			}
+			if fmt.Sprint(bob.leaves) != "[alice disconnected]" {
+				t.Fatalf("bob was told %q", bob.leaves)
+			}
+			if _, ok, _ := n.b.Locate(context.Background(), "alice"); ok {
+				t.Fatal("alice is still held")
+			}
+		})
+	}
+}
