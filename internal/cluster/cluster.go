@@ -13,7 +13,9 @@ import (
 	"time"
 )
 
-// ErrUnavailable is returned (wrapped) when the shared state cannot be reached: the operation was not done.
+// ErrUnavailable is returned (wrapped) when the shared state cannot be reached in time. The operation may still
+// have been done (its reply came too late, or was lost): a write that matters is undone, fenced by its session
+// id, by whoever gave up on it (a Claim: Release), and a Backend's cleanup frees what is left over.
 var ErrUnavailable = errors.New("cluster: the shared state is unavailable")
 
 // Route says where a user is: the node holding its connection, and the login session there.
@@ -104,6 +106,9 @@ const (
 	Verdict
 	// Takeover: To's session ToSession on the receiving node was resumed on FromNode as FromSession: close it
 	// (4000) without ending its call, whose peer, if it is on the receiving node, now talks to the new session.
+	// Frame is the name of that call's peer, which the new session took over ("" for none): if that call has
+	// ended on the receiving node (the session is gone already, or the peer left), the receiving node tells the
+	// new session so (a leave from the peer).
 	Takeover
 	// Moved: From, in a call with To, moved to FromNode (a resume on another node).
 	Moved
@@ -122,7 +127,7 @@ type Envelope struct {
 	Caller      uint64 // From's caller id
 	To          string // the user it is for
 	ToSession   string // Takeover: the session to close
-	Frame       []byte // Message, Reply, Call, Verdict: the client-ready message
+	Frame       []byte // Message, Reply, Call, Verdict: the client-ready message; Takeover: the peer's name
 }
 
 // Local is what a node's hub offers its Backend.
@@ -142,6 +147,17 @@ type Local interface {
 	// Undelivered says that e, sent by this node, could not be delivered (its node was unreachable): the sender
 	// is told.
 	Undelivered(e *Envelope)
+	// Orphans returns those of recs (records the shared state has for this node) whose session neither holds
+	// its name on this node nor is claiming it (its Claim has not returned to the hub yet). Session ids are new
+	// for every login, so such a session never will: the Backend may free these records, fenced by the session
+	// id. The Backend must read recs from the shared state before it calls Orphans (a claim that is under way
+	// then either still counts as claiming, or has made its session hold the name, or was given up for good).
+	Orphans(recs []Record) []Record
+}
+
+// Record is a name and the login session the shared state says holds it.
+type Record struct {
+	Name, Session string
 }
 
 // Registration is one local user, as the shared state should have it.

@@ -54,7 +54,19 @@ type clusterState struct {
 
 	timersMu sync.Mutex
 	timers   map[*time.Timer]struct{} // resume graces running (NodeDown)
+
+	// claiming: the session ids of this node's logins whose Claim has not returned yet (guarded by the hub's
+	// mu; at most one per connection, whose reading waits for it). Orphans counts them as held.
+	claiming map[string]struct{}
+	// undoing bounds the releases of failed claims under way (undoClaim); undone waits for them at shutdown
+	// (begun under timersMu, and only while timers is not nil).
+	undoing chan struct{}
+	undone  sync.WaitGroup
 }
+
+// maxUndoing is how many releases of failed claims may be under way at once; past it a failed claim is left to
+// the backend's cleanup.
+const maxUndoing = 64
 
 // DefaultClusterTimeout is Config.ClusterTimeout's default.
 const DefaultClusterTimeout = 5 * time.Second
@@ -63,7 +75,7 @@ func (h *Hub) startCluster() {
 	c := &clusterState{
 		b: h.cfg.Cluster, node: h.cfg.Cluster.Node(), timeout: h.cfg.ClusterTimeout, grace: h.cfg.ResumeGrace,
 		writes: make(chan func(context.Context), 1<<16), stop: make(chan struct{}), stopped: make(chan struct{}),
-		timers: make(map[*time.Timer]struct{}),
+		timers: make(map[*time.Timer]struct{}), claiming: make(map[string]struct{}), undoing: make(chan struct{}, maxUndoing),
 	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultClusterTimeout
@@ -146,6 +158,7 @@ func (h *Hub) closeCluster(release bool) {
 		c.timersMu.Unlock()
 		close(c.stop)
 		<-c.stopped
+		c.undone.Wait()
 		_ = c.b.Close(release)
 	})
 }
@@ -205,6 +218,35 @@ func (h *Hub) released(name, sid string, then func()) {
 	}
 }
 
+// undoClaim frees, best-effort and in the background, what a claim that failed (its reply did not come in time)
+// may have taken: fenced by the claim's session id, it frees nothing anyone else holds. Its own goroutine, not
+// the queue of writes: against a slow shared state each release may take the whole timeout, which must not
+// hold up the writes behind it. Past maxUndoing under way, or if this release is itself too late (it reached the
+// shared state before the claim did), the backend's cleanup frees the name.
+func (h *Hub) undoClaim(name, sid string) {
+	c := h.cl
+	select {
+	case c.undoing <- struct{}{}:
+	default:
+		return
+	}
+	c.timersMu.Lock()
+	if c.timers == nil { // the hub shut down (closeCluster waits for the releases begun before)
+		c.timersMu.Unlock()
+		<-c.undoing
+		return
+	}
+	c.undone.Add(1)
+	c.timersMu.Unlock()
+	go func() {
+		defer c.undone.Done()
+		defer func() { <-c.undoing }()
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		defer cancel()
+		_ = c.b.Release(ctx, name, sid)
+	}()
+}
+
 // wait runs op off the connection's reading path: reading pauses until op is done.
 func (s *Session) wait(op func(ctx context.Context)) {
 	s.pauser.PauseReading()
@@ -224,12 +266,24 @@ func (s *Session) unavailable(request, name string) {
 func (s *Session) loginCluster(name string, token []byte) {
 	h := s.hub
 	claim := cluster.Claim{Name: name, Session: newToken(), Token: string(token), NewToken: newToken(), Caller: s.id}
+	// The claim counts as held (Orphans) from before it is sent until its session holds the name (claimed) or it
+	// was given up: the backend's cleanup never frees a claim under way.
+	h.mu.Lock()
+	h.cl.claiming[claim.Session] = struct{}{}
+	h.mu.Unlock()
 	s.wait(func(ctx context.Context) {
 		defer s.pauser.ResumeReading()
+		defer func() {
+			h.mu.Lock()
+			delete(h.cl.claiming, claim.Session)
+			h.mu.Unlock()
+		}()
 		res, err := h.cl.b.Claim(ctx, claim)
 		switch {
 		case err != nil:
 			h.log.Warn("login: the cluster is unavailable", "name", name, "err", err)
+			// The claim may have been done all the same (its reply came too late): it is undone.
+			h.undoClaim(name, claim.Session)
 			s.loginFailed(protocol.CodeUnavailable, "the server cannot log anyone in right now (its cluster is unavailable): try again in a moment")
 			return
 		case res.Outcome == cluster.Taken:
@@ -260,7 +314,35 @@ func (s *Session) claimed(name string, claim cluster.Claim, res cluster.ClaimRes
 	)
 	h.mu.Lock()
 	if s.gone {
+		// The connection closed (or was replaced) while its login waited: the name is freed. A resume has taken
+		// it from its old session all the same, in the shared state: that session is closed too, as the resume
+		// meant it to be (its peer told), so that it does not stay online holding a name the shared state has
+		// freed, which someone else could then take.
+		if res.Outcome == cluster.Resumed {
+			if res.Old.Node != h.cl.node {
+				envs = append(envs, sendTo{res.Old.Node, &cluster.Envelope{Kind: cluster.Takeover, From: name,
+					FromNode: h.cl.node, FromSession: claim.Session, Caller: res.Caller, To: name,
+					ToSession: res.Old.Session}})
+			} else if other := h.users[name]; other != nil && other.sid == res.Old.Session {
+				ps, _, sid := other.unregisterLocked()
+				other.gone = true
+				for _, p := range ps {
+					tell = append(tell, leave{p, name, protocol.ReasonDisconnected})
+				}
+				ended, replaced = append(ended, sid), other.conn
+			}
+		}
 		h.mu.Unlock()
+		for _, e := range envs {
+			h.cl.b.Send(e.node, e.env)
+		}
+		h.endSessions(ended...)
+		if replaced != nil {
+			replaced.Close(protocol.CloseReplaced, "replaced: this name logged in from another connection")
+		}
+		for _, l := range tell {
+			h.send(l.to, func(b []byte) []byte { return protocol.AppendLeave(b, l.from, l.reason) })
+		}
 		h.released(name, claim.Session, nil)
 		return
 	}
@@ -302,8 +384,9 @@ func (s *Session) claimed(name string, claim cluster.Claim, res cluster.ClaimRes
 	if res.Outcome == cluster.Resumed && res.Old.Node != h.cl.node {
 		s.id = res.Caller
 		// The old session is on another node: it is closed there, and the call, if any, goes on from here.
-		envs = append(envs, sendTo{res.Old.Node, &cluster.Envelope{Kind: cluster.Takeover, From: name,
-			FromNode: h.cl.node, FromSession: s.sid, Caller: s.id, To: name, ToSession: res.Old.Session}})
+		takeover := &cluster.Envelope{Kind: cluster.Takeover, From: name, FromNode: h.cl.node, FromSession: s.sid,
+			Caller: s.id, To: name, ToSession: res.Old.Session}
+		envs = append(envs, sendTo{res.Old.Node, takeover})
 		if res.Peer != "" && s.peer == nil {
 			if res.PeerRoute.Node == h.cl.node {
 				if p := h.users[res.Peer]; p != nil && p.peer != nil && p.peer.remote != nil && p.peer.name == name {
@@ -315,6 +398,11 @@ func (s *Session) claimed(name string, claim cluster.Claim, res cluster.ClaimRes
 					envs = append(envs, sendTo{res.PeerRoute.Node, &cluster.Envelope{Kind: cluster.Moved,
 						From: name, FromNode: h.cl.node, FromSession: s.sid, Caller: s.id, To: res.Peer}})
 				}
+			}
+			if s.peer != nil {
+				// The old node may have ended the call already (the old connection closed just before): it then
+				// tells this node so (remoteTakeover).
+				takeover.Frame = []byte(res.Peer)
 			}
 		}
 	}
@@ -866,7 +954,21 @@ func (h *Hub) remoteTakeover(e *cluster.Envelope) {
 	old := h.users[e.To]
 	if old == nil || old.sid != e.ToSession {
 		h.mu.Unlock()
+		// The session is gone already (its connection closed before the resume reached this node), and its call
+		// ended with it: the peer was told, or will be once the name is released.
+		h.takenOverCallEnded(e)
 		return
+	}
+	// The call the new session took over from the shared state (the peer its client was told of, named in
+	// Frame) goes on. It may have ended here meanwhile (the peer left, or its connection closed, before the
+	// resume reached this node): the new session is told. And a call the old session has that the new one did not
+	// take over (placed after the shared state was read for the resume) ends: its peer is told.
+	ended := len(e.Frame) > 0 && (old.peer == nil || old.peer.name != string(e.Frame))
+	var cut Conn
+	if p := old.peer; p != nil && p.name != string(e.Frame) {
+		old.callEndedLocked(p, old.name, protocol.ReasonDisconnected)
+		endCallLocked(old, p)
+		cut = p.conn
 	}
 	delete(h.users, old.name)
 	h.index.Delete(old)
@@ -886,6 +988,25 @@ func (h *Hub) remoteTakeover(e *cluster.Envelope) {
 	h.mu.Unlock()
 	h.endSessions(sid)
 	old.conn.Close(protocol.CloseReplaced, "replaced: this name logged in from another connection")
+	if ended {
+		h.takenOverCallEnded(e)
+	}
+	if cut != nil {
+		h.send(cut, func(b []byte) []byte { return protocol.AppendLeave(b, e.To, protocol.ReasonDisconnected) })
+	}
+}
+
+// takenOverCallEnded tells the session that took over a session of this node (Takeover e) that the call it took
+// over with it, with the peer named in e.Frame, had ended here: with a leave as if from the peer (reason
+// disconnected), which its node acts on as on any leave from a user of another node. Nothing when it took over
+// no call.
+func (h *Hub) takenOverCallEnded(e *cluster.Envelope) {
+	if len(e.Frame) == 0 {
+		return
+	}
+	peer := string(e.Frame)
+	h.cl.b.Send(e.FromNode, &cluster.Envelope{Kind: cluster.Message, From: peer, FromNode: h.cl.node, To: e.From,
+		Frame: protocol.AppendLeave(nil, peer, protocol.ReasonDisconnected)})
 }
 
 // NodeDown implements cluster.Local: the calls of this node's users with users of node end after the resume
@@ -955,6 +1076,25 @@ func (h *Hub) Registrations() []cluster.Registration {
 		regs = append(regs, r)
 	}
 	return regs
+}
+
+// Orphans implements cluster.Local: a record is held while its session holds the name here, or while its claim
+// is under way (claiming); a session id is never used again once its claim returned without making it hold the
+// name, or once it let the name go.
+func (h *Hub) Orphans(recs []cluster.Record) []cluster.Record {
+	var orphans []cluster.Record
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range recs {
+		if s := h.users[r.Name]; s != nil && s.sid == r.Session && s.sid != "" {
+			continue
+		}
+		if _, ok := h.cl.claiming[r.Session]; ok {
+			continue
+		}
+		orphans = append(orphans, r)
+	}
+	return orphans
 }
 
 // Evict implements cluster.Local: the session is closed (4001), and its connection's closing ends its call.

@@ -39,9 +39,10 @@ func (r *recorder) Undelivered(e *cluster.Envelope) {
 	r.undelivered = append(r.undelivered, keep(e))
 	r.mu.Unlock()
 }
-func (r *recorder) NodeDown(string)                       {}
-func (r *recorder) Registrations() []cluster.Registration { return nil }
-func (r *recorder) Evict(string, string)                  {}
+func (r *recorder) NodeDown(string)                           {}
+func (r *recorder) Registrations() []cluster.Registration     { return nil }
+func (r *recorder) Evict(string, string)                      {}
+func (r *recorder) Orphans([]cluster.Record) []cluster.Record { return nil } // it holds no names
 
 // await returns what was delivered (or reported undelivered) once there are n of it, failing the test after 10 s.
 func (r *recorder) await(t *testing.T, n int, undelivered bool) []cluster.Envelope {

@@ -66,6 +66,10 @@ type Config struct {
 	// SentinelRefresh, with Sentinel, is how often the node asks the sentinels which server is the master,
 	// besides following their announcements; default 2 s.
 	SentinelRefresh time.Duration
+	// Cleanup is how often the node looks for names Redis says its sessions hold that none of them does (a
+	// claim whose reply came too late, a release lost in a failover) and frees them (cleanup.go); default
+	// DefaultCleanup (30 s); negative: never.
+	Cleanup time.Duration
 	// Logger receives the backend's logs; default slog.Default().
 	Logger *slog.Logger
 	// Client, if not nil, is the Redis client to use (NewClient), shared with other parts of the process (the
@@ -149,6 +153,9 @@ func New(cfg Config) (*Backend, error) {
 	def(&cfg.Probe, DefaultProbe)
 	def(&cfg.Timeout, DefaultTimeout)
 	def(&cfg.SentinelRefresh, DefaultSentinelRefresh)
+	if cfg.Cleanup == 0 {
+		cfg.Cleanup = DefaultCleanup
+	}
 	if cfg.Lease < 2*cfg.Heartbeat {
 		return nil, fmt.Errorf("rediscluster: the lease (%v) must be at least two heartbeats (%v)", cfg.Lease, cfg.Heartbeat)
 	}
@@ -411,6 +418,10 @@ func (b *Backend) Start(l cluster.Local) error {
 	b.wg.Add(2)
 	go b.subscribeLoop()
 	go b.heartbeatLoop()
+	if b.cfg.Cleanup > 0 {
+		b.wg.Add(1)
+		go b.cleanupLoop()
+	}
 	return nil
 }
 

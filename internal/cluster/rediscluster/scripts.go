@@ -12,7 +12,7 @@ import "github.com/redis/rueidis"
 //	epoch        string  a random id, written once: if it disappears or changes, Redis lost its data
 //	node:<id>    string  the node's incarnation (random per process start), with the lease as its expiry
 //	nodes        zset    node ids scored by the end of their lease
-//	n:<id>       set     the names held by sessions of node <id>
+//	n:<id>       set     the names held by sessions of node <id> (read in chunks by the node's cleanup pass)
 //	u:<name>     hash    node, inc, sid, tok (SHA-256 of the resume token), peer, cid (caller id), idx (its
 //	                     member of idx), orph (end of the resume grace, only once its node is gone)
 //	idx          zset    all scores 0; members "<folded name>\0<name>", in list order
@@ -219,3 +219,44 @@ else
 end
 return 1
 `)
+
+// cleanupScanScript: ARGV prefix, node, cursor, count. One step of an SSCAN of n:<node>, with each name's
+// session: returns {next cursor, name, sid, ...}, sid "" when the name's record is not this node's (gone, or
+// taken over by another node): a stale member of the set. Read-only; sent as EVAL (cleanup.go).
+const cleanupScanScript = `
+local p, node = ARGV[1], ARGV[2]
+local res = redis.call('SSCAN', p .. 'n:' .. node, ARGV[3], 'COUNT', ARGV[4])
+local out = {res[1]}
+for _, name in ipairs(res[2]) do
+  local r = redis.call('HMGET', p .. 'u:' .. name, 'node', 'sid')
+  out[#out + 1] = name
+  if r[1] == node and r[2] then out[#out + 1] = r[2] else out[#out + 1] = '' end
+end
+return out
+`
+
+// cleanupScript: ARGV prefix, node, then pairs of name and sid. Frees each name whose record is still this
+// node's and still held by that sid (the hub found no session of it: Local.Orphans), as releaseScript does; a
+// pair whose sid is "" only drops the name from n:<node> if its record is not this node's. Returns how many
+// records it deleted. Sent as EVAL (cleanup.go).
+const cleanupScript = `
+local p, node = ARGV[1], ARGV[2]
+local set = p .. 'n:' .. node
+local freed = 0
+for i = 3, #ARGV - 1, 2 do
+  local name, sid = ARGV[i], ARGV[i + 1]
+  local ukey = p .. 'u:' .. name
+  local r = redis.call('HMGET', ukey, 'node', 'sid', 'idx')
+  if r[1] ~= node then
+    redis.call('SREM', set, name)
+  elseif sid ~= '' and r[2] == sid then
+    redis.call('DEL', ukey)
+    redis.call('SREM', set, name)
+    if r[3] then redis.call('ZREM', p .. 'idx', r[3]) end
+    redis.call('ZREM', p .. 'orphans', name)
+    redis.call('INCR', p .. 'pv')
+    freed = freed + 1
+  end
+end
+return freed
+`
