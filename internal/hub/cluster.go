@@ -145,6 +145,24 @@ func (c *clusterState) write(w func(context.Context)) bool {
 	}
 }
 
+// settle waits, for up to one timeout, until the writes queued so far have been made (a full queue, or a slow
+// shared state, cuts it short). A drain settles before it closes each connection, so that what the shared state
+// says of the user (the peer of a call answered a moment ago) is current when the client resumes elsewhere: its
+// resume's reply names its call from there, and the call moves with it.
+func (c *clusterState) settle() {
+	done := make(chan struct{})
+	if !c.write(func(context.Context) { close(done) }) {
+		return
+	}
+	t := time.NewTimer(c.timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	case <-c.stop:
+	}
+}
+
 // closeCluster ends cluster mode at shutdown: the queued writes go out, and the node leaves the cluster; with
 // release its users' names are freed at once, without (a drain) they wait the resume grace.
 func (h *Hub) closeCluster(release bool) {

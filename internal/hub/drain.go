@@ -69,6 +69,7 @@ func (h *Hub) drainRest() {
 
 // drainSession closes s's connection with 1012; its closing keeps its session (OnClose).
 func (h *Hub) drainSession(s *Session) {
+	h.cl.settle() // the shared state has its call before the client can resume elsewhere
 	h.mu.Lock()
 	s.drained = true
 	c := s.conn
