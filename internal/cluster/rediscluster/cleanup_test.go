@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -409,13 +410,23 @@ func TestLateClaimUndone(t *testing.T) {
 	}
 }
 
-// holdsAll is a Local whose sessions hold every record (Orphans finds none), for measuring a pass by itself.
-type holdsAll struct{ counting }
+// holdsAll is a Local whose sessions hold every record (Orphans finds none), for measuring a pass by itself: its
+// users are recs, in order.
+type holdsAll struct {
+	counting
+	recs []cluster.Record
+}
 
 func (holdsAll) Orphans([]cluster.Record) []cluster.Record { return nil }
 
+func (l *holdsAll) Holders(after string, limit int) []cluster.Record {
+	i := sort.Search(len(l.recs), func(i int) bool { return l.recs[i].Name > after })
+	return l.recs[i:min(i+limit, len(l.recs))]
+}
+
 // BenchmarkCleanupPass measures one cleanup pass over a node holding 20,000 names in a real redis-server: the
-// SSCAN chunks with their sessions, read in Redis, and the hub's answer (here: all held).
+// SSCAN chunks with their sessions, read in Redis, and the hub's answer (here: all held); then the check of the
+// node's 20,000 users against their records (here: all theirs). The hub's part is BenchmarkCleanupPassHub's.
 func BenchmarkCleanupPass(b *testing.B) {
 	r := redistest.Start(b)
 	cfg := testConfig(r.URL(), "bench:", "node0")
@@ -424,11 +435,16 @@ func BenchmarkCleanupPass(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := n.Start(&holdsAll{counting{got: make(chan struct{}, 1)}}); err != nil {
+	const users = 20000
+	local := &holdsAll{counting: counting{got: make(chan struct{}, 1)}}
+	for i := range users {
+		name := fmt.Sprintf("user%05d", i)
+		local.recs = append(local.recs, cluster.Record{Name: name, Session: "sid" + name})
+	}
+	if err := n.Start(local); err != nil {
 		b.Fatal(err)
 	}
 	defer n.Close(true)
-	const users = 20000
 	execs := make([]rueidis.LuaExec, 0, users)
 	for i := range users {
 		name := fmt.Sprintf("user%05d", i)
@@ -462,7 +478,7 @@ func BenchmarkCleanupPass(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		res, err := n.cleanup()
-		if err != nil || res.freed != 0 || res.scanned < users {
+		if err != nil || res.freed != 0 || res.scanned < users || res.checked != users || res.evicted != 0 {
 			b.Fatalf("%+v, %v", res, err)
 		}
 	}
@@ -751,4 +767,60 @@ func TestCleanupChecksEveryChunk(t *testing.T) {
 	for _, name := range []string{"u000", "U001", "u128", "U129", "u256", fmt.Sprintf("U%03d", users-1)} {
 		online(t, clients[name])
 	}
+}
+
+// BenchmarkCleanupPassHub measures one cleanup pass of a node whose hub has 20,000 users logged in, on a real
+// redis-server: both parts, with the hub's answers (Orphans, Holders) and its lock. It reports the longest
+// the hub's lock was held for one chunk of the check (Holders), in microseconds.
+func BenchmarkCleanupPassHub(b *testing.B) {
+	r := redistest.Start(b)
+	cfg := testConfig(r.URL(), "bh:", "node0")
+	cfg.Heartbeat, cfg.Lease, cfg.Cleanup = time.Second, 10*time.Second, -1 // 20,000 logins do not cost it its lease
+	n, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hcfg := hubtest.Config()
+	hcfg.Cluster, hcfg.ResumeGrace = n, n.cfg.ResumeGrace
+	h := hub.New(hcfg)
+	if err := h.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer h.Shutdown()
+	for deadline := time.Now().Add(10 * time.Second); h.Ready() != nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatal("the node is not ready after 10 s")
+		}
+	}
+	const users = 20000
+	t := &testing.T{} // hubtest's clients want a *testing.T; a failed login is caught by the count below
+	const wave = 500 // logins under way at once: all 20,000 at once would run past the claims' deadline
+	for i := 0; i < users; i += wave {
+		for j := i; j < i+wave; j++ {
+			hubtest.Connect(t, h).S.OnText([]byte(fmt.Sprintf(`{"type":"login","name":"user%05d"}`, j)))
+		}
+		for deadline := time.Now().Add(10 * time.Second); h.Online() < i+wave; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				b.Fatalf("%d users logged in, want %d", h.Online(), i+wave)
+			}
+		}
+	}
+	var longest time.Duration
+	for after := ""; ; {
+		start := time.Now()
+		recs := h.Holders(after, cleanupChunk)
+		longest = max(longest, time.Since(start))
+		if len(recs) < cleanupChunk {
+			break
+		}
+		after = recs[len(recs)-1].Name
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		res, err := n.cleanup()
+		if err != nil || res.freed != 0 || res.scanned != users || res.checked != users || res.evicted != 0 {
+			b.Fatalf("%+v, %v", res, err)
+		}
+	}
+	b.ReportMetric(float64(longest.Microseconds()), "max-µs-holders-chunk")
 }
