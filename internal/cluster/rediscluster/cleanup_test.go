@@ -794,7 +794,7 @@ func BenchmarkCleanupPassHub(b *testing.B) {
 	}
 	const users = 20000
 	t := &testing.T{} // hubtest's clients want a *testing.T; a failed login is caught by the count below
-	const wave = 500 // logins under way at once: all 20,000 at once would run past the claims' deadline
+	const wave = 500  // logins under way at once: all 20,000 at once would run past the claims' deadline
 	for i := 0; i < users; i += wave {
 		for j := i; j < i+wave; j++ {
 			hubtest.Connect(t, h).S.OnText([]byte(fmt.Sprintf(`{"type":"login","name":"user%05d"}`, j)))
