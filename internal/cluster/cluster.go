@@ -153,6 +153,10 @@ type Local interface {
 	// id. The Backend must read recs from the shared state before it calls Orphans (a claim that is under way
 	// then either still counts as claiming, or has made its session hold the name, or was given up for good).
 	Orphans(recs []Record) []Record
+	// Holders lists, in a fixed order, up to limit of this node's users whose names come after the name after
+	// ("" for the first), each with its session id: the Backend reads them a chunk at a time (a moment of the
+	// hub's lock each) to check them against the shared state.
+	Holders(after string, limit int) []Record
 }
 
 // Record is a name and the login session the shared state says holds it.

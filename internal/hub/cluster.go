@@ -387,8 +387,7 @@ func (s *Session) claimed(name string, claim cluster.Claim, res cluster.ClaimRes
 			for _, p := range ps {
 				tell = append(tell, leave{p, name, protocol.ReasonDisconnected})
 			}
-			ended = append(ended, sid)
-			h.m.online.Dec()
+			ended = append(ended, sid) // (unregisterLocked counted it out of the users online)
 			other.conn.Close(protocol.CloseNameConflict, "name conflict: another connection holds the name "+name)
 		}
 	}
@@ -1115,6 +1114,32 @@ func (h *Hub) Orphans(recs []cluster.Record) []cluster.Record {
 	return orphans
 }
 
+// Holders implements cluster.Local: in the order of the users index (folded name, then name), from after the
+// name after.
+func (h *Hub) Holders(after string, limit int) []cluster.Record {
+	recs := make([]cluster.Record, 0, limit)
+	from := &Session{key: fold(after), name: after}
+	echo := "\x00" // no folded name
+	if h.cfg.EchoName != "" {
+		echo = fold(h.cfg.EchoName) // localOnly
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.index.AscendGreaterOrEqual(from, func(s *Session) bool {
+		if after != "" && s.key == from.key && s.name == after {
+			return true
+		}
+		if len(recs) == limit {
+			return false
+		}
+		if s.sid != "" && s.key != echo {
+			recs = append(recs, cluster.Record{Name: s.name, Session: s.sid})
+		}
+		return true
+	})
+	return recs
+}
+
 // Evict implements cluster.Local: the session is closed (4001), and its connection's closing ends its call.
 func (h *Hub) Evict(name, session string) {
 	h.mu.Lock()
@@ -1124,7 +1149,7 @@ func (h *Hub) Evict(name, session string) {
 		return
 	}
 	h.mu.Unlock()
-	h.log.Warn("cluster: name conflict after the shared state was lost; this node's session gives way", "name", name)
+	h.log.Warn("cluster: the shared state gives this session's name to another session; this one gives way", "name", name)
 	s.conn.Close(protocol.CloseNameConflict, "name conflict: another connection holds the name "+name)
 }
 

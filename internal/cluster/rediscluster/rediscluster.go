@@ -117,12 +117,19 @@ type Backend struct {
 	sweepAfter time.Time
 	subOK      bool // subscribed
 	regsDue    bool // this node's users must be registered again
+	regsGen    int  // how many times regsDue was set (the cleanup pass's check of its users starts over)
 	// suspect: the connection to Redis was lost (Redis may have restarted empty): no claims until a heartbeat has
 	// checked the epoch (and the users are registered again if it changed).
 	suspect bool
 	live    map[string]bool      // nodes whose lease was current at the last sweep
 	missing map[string]time.Time // nodes once live, and since when the sweeps have not found them
 	closing bool
+
+	// The cleanup pass's (cleanup.go): passMu makes passes one at a time; findings are the last check's sessions
+	// of this node whose record was another's, made while regsGen was findingsGen.
+	passMu      sync.Mutex
+	findings    map[string]holderFinding
+	findingsGen int
 
 	lastRecv atomic.Int64 // unix nanoseconds of the last message on the node's channel
 	// legacy (tests only, set before Start): the node behaves as one of the version before packs: it subscribes
@@ -506,6 +513,7 @@ func (b *Backend) beat() {
 	}
 	if changed || switched || (!first && held == 0) {
 		b.regsDue = true
+		b.regsGen++
 		// The other nodes need a heartbeat to come back too: whom the sweeps miss counts from now.
 		clear(b.missing)
 	}

@@ -260,3 +260,17 @@ for i = 3, #ARGV - 1, 2 do
 end
 return freed
 `
+
+// holdersScript: ARGV prefix, then names. For each name, the node and session id its record has: returns {node,
+// sid, ...}, both "" when there is no record. Read-only; sent as EVAL (cleanup.go: the check of this node's own
+// users).
+const holdersScript = `
+local p = ARGV[1]
+local out = {}
+for i = 2, #ARGV do
+  local r = redis.call('HMGET', p .. 'u:' .. ARGV[i], 'node', 'sid')
+  out[#out + 1] = r[1] or ''
+  out[#out + 1] = r[2] or ''
+end
+return out
+`
