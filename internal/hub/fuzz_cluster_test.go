@@ -707,6 +707,40 @@ func clusterFuzzSeeds() [][]byte {
 	}
 }
 
+// aliceCallsBob logs alice and bob in on their slots' nodes and has alice call bob, who answers.
+func (r *clusterRun) aliceCallsBob(alice, bob *clusterSlot) {
+	r.login(alice, "alice", "")
+	r.login(bob, "bob", "")
+	r.settle()
+	r.relay(alice, "offer", "bob")
+	r.settle()
+	r.relay(bob, "answer", "alice")
+	r.settle()
+}
+
+// holdWrites makes node i's writes to the shared state wait until the returned function is called.
+func (r *clusterRun) holdWrites(i int) (release func()) {
+	r.t.Helper()
+	block := make(chan struct{})
+	if !r.nodes[i].h.cl.write(func(context.Context) { <-block }) {
+		r.t.Fatal("the queue of writes is full")
+	}
+	return func() { close(block) }
+}
+
+// inNoCall fails the test if one of users is still in a call.
+func (r *clusterRun) inNoCall(users ...*clusterSlot) {
+	r.t.Helper()
+	for _, u := range users {
+		u.node.h.mu.Lock()
+		p := u.s.peer
+		u.node.h.mu.Unlock()
+		if p != nil {
+			r.t.Fatalf("%s is still in a call with %s", u.name, p.name)
+		}
+	}
+}
+
 // TestClusterResumeAfterClose (found by FuzzCluster): a user in a call with a user of another node loses its
 // connection, and resumes on a third node before its own node has freed its name. Its node ended the call when
 // the connection closed (the peer is told), so the resumed session, which found the call in the shared state,
@@ -716,26 +750,17 @@ func TestClusterResumeAfterClose(t *testing.T) {
 	defer r.finish()
 	alice, bob := r.connect(r.nodes[0]), r.connect(r.nodes[1])
 	r.slots[0], r.slots[1] = alice, bob
-	r.login(alice, "alice", "")
-	r.login(bob, "bob", "")
-	r.settle()
-	r.relay(alice, "offer", "bob")
-	r.settle()
-	r.relay(bob, "answer", "alice")
-	r.settle()
+	r.aliceCallsBob(alice, bob)
 	r.check()
 
 	// alice's node frees her name only after what is queued before it: the resume comes first.
-	block := make(chan struct{})
-	if !r.nodes[0].h.cl.write(func(context.Context) { <-block }) {
-		t.Fatal("the queue of writes is full")
-	}
+	release := r.holdWrites(0)
 	r.close(0)
 	alice2 := r.connect(r.nodes[2])
 	r.slots[2] = alice2
 	r.login(alice2, "alice", r.tokens["alice"])
 	r.readable(alice2)
-	close(block)
+	release()
 	r.settle()
 	r.check()
 	if alice2.name != "alice" {
@@ -744,14 +769,7 @@ func TestClusterResumeAfterClose(t *testing.T) {
 	if fmt.Sprint(alice2.leaves, bob.leaves) != "[bob disconnected] [alice disconnected]" {
 		t.Fatalf("alice's new connection was told %q, bob %q; want a leave each", alice2.leaves, bob.leaves)
 	}
-	for _, u := range []*clusterSlot{alice2, bob} {
-		u.node.h.mu.Lock()
-		p := u.s.peer
-		u.node.h.mu.Unlock()
-		if p != nil {
-			t.Fatalf("%s is still in a call with %s", u.name, p.name)
-		}
-	}
+	r.inNoCall(alice2, bob)
 }
 
 // TestClusterResumeAfterPeerLeft (found by FuzzCluster): a user in a call resumes on another node just as its
@@ -762,26 +780,17 @@ func TestClusterResumeAfterPeerLeft(t *testing.T) {
 	defer r.finish()
 	alice, bob := r.connect(r.nodes[0]), r.connect(r.nodes[0])
 	r.slots[0], r.slots[1] = alice, bob
-	r.login(alice, "alice", "")
-	r.login(bob, "bob", "")
-	r.settle()
-	r.relay(alice, "offer", "bob")
-	r.settle()
-	r.relay(bob, "answer", "alice")
-	r.settle()
+	r.aliceCallsBob(alice, bob)
 	r.check()
 
 	// The node's writes (bob's name freed, alice's call gone from the shared state) wait: the resume comes first.
-	block := make(chan struct{})
-	if !r.nodes[0].h.cl.write(func(context.Context) { <-block }) {
-		t.Fatal("the queue of writes is full")
-	}
+	release := r.holdWrites(0)
 	r.close(1)
 	alice2 := r.connect(r.nodes[2])
 	r.slots[2] = alice2
 	r.login(alice2, "alice", r.tokens["alice"])
 	r.readable(alice2)
-	close(block)
+	release()
 	r.settle()
 	r.check()
 	if alice2.name != "alice" || r.slots[0] != nil {
@@ -790,12 +799,7 @@ func TestClusterResumeAfterPeerLeft(t *testing.T) {
 	if fmt.Sprint(alice2.leaves) != "[bob disconnected]" {
 		t.Fatalf("alice's new connection was told %q; want bob's leave", alice2.leaves)
 	}
-	alice2.node.h.mu.Lock()
-	p := alice2.s.peer
-	alice2.node.h.mu.Unlock()
-	if p != nil {
-		t.Fatalf("alice is still in a call with %s", p.name)
-	}
+	r.inNoCall(alice2)
 }
 
 // TestClusterResumeWhileCalling (found by FuzzCluster): a user's old connection places a call with a user of
@@ -813,17 +817,14 @@ func TestClusterResumeWhileCalling(t *testing.T) {
 	r.check()
 
 	// bob's node writes nothing to the shared state meanwhile: the resume does not see the call.
-	block := make(chan struct{})
-	if !r.nodes[0].h.cl.write(func(context.Context) { <-block }) {
-		t.Fatal("the queue of writes is full")
-	}
+	release := r.holdWrites(0)
 	r.relay(bob, "offer", "alice")
 	r.readable(bob) // the call rings
 	bob2 := r.connect(r.nodes[2])
 	r.slots[2] = bob2
 	r.login(bob2, "bob", r.tokens["bob"])
 	r.readable(bob2)
-	close(block)
+	release()
 	r.settle()
 	r.check()
 	if bob2.name != "bob" || r.slots[1] != nil {
@@ -832,14 +833,7 @@ func TestClusterResumeWhileCalling(t *testing.T) {
 	if fmt.Sprint(alice.leaves, bob2.leaves) != "[bob disconnected] []" {
 		t.Fatalf("alice was told %q, bob's new connection %q; want bob's leave for alice", alice.leaves, bob2.leaves)
 	}
-	for _, u := range []*clusterSlot{alice, bob2} {
-		u.node.h.mu.Lock()
-		p := u.s.peer
-		u.node.h.mu.Unlock()
-		if p != nil {
-			t.Fatalf("%s is still in a call with %s", u.name, p.name)
-		}
-	}
+	r.inNoCall(alice, bob2)
 }
 
 // TestClusterResumeOfClosedConnection (found by FuzzCluster): a connection resumes a name, and is closed (or
@@ -853,13 +847,7 @@ func TestClusterResumeOfClosedConnection(t *testing.T) {
 			defer r.finish()
 			alice, bob := r.connect(r.nodes[0]), r.connect(r.nodes[0])
 			r.slots[0], r.slots[1] = alice, bob
-			r.login(alice, "alice", "")
-			r.login(bob, "bob", "")
-			r.settle()
-			r.relay(alice, "offer", "bob")
-			r.settle()
-			r.relay(bob, "answer", "alice")
-			r.settle()
+			r.aliceCallsBob(alice, bob)
 
 			// The resuming connection closes; then its claim's answer, which Redis gave before, is acted on.
 			n := r.nodes[1]
