@@ -62,8 +62,9 @@ const (
 const (
 	// CloseReplaced closes a connection whose name was taken over by a new connection with the resume token.
 	CloseReplaced = 4000
-	// CloseNameConflict closes a connection whose name another connection holds now: in a cluster whose shared
-	// state was lost, two users logged in under one name, and the other one keeps it.
+	// CloseNameConflict closes a connection whose name another connection holds now, in a cluster: its shared
+	// state was lost and two users logged in under one name (the other one keeps it), or the shared state gives the
+	// name to another session (a resume whose answer came too late), found by its node's cleanup pass.
 	CloseNameConflict = 4001
 	// CloseServiceRestart (the standard 1012) closes the connections of a cluster node that is being restarted:
 	// the client reconnects, to another node, and resumes with its token.

@@ -93,8 +93,9 @@ if ((r[3] or '') ~= '') ~= (ARGV[5] ~= '') then redis.call('INCR', ARGV[1] .. 'p
 return 1
 `)
 
-// locateScript: ARGV prefix, name. Returns {node, sid} of a live record, or {}.
-var locateScript = rueidis.NewLuaScriptReadOnly(`
+// locateScript: ARGV prefix, name. Returns {node, sid} of a live record, or {}. It only reads, but is sent as
+// EVALSHA like the others, not as EVALSHA_RO (Redis 7.0 and later): tandem runs on Redis 6.2.
+var locateScript = rueidis.NewLuaScript(`
 local p = ARGV[1]
 local r = redis.call('HMGET', p .. 'u:' .. ARGV[2], 'node', 'inc', 'sid', 'orph')
 if not r[1] or r[4] then return {} end
@@ -102,8 +103,9 @@ if redis.call('GET', p .. 'node:' .. r[1]) ~= r[2] then return {} end
 return {r[1], r[3]}
 `)
 
-// listScript: ARGV prefix, folded prefix, limit. Returns {total, more (0/1), name, busy (0/1), ...}.
-var listScript = rueidis.NewLuaScriptReadOnly(`
+// listScript: ARGV prefix, folded prefix, limit. Returns {total, more (0/1), name, busy (0/1), ...}. Sent as
+// EVALSHA (see locateScript).
+var listScript = rueidis.NewLuaScript(`
 local p, limit = ARGV[1], tonumber(ARGV[3])
 local m = redis.call('ZRANGE', p .. 'idx', '[' .. ARGV[2], '[' .. ARGV[2] .. '\255', 'BYLEX', 'LIMIT', 0, limit + 1)
 local out = {redis.call('ZCARD', p .. 'idx'), 0}
