@@ -330,6 +330,20 @@ func (s *Session) claimed(name string, claim cluster.Claim, res cluster.ClaimRes
 		replaced Conn
 		envs     []sendTo
 	)
+	// afterUnlock does, once the hub's lock is let go, what the claim decided: envelopes to other nodes, sessions
+	// ended, a replaced connection closed, peers told their call ended.
+	afterUnlock := func() {
+		for _, e := range envs {
+			h.cl.b.Send(e.node, e.env)
+		}
+		h.endSessions(ended...)
+		if replaced != nil {
+			replaced.Close(protocol.CloseReplaced, "replaced: this name logged in from another connection")
+		}
+		for _, l := range tell {
+			h.send(l.to, func(b []byte) []byte { return protocol.AppendLeave(b, l.from, l.reason) })
+		}
+	}
 	h.mu.Lock()
 	if s.gone {
 		// The connection closed (or was replaced) while its login waited: the name is freed. A resume has taken
@@ -351,16 +365,7 @@ func (s *Session) claimed(name string, claim cluster.Claim, res cluster.ClaimRes
 			}
 		}
 		h.mu.Unlock()
-		for _, e := range envs {
-			h.cl.b.Send(e.node, e.env)
-		}
-		h.endSessions(ended...)
-		if replaced != nil {
-			replaced.Close(protocol.CloseReplaced, "replaced: this name logged in from another connection")
-		}
-		for _, l := range tell {
-			h.send(l.to, func(b []byte) []byte { return protocol.AppendLeave(b, l.from, l.reason) })
-		}
+		afterUnlock()
 		h.released(name, claim.Session, nil)
 		return
 	}
@@ -436,17 +441,7 @@ func (s *Session) claimed(name string, claim cluster.Claim, res cluster.ClaimRes
 		reply.ICEServers = h.cfg.ICEServers(reply.Name, s.host, s.sid)
 	}
 	h.mu.Unlock()
-
-	for _, e := range envs {
-		h.cl.b.Send(e.node, e.env)
-	}
-	h.endSessions(ended...)
-	if replaced != nil {
-		replaced.Close(protocol.CloseReplaced, "replaced: this name logged in from another connection")
-	}
-	for _, l := range tell {
-		h.send(l.to, func(b []byte) []byte { return protocol.AppendLeave(b, l.from, l.reason) })
-	}
+	afterUnlock()
 	s.conn.LoggedIn()
 	h.m.logins.Inc()
 	h.log.Debug("user logged in", "name", reply.Name, "resumed", res.Outcome == cluster.Resumed, "host", s.host)
