@@ -264,8 +264,8 @@ func TestLoginTimeout(t *testing.T) {
 	r := startServer(t, func(c *server.Config) { c.LoginTimeout = time.Second })
 	in := r.rawDial()
 	in.login("in-time")
+	start := time.Now() // (before the dial: the server's clock starts when it accepts the connection)
 	lurker := r.rawDial()
-	start := time.Now()
 	code, reason := lurker.expectClose()
 	if code != 1008 || reason != "log in within 1s" {
 		t.Fatalf("close %d %q, want 1008 \"log in within 1s\"", code, reason)

@@ -641,9 +641,16 @@ func testResume(t *testing.T, e *env) {
 		node int
 	}{{"SameNode", 0}, {"OtherNode", 2}} {
 		t.Run(where.name, func(t *testing.T) {
+			e := &env{t: t, hubs: e.hubs} // (its clients fail this subtest, not the parent)
 			a, b := e.call(0, 1, "a-"+where.name, "b-"+where.name)
 			an, bn := "a-"+where.name, "b-"+where.name
 			tok := a.Login(an)
+			// A cluster node writes who is in a call to the shared state in the background, a moment after the
+			// answer; a resume on another node reads the call from there (docs/cluster.md, "When things fail").
+			// The client below reconnects once the call is written, as a real client's reconnect comes long after.
+			listEventually(t, e.client(where.node), `{"type":"users","query":"`+an+`"}`, func(m msg) bool {
+				return fmt.Sprint(m["users"]) == "[map[busy:true name:"+an+"]]"
+			})
 			thief := e.client(where.node)
 			thief.Send(`{"type":"login","name":"` + an + `","token":"guess"}`)
 			thief.Expect(msg{"success": false, "code": "name_taken"})
