@@ -3,6 +3,7 @@ package certs
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -234,6 +235,38 @@ func testCert(t *testing.T) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return s.Certificate.Leaf
+}
+
+// TestListenerClosedAsItStarts: a server shut down as it starts closes the listener while its first Accept runs
+// (tandem's Serve does, when it is stopped at once). Under -race this found Accept starting the accept loop
+// while Close waited for the loops to end; now each Accept returns, with net.ErrClosed, and nothing is left running.
+func TestListenerClosedAsItStarts(t *testing.T) {
+	t.Parallel()
+	s, err := LoadOrCreateSelfSigned(t.TempDir(), testHosts(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		raw, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := NewListener(raw, s.TLSConfig(), ListenerConfig{})
+		accepted := make(chan error, 1)
+		go func() {
+			_, err := l.Accept()
+			accepted <- err
+		}()
+		if err := l.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if err := <-accepted; !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Accept after Close: %v, want net.ErrClosed", err)
+		}
+		if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("a second Accept after Close: %v, want net.ErrClosed", err)
+		}
+	}
 }
 
 func TestListenerCloseWithSilentConnection(t *testing.T) {

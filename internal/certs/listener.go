@@ -86,8 +86,14 @@ type sniffListener struct {
 
 func (l *sniffListener) Accept() (net.Conn, error) {
 	l.startOnce.Do(func() {
-		l.wg.Add(1)
-		go l.acceptLoop()
+		// Under mu, as Close sets closed: a Close that has begun makes this Accept start nothing, and one that
+		// comes after waits for what this one started (never an Add while Close waits).
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if !l.closed {
+			l.wg.Add(1)
+			go l.acceptLoop()
+		}
 	})
 	select {
 	case c := <-l.conns:
