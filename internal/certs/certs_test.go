@@ -237,6 +237,23 @@ func testCert(t *testing.T) *x509.Certificate {
 	return s.Certificate.Leaf
 }
 
+// acceptingListener listens on a free 127.0.0.1 port with NewListener (s's certificate), and calls its Accept once
+// in the background: accepted gets what that Accept returned.
+func acceptingListener(t *testing.T, s *SelfSigned) (raw, l net.Listener, accepted <-chan error) {
+	t.Helper()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l = NewListener(raw, s.TLSConfig(), ListenerConfig{})
+	ch := make(chan error, 1)
+	go func() {
+		_, err := l.Accept()
+		ch <- err
+	}()
+	return raw, l, ch
+}
+
 // TestListenerClosedAsItStarts: a server shut down as it starts closes the listener while its first Accept runs
 // (tandem's Serve does, when it is stopped at once). Under -race this found Accept starting the accept loop
 // while Close waited for the loops to end; now each Accept returns, with net.ErrClosed, and nothing is left running.
@@ -247,16 +264,7 @@ func TestListenerClosedAsItStarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 50 {
-		raw, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		l := NewListener(raw, s.TLSConfig(), ListenerConfig{})
-		accepted := make(chan error, 1)
-		go func() {
-			_, err := l.Accept()
-			accepted <- err
-		}()
+		_, l, accepted := acceptingListener(t, s)
 		if err := l.Close(); err != nil {
 			t.Fatalf("Close: %v", err)
 		}
@@ -275,16 +283,7 @@ func TestListenerCloseWithSilentConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := NewListener(raw, s.TLSConfig(), ListenerConfig{})
-	accepted := make(chan error, 1)
-	go func() {
-		_, err := l.Accept()
-		accepted <- err
-	}()
+	raw, l, accepted := acceptingListener(t, s)
 	silent, err := net.Dial("tcp", raw.Addr().String())
 	if err != nil {
 		t.Fatal(err)
