@@ -646,7 +646,7 @@ func testResume(t *testing.T, e *env) {
 			an, bn := "a-"+where.name, "b-"+where.name
 			tok := a.Login(an)
 			// A cluster node writes who is in a call to the shared state in the background, a moment after the
-			// answer; a resume on another node reads the call from there (docs/cluster.md, "When things fail").
+			// call starts; a resume on another node reads the call from there (docs/cluster.md, "When things fail").
 			// The client below reconnects once the call is written, as a real client's reconnect comes long after.
 			listEventually(t, e.client(where.node), `{"type":"users","query":"`+an+`"}`, func(m msg) bool {
 				return fmt.Sprint(m["users"]) == "[map[busy:true name:"+an+"]]"
