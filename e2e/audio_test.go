@@ -76,6 +76,9 @@ func TestAudioOnlyCalls(t *testing.T) {
 	if value[bool](bob, `!document.querySelector('#accept-audio-button').hidden`) {
 		t.Error("bob's page offers to answer without video a call that has none")
 	}
+	if got := value[string](bob, `document.querySelector('#stage-detail').textContent`); got != "An audio call. Answer with Accept or Decline." {
+		t.Errorf("bob's call screen says %q, want it to offer only Accept and Decline for an audio call", got)
+	}
 	bob.screenshot("audio-ringing-phone")
 	bob.click("#accept-button")
 	assertAudioOnly(t, alice)

@@ -1474,7 +1474,8 @@ function renderStage() {
       break;
     case 'incoming':
       title = t('stage.isCalling', { name: peer });
-      detail = t($('#accept-audio-button').hidden ? 'stage.answerAudioCall' : 'stage.answer');
+      // From the offer, not the panel's buttons: the stage is drawn before ring() sets them up.
+      detail = t(state.incoming && !sdpHasVideo(state.incoming.offer && state.incoming.offer.sdp) ? 'stage.answerAudioCall' : 'stage.answer');
       break;
     case 'active': {
       const connected = call && call.pc && call.pc.connectionState === 'connected';
