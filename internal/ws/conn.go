@@ -93,7 +93,7 @@ type Conn struct {
 	fragOp   byte   // opcode of the fragmented message, 0 when none
 	fragSize int    // bytes of the fragmented message so far (binary ones are not kept)
 	held     int    // cap(in)+cap(frag) as counted in the server's total of bytes held (see account)
-	skip     int    // bytes of an oversized or refused frame still to be thrown away
+	skip     uint64 // bytes of an oversized or refused frame still to be thrown away (a length may be up to 2^63-1)
 	ignore   bool   // closing after a client error: data frames are dropped, a close frame is still answered
 	discard  bool   // the framing was lost: everything the peer sends is dropped until it hangs up
 	peerGone bool   // epoll mode: the loop saw the peer close or reset its end (EPOLLRDHUP, EPOLLHUP, EPOLLERR)
@@ -398,7 +398,7 @@ func (c *Conn) parse(data []byte) (ok, fresh bool) {
 		return true, false
 	}
 	if c.skip > 0 {
-		n := min(c.skip, len(data))
+		n := min(c.skip, uint64(len(data)))
 		c.skip -= n
 		data = data[n:]
 	}
@@ -555,7 +555,7 @@ func (c *Conn) skipFrame(data []byte, total uint64) (int, bool) {
 	if uint64(len(data)) >= total {
 		return int(total), true
 	}
-	c.skip = int(total - uint64(len(data)))
+	c.skip = total - uint64(len(data)) // 2^63 or more when a 2^63-1 length came with only its header
 	return len(data), true
 }
 

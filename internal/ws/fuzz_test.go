@@ -42,20 +42,8 @@ type readerRun struct {
 // read back whole. It checks the reader's invariants as it goes.
 func runReader(t *testing.T, chunks ...[]byte) readerRun {
 	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fds[1])
-	_ = unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
-	srv, err := NewServer(Config{MaxMessage: fuzzLimit, NoEpoll: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &events{ch: make(chan string, 1<<16)}
-	c := &Conn{srv: srv, fd: fds[0], h: e}
-	e.c = c
-	srv.conns[c] = struct{}{}
+	c, e, peer := readerConn(t)
+	srv := c.srv
 	for _, chunk := range chunks {
 		ok := c.onData(append([]byte(nil), chunk...))
 		if c.held != cap(c.in)+cap(c.frag) || srv.Partial() != int64(c.held) {
@@ -90,17 +78,88 @@ func runReader(t *testing.T, chunks ...[]byte) readerRun {
 			run.binaries++
 		}
 	}
+	run.closeCode = firstCloseCode(t, written(peer))
+	return run
+}
+
+// readerConn makes an open connection whose frame reader is driven by calling onData; what it writes goes to
+// the other end of a socket pair, peer (closed when the test ends).
+func readerConn(t *testing.T) (c *Conn, e *events, peer int) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fds[1]) })
+	_ = unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
+	srv, err := NewServer(Config{MaxMessage: fuzzLimit, NoEpoll: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e = &events{ch: make(chan string, 1<<16)}
+	c = &Conn{srv: srv, fd: fds[0], h: e}
+	e.c = c
+	srv.conns[c] = struct{}{}
+	return c, e, fds[1]
+}
+
+// written reads what the server has written to the socket pair so far.
+func written(peer int) []byte {
 	var out []byte
 	buf := make([]byte, 64<<10)
 	for {
-		n, err := unix.Read(fds[1], buf)
+		n, err := unix.Read(peer, buf)
 		if n <= 0 || err != nil {
-			break
+			return out
 		}
 		out = append(out, buf[:n]...)
 	}
-	run.closeCode = firstCloseCode(t, out)
-	return run
+}
+
+// A refused frame is thrown away whole, however long it says it is, even when its header comes alone: the bytes
+// after the header are its payload, never frames (a close frame among them does not end the connection), and
+// the connection reads frames again only after the last of them.
+func TestRefusedFrameThrownAwayWhole(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		header []byte // the header up to its length, without the mask key
+		length uint64
+		code   int
+	}{
+		{"too large, 16-bit length", []byte{0x81, 0xfe, 0x01, 0x2c}, 300, CloseTooBig},
+		{"too large, 64-bit length", []byte{0x82, 0xff, 0, 0, 0, 0, 0, 1, 0x11, 0x70}, 70000, CloseTooBig},
+		{"too large, the largest length", []byte{0x81, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 1<<63 - 1, CloseTooBig},
+		{"reserved bits, the largest length", []byte{0xc1, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 1<<63 - 1, CloseProtocolError},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, _, peer := readerConn(t)
+			defer c.teardown()
+			closeFrame := frame(true, rfc6455.OpClose, []byte{0x03, 0xe8}, true)
+			left := uint64(len(tt.header)) + 4 + tt.length
+			for _, chunk := range [][]byte{tt.header, {1, 2, 3, 4}, closeFrame} {
+				if !c.onData(append([]byte(nil), chunk...)) {
+					t.Fatalf("the connection ended %d bytes before the end of the refused frame", left)
+				}
+				left -= uint64(len(chunk))
+				if c.skip != left {
+					t.Fatalf("%d bytes of the refused frame left to throw away, want %d", c.skip, left)
+				}
+			}
+			if code := firstCloseCode(t, written(peer)); code != tt.code {
+				t.Fatalf("close code %d, want %d", code, tt.code)
+			}
+			if left > 1<<20 {
+				return // the client cannot send the rest in a test
+			}
+			if !c.onData(make([]byte, left)) {
+				t.Fatal("the connection ended at the end of the refused frame")
+			}
+			// Frames are read again: the client's close completes the closing handshake.
+			if c.onData(closeFrame) {
+				t.Fatal("the client's close after the refused frame did not end the connection")
+			}
+		})
+	}
 }
 
 // dataHeaderWhole reports whether b starts with the whole header of a data frame.
