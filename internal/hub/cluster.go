@@ -338,7 +338,7 @@ func (s *Session) claimed(name string, claim cluster.Claim, res cluster.ClaimRes
 		}
 		h.endSessions(ended...)
 		if replaced != nil {
-			replaced.Close(protocol.CloseReplaced, "replaced: this name logged in from another connection")
+			replaced.Close(protocol.CloseReplaced, replacedReason)
 		}
 		for _, l := range tell {
 			h.send(l.to, func(b []byte) []byte { return protocol.AppendLeave(b, l.from, l.reason) })
@@ -999,7 +999,7 @@ func (h *Hub) remoteTakeover(e *cluster.Envelope) {
 	old.unanswered, old.strangers, old.gone = false, nil, true
 	h.mu.Unlock()
 	h.endSessions(sid)
-	old.conn.Close(protocol.CloseReplaced, "replaced: this name logged in from another connection")
+	old.conn.Close(protocol.CloseReplaced, replacedReason)
 	if ended {
 		h.takenOverCallEnded(e)
 	}

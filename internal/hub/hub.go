@@ -87,6 +87,10 @@ const (
 	DefaultCallCooldown = 30 * time.Second
 )
 
+// replacedReason is the reason of the close (protocol.CloseReplaced) that ends a connection whose name a resume
+// took over, here or on another node.
+const replacedReason = "replaced: this name logged in from another connection"
+
 // Hub routes messages between the sessions of logged-in users.
 type Hub struct {
 	cfg Config
@@ -579,7 +583,7 @@ func (s *Session) loginAs(name string, token []byte, device string) bool {
 
 	h.endSessions(ended...)
 	if replaced != nil {
-		replaced.Close(protocol.CloseReplaced, "replaced: this name logged in from another connection")
+		replaced.Close(protocol.CloseReplaced, replacedReason)
 	}
 	for _, p := range tell {
 		h.send(p, func(b []byte) []byte { return protocol.AppendLeave(b, tellName, tellReason) })
