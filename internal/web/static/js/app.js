@@ -563,7 +563,7 @@ function onOffer(msg) {
   if (state.phase !== 'idle') {
     // The server answers `busy` for us while we are in a call (and tells us with `missed`); but an offer can cross
     // our own (we started calling someone else as it came). It never rang here: say so once this call is over.
-    rememberCall({ peer: from, dir: 'in', outcome: 'missed_busy', audio: !sdpHasVideo(msg.offer.sdp) });
+    rememberCall({ peer: from, dir: 'in', outcome: 'missed_busy', audio: !offerHasVideo(msg.offer) });
     noteMissedWhileBusy(from);
     return;
   }
@@ -572,11 +572,16 @@ function onOffer(msg) {
   ring(from);
 }
 
+/** Whether an offer, as a signaling message carries it (or fails to), has video. */
+function offerHasVideo(offer) {
+  return sdpHasVideo(offer && offer.sdp);
+}
+
 function ring(from) {
   state.ringStartedAt = Date.now();
   $('#incoming-title').textContent = from;
   // A call without video is answered without video: the choice is the caller's.
-  const video = sdpHasVideo(state.incoming.offer && state.incoming.offer.sdp);
+  const video = offerHasVideo(state.incoming.offer);
   $('#incoming-detail').dataset.i18n = video ? 'incoming.calling' : 'incoming.callingAudio';
   $('#incoming-detail').textContent = t($('#incoming-detail').dataset.i18n);
   $('#accept-audio-button').hidden = !video;
@@ -626,7 +631,7 @@ async function accept({ audioOnly = false } = {}) {
 async function answerCall(from, offer, candidates, { audioOnly = false } = {}) {
   // An offer without video makes an audio call on this side too.
   const call = newCall(from, 'callee', {
-    audioOnly: audioOnly || !sdpHasVideo(offer && offer.sdp), startedAt: state.ringStartedAt || Date.now(),
+    audioOnly: audioOnly || !offerHasVideo(offer), startedAt: state.ringStartedAt || Date.now(),
   });
   setPhase('active');
   await mediaReady;
@@ -644,7 +649,7 @@ async function answerCall(from, offer, candidates, { audioOnly = false } = {}) {
 function missedCall(outcome) {
   const { from, offer } = state.incoming;
   if (outcome === 'missed') notifyMissed(from);
-  rememberCall({ peer: from, dir: 'in', outcome, audio: !sdpHasVideo(offer && offer.sdp), at: state.ringStartedAt });
+  rememberCall({ peer: from, dir: 'in', outcome, audio: !offerHasVideo(offer), at: state.ringStartedAt });
   stopRinging();
   setPhase('idle');
 }
@@ -1131,7 +1136,7 @@ function attract() {
 function notifyRinging() {
   if (!state.incoming || state.callNotice || !canNotify() || Notification.permission !== 'granted') return;
   const { from, offer } = state.incoming;
-  const audio = !sdpHasVideo(offer && offer.sdp);
+  const audio = !offerHasVideo(offer);
   try {
     const n = new Notification(t('notification.calling', { name: from }), {
       body: t(audio ? 'notification.answerAudio' : 'notification.answer'),
@@ -1475,7 +1480,7 @@ function renderStage() {
     case 'incoming':
       title = t('stage.isCalling', { name: peer });
       // From the offer, not the panel's buttons: the stage is drawn before ring() sets them up.
-      detail = t(state.incoming && !sdpHasVideo(state.incoming.offer && state.incoming.offer.sdp) ? 'stage.answerAudioCall' : 'stage.answer');
+      detail = t(state.incoming && !offerHasVideo(state.incoming.offer) ? 'stage.answerAudioCall' : 'stage.answer');
       break;
     case 'active': {
       const connected = call && call.pc && call.pc.connectionState === 'connected';
